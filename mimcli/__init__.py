@@ -1,0 +1,3 @@
+"""mim: pretrain, probe and report self-supervised representations with and without I(z, v) regularisers."""
+
+__version__ = "0.1.0"

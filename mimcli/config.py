@@ -1,0 +1,304 @@
+"""Typed run configuration: pydantic models for every section, preset lookup and `--set` overrides.
+
+Every key is validated and unknown keys are errors, so a typo in a preset or an override can never
+be silently ignored (a complaint users have about other SSL toolkits).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.resources
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mimcli.errors import UsageError
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors and assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class RunSection(Section):
+    name: str = Field("run", description="Run name; the default output directory is runs/<name>.")
+    description: str = Field("", description="One line shown by `mim presets`.")
+    out: str | None = Field(None, description="Run directory (default runs/<name>).")
+
+
+class ShapesSection(Section):
+    """Size and seed of the generated `shapes` data set (only read when data.dataset = 'shapes')."""
+
+    n_train: int = Field(20_000, gt=0)
+    n_test: int = Field(5_000, gt=0)
+    seed: int = 0
+
+
+class DataSection(Section):
+    dataset: str = Field(
+        "cifar10",
+        description="cifar10 | cifar100 | stl10 | imagefolder | shapes",
+    )
+    root: str = Field("data", description="Where torchvision data sets live, or the image-folder root.")
+    subset: int | None = Field(None, gt=0, description="Train on a fixed, seeded subset of N images.")
+    image_size: int = Field(32, gt=0, description="Training crop size in pixels (32 CIFAR, 64 STL-10).")
+    download: bool = Field(True, description="Download torchvision data sets on first use.")
+    shapes: ShapesSection = Field(default_factory=ShapesSection)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        known = {"cifar10", "cifar100", "stl10", "imagefolder", "shapes"}
+        if value not in known:
+            raise ValueError(f"unknown dataset {value!r}; choose one of {sorted(known)}")
+        return value
+
+
+class AugmentSection(Section):
+    """The paper's view recipe; the defaults are REFERENCE.md's contrastive augmentation."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = Field(0.5, ge=0, le=1)
+    jitter_p: float = Field(0.8, ge=0, le=1)
+    brightness: float = Field(0.8, ge=0)
+    contrast: float = Field(0.8, ge=0)
+    saturation: float = Field(0.8, ge=0)
+    hue: float = Field(0.2, ge=0, le=0.5)
+    grayscale_p: float = Field(0.2, ge=0, le=1)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"must be a range 0 < low <= high, got {list(value)}")
+        return value
+
+
+class ModelSection(Section):
+    backbone: Literal["resnet18", "resnet50"] = "resnet18"
+    width: int = Field(64, gt=0, description="Base channels (64 is the standard ResNet; 16 runs fast on a CPU).")
+    stem: Literal["auto", "cifar", "stl", "imagenet"] = Field(
+        "auto", description="auto: cifar below 64 px, stl at 64-95 px, imagenet from 96 px."
+    )
+
+
+class MethodSection(Section):
+    name: Literal["simclr", "byol", "barlow", "supervised"] = "simclr"
+    temperature: float = Field(0.5, gt=0, description="SimCLR NT-Xent temperature.")
+    hidden_dim: int = Field(512, gt=0, description="Projector hidden width.")
+    proj_dim: int | None = Field(None, gt=0, description="Projector output (default 128; 1024 for Barlow).")
+    base_momentum: float = Field(0.996, ge=0, le=1, description="BYOL EMA base momentum.")
+    offdiag_weight: float = Field(0.01, ge=0, description="Barlow Twins off-diagonal weight.")
+
+
+class RegularizerSection(Section):
+    kind: Literal["none", "rc", "lbe", "mib", "ip", "noise"] = "none"
+    lam: float = Field(1.0, alias="lambda", ge=0, description="Weight of the I(z, v) term.")
+    sigma: float = Field(0.1, ge=0, description="Noise on pooled features (lbe, mib, noise).")
+    rho: float = Field(0.05, gt=0, description="LBE distance scale: exp(-rho * ||z_l - f(v_k)||^2).")
+    block_weights: dict[str, float] = Field(
+        default_factory=lambda: {"layer2": 0.25, "layer3": 0.5, "layer4": 1.0},
+        description="LBE weight per pooled block (ResNet-50 on ImageNet: layer4 only).",
+    )
+
+
+class TrainSection(Section):
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(256, gt=0)
+    lr: float = Field(3e-4, gt=0)
+    optimizer: Literal["adam", "sgd", "lars"] = "adam"
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["constant", "cosine"] = "constant"
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    channels_last: bool = True
+    compile: bool = False
+    log_every: int = Field(50, gt=0, description="Steps between loss read-backs (no host sync otherwise).")
+    save_epochs: list[int] = Field(default_factory=list, description="Also keep backbone weights at these epochs.")
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice).")
+
+
+class ProbeSection(Section):
+    datasets: list[str] = Field(default_factory=list, description="Probed when training ends.")
+    protocol: Literal["linear", "knn", "regression"] = "linear"
+    layers: list[int] = Field(default_factory=lambda: [4])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(0.01, gt=0)
+
+
+class RunConfig(Section):
+    run: RunSection = Field(default_factory=RunSection)
+    data: DataSection = Field(default_factory=DataSection)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    method: MethodSection = Field(default_factory=MethodSection)
+    regularizer: RegularizerSection = Field(default_factory=RegularizerSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    probe: ProbeSection = Field(default_factory=ProbeSection)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.method.name != "supervised" and self.train.batch_size < 2:
+            raise ValueError(
+                f"train.batch_size={self.train.batch_size}: a contrastive method needs at least 2 images per batch"
+            )
+        if self.regularizer.kind == "rc":
+            from mimcli.models.decoders import SUPPORTED_SIZES
+
+            if self.data.image_size not in SUPPORTED_SIZES:
+                raise ValueError(
+                    f"data.image_size={self.data.image_size}: the RC decoder serves only {sorted(SUPPORTED_SIZES)} px"
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with the user-facing key names (`lambda`, not `lam`), None values dropped."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def preset_dirs() -> list[Path]:
+    """Where named presets live: the checkout's presets/ first, then the installed package data."""
+    dirs = [Path(__file__).resolve().parent.parent / "presets"]
+    try:
+        dirs.append(Path(str(importlib.resources.files("mimcli.presets"))))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return [d for d in dict.fromkeys(dirs) if d.is_dir()]
+
+
+def list_presets() -> dict[str, Path]:
+    """Preset name -> file, first directory wins."""
+    found: dict[str, Path] = {}
+    for directory in preset_dirs():
+        for path in sorted(directory.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """A preset name (`simclr-rc`) or a path to a TOML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        if not candidate.is_file():
+            raise UsageError(f"preset file not found: {candidate}")
+        return candidate
+    presets = list_presets()
+    if name_or_path not in presets:
+        raise UsageError(f"unknown preset {name_or_path!r}; known presets: {', '.join(sorted(presets)) or 'none'}")
+    return presets[name_or_path]
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"cannot read {path}: {error}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value); the value is parsed as TOML, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or "." not in key:
+        raise UsageError(f"--set {text!r}: expected section.key=value")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Nested-dict update; validation happens afterwards, so an unknown key is reported by name."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UsageError(f"--set {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """One line naming each offending key and value."""
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item["loc"] if p != "__root__") or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        value = item.get("input")
+        shown = "" if item["type"] == "extra_forbidden" or isinstance(value, dict) else f" (got {value!r})"
+        parts.append(f"{location}: {message}{shown}")
+    return f"invalid config from {source}: " + "; ".join(parts)
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise UsageError(format_validation_error(error, source)) from None
+
+
+def load_config(preset: str | None, overrides: list[str] | None = None) -> RunConfig:
+    """Preset (or defaults) + `--set` overrides -> validated RunConfig; the run name defaults to the preset's."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if preset:
+        path = resolve_preset(preset)
+        raw = read_toml(path)
+        source = str(path)
+        raw.setdefault("run", {}).setdefault("name", path.stem)
+    raw = apply_overrides(raw, list(overrides or []))
+    return build_config(raw, source + (" with --set overrides" if overrides else ""))
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Minimal TOML writer for our config shape (sections of scalars, lists and one level of sub-tables)."""
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        if isinstance(value, str):
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            return f'"{escaped}"'
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        if isinstance(value, dict):
+            return "{ " + ", ".join(f"{k} = {scalar(v)}" for k, v in value.items()) + " }"
+        raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+    lines: list[str] = []
+    for section, body in data.items():
+        lines.append(f"[{section}]")
+        nested = {k: v for k, v in body.items() if isinstance(v, dict) and k != "block_weights"}
+        for key, value in body.items():
+            if key not in nested:
+                lines.append(f"{key} = {scalar(value)}")
+        for key, sub in nested.items():
+            lines.append(f"\n[{section}.{key}]")
+            lines.extend(f"{k} = {scalar(v)}" for k, v in sub.items())
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""RC decoders: reconstruct the normalised augmented view from the pooled layer4 vector h.
+
+Architectures follow the paper's reference code (REFERENCE.md, "Regularisers"): one per input
+resolution. No output activation: the target lies in [-1, 1] after Normalize(0.5, 0.5).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+SUPPORTED_SIZES = frozenset({32, 64, 224})
+
+
+def _up(c_in: int, c_out: int, bias: bool = False) -> list[nn.Module]:
+    """ConvTranspose k3 s2 p1 op1 (doubles the side) + BN + ReLU."""
+    return [
+        nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=bias),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class Decoder(nn.Module):
+    """Linear to a small feature map, then transposed convolutions up to the image side."""
+
+    def __init__(self, fc: nn.Module, shape: tuple[int, int, int], convs: nn.Sequential) -> None:
+        super().__init__()
+        self.fc, self.shape, self.convs = fc, shape, convs
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.convs(self.fc(h).view(h.shape[0], *self.shape))
+
+
+def build_decoder(in_dim: int, image_size: int) -> Decoder:
+    if image_size == 32:
+        fc = nn.Sequential(nn.Linear(in_dim, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU(inplace=True))
+        convs = nn.Sequential(*_up(64, 256), *_up(256, 128), *_up(128, 64), nn.ConvTranspose2d(64, 3, 3, 1, 1))
+        return Decoder(fc, (64, 4, 4), convs)
+    if image_size == 64:
+        layers: list[nn.Module] = []
+        for _ in range(4):
+            layers += _up(128, 128)
+        convs = nn.Sequential(*layers, nn.ConvTranspose2d(128, 3, 3, 1, 1))
+        return Decoder(nn.Linear(in_dim, 2048), (128, 4, 4), convs)
+    if image_size == 224:
+        chans = [64, 128, 128, 128, 64]
+        layers = []
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            layers += _up(c_in, c_out)
+        convs = nn.Sequential(*layers, nn.ConvTranspose2d(64, 3, 3, 2, 1, output_padding=1))
+        return Decoder(nn.Linear(in_dim, 3136), (64, 7, 7), convs)
+    raise ValueError(f"the RC decoder serves only {sorted(SUPPORTED_SIZES)} px, not {image_size}")

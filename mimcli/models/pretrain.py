@@ -1,0 +1,39 @@
+"""The trainable whole: backbone + method heads + regulariser, composed the same way for every method."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mimcli.config import RunConfig
+from mimcli.methods import Batch, Method, build_method
+from mimcli.models.resnet import PooledResNet, build_backbone
+from mimcli.regularizers import Regularizer, build_regularizer
+
+
+class PretrainModel(nn.Module):
+    """forward(batch) -> every loss term; `loss` = method + lambda * regulariser."""
+
+    def __init__(self, backbone: PooledResNet, method: Method, regularizer: Regularizer, lam: float) -> None:
+        super().__init__()
+        self.backbone, self.method, self.regularizer, self.lam = backbone, method, regularizer, lam
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        clean = self.backbone(batch.views)
+        noisy = self.regularizer.perturb(clean)
+        method_terms = self.method.loss(noisy, batch)
+        reg_terms = self.regularizer.loss(clean, noisy, batch)
+        method_loss, reg = method_terms.pop("method"), reg_terms.pop("reg")
+        return {
+            "loss": method_loss + self.lam * reg,
+            "loss_method": method_loss.detach(),
+            "loss_reg": reg.detach(),
+            **method_terms,
+            **reg_terms,
+        }
+
+
+def build_model(config: RunConfig, num_classes: int) -> PretrainModel:
+    backbone = build_backbone(config.model.backbone, config.model.width, config.data.image_size, config.model.stem)
+    method = build_method(config.method, backbone, num_classes)
+    regularizer = build_regularizer(config.regularizer, backbone, config.data.image_size, method.n_views)
+    return PretrainModel(backbone, method, regularizer, config.regularizer.lam)

@@ -1,0 +1,56 @@
+"""Optimisers and learning-rate schedules selected by name from [train]."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mimcli.config import TrainSection
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise trust ratios (You et al.); biases and norms are not adapted."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if p.ndim > 1:  # weights: decay and trust ratio
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.norm(p), torch.norm(grad)
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, 1.0)
+                    grad = grad.mul(trust)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"].mul_(group["momentum"]).add_(grad)
+                p.add_(mu, alpha=-group["lr"])
+        return None
+
+
+def build_optimizer(model: nn.Module, cfg: TrainSection, global_batch: int, device: torch.device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        fused = device.type == "cuda"
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # LARS: train.lr is the rate per 256 images (ImageNet recipe: 0.3 x global batch / 256).
+    return LARS(params, lr=cfg.lr * global_batch / 256, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainSection) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per epoch: constant (the paper's CIFAR recipe) or cosine to zero."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)

@@ -1,0 +1,301 @@
+"""The training loop shared by every method and regulariser: data on the device, batched views,
+precision, progress, metrics, atomic checkpoints and exact resume.
+
+Nothing in here knows which method or regulariser runs: `PretrainModel` returns the loss terms,
+`Method.on_step_end` does per-step side effects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mimcli import distributed, runs
+from mimcli.config import RunConfig
+from mimcli.data.augment import BatchAugment
+from mimcli.data.datasets import ImageData, load_pretrain_data
+from mimcli.errors import UsageError
+from mimcli.methods import Batch
+from mimcli.models.pretrain import PretrainModel, build_model
+from mimcli.optim import build_optimizer, build_schedule
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            index = distributed.local_rank() if distributed.is_distributed() else 0
+            return torch.device("cuda", index)
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"train.device={name!r} but no CUDA device is available")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls/convolutions beat fp32 on this CPU (see docs/benchmarks.md)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Every random draw of an epoch derives from (seed, epoch, rank): resume is exact without replay."""
+    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    terms: dict[str, float]
+    seconds: float
+    images: int
+    lr: float
+
+    def record(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, **self.terms, "lr": self.lr, "images_per_s": self.images / self.seconds,
+                "seconds": self.seconds}
+
+
+@dataclass
+class Trainer:
+    """Owns model, optimiser and data for one run; `fit()` trains from the current epoch to the end."""
+
+    config: RunConfig
+    run_dir: Path
+    console: Console = field(default_factory=Console)
+    data: ImageData | None = None
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = resolve_device(cfg.train.device)
+        self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
+        if self.data is None:
+            shapes = cfg.data.shapes
+            self.data = load_pretrain_data(cfg.data.dataset, cfg.data.root, cfg.data.image_size, cfg.data.subset,
+                                           cfg.train.seed, cfg.data.download, (shapes.n_train, shapes.n_test, shapes.seed))
+        torch.manual_seed(cfg.train.seed)
+        self.model: PretrainModel = build_model(cfg, num_classes=max(len(self.data.classes), 1))
+        if self.model.method.needs_labels and bool((self.data.labels < 0).any()):
+            raise UsageError(f"method.name={cfg.method.name!r} needs labels, but {cfg.data.dataset} has unlabeled images")
+        self.model.to(self.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        self.images = self.data.images.to(self.device)
+        self.labels = self.data.labels.to(self.device)
+        world = distributed.world_size()
+        self.per_rank_batch = min(cfg.train.batch_size, len(self.data) // world)
+        if self.per_rank_batch < 2:
+            raise UsageError(f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes")
+        self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
+        self.schedule = build_schedule(self.optimizer, cfg.train)
+        self.augment = BatchAugment(cfg.augment, cfg.data.image_size)
+        self.train_model: torch.nn.Module = distributed.wrap_model(self.model, self.device)
+        self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
+        self.epoch = 0
+
+    # ---- checkpointing -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "rng": rng,
+                "config": self.config.to_dict()}
+
+    def save_checkpoint(self) -> None:
+        if not distributed.is_main():
+            return
+        runs.atomic_torch_save(self.state(), self.run_dir / runs.CHECKPOINT)
+        backbone_state = self.model.backbone.state_dict()
+        runs.atomic_torch_save(backbone_state, self.run_dir / runs.BACKBONE)
+        if self.epoch in self.config.train.save_epochs:
+            runs.atomic_torch_save(backbone_state, self.run_dir / "backbones" / f"epoch-{self.epoch}.pt")
+
+    def load_checkpoint(self, path: Path) -> None:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.epoch = int(state["epoch"])
+        except Exception as error:  # a checkpoint that is not ours, or a torn file
+            raise UsageError(f"cannot resume from {path}: {str(error).splitlines()[0]}") from None
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+
+    # ---- one epoch -------------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's index batches for an epoch: a seeded permutation, sharded, last partial batch dropped."""
+        generator = torch.Generator().manual_seed(epoch_seed(self.config.train.seed, epoch))
+        order = torch.randperm(len(self.data), generator=generator)
+        world, rank = distributed.world_size(), distributed.rank()
+        per_step = self.per_rank_batch * world
+        steps = len(order) // per_step
+        order = order[: steps * per_step].view(steps, world, self.per_rank_batch)[:, rank]
+        return list(order.to(self.device))
+
+    def train_epoch(self, progress: Progress | None) -> EpochResult:
+        cfg = self.config
+        epoch = self.epoch
+        seed = epoch_seed(cfg.train.seed, epoch, distributed.rank())
+        torch.manual_seed(seed)  # regulariser noise
+        augment_rng = torch.Generator(self.device).manual_seed(seed)
+        n_views = self.model.method.n_views
+        self.train_model.train()
+        sums: dict[str, torch.Tensor] = {}
+        batches = self.batches(epoch)
+        task = progress.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(batches), terms="") \
+            if progress else None
+        start = time.perf_counter()
+        for step, index in enumerate(batches, start=1):
+            images = self.images[index]
+            with torch.no_grad():
+                views = torch.cat([self.augment(images, augment_rng) for _ in range(n_views)])
+            batch = Batch(views.contiguous(memory_format=self.memory_format), self.labels[index], n_views)
+            with self.autocast():
+                terms = self.step_fn(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            self.optimizer.step()
+            self.model.method.on_step_end(self.model.backbone, epoch, cfg.train.epochs)
+            for name, value in terms.items():
+                value = value.detach().float()
+                sums[name] = sums[name] + value if name in sums else value
+            if progress is not None and (step % cfg.train.log_every == 0 or step == len(batches)):
+                shown = "  ".join(f"{k} {v.item() / step:.4f}" for k, v in sums.items())
+                rate = step * self.per_rank_batch * distributed.world_size() / (time.perf_counter() - start)
+                progress.update(task, completed=step, terms=f"{shown}  {rate:.0f} img/s")
+        seconds = time.perf_counter() - start
+        terms_mean = {name: value.item() / max(len(batches), 1) for name, value in sums.items()}
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.schedule.step()
+        self.epoch += 1
+        images = len(batches) * self.per_rank_batch * distributed.world_size()
+        if progress is not None and task is not None:
+            progress.remove_task(task)
+        return EpochResult(self.epoch, terms_mean, seconds, images, lr)
+
+    def fit(self, show_progress: bool = True) -> list[EpochResult]:
+        results = []
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[terms]}"))
+        show = show_progress and distributed.is_main()
+        with Progress(*columns, console=self.console, transient=True, disable=not show) as progress:
+            while self.epoch < self.config.train.epochs:
+                result = self.train_epoch(progress)
+                results.append(result)
+                if distributed.is_main():
+                    append_metrics(self.run_dir, result.record())
+                    self.save_checkpoint()
+                    runs.write_json(self.run_dir / runs.STATUS, {"status": "running", "epochs_done": self.epoch})
+                    if show:
+                        self.console.print(format_epoch(result, self.config.train.epochs))
+        return results
+
+
+def format_epoch(result: EpochResult, epochs: int) -> str:
+    terms = "  ".join(f"{k} {v:.4f}" for k, v in result.terms.items())
+    return f"epoch {result.epoch}/{epochs}  {terms}  {result.images / result.seconds:.0f} img/s  {result.seconds:.1f}s"
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """metrics.jsonl keeps one line per finished epoch; lines past a resumed epoch are dropped first."""
+    import json
+
+    kept = [r for r in runs.read_metrics(run_dir) if r.get("epoch", 0) < record["epoch"]]
+    text = "".join(json.dumps(r) + "\n" for r in [*kept, record])
+    runs.atomic_write_text(run_dir / runs.METRICS, text)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse to clobber a run unless asked; --force starts over, --resume continues."""
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and not (resume or force):
+        raise UsageError(f"{run_dir} already holds a run: pass --resume to continue it or --force to start over")
+    if resume and not (run_dir / runs.CHECKPOINT).is_file():
+        raise UsageError(f"nothing to resume: {run_dir / runs.CHECKPOINT} not found")
+    if force and exists and not resume:
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def summary_table(config: RunConfig, run_dir: Path, results: list[EpochResult], seconds: float) -> Table:
+    table = Table(title=f"{config.run.name}: {describe_model(config)}", show_header=True)
+    table.add_column("key")
+    table.add_column("value")
+    last = results[-1] if results else None
+    table.add_row("run directory", str(run_dir))
+    table.add_row("backbone", f"{config.model.backbone} width {config.model.width} ({config.data.image_size} px)")
+    table.add_row("data", f"{config.data.dataset}" + (f" subset {config.data.subset}" if config.data.subset else ""))
+    table.add_row("epochs", str(config.train.epochs))
+    if last:
+        for name, value in last.terms.items():
+            table.add_row(f"final {name}", f"{value:.4f}")
+        table.add_row("images/s (last epoch)", f"{last.images / last.seconds:.0f}")
+    table.add_row("wall time", f"{seconds:.1f} s")
+    return table
+
+
+def describe_model(config: RunConfig) -> str:
+    """The report's row label: 'SimCLR + RC', 'BYOL', 'Supervised + LBE'."""
+    names = {"simclr": "SimCLR", "byol": "BYOL", "barlow": "Barlow Twins", "supervised": "Supervised"}
+    label = names[config.method.name]
+    kind = config.regularizer.kind
+    return label if kind == "none" else f"{label} + {kind.upper() if kind != 'noise' else 'noise'}"
+
+
+def pretrain(config: RunConfig, run_dir: Path, resume: bool = False, force: bool = False,
+             console: Console | None = None, show_progress: bool = True) -> list[EpochResult]:
+    """Train a run to config.train.epochs in run_dir (resuming from its checkpoint if asked)."""
+    console = console or Console()
+    if distributed.is_main():
+        prepare_run_dir(run_dir, resume, force)
+    distributed.barrier()
+    trainer = Trainer(config, run_dir, console)
+    if resume:
+        trainer.load_checkpoint(run_dir / runs.CHECKPOINT)
+    if distributed.is_main():
+        runs.save_config(run_dir, config)
+        runs.write_json(run_dir / runs.STATUS, {"status": "running", "epochs_done": trainer.epoch})
+    start = time.perf_counter()
+    results = trainer.fit(show_progress)
+    seconds = time.perf_counter() - start
+    if distributed.is_main():
+        if trainer.epoch == 0 or not (run_dir / runs.BACKBONE).exists():
+            trainer.save_checkpoint()
+        runs.write_json(run_dir / runs.STATUS, {"status": "finished", "epochs_done": trainer.epoch,
+                                                "train_seconds": seconds})
+        console.print(summary_table(config, run_dir, results, seconds))
+    return results

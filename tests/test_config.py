@@ -1,0 +1,106 @@
+"""Config: presets, overrides and every bad-input case gives one line and exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from mimcli.config import RunConfig, list_presets, load_config, to_toml
+from mimcli.errors import UsageError
+
+
+def test_every_preset_validates_and_round_trips():
+    presets = list_presets()
+    for name in ["simclr", "byol", "barlow", "simclr-rc", "simclr-lbe", "byol-rc", "byol-lbe", "barlow-rc",
+                 "barlow-lbe", "simclr-mib", "simclr-ip", "simclr-noise", "simclr-stl10", "supervised", "cpu-tiny"]:
+        assert name in presets
+    import tomllib
+
+    for name in presets:
+        config = load_config(name)
+        assert config.run.name == name
+        again = RunConfig.model_validate(tomllib.loads(to_toml(config.to_dict())))
+        assert again == config
+
+
+def test_preset_lambdas_follow_reference():
+    assert load_config("simclr-rc").regularizer.lam == 1.0
+    assert load_config("byol-lbe").regularizer.lam == 0.1
+    assert load_config("simclr-mib").regularizer.lam == 5e-4
+    assert load_config("supervised-rc").regularizer.lam == 0.001
+    lbe = load_config("supervised-lbe").regularizer
+    assert (lbe.lam, lbe.sigma) == (0.1, 0.01)
+    assert load_config("byol").train.batch_size == 128
+
+
+def test_overrides_are_typed_and_validated():
+    config = load_config("simclr", ["train.epochs=3", "data.subset=100", "regularizer.lambda=0.5",
+                                    "data.root=/tmp/x", "probe.datasets=['cifar10','dtd']"])
+    assert config.train.epochs == 3 and config.data.subset == 100
+    assert config.regularizer.lam == 0.5 and config.data.root == "/tmp/x"
+    assert config.probe.datasets == ["cifar10", "dtd"]
+
+
+def test_preset_from_path(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('[method]\nname = "byol"\n[train]\nbatch_size = 64\n')
+    config = load_config(str(path))
+    assert config.method.name == "byol" and config.train.batch_size == 64 and config.run.name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["train.epoch=3"], "train.epoch: unknown key"),
+        (["nonsense.key=1"], "nonsense: unknown key"),
+        (["train.epochs=abc"], "train.epochs"),
+        (["train.epochs=-1"], "train.epochs"),
+        (["train.batch_size=0"], "train.batch_size"),
+        (["train.batch_size=1"], "at least 2 images"),
+        (["regularizer.kind=rc", "data.image_size=48"], "RC decoder serves only"),
+        (["regularizer.lambda=-1"], "regularizer.lambda"),
+        (["regularizer.sigma=-0.1"], "regularizer.sigma"),
+        (["data.dataset=imagenet21k"], "unknown dataset"),
+        (["trainepochs"], "expected section.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides, fragment):
+    with pytest.raises(UsageError, match=None) as error:
+        load_config("simclr", overrides)
+    assert fragment in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(UsageError) as error:
+        load_config("simclr-typo")
+    assert "unknown preset 'simclr-typo'" in str(error.value) and "simclr-rc" in str(error.value)
+
+
+def test_unreadable_toml_names_the_line(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text('[train]\nepochs = 3\nbatch_size = = 2\n')
+    with pytest.raises(UsageError) as error:
+        load_config(str(path))
+    assert "line 3" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["pretrain", "--preset", "nope"],
+        ["pretrain", "--preset", "simclr", "--set", "train.epochz=1"],
+        ["pretrain", "--preset", "simclr", "--set", "train.batch_size=1"],
+        ["pretrain", "--preset", "simclr-rc", "--set", "data.image_size=40"],
+        ["pretrain", "--preset", "simclr", "--set", "train.epochs=-2"],
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(cli, tmp_path, args):
+    code, out, err = cli(*args, "--out", str(tmp_path / "run"))
+    assert code == 2
+    assert err.strip().count("\n") == 0 and err.startswith("error:")
+    assert not (tmp_path / "run").exists()
+
+
+def test_presets_command_lists_descriptions(cli):
+    code, out, _ = cli("presets")
+    assert code == 0 and "simclr-rc" in out and "lambda 1" in out

@@ -1,0 +1,133 @@
+"""Training loop: every method x regulariser trains, resume is exact, run directories are protected."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mimcli import runs
+from mimcli.config import load_config
+from mimcli.data.shapes import generate_shapes
+from mimcli.methods import Batch, byol_momentum
+from mimcli.models.pretrain import build_model
+from mimcli.train import Trainer, describe_model, pretrain
+
+TINY = ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=64", "data.shapes.n_test=32",
+        "train.batch_size=32", "train.epochs=1", "train.precision=fp32", "probe.datasets=[]"]
+DATA = generate_shapes(64, seed=0)
+
+
+def tiny(method: str = "simclr", kind: str = "none", *extra: str):
+    return load_config(None, [*TINY, f"method.name={method!r}", f"regularizer.kind={kind!r}", *extra])
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "barlow", "supervised"])
+@pytest.mark.parametrize("kind", ["none", "rc", "lbe", "mib", "ip", "noise"])
+def test_every_method_and_regulariser_trains(tmp_path, method, kind):
+    if method == "supervised" and kind in ("mib", "ip"):
+        pytest.skip("MIB and IP compare two views; supervised training has one")
+    config = tiny(method, kind, "train.epochs=1")
+    trainer = Trainer(config, tmp_path, data=DATA)
+    before = [p.detach().clone() for p in trainer.model.backbone.parameters()]
+    result = trainer.train_epoch(None)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.terms.values())
+    assert {"loss", "loss_method", "loss_reg"} <= set(result.terms)
+    if kind == "lbe":
+        assert "mi_lbe" in result.terms
+    moved = [not torch.equal(a, b) for a, b in zip(before, trainer.model.backbone.parameters())]
+    assert all(moved)
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "barlow"])
+@pytest.mark.parametrize("kind", ["rc", "ip", "lbe"])
+def test_lambda_zero_is_exactly_the_unregularised_loss(method, kind):
+    torch.manual_seed(0)
+    views = torch.randn(16, 3, 32, 32)
+    batch = Batch(views, torch.zeros(8, dtype=torch.long), 2)
+    plain = build_model(tiny(method, "none"), 10)
+    regularised = build_model(tiny(method, kind, "regularizer.lambda=0.0", "regularizer.sigma=0.0"), 10)
+    regularised.load_state_dict(plain.state_dict(), strict=False)
+    torch.manual_seed(1)
+    expected = plain(batch)["loss"]
+    torch.manual_seed(1)
+    got = regularised(batch)
+    assert got["loss"].item() == expected.item()
+    assert got["loss_reg"].item() != 0.0
+
+
+def test_total_loss_is_method_plus_lambda_times_term():
+    torch.manual_seed(0)
+    model = build_model(tiny("simclr", "rc", "regularizer.lambda=0.25"), 10)
+    out = model(Batch(torch.randn(16, 3, 32, 32), torch.zeros(8, dtype=torch.long), 2))
+    assert out["loss"].item() == pytest.approx(out["loss_method"].item() + 0.25 * out["loss_reg"].item(), rel=1e-6)
+
+
+def test_byol_momentum_schedule():
+    assert byol_momentum(0.996, 0, 30) == pytest.approx(0.996)
+    assert byol_momentum(0.996, 30, 30) == pytest.approx(1.0)
+    assert byol_momentum(0.996, 15, 30) == pytest.approx(0.998)
+
+
+def test_byol_target_follows_online_by_ema(tmp_path):
+    trainer = Trainer(tiny("byol"), tmp_path, data=DATA)
+    method, backbone = trainer.model.method, trainer.model.backbone
+    target_before = [p.clone() for p in method.target_backbone.parameters()]
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.add_(1.0)
+    method.on_step_end(backbone, 0, 1)
+    for before, online, after in zip(target_before, backbone.parameters(), method.target_backbone.parameters()):
+        assert torch.allclose(after, 0.996 * before + 0.004 * online, atol=1e-6)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    config = tiny("simclr", "lbe", "train.epochs=2")
+    straight = tmp_path / "straight"
+    pretrain(config, straight, show_progress=False)
+
+    halves = tmp_path / "halves"
+    pretrain(tiny("simclr", "lbe", "train.epochs=1"), halves, show_progress=False)
+    pretrain(config, halves, resume=True, show_progress=False)
+
+    a = torch.load(straight / runs.CHECKPOINT, weights_only=True)
+    b = torch.load(halves / runs.CHECKPOINT, weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    metrics_a, metrics_b = runs.read_metrics(straight), runs.read_metrics(halves)
+    assert [m["loss"] for m in metrics_a] == [m["loss"] for m in metrics_b]
+
+
+def test_run_directory_files(tmp_path):
+    config = tiny("byol", "rc", "train.epochs=2", "train.save_epochs=[1]")
+    pretrain(config, tmp_path / "run", show_progress=False)
+    run = tmp_path / "run"
+    for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "backbone.pt", "run.json", "backbones/epoch-1.pt"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert len(runs.read_metrics(run)) == 2
+    assert runs.load_run_config(run) == config
+    backbone, _ = runs.load_backbone(run)
+    assert not backbone.training
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "schedule", "epoch", "rng", "config"} <= set(state)
+    assert any(k.startswith("method.target_backbone") for k in state["model"])
+
+
+def test_existing_run_is_refused_without_resume_or_force(tmp_path, cli):
+    from tests.conftest import TINY as CLI_TINY
+
+    out = str(tmp_path / "run")
+    assert cli("pretrain", "--preset", "simclr", *CLI_TINY, "--out", out)[0] == 0
+    mtime = (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns
+    code, _, err = cli("pretrain", "--preset", "simclr", *CLI_TINY, "--out", out)
+    assert code == 2 and "--resume" in err
+    assert (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert cli("pretrain", "--preset", "simclr", *CLI_TINY, "--out", out, "--force")[0] == 0
+
+
+def test_describe_model_labels():
+    assert describe_model(tiny("simclr", "rc")) == "SimCLR + RC"
+    assert describe_model(tiny("barlow", "none")) == "Barlow Twins"

@@ -1,0 +1,168 @@
+"""Data sets as whole uint8 tensors: read once, then everything (augmentation included) is tensor math.
+
+Pretraining sets: cifar10, cifar100, stl10 (unlabeled + train), imagefolder, shapes. Each loader
+returns an `ImageData` at the requested side length, so the training loop and the probes never
+see PIL images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from mimcli.errors import DataNotFoundError, UsageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+@dataclass
+class ImageData:
+    """uint8 images (N, 3, H, W), integer labels (-1 where unlabeled) and optional extra targets."""
+
+    images: Tensor
+    labels: Tensor
+    classes: list[str]
+    targets: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def select(self, index: Tensor) -> ImageData:
+        return ImageData(
+            self.images[index], self.labels[index], self.classes, {k: v[index] for k, v in self.targets.items()}
+        )
+
+
+def resize_uint8(images: Tensor, size: int) -> Tensor:
+    """Resize a uint8 batch to size x size (antialiased bilinear), in chunks to bound memory."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = []
+    for chunk in images.split(1024):
+        resized = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(resized.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def to_rgb(images: Tensor) -> Tensor:
+    """(N, H, W) or (N, 1, H, W) grey -> (N, 3, H, W)."""
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1).contiguous()
+    return images
+
+
+def seeded_subset(data: ImageData, n: int | None, seed: int) -> ImageData:
+    """A fixed subset of n items (the same for the same seed), or everything."""
+    if n is None or n >= len(data):
+        return data
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(data), generator=generator)[:n].sort().values
+    return data.select(index)
+
+
+def _missing(name: str, root: Path, error: Exception, hint: str) -> DataNotFoundError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return DataNotFoundError(f"{name} not found under {root} and could not be downloaded ({reason}); {hint}")
+
+
+def load_cifar(name: str, root: Path, train: bool, download: bool) -> ImageData:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        ds = cls(str(root), train=train, download=download)
+    except Exception as error:  # torchvision raises RuntimeError / URLError / OSError
+        raise _missing(name, root, error, f"download it with network access, or set data.root to a folder "
+                       f"holding {'cifar-10-batches-py' if name == 'cifar10' else 'cifar-100-python'}") from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return ImageData(images, torch.as_tensor(ds.targets, dtype=torch.long), list(ds.classes))
+
+
+def load_stl10(root: Path, split: str, download: bool) -> ImageData:
+    from torchvision import datasets
+
+    try:
+        ds = datasets.STL10(str(root), split=split, download=download)
+    except Exception as error:
+        raise _missing("stl10", root, error, "download it with network access, or set data.root to a folder "
+                       "holding stl10_binary") from None
+    labels = torch.as_tensor(ds.labels, dtype=torch.long)
+    return ImageData(torch.from_numpy(ds.data).contiguous(), labels, list(ds.classes))
+
+
+def image_folder_split(root: Path, split: str) -> Path:
+    """`root/train` (or `root/test`); a root holding class folders directly counts as its train split."""
+    if (root / split).is_dir():
+        return root / split
+    if split == "train" and root.is_dir() and any(p.is_dir() for p in root.iterdir()):
+        return root
+    raise DataNotFoundError(f"image folder {root / split} not found: expected {root}/{split}/<class>/*.jpg|png")
+
+
+def load_image_folder(folder: Path, image_size: int) -> ImageData:
+    """Decode every image of a `<class>/<image>` tree, resized to image_size x image_size."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    files: list[tuple[Path, int]] = []
+    for index, name in enumerate(classes):
+        files += [(p, index) for p in sorted((folder / name).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataNotFoundError(f"no images found in {folder}: expected {folder}/<class>/*.jpg|png")
+    images = torch.empty(len(files), 3, image_size, image_size, dtype=torch.uint8)
+    for i, (path, _) in enumerate(files):
+        try:
+            image = decode_image(str(path), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError) as error:
+            raise UsageError(f"cannot decode image {path}: {error}") from None
+        images[i] = resize_uint8(image.unsqueeze(0), image_size)[0]
+    labels = torch.tensor([label for _, label in files], dtype=torch.long)
+    return ImageData(images, labels, classes)
+
+
+def load_split(name: str, root: str | Path, split: str, image_size: int, download: bool = True,
+               shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0)) -> ImageData:
+    """One split ('train' | 'test' | 'unlabeled' | 'pretrain') of a pretraining data set at image_size."""
+    root = Path(root)
+    if name in ("cifar10", "cifar100"):
+        data = load_cifar(name, root, split != "test", download)
+    elif name == "stl10":
+        if split == "pretrain":
+            unlabeled = load_stl10(root, "unlabeled", download)
+            train = load_stl10(root, "train", download)
+            data = ImageData(torch.cat([unlabeled.images, train.images]),
+                             torch.cat([unlabeled.labels, train.labels]), train.classes)
+        else:
+            data = load_stl10(root, split, download)
+    elif name == "imagefolder":
+        folder = image_folder_split(root, "test" if split == "test" else "train")
+        return load_image_folder(folder, image_size)
+    elif name == "shapes":
+        from mimcli.data.shapes import generate_shapes
+
+        n_train, n_test, seed = shapes_sizes
+        data = generate_shapes(n_test if split == "test" else n_train, seed=seed + (1 if split == "test" else 0),
+                               image_size=32)
+    else:
+        raise UsageError(f"unknown dataset {name!r}")
+    data.images = resize_uint8(data.images, image_size)
+    return data
+
+
+def load_pretrain_data(dataset: str, root: str, image_size: int, subset: int | None, seed: int, download: bool,
+                       shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0)) -> ImageData:
+    """The images a pretraining run learns from (STL-10: unlabeled + train), optionally a seeded subset.
+
+    Images are stored at their native side (the random-resized crop samples from the full image and
+    then resizes to image_size, as torchvision's RandomResizedCrop does).
+    """
+    split = "pretrain" if dataset == "stl10" else "train"
+    native = {"cifar10": 32, "cifar100": 32, "stl10": 96, "shapes": 32}.get(dataset, image_size)
+    data = load_split(dataset, root, split, max(native, image_size), download, shapes_sizes)
+    return seeded_subset(data, subset, seed)

@@ -1,0 +1,309 @@
+"""Probe data sets: a registry name -> (train, test) `ImageData` at the probe resolution.
+
+Every entry declares its task (classification or regression) and the folder layout it expects.
+Images come back clean (no augmentation), RGB, resized (antialiased bilinear, squashed to a square)
+to the pretraining resolution, so the feature extractor never sees PIL images or odd sizes.
+
+Names: cifar10, cifar100, stl10, dtd, mnist, fashionmnist, cub200, flowers102, gtsrb,
+`imagefolder:PATH` (PATH/train and PATH/test class trees) and `shapes:shape`, `shapes:hue`,
+`shapes:position` (generated; position is a regression target). torchvision data sets are
+downloaded on first use when the run allows it; anything that is neither on disk nor downloadable
+raises `DataNotFoundError` naming the folder and how to fill it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from mimcli.data.datasets import (
+    ImageData,
+    _missing,
+    image_folder_split,
+    load_image_folder,
+    load_split,
+    resize_uint8,
+    to_rgb,
+)
+from mimcli.errors import DataNotFoundError, UsageError
+
+Task = Literal["classification", "regression"]
+Loader = Callable[[Path, int, bool], tuple[ImageData, ImageData]]  # (root, image_size, download) -> (train, test)
+
+SPLIT_SEED = 42  # REFERENCE.md: Flowers102 and GTSRB use a per-class random 80/20 split with seed 42
+CUB_URL = "https://data.caltech.edu/records/65de6-vtw72/files/CUB_200_2011.tgz"
+CUB_MD5 = "97eceeb196236b17998738112f37df78"
+
+
+@dataclass(frozen=True)
+class TransferDataset:
+    """A probe data set bound to its files and resolution; `load()` reads the images (only on a cache miss)."""
+
+    name: str  # as written in probe.json
+    task: Task
+    source: str  # file-name-safe key of the images (the shapes:* tasks share one set of images)
+    target: str | None  # key in ImageData.targets holding the probe target; None: ImageData.labels
+    image_size: int
+    loader: Callable[[], tuple[ImageData, ImageData]]
+
+    def load(self) -> tuple[ImageData, ImageData]:
+        train, test = self.loader()
+        return _finish(train, self.image_size), _finish(test, self.image_size)
+
+
+def _finish(data: ImageData, size: int) -> ImageData:
+    data.images = resize_uint8(to_rgb(data.images), size)
+    return data
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def concat(parts: Sequence[ImageData]) -> ImageData:
+    """Several splits of one data set as one (same classes, same target keys)."""
+    keys = parts[0].targets.keys()
+    return ImageData(
+        torch.cat([p.images for p in parts]),
+        torch.cat([p.labels for p in parts]),
+        parts[0].classes,
+        {k: torch.cat([p.targets[k] for p in parts]) for k in keys},
+    )
+
+
+def per_class_split(labels: torch.Tensor, train_fraction: float = 0.8, seed: int = SPLIT_SEED
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train index, test index): within each class (ascending), a seeded permutation; the first
+    round(train_fraction * n) go to train. One generator serves all classes in turn."""
+    generator = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        cut = round(train_fraction * len(members))
+        train.append(members[:cut])
+        test.append(members[cut:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+def decode_samples(samples: Sequence[tuple[Any, int]] | Any, classes: list[str], image_size: int) -> ImageData:
+    """Decode (PIL image, label) pairs (a torchvision data set or a list) into uint8 tensors at image_size."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    n = len(samples)
+    images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
+    labels = torch.empty(n, dtype=torch.long)
+    for i in range(n):
+        image, label = samples[i]
+        images[i] = resize_uint8(pil_to_tensor(image.convert("RGB")).unsqueeze(0), image_size)[0]
+        labels[i] = int(label)
+    return ImageData(images, labels, classes)
+
+
+def _torchvision(name: str, root: Path, hint: str, factory: Callable[[], Any]) -> Any:
+    try:
+        return factory()
+    except Exception as error:  # RuntimeError (not found), URLError / OSError (no network), ImportError (scipy)
+        raise _missing(name, root, error, hint) from None
+
+
+def _download_hint(folder: str) -> str:
+    return f"download it with network access, or pass --data-root to a folder holding {folder}"
+
+
+# --------------------------------------------------------------------------------------------- loaders
+
+
+def _pretraining_split(name: str) -> Loader:
+    def load(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+        return (load_split(name, root, "train", size, download), load_split(name, root, "test", size, download))
+
+    return load
+
+
+def _load_mnist(name: str) -> Loader:
+    def load(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+        from torchvision import datasets
+
+        cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+        folder = cls.__name__
+        out = []
+        for train in (True, False):
+            ds = _torchvision(name, root, _download_hint(f"{folder}/raw"),
+                              lambda: cls(str(root), train=train, download=download))
+            out.append(ImageData(to_rgb(ds.data), ds.targets.long(), list(ds.classes)))
+        return out[0], out[1]
+
+    return load
+
+
+def _load_dtd(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+    """DTD partition 1: train + val for training, test for testing."""
+    from torchvision import datasets
+
+    splits = {}
+    for split in ("train", "val", "test"):
+        ds = _torchvision("dtd", root, _download_hint("dtd/dtd/{images,labels}"),
+                          lambda: datasets.DTD(str(root), split=split, partition=1, download=download))
+        splits[split] = decode_samples(ds, list(ds.classes), size)
+    return concat([splits["train"], splits["val"]]), splits["test"]
+
+
+def _load_flowers102(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+    """All 8,189 images of the official train/val/test files, re-split 80/20 per class (seed 42)."""
+    from torchvision import datasets
+
+    parts = []
+    for split in ("train", "val", "test"):
+        ds = _torchvision("flowers102", root, _download_hint("flowers-102/{jpg,imagelabels.mat,setid.mat}"),
+                          lambda: datasets.Flowers102(str(root), split=split, download=download))
+        parts.append(decode_samples(ds, list(ds.classes), size))
+    data = concat(parts)
+    train, test = per_class_split(data.labels)
+    return data.select(train), data.select(test)
+
+
+def _load_gtsrb(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+    """GTSRB Final_Training images (torchvision's train split), re-split 80/20 per class (seed 42)."""
+    from torchvision import datasets
+
+    ds = _torchvision("gtsrb", root, _download_hint("gtsrb/GTSRB/Training/<class>/*.ppm"),
+                      lambda: datasets.GTSRB(str(root), split="train", download=download))
+    data = decode_samples(ds, [f"{i:05d}" for i in range(43)], size)
+    train, test = per_class_split(data.labels)
+    return data.select(train), data.select(test)
+
+
+class _ImageFiles:
+    """[(path, label)] read as (PIL image, label) one at a time, so only one file is open at once."""
+
+    def __init__(self, items: list[tuple[Path, int]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        path, label = self.items[index]
+        with Image.open(path) as image:
+            return image.convert("RGB"), label
+
+
+def _cub_folder(root: Path, download: bool) -> Path:
+    for folder in (root / "CUB_200_2011", root):
+        if (folder / "images.txt").is_file():
+            return folder
+    hint = (f"put the official archive's CUB_200_2011/{{images.txt,image_class_labels.txt,"
+            f"train_test_split.txt,images/}} under {root} (archive: {CUB_URL})")
+    if not download:
+        raise DataNotFoundError(f"cub200 not found under {root}; {hint}")
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(CUB_URL, str(root), filename="CUB_200_2011.tgz", md5=CUB_MD5)
+    except Exception as error:
+        raise _missing("cub200", root, error, hint) from None
+    return _cub_folder(root, download=False)
+
+
+def _load_cub200(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+    """CUB-200-2011 with its official train/test split (train_test_split.txt: 1 = train)."""
+    folder = _cub_folder(root, download)
+
+    def table(name: str) -> dict[str, str]:
+        path = folder / name
+        if not path.is_file():
+            raise DataNotFoundError(f"cub200: {path} is missing; expected the official CUB_200_2011 layout")
+        return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+
+    paths, labels, is_train = table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
+    classes_file = folder / "classes.txt"
+    n_classes = max(int(v) for v in labels.values())
+    classes = ([name for _, name in sorted((int(k), v) for k, v in table("classes.txt").items())]
+               if classes_file.is_file() else [str(i) for i in range(1, n_classes + 1)])
+    splits: dict[bool, list[tuple[Path, int]]] = {True: [], False: []}
+    for image_id, rel in sorted(paths.items(), key=lambda item: int(item[0])):
+        splits[is_train[image_id].strip() == "1"].append((folder / "images" / rel.strip(), int(labels[image_id]) - 1))
+
+    def decode(items: list[tuple[Path, int]]) -> ImageData:
+        try:
+            return decode_samples(_ImageFiles(items), classes, size)
+        except OSError as error:
+            raise DataNotFoundError(f"cub200: cannot read an image under {folder / 'images'}: {error}") from None
+
+    return decode(splits[True]), decode(splits[False])
+
+
+REGISTRY: dict[str, tuple[Task, Loader]] = {
+    "cifar10": ("classification", _pretraining_split("cifar10")),
+    "cifar100": ("classification", _pretraining_split("cifar100")),
+    "stl10": ("classification", _pretraining_split("stl10")),
+    "dtd": ("classification", _load_dtd),
+    "mnist": ("classification", _load_mnist("mnist")),
+    "fashionmnist": ("classification", _load_mnist("fashionmnist")),
+    "cub200": ("classification", _load_cub200),
+    "flowers102": ("classification", _load_flowers102),
+    "gtsrb": ("classification", _load_gtsrb),
+}
+SHAPES_TASKS: dict[str, Task] = {"shape": "classification", "hue": "classification", "position": "regression"}
+NATIVE_SIZE = {"stl10": 96}  # REFERENCE.md: STL-10 models are probed on STL-10 itself at 96 px
+
+
+def known_names() -> list[str]:
+    return [*REGISTRY, "imagefolder:PATH", *(f"shapes:{task}" for task in SHAPES_TASKS)]
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
+
+
+def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: bool = True,
+                    shapes: tuple[int, int, int] = (20_000, 5_000, 0), pretrain_dataset: str | None = None
+                    ) -> TransferDataset:
+    """Bind a probe data set name to its files and resolution (nothing is read until `.load()`).
+
+    `shapes` = (n_train, n_test, seed) from the run's data.shapes section. `pretrain_dataset` is the
+    run's data.dataset: the pretraining set itself is probed at its native size (STL-10: 96 px).
+    """
+    root = Path(root)
+    kind, sep, arg = name.partition(":")
+    kind = kind.lower()
+    if kind == "imagefolder" and sep:
+        folder = Path(arg).expanduser()
+        digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+
+        def load_folder() -> tuple[ImageData, ImageData]:
+            train = load_image_folder(image_folder_split(folder, "train"), image_size)
+            test_folder = folder / "test"
+            if not test_folder.is_dir():
+                raise DataNotFoundError(f"image folder {test_folder} not found: expected {folder}/test/<class>/*.jpg|png")
+            test = load_image_folder(test_folder, image_size)
+            if test.classes != train.classes:
+                raise UsageError(f"{folder}: train and test hold different class folders")
+            return train, test
+
+        return TransferDataset(name, "classification", f"imagefolder-{_safe(folder.name)}-{digest}", None,
+                               image_size, load_folder)
+    if kind == "shapes" and sep:
+        if arg not in SHAPES_TASKS:
+            raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")
+        n_train, n_test, seed = shapes
+
+        def load_shapes() -> tuple[ImageData, ImageData]:
+            return (load_split("shapes", root, "train", image_size, shapes_sizes=shapes),
+                    load_split("shapes", root, "test", image_size, shapes_sizes=shapes))
+
+        return TransferDataset(f"shapes:{arg}", SHAPES_TASKS[arg], f"shapes-{n_train}-{n_test}-s{seed}", arg,
+                               image_size, load_shapes)
+    if sep or kind not in REGISTRY:
+        raise UsageError(f"unknown probe dataset {name!r}; choose from {', '.join(known_names())}")
+    task, loader = REGISTRY[kind]
+    size = NATIVE_SIZE.get(kind, image_size) if kind == pretrain_dataset else image_size
+    return TransferDataset(kind, task, kind, None, size, lambda: loader(root, size, download))

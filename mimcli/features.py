@@ -1,0 +1,269 @@
+"""Frozen-backbone features, cached in HDF5 under RUN_DIR/features/ so probes never re-encode images.
+
+One file per (backbone checkpoint sha256, image source, split, resolution) holds the pooled
+layer2/layer3/layer4 features (one forward pass gives all three; the layer is the data set name
+inside the file), the labels and any extra targets:
+
+    features/<source>-<split>-<size>px-<sha256[:16]>.h5
+      layer2 (n, C2) float32, layer3 (n, C3), layer4 (n, C4), labels (n,), targets/<name> (n, ...)
+      attrs: format, complete, checkpoint_sha256, source, split, image_size, n, classes (JSON),
+             norm ("train-split statistics"), norm_mean, norm_std, device, precision
+
+The checkpoint's full sha256 is both in the name and checked inside, so features of another
+checkpoint are never used. Files are written to a temporary name and renamed; a file that h5py
+cannot open, that lacks `complete`, or whose shapes disagree is reported and rebuilt. The
+backbone (and the images) are loaded only on a miss: a second probe on the same features reads
+the HDF5 files and nothing else.
+
+Normalisation is per data set: the per-channel mean and std of that data set's train images
+(after resizing), applied to train and test alike, recorded in the attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mimcli.data.datasets import ImageData
+from mimcli.data.transfer import TransferDataset
+from mimcli.errors import UsageError
+from mimcli.runs import BACKBONE, file_sha256, load_backbone
+
+FORMAT = 1
+LAYERS = ("layer2", "layer3", "layer4")
+NORM = "train-split statistics"
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def layer_names(layers: list[int]) -> list[str]:
+    """[2, 4] -> ["layer2", "layer4"], checked against the blocks the backbone exposes."""
+    names = [f"layer{layer}" for layer in layers]
+    unknown = [name for name in names if name not in LAYERS]
+    if unknown or not names:
+        raise UsageError(f"layers {layers}: choose from 2, 3, 4 (pooled ResNet blocks)")
+    return names
+
+
+@dataclass
+class Features:
+    """Cached features of one split, on the CPU unless moved."""
+
+    layers: dict[str, Tensor]
+    labels: Tensor
+    targets: dict[str, Tensor] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def matrix(self, layers: list[int]) -> Tensor:
+        """The requested pooled blocks side by side, (n, sum of widths)."""
+        names = layer_names(layers)
+        return torch.cat([self.layers[name] for name in names], dim=1) if len(names) > 1 else self.layers[names[0]]
+
+    def target(self, key: str | None) -> Tensor:
+        return self.labels if key is None else self.targets[key]
+
+
+def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (float64 sums, chunked)."""
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    for chunk in images.split(4096):
+        x = chunk.to(torch.float64).div_(255)
+        total += x.sum(dim=(0, 2, 3))
+        squares += x.square().sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+@torch.no_grad()
+def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[float], device: torch.device,
+            batch_size: int = 512) -> dict[str, Tensor]:
+    """Pooled layer2/3/4 features of uint8 images (eval mode; bf16 autocast on CUDA), float32 on the CPU."""
+    backbone.eval()
+    cuda = device.type == "cuda"
+    shift = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    scale = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    outputs: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
+    for chunk in images.split(batch_size):
+        x = chunk.to(device, non_blocking=True).float().div_(255).sub_(shift).div_(scale)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            pooled = backbone(x)
+        for name in LAYERS:
+            outputs[name].append(pooled[name].float())
+    return {name: torch.cat(parts).cpu() for name, parts in outputs.items()}
+
+
+class FeatureCache:
+    """Features of one backbone checkpoint; `get(dataset)` -> (train, test) `Features`, cached on disk.
+
+    `backbone_loader` (default: `runs.load_backbone(run_dir, weights)`) is called at most once, and
+    only when some split is not cached yet.
+    """
+
+    def __init__(self, run_dir: Path, weights: str = BACKBONE, device: str | torch.device = "auto",
+                 console: Any = None, backbone_loader: Callable[[], nn.Module] | None = None,
+                 batch_size: int = 512) -> None:
+        self.run_dir = Path(run_dir)
+        self.weights = weights
+        path = self.run_dir / weights
+        if not path.is_file():
+            raise UsageError(f"{path} not found: has the run finished?")
+        self.sha256 = file_sha256(path)
+        self.folder = self.run_dir / "features"
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.console = console
+        self.batch_size = batch_size
+        self._loader = backbone_loader or (lambda: load_backbone(self.run_dir, weights)[0])
+        self._backbone: nn.Module | None = None
+
+    # ------------------------------------------------------------------------------------ naming
+    def path(self, source: str, split: str, image_size: int) -> Path:
+        return self.folder / f"{source}-{split}-{image_size}px-{self.sha256[:16]}.h5"
+
+    def key(self, source: str, image_size: int, layers: list[int]) -> str:
+        """What a probe record names as its features: checkpoint + source + resolution + layers."""
+        return f"{self.sha256[:16]}/{source}/{image_size}px/{'+'.join(layer_names(layers))}"
+
+    # ------------------------------------------------------------------------------------ public
+    def get(self, dataset: TransferDataset) -> tuple[Features, Features]:
+        splits = ("train", "test")
+        found = {s: self._read(self.path(dataset.source, s, dataset.image_size), s) for s in splits}
+        if all(found[s] is not None for s in splits):
+            return found["train"], found["test"]  # type: ignore[return-value]
+        images = dict(zip(splits, dataset.load()))
+        mean, std = channel_stats(images["train"].images)
+        for split in splits:
+            if found[split] is None:
+                found[split] = self._build(dataset, split, images[split], mean, std)
+        return found["train"], found["test"]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------ internals
+    def _say(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(message)
+
+    def _warn(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[yellow]warning:[/yellow] {message}")
+        else:
+            log.warning(message)
+
+    def backbone(self) -> nn.Module:
+        if self._backbone is None:
+            self._backbone = self._loader().to(self.device).eval()
+            if self.device.type == "cuda":
+                self._backbone = self._backbone.to(memory_format=torch.channels_last)
+        return self._backbone
+
+    def _problem(self, handle: h5py.File, split: str) -> str | None:
+        attrs = handle.attrs
+        if not attrs.get("complete", False):
+            return "incomplete (no 'complete' attribute)"
+        if attrs.get("format") != FORMAT:
+            return f"of format {attrs.get('format')!r}, not {FORMAT}"
+        if attrs.get("checkpoint_sha256") != self.sha256 or attrs.get("split") != split:
+            return "for another checkpoint or split"
+        absent = [name for name in (*LAYERS, "labels") if name not in handle]
+        if absent:
+            return f"missing {', '.join(absent)}"
+        n = int(attrs["n"])
+        shapes = {name: handle[name].shape for name in (*LAYERS, "labels")}
+        shapes.update({f"targets/{k}": v.shape for k, v in handle.get("targets", {}).items()})
+        wrong = {name: shape for name, shape in shapes.items() if not shape or shape[0] != n}
+        wrong.update({name: shapes[name] for name in LAYERS if len(shapes[name]) != 2})
+        return f"of mismatched shapes {wrong} for n={n}" if wrong else None
+
+    def _read(self, path: Path, split: str) -> Features | None:
+        if not path.is_file():
+            return None
+        try:
+            with h5py.File(path, "r") as handle:
+                problem = self._problem(handle, split)
+                if problem is None:
+                    return Features(
+                        layers={name: torch.from_numpy(handle[name][...]) for name in LAYERS},
+                        labels=torch.from_numpy(handle["labels"][...]),
+                        targets={k: torch.from_numpy(v[...]) for k, v in handle.get("targets", {}).items()},
+                        classes=json.loads(handle.attrs["classes"]),
+                        meta={k: _plain(v) for k, v in handle.attrs.items()},
+                    )
+        except (OSError, KeyError, ValueError, TypeError) as error:
+            problem = f"unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        self._warn(f"feature cache {path} is {problem}; rebuilding it")
+        path.unlink(missing_ok=True)
+        return None
+
+    def _build(self, dataset: TransferDataset, split: str, data: ImageData, mean: list[float],
+               std: list[float]) -> Features:
+        self._say(f"extracting {dataset.name} {split} features: {len(data)} images at {dataset.image_size} px "
+                  f"on {self.device}")
+        layers = extract(self.backbone(), data.images, mean, std, self.device, self.batch_size)
+        meta = {
+            "format": FORMAT, "checkpoint_sha256": self.sha256, "checkpoint": self.weights, "source": dataset.source,
+            "split": split, "image_size": dataset.image_size, "n": len(data), "classes": json.dumps(data.classes),
+            "norm": NORM, "norm_mean": mean, "norm_std": std, "device": str(self.device),
+            "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32",
+        }
+        features = Features(layers, data.labels.clone(), dict(data.targets), list(data.classes), meta)
+        self._write(self.path(dataset.source, split, dataset.image_size), features)
+        return features
+
+    def _write(self, path: Path, features: Features) -> None:
+        """Temporary file in the same folder, 'complete' set last, then an atomic rename."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as handle:
+                for name, values in features.layers.items():
+                    handle.create_dataset(name, data=values.numpy())
+                handle.create_dataset("labels", data=features.labels.numpy())
+                group = handle.create_group("targets")
+                for name, values in features.targets.items():
+                    group.create_dataset(name, data=values.numpy())
+                for name, value in features.meta.items():
+                    handle.attrs[name] = value
+                handle.attrs["complete"] = True
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attribute -> JSON-friendly Python value."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,184 @@
+"""The HDF5 feature cache: keyed by checkpoint, lazy backbone, atomic writes, corrupt files rebuilt."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+from torchvision.io import write_png
+
+from mimcli.config import load_config
+from mimcli.data.transfer import resolve_dataset
+from mimcli.features import FeatureCache, channel_stats
+from mimcli.models.resnet import build_backbone
+from mimcli.runs import BACKBONE, load_backbone, save_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_run(root: Path, seed: int = 0, overrides: list[str] | None = None) -> Path:
+    """A run directory with a random width-8 ResNet-18 (no training loop involved)."""
+    run_dir = root / "run"
+    config = load_config(None, ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=200",
+                                "data.shapes.n_test=100", "data.download=false", *(overrides or [])])
+    save_config(run_dir, config)
+    torch.manual_seed(seed)
+    backbone = build_backbone(config.model.backbone, config.model.width, config.data.image_size, config.model.stem)
+    torch.save(backbone.state_dict(), run_dir / BACKBONE)
+    return run_dir
+
+
+def make_image_folder(root: Path, per_class: int = 12, seed: int = 0) -> Path:
+    """Two colour classes (reddish, bluish) with noise; train/ and test/ splits, 16 px PNGs."""
+    generator = torch.Generator().manual_seed(seed)
+    for split in ("train", "test"):
+        for label, name in enumerate(("blue", "red")):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                image = torch.randint(0, 120, (3, 16, 16), generator=generator, dtype=torch.uint8)
+                image[2 - 2 * label] += 120
+                write_png(image, str(folder / f"{i:03d}.png"))
+    return root
+
+
+class BackboneLoader:
+    """A backbone loader that counts its calls (and can be told to fail)."""
+
+    def __init__(self, run_dir: Path, fail: bool = False) -> None:
+        self.run_dir, self.fail, self.calls = run_dir, fail, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.fail:
+            raise AssertionError("the backbone must not be loaded on a cache hit")
+        return load_backbone(self.run_dir)[0]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A run and an image folder whose features are cached once for the whole module."""
+    root = tmp_path_factory.mktemp("built")
+    run_dir = make_run(root)
+    folder = make_image_folder(root / "images", per_class=6)
+    dataset = resolve_dataset(f"imagefolder:{folder}", root=root, image_size=32)
+    loader = BackboneLoader(run_dir)
+    features = FeatureCache(run_dir, backbone_loader=loader).get(dataset)
+    assert loader.calls == 1
+    return run_dir, dataset, features
+
+
+@pytest.fixture
+def setup(built, tmp_path):
+    """A copy of the built run (features included), the data set and the features first extracted."""
+    run_dir, dataset, features = built
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy, dataset, features
+
+
+def test_second_get_reads_the_cache_only(setup):
+    run_dir, dataset, (train, test) = setup
+    assert train.layers["layer4"].shape == (12, 64) and test.layers["layer2"].shape == (12, 16)
+    assert train.labels.tolist() == [0] * 6 + [1] * 6
+
+    def no_images():
+        raise AssertionError("the images must not be read on a cache hit")
+
+    unreadable = dataclasses.replace(dataset, loader=no_images)
+    again_train, again_test = FeatureCache(run_dir, backbone_loader=BackboneLoader(run_dir, fail=True)).get(unreadable)
+    for name in ("layer2", "layer3", "layer4"):
+        assert torch.equal(again_train.layers[name], train.layers[name])
+        assert torch.equal(again_test.layers[name], test.layers[name])
+    assert torch.equal(again_test.labels, test.labels) and again_train.classes == ["blue", "red"]
+
+
+def test_features_are_the_normalised_backbone_outputs(setup):
+    run_dir, dataset, (train, test) = setup
+    images_train, images_test = dataset.load()
+    mean, std = channel_stats(images_train.images)
+    assert train.meta["norm_mean"] == pytest.approx(mean) and test.meta["norm_std"] == pytest.approx(std)
+    expected_mean = images_train.images.double().mean(dim=(0, 2, 3)) / 255
+    assert torch.allclose(torch.tensor(mean, dtype=torch.float64), expected_mean)
+    backbone = load_backbone(run_dir)[0]
+    x = (images_test.images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        reference = backbone(x)
+    for name in ("layer2", "layer3", "layer4"):
+        assert torch.allclose(test.layers[name], reference[name], atol=1e-5)
+
+
+def test_another_checkpoint_never_uses_the_cache(setup, tmp_path):
+    run_dir, dataset, (train, _) = setup
+    first = FeatureCache(run_dir)
+    torch.manual_seed(1)
+    torch.save(build_backbone("resnet18", 8, 32).state_dict(), run_dir / BACKBONE)
+    loader = BackboneLoader(run_dir)
+    second = FeatureCache(run_dir, backbone_loader=loader)
+    assert second.sha256 != first.sha256
+    assert second.path(dataset.source, "train", 32) != first.path(dataset.source, "train", 32)
+    new_train, _ = second.get(dataset)
+    assert loader.calls == 1
+    assert not torch.allclose(new_train.layers["layer4"], train.layers["layer4"])
+    assert first.path(dataset.source, "train", 32).is_file()  # the old cache is kept, just not used
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"not an hdf5 file" * 100)
+
+
+def _incomplete(path: Path) -> None:
+    with h5py.File(path, "r+") as handle:
+        del handle.attrs["complete"]
+
+
+def _wrong_shape(path: Path) -> None:
+    with h5py.File(path, "r+") as handle:
+        data = handle["layer4"][:-1]
+        del handle["layer4"]
+        handle.create_dataset("layer4", data=data)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _garbage, _incomplete, _wrong_shape])
+def test_a_damaged_cache_is_reported_and_rebuilt(setup, caplog, damage):
+    run_dir, dataset, (_, test) = setup
+    path = FeatureCache(run_dir).path(dataset.source, "test", 32)
+    damage(path)
+    loader = BackboneLoader(run_dir)
+    with caplog.at_level(logging.WARNING, logger="mimcli.features"):
+        _, rebuilt = FeatureCache(run_dir, backbone_loader=loader).get(dataset)
+    assert loader.calls == 1
+    assert any(str(path) in record.getMessage() and "rebuilding" in record.getMessage() for record in caplog.records)
+    assert torch.allclose(rebuilt.layers["layer4"], test.layers["layer4"], atol=1e-6)
+    with h5py.File(path, "r") as handle:
+        assert handle.attrs["complete"] and handle["layer4"].shape == (12, 64)
+
+
+def test_a_failed_write_leaves_no_file(setup, monkeypatch):
+    run_dir, dataset, _ = setup
+    shutil.rmtree(run_dir / "features")
+    cache = FeatureCache(run_dir)
+
+    def broken(self, name, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", broken)
+    with pytest.raises(OSError, match="disk full"):
+        cache.get(dataset)
+    assert list((run_dir / "features").iterdir()) == []  # neither the .h5 nor its temporary file

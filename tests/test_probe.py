@@ -1,0 +1,221 @@
+"""Probes: the linear protocol against torch's own optimiser, kNN and ridge against brute force, run_probes."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from rich.console import Console
+from test_features import make_image_folder, make_run, one_thread  # noqa: F401 (autouse fixture)
+from torch import nn
+
+from mimcli.errors import UsageError
+from mimcli.probe import LinearParams, Ridge, fit_linear, knn_predict, knn_probe, linear_probe, regression_probe, \
+    run_probes
+
+
+def blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * 4
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    return centres[labels] + spread * torch.randn(n, dim, generator=generator), labels
+
+
+# --------------------------------------------------------------------------------------------- linear
+
+
+def test_fit_linear_is_nn_linear_with_sgd_and_multistep_lr():
+    x, y = blobs(300, 8, 3, spread=4.0, seed=0)  # overlapping classes: accuracy moves from epoch to epoch
+    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
+    params = LinearParams(epochs=10, lr=0.05, batch_size=64)
+    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
+
+    generator = torch.Generator().manual_seed(7)
+    initial = (torch.rand(3, 9, generator=generator) * 2 - 1) / math.sqrt(8)
+    model = nn.Linear(8, 3)
+    with torch.no_grad():
+        model.weight.copy_(initial[:, :8])
+        model.bias.copy_(initial[:, 8])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[6, 8], gamma=0.1)
+    reference = []
+    for _ in range(10):
+        order = torch.randperm(300, generator=generator)
+        for batch in order.split(64):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            reference.append((model(test_x).argmax(1) == test_y).float().mean().item() * 100)
+    assert params.milestones == [6, 8]
+    assert len(set(reference)) > 2
+    assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
+
+
+def test_linear_probe_separable_and_random_labels():
+    x, y = blobs(600, 16, 4, spread=0.5, seed=0)
+    test_x, test_y = blobs(400, 16, 4, spread=0.5, seed=1)
+    metrics = linear_probe(x, y, test_x, test_y, [0, 1], LinearParams())
+    assert metrics["acc_best_test"]["values"] == [100.0, 100.0]
+    assert min(metrics["acc_val_selected"]["values"]) >= 99.5
+    assert metrics["acc_best_test"]["std"] == 0.0
+
+    noise = torch.randn(600, 16, generator=torch.Generator().manual_seed(2))
+    shuffled = torch.randint(0, 4, (600,), generator=torch.Generator().manual_seed(3))
+    test_noise = torch.randn(2000, 16, generator=torch.Generator().manual_seed(4))
+    test_labels = torch.randint(0, 4, (2000,), generator=torch.Generator().manual_seed(5))
+    chance = linear_probe(noise, shuffled, test_noise, test_labels, [0, 1], LinearParams())
+    assert 20 < chance["acc_val_selected"]["mean"] < 30  # chance: 25 %
+    assert 20 < chance["acc_best_test"]["mean"] < 31  # selected on the test set: a little optimistic
+    assert chance["acc_best_test"]["mean"] >= chance["acc_val_selected"]["mean"]
+
+
+# --------------------------------------------------------------------------------------------- kNN
+
+
+def brute_force_knn(train_x, train_y, test_x, k, temperature, classes):
+    predictions = []
+    for query in test_x.tolist():
+        scored = []
+        for item, label in zip(train_x.tolist(), train_y.tolist()):
+            cosine = sum(a * b for a, b in zip(query, item)) / (math.hypot(*query) * math.hypot(*item))
+            scored.append((cosine, label))
+        votes = [0.0] * classes
+        for cosine, label in sorted(scored, reverse=True)[:k]:
+            votes[label] += math.exp(cosine / temperature)
+        predictions.append(max(range(classes), key=votes.__getitem__))
+    return predictions
+
+
+def test_knn_equals_brute_force():
+    train_x, train_y = blobs(40, 5, 3, spread=6.0, seed=0)
+    test_x, test_y = blobs(25, 5, 3, spread=6.0, seed=1)
+    for k in (1, 7, 200):
+        expected = brute_force_knn(train_x, train_y, test_x, k, 0.1, 3)
+        assert knn_predict(train_x, train_y, test_x, 3, k=k, chunk=4).tolist() == expected
+    expected_acc = sum(p == t for p, t in zip(brute_force_knn(train_x, train_y, test_x, 200, 0.1, 3),
+                                              test_y.tolist())) / 25 * 100
+    assert knn_probe(train_x, train_y, test_x, test_y)["acc"]["values"] == [pytest.approx(expected_acc)]
+
+
+# --------------------------------------------------------------------------------------------- ridge
+
+
+def test_ridge_matches_the_normal_equations():
+    x, _ = blobs(50, 6, 2, spread=1.0, seed=0)
+    y = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
+    ridge = Ridge(x, y)
+    xd, yd = x.double(), y.double()
+    xc, yc = xd - xd.mean(0), yd - yd.mean(0)
+    alpha = 0.1 * ridge.scale
+    coef = torch.linalg.solve(xc.T @ xc + alpha * torch.eye(6, dtype=torch.float64), xc.T @ yc)
+    expected = (xd - xd.mean(0)) @ coef + yd.mean(0)
+    assert torch.allclose(ridge.predict(x, 0.1), expected, atol=1e-9)
+
+
+def test_regression_probe_on_linear_and_noise_targets():
+    x, _ = blobs(800, 12, 3, spread=2.0, seed=0)
+    test_x, _ = blobs(400, 12, 3, spread=2.0, seed=1)
+    mixing = torch.randn(12, 2, generator=torch.Generator().manual_seed(2))
+    target, test_target = x @ mixing + 3, test_x @ mixing + 3
+    exact = regression_probe(x, target, test_x, test_target, [0, 1])
+    assert exact["r2"]["mean"] > 0.999 and exact["mse"]["mean"] < 1e-3 * test_target.var().item()
+
+    noise = torch.randn(800, 2, generator=torch.Generator().manual_seed(3))
+    test_noise = torch.randn(400, 2, generator=torch.Generator().manual_seed(4))
+    nothing = regression_probe(x, noise, test_x, test_noise, [0])
+    assert -0.05 < nothing["r2"]["mean"] < 0.02
+    assert nothing["mse"]["mean"] == pytest.approx(1.0, abs=0.15)
+
+
+# --------------------------------------------------------------------------------------------- run_probes
+
+
+@pytest.fixture
+def run(tmp_path):
+    run_dir = make_run(tmp_path, overrides=["probe.epochs=20"])
+    folder = make_image_folder(tmp_path / "images", per_class=6)
+    (tmp_path / "empty").mkdir()
+    return run_dir, folder, str(tmp_path / "empty")
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=240)
+
+
+def never():
+    raise AssertionError("the backbone must not be loaded: the features are cached")
+
+
+def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
+    run_dir, folder, empty = run
+    images = f"imagefolder:{folder}"
+    console = quiet()
+    result = run_probes(run_dir, ["cifar10", images, "shapes:position"], "linear", [4], [0, 1], empty,
+                        "cpu", console)
+    written = json.loads((run_dir / "probe.json").read_text())
+    assert written == result
+    assert set(written) == {"format", "run", "checkpoint", "results"} and written["format"] == 1
+    assert written["run"] == "run" and written["checkpoint"]["path"] == "backbone.pt"
+    assert len(written["checkpoint"]["sha256"]) == 64
+    cifar, folder_linear, position = written["results"]
+    assert cifar["status"] == "missing" and cifar["metrics"] == {} and "cifar10" in cifar["message"]
+    assert empty in cifar["message"]
+    assert folder_linear["status"] == "ok" and folder_linear["message"] is None
+    assert set(folder_linear["metrics"]) == {"acc_best_test", "acc_val_selected"}
+    assert len(folder_linear["metrics"]["acc_best_test"]["values"]) == 2
+    assert folder_linear["params"]["epochs"] == 20 and folder_linear["params"]["milestones"] == [12, 16]
+    assert folder_linear["params"]["seeds"] == [0, 1] and folder_linear["params"]["val_fraction"] == 0.1
+    assert (folder_linear["n_train"], folder_linear["n_test"], folder_linear["layers"]) == (12, 12, [4])
+    assert folder_linear["cache_key"].endswith("/32px/layer4")
+    assert position["task"] == "regression" and position["protocol"] == "regression"  # whatever protocol said
+    assert set(position["metrics"]) == {"r2", "mse"} and (position["n_train"], position["n_test"]) == (200, 100)
+    table = console.file.getvalue()
+    assert "missing" in table and "acc_val_selected" in table and "r2" in table
+
+    # kNN and a different layer set on the same cached features: the backbone is never loaded.
+    run_probes(run_dir, [images], "knn", [2, 3, 4], None, empty, "cpu", quiet(), backbone_loader=never)
+    again = run_probes(run_dir, [images], "linear", [4], [5], empty, "cpu", quiet(), backbone_loader=never)
+    records = {(r["dataset"], r["protocol"], tuple(r["layers"])): r for r in again["results"]}
+    assert len(again["results"]) == 4
+    assert records[(images, "knn", (2, 3, 4))]["metrics"]["acc"]["mean"] >= 0
+    assert records[(images, "linear", (4,))]["params"]["seeds"] == [5]  # replaced, not appended
+    assert records[("cifar10", "linear", (4,))]["status"] == "missing"
+
+
+def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):
+    run_dir, folder, empty = run
+    images = f"imagefolder:{folder}"
+    (run_dir / "backbones").mkdir()
+    shutil.copy(run_dir / "backbone.pt", run_dir / "backbones" / "epoch-1.pt")
+    epoch = run_probes(run_dir, [images], "knn", None, None, empty, "cpu", quiet(),
+                       weights="backbones/epoch-1.pt", out_name="probe-epoch-1.json")
+    assert epoch["checkpoint"]["path"] == "backbones/epoch-1.pt"
+    assert (run_dir / "probe-epoch-1.json").is_file() and not (run_dir / "probe.json").exists()
+
+    first = run_probes(run_dir, [images], "knn", None, None, empty, "cpu", quiet(), backbone_loader=never)
+    assert first["results"][0]["cache_key"] == epoch["results"][0]["cache_key"]  # same bytes, same features
+    make_run(tmp_path, seed=5, overrides=["probe.epochs=20"])  # retrained: other weights, same run dir
+    console = quiet()
+    second = run_probes(run_dir, [images], "linear", None, None, empty, "cpu", console)
+    assert second["checkpoint"]["sha256"] != first["checkpoint"]["sha256"]
+    assert [r["protocol"] for r in second["results"]] == ["linear"]  # the stale kNN record is dropped
+    assert "another checkpoint" in console.file.getvalue()
+
+
+def test_run_probes_rejects_bad_requests_before_any_work(run):
+    run_dir, folder, empty = run
+    with pytest.raises(UsageError, match="unknown probe dataset 'cifar11'"):
+        run_probes(run_dir, ["cifar10", "cifar11"], None, None, None, empty, "cpu", quiet())
+    with pytest.raises(UsageError, match="classification"):
+        run_probes(run_dir, [f"imagefolder:{folder}"], "regression", None, None, empty, "cpu", quiet())
+    with pytest.raises(UsageError, match="layers"):
+        run_probes(run_dir, ["cifar10"], None, [1], None, empty, "cpu", quiet())
+    with pytest.raises(UsageError, match="nothing to probe"):
+        run_probes(run_dir, None, None, None, None, empty, "cpu", quiet())
+    assert not (run_dir / "probe.json").exists() and not (run_dir / "features").exists()

@@ -119,23 +119,12 @@ def probe(
 
 
 def main() -> None:
-    """Entry point: run the app; turn UsageError into one line and exit 2."""
+    """Entry point: typer handles its own usage errors (exit 2); ours become one line and exit 2 too."""
     try:
-        app(standalone_mode=False)
+        app()
     except UsageError as error:
         err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted: the last finished epoch is saved; continue with --resume")
+        err_console.print("interrupted: finished epochs are saved; continue with --resume")
         sys.exit(130)
-    except Exception as error:  # click's own usage errors
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Abort):
-            sys.exit(1)
-        raise

@@ -1,0 +1,449 @@
+"""`mim report`: tables, sweeps, comparison with the paper, records, plots and skipped runs.
+
+One run is trained for real (tiny shapes run, `pretrain`); its variants are copies with another
+config.toml written by `save_config` and a probe.json with known numbers, so every table value
+below is checked against hand-computed arithmetic.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from mimcli import runs
+from mimcli.config import apply_overrides, build_config, load_config
+from mimcli.errors import UsageError
+from mimcli.report import MEAN, build_report, load_reference, markdown, records, run_report, to_csv
+from mimcli.train import pretrain
+
+REFERENCE_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "REFERENCE.md"
+TINY = ["model.width=8", "data.dataset='shapes'", "data.shapes.n_train=64", "data.shapes.n_test=32",
+        "train.batch_size=32", "train.epochs=1", "train.precision='fp32'", "regularizer.kind='rc'",
+        "train.threads=1"]
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=250, color_system=None)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A real 1-epoch run (config.toml, metrics.jsonl, run.json, checkpoints), no probe.json."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    pretrain(load_config(None, TINY), run_dir, console=quiet(), show_progress=False)
+    return run_dir
+
+
+def linear(dataset: str, best: float, val: float | None = None, epochs: int = 100, seeds=(0,)) -> dict:
+    val = best - 1 if val is None else val
+    return {"dataset": dataset, "task": "classification", "protocol": "linear", "layers": [4], "status": "ok",
+            "message": None,
+            "metrics": {"acc_best_test": {"mean": best, "std": 0.0, "values": [best]},
+                        "acc_val_selected": {"mean": val, "std": 0.0, "values": [val]}},
+            "params": {"epochs": epochs, "lr": 0.01, "momentum": 0.9, "batch_size": 128,
+                       "milestones": [int(epochs * 0.6), int(epochs * 0.8)], "gamma": 0.1,
+                       "selection": "best test / val-selected", "val_fraction": 0.1, "seeds": list(seeds)},
+            "cache_key": "k", "n_train": 100, "n_test": 50, "seconds": 0.1}
+
+
+def regression(dataset: str, r2: float) -> dict:
+    return {"dataset": dataset, "task": "regression", "protocol": "regression", "layers": [4], "status": "ok",
+            "message": None, "metrics": {"r2": {"mean": r2, "std": 0.0, "values": [r2]},
+                                         "mse": {"mean": 0.01, "std": 0.0, "values": [0.01]}},
+            "params": {"alphas": [1.0], "selection": "ridge", "val_fraction": 0.1, "seeds": [0]},
+            "cache_key": "k", "n_train": 100, "n_test": 50, "seconds": 0.1}
+
+
+def knn(dataset: str, acc: float) -> dict:
+    return {"dataset": dataset, "task": "classification", "protocol": "knn", "layers": [4], "status": "ok",
+            "message": None, "metrics": {"acc": {"mean": acc, "std": 0.0, "values": [acc]}},
+            "params": {"k": 200, "temperature": 0.1}, "cache_key": "k", "n_train": 100, "n_test": 50, "seconds": 0.1}
+
+
+def missing(dataset: str) -> dict:
+    return {"dataset": dataset, "task": "classification", "protocol": "linear", "layers": [4], "status": "missing",
+            "message": f"{dataset} not found", "metrics": {}, "params": {}, "cache_key": None, "n_train": None,
+            "n_test": None, "seconds": 0.0}
+
+
+def variant(trained: Path, dest: Path, overrides: list[str], results: list[dict]) -> Path:
+    """A copy of the trained run with another config and a probe.json holding `results`."""
+    shutil.copytree(trained, dest, ignore=shutil.ignore_patterns(runs.PROBE))
+    raw = apply_overrides(runs.load_run_config(trained).to_dict(), overrides)
+    runs.save_config(dest, build_config(raw))
+    runs.write_json(dest / runs.PROBE, {"format": 1, "run": dest.name,
+                                        "checkpoint": {"path": "backbone.pt",
+                                                       "sha256": runs.file_sha256(dest / runs.BACKBONE)},
+                                        "results": results})
+    return dest
+
+
+def cifar(kind: str = "none", method: str = "simclr", seed: int = 0, lam: float = 1.0, epochs: int = 1,
+          extra: list[str] | None = None) -> list[str]:
+    return ["data.dataset='cifar10'", f"method.name='{method}'", f"regularizer.kind='{kind}'",
+            f"regularizer.lambda={lam}", f"train.seed={seed}", f"train.epochs={epochs}", *(extra or [])]
+
+
+def grid(trained: Path, root: Path) -> Path:
+    """CIFAR-10 runs: SimCLR (2 seeds), + RC, + LBE, BYOL, BYOL + RC; cifar10, dtd, mnist probed."""
+    def probes(c10: float, dtd: float, mnist: float) -> list[dict]:
+        return [linear("cifar10", c10), linear("dtd", dtd), linear("mnist", mnist)]
+
+    variant(trained, root / "simclr-s0", cifar(seed=0), probes(85.0, 30.0, 97.0))
+    variant(trained, root / "simclr-s1", cifar(seed=1), probes(86.0, 32.0, 96.0))
+    variant(trained, root / "simclr-rc", cifar("rc"), probes(85.9, 35.0, 98.0))
+    variant(trained, root / "simclr-lbe", cifar("lbe"), probes(84.0, 36.0, 97.5))
+    variant(trained, root / "byol", cifar(method="byol"), probes(85.6, 31.0, 97.2))
+    variant(trained, root / "byol-rc", cifar("rc", "byol", lam=0.1), probes(85.4, 34.0, 98.1))
+    return root
+
+
+def row(table, label: str):
+    return next(r for r in table.rows if r.group.label == label)
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+
+def test_accuracy_table_values_seeds_blocks_and_transfer_mean(trained, tmp_path):
+    root = grid(trained, tmp_path / "runs")
+    report = build_report([root])
+    assert report.warnings == []
+    (table,) = report.tables
+    assert table.source == "cifar10" and table.title == "CIFAR10 pretraining"
+    assert [c.key for c in table.columns] == ["cifar10", "dtd", "mnist", MEAN]
+    assert [r.group.label for r in table.rows] == ["SimCLR", "SimCLR + RC", "SimCLR + LBE", "BYOL", "BYOL + RC"]
+    simclr = row(table, "SimCLR")
+    assert len(simclr.group.runs) == 2  # seeds 0 and 1 are one row
+    assert simclr.cells["cifar10"].mean == pytest.approx(85.5)
+    assert simclr.cells["cifar10"].std == pytest.approx(statistics.stdev([85.0, 86.0]))
+    assert simclr.cells["cifar10"].text(2) == "85.50 ± 0.71"
+    # transfer mean per run (dtd, mnist), then mean ± std over the seeds
+    assert simclr.cells[MEAN].values == pytest.approx([63.5, 64.0])
+    assert row(table, "SimCLR + LBE").cells[MEAN].text(2) == "66.75"
+    # best per block: SimCLR block and BYOL block separately
+    best = {(table.rows[i].group.label, key) for i, key in table.best}
+    assert ("SimCLR + RC", "cifar10") in best and ("SimCLR", "cifar10") not in best
+    assert ("SimCLR + LBE", "dtd") in best and ("SimCLR + RC", "mnist") in best
+    assert ("BYOL", "cifar10") in best and ("BYOL + RC", "mnist") in best and ("BYOL + RC", "dtd") in best
+    assert ("SimCLR + LBE", MEAN) in best and ("SimCLR + RC", MEAN) not in best  # 66.75 > 66.50
+    text = markdown(report, [root], None, None, tmp_path)
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["SimCLR"] == "| SimCLR | 2 | 85.50 ± 0.71 | 31.00 ± 1.41 | 96.50 ± 0.71 | 63.75 ± 0.35 |"
+    assert lines["SimCLR + RC"] == "| SimCLR + RC | 1 | **85.90** | 35.00 | **98.00** | 66.50 |"
+    assert lines["SimCLR + LBE"] == "| SimCLR + LBE | 1 | 84.00 | **36.00** | 97.50 | **66.75** |"
+    assert lines["BYOL + RC"] == "| BYOL + RC | 1 | 85.40 | **34.00** | **98.10** | **66.05** |"
+    assert "mean over DTD, MNIST" in text
+
+
+def test_best_per_block_bolds_ties_and_the_mean(trained, tmp_path):
+    root = tmp_path / "runs"
+    variant(trained, root / "a", cifar(), [linear("cifar10", 80.0), linear("dtd", 30.0)])
+    variant(trained, root / "b", cifar("rc"), [linear("cifar10", 80.0), linear("dtd", 20.0)])
+    (table,) = build_report([root]).tables
+    assert {(table.rows[i].group.label, k) for i, k in table.best} == {
+        ("SimCLR", "cifar10"), ("SimCLR + RC", "cifar10"), ("SimCLR", "dtd"), ("SimCLR", MEAN)}
+
+
+def test_metric_choice_knn_and_regression_columns(trained, tmp_path):
+    root = tmp_path / "runs"
+    results = [linear("shapes:shape", 90.0, val=88.0), linear("shapes:hue", 40.0, val=39.0),
+               regression("shapes:position", 0.8766), knn("cifar10", 55.5), knn("mnist", 70.0)]
+    variant(trained, root / "shapes-run", ["regularizer.kind='none'"], results)
+    (table,) = build_report([root]).tables
+    assert table.source == "shapes"
+    assert [(c.key, c.role) for c in table.columns] == [
+        ("shapes:shape", "source"), ("shapes:hue", "source"), ("shapes:position", "source"),
+        ("cifar10", "transfer"), ("mnist", "transfer"), (MEAN, "mean")]
+    cells = table.rows[0].cells
+    assert cells["shapes:position"].text(3) == "0.877" and table.column("shapes:position").header.endswith("(R²)")
+    assert cells["cifar10"].mean == 55.5 and cells[MEAN].mean == pytest.approx((55.5 + 70.0) / 2)
+    (honest,) = build_report([root], metric="acc_val_selected").tables
+    assert honest.rows[0].cells["shapes:shape"].mean == 88.0 and honest.rows[0].cells["cifar10"].mean == 55.5
+    with pytest.raises(UsageError, match="--metric 'acc'"):
+        build_report([root], metric="acc")
+
+
+def test_lambda_in_labels_and_lambda_table(trained, tmp_path):
+    root = tmp_path / "runs"
+    variant(trained, root / "base", cifar(), [linear("cifar10", 80.0), linear("dtd", 30.0)])
+    for lam, (c10, dtd) in {0.1: (80.5, 32.0), 1.0: (81.0, 34.0), 10.0: (79.0, 31.0)}.items():
+        variant(trained, root / "sweep" / f"rc-{lam}", cifar("rc", lam=lam),
+                [linear("cifar10", c10), linear("dtd", dtd)])
+    report = build_report([root])
+    (table,) = report.tables
+    assert [r.group.label for r in table.rows] == ["SimCLR", "SimCLR + RC (λ=0.1)", "SimCLR + RC (λ=1)",
+                                                   "SimCLR + RC (λ=10)"]
+    (sweep,) = report.sweeps
+    assert sweep.symbol == "λ" and [b.group.label for b in sweep.baselines] == ["SimCLR"]
+    (series,) = sweep.series
+    assert series.label == "SimCLR + RC"
+    assert [(p.x, p.row.cells["cifar10"].mean, p.row.cells[MEAN].mean) for p in series.points] == [
+        (0.1, 80.5, 32.0), (1.0, 81.0, 34.0), (10.0, 79.0, 31.0)]
+    text = markdown(report, [root], None, None, tmp_path)
+    assert "## Accuracy against λ: CIFAR10 pretraining" in text
+    assert "| SimCLR + RC | 0.1 | 80.50 | 32.00 | 1 |" in text
+    assert "| baseline: SimCLR | - | 80.00 | 30.00 | 1 |" in text
+
+
+def test_epochs_table(trained, tmp_path):
+    root = tmp_path / "runs"
+    for method, kind, values in (("simclr", "none", (80.0, 78.0, 75.0)), ("simclr", "rc", (80.0, 80.5, 81.0))):
+        for epochs, dtd in zip((100, 200, 400), values):
+            variant(trained, root / f"{kind}-{epochs}", cifar(kind, method, epochs=epochs),
+                    [linear("cifar10", 85.0), linear("dtd", dtd)])
+    report = build_report([root])
+    assert [r.group.label for r in report.tables[0].rows][:3] == ["SimCLR (100 ep)", "SimCLR (200 ep)",
+                                                                 "SimCLR (400 ep)"]
+    (sweep,) = report.sweeps
+    assert sweep.symbol == "epochs" and [s.label for s in sweep.series] == ["SimCLR", "SimCLR + RC"]
+    assert [(p.x, p.row.cells[MEAN].mean) for p in sweep.series[0].points] == [(100, 80.0), (200, 78.0), (400, 75.0)]
+    assert "| SimCLR + RC | 400 | 85.00 | 81.00 | 1 |" in markdown(report, [root], None, None, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- compare
+
+
+def test_compare_with_the_paper_and_the_report(trained, tmp_path):
+    root = grid(trained, tmp_path / "runs")
+    report = build_report([root], compare="paper")
+    table = report.tables[0]
+    simclr = row(table, "SimCLR")
+    assert simclr.cells["cifar10"].reference == 85.76
+    assert simclr.cells["cifar10"].difference == pytest.approx(85.5 - 85.76)
+    assert simclr.cells[MEAN].reference == pytest.approx((29.52 + 97.03) / 2)
+    assert row(table, "BYOL + RC").cells["dtd"].reference == 34.73
+    text = markdown(report, [root], None, None, tmp_path)
+    assert "| model | n | CIFAR10 | paper | Δ | DTD | paper | Δ |" in text
+    assert "| SimCLR + RC | 1 | **85.90** | 85.78 | +0.12 | 35.00 | 33.67 | +1.33 |" in text
+    assert "200 epochs" in text
+    rows = records(report.runs, "acc_best_test", report.reference)
+    lbe = next(r for r in rows if r["model"] == "SimCLR + LBE" and r["dataset"] == "mnist")
+    assert lbe["reference"] == 97.94 and lbe["difference"] == pytest.approx(97.5 - 97.94)
+
+    report = build_report([root], compare="report")
+    table = report.tables[0]
+    assert row(table, "SimCLR + RC").cells["cifar10"].reference == 77.31
+    assert row(table, "SimCLR").cells["dtd"].reference is None and row(table, "BYOL").cells["cifar10"].reference is None
+    with pytest.raises(UsageError, match="--compare 'papers'"):
+        run_report([root], compare="papers", console=quiet(), err_console=quiet())
+
+
+def parse_reference_md(text: str) -> dict[str, dict[str, dict[str, float]]]:
+    """REFERENCE.md's numbers: {source: {paper model label: {paper column: value}}}."""
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    header = None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells and cells[0] == "model":
+            header = cells
+        elif cells and header and not set(cells[0]) <= set("-: ") and re.fullmatch(r"[\d.]+", cells[1]):
+            found.setdefault(header[1], {})[cells[0]] = dict(zip(header[1:], map(float, cells[1:])))
+        elif not cells:
+            header = None
+    columns = ["DTD", "MNIST", "FaMNIST", "CUBirds", "VGGFlower", "TrafficSigns"]
+    flat = " ".join(text.split())
+    analysis = re.search(r"Analysis table .*?: \+IP (.*?); SimCLR with noise (.*?); \+MIB (.*?)\.\s", flat)
+    for name, numbers in zip(("SimCLR + IP", "SimCLR with noise", "SimCLR + MIB"), analysis.groups()):
+        found["CIFAR10"][name] = dict(zip(["CIFAR10", *columns], map(float, numbers.split(" / "))))
+    supervised = re.search(r"CIFAR-10 ([\d. /]+); \+RC ([\d. /]+); \+LBE ([\d. /]+)\. CIFAR-100 ([\d. /]+); "
+                           r"\+RC ([\d. /]+); \+LBE ([\d. /]+)\.", flat)
+    for index, numbers in enumerate(supervised.groups()):
+        source = "CIFAR10" if index < 3 else "CIFAR100"
+        name = ["Supervised", "Supervised + RC", "Supervised + LBE"][index % 3]
+        found.setdefault(source, {})[name] = dict(zip([source, *columns], map(float, numbers.strip().split(" / "))))
+    report = re.search(r"measured: SimCLR (\d+\.\d+),\s*SimCLR \+ RC (\d+\.\d+), SimCLR \+ LBE (\d+\.\d+)", flat)
+    found["report"] = {m: {"CIFAR10": float(v)} for m, v in zip(("SimCLR", "SimCLR + RC", "SimCLR + LBE"),
+                                                                 report.groups())}
+    return found
+
+
+def test_reference_json_matches_reference_md():
+    if not REFERENCE_MD.is_file():
+        pytest.skip(f"{REFERENCE_MD} not present")
+    parsed = parse_reference_md(REFERENCE_MD.read_text())
+    data = json.loads((Path(__import__("mimcli").__file__).parent / "reference" / "paper.json").read_text())
+    datasets, models = data["dataset_names"], data["model_names"]
+
+    def ours(name: str) -> str:
+        for paper, label in models.items():
+            if name == paper or name.startswith(paper + " + "):
+                return label + name[len(paper):]
+        return name
+
+    checked = 0
+    for source, table in parsed.items():
+        reference = load_reference("report" if source == "report" else "paper")["sources"]
+        for model, values in table.items():
+            for column, value in values.items():
+                src = "cifar10" if source == "report" else datasets[source]
+                assert reference[src][ours(model)][datasets[column]] == value, (source, model, column)
+                checked += 1
+    # 2 x 9 x 7 (Table 1) + 3 x 7 (analysis) + 6 x 7 (supervised) + 3 (report): every number transcribed
+    assert checked == 126 + 21 + 42 + 3
+    paper = load_reference("paper")["sources"]
+    assert sum(len(v) for rows in paper.values() for v in rows.values()) == 126 + 21 + 42
+    assert paper["stl10"]["Barlow Twins + RC"]["stl10"] == 82.21
+    assert paper["cifar10"]["SimCLR + noise"]["gtsrb"] == 92.41
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def test_json_and_csv_records(trained, tmp_path):
+    root = grid(trained, tmp_path / "runs")
+    console = quiet()
+    run_report([root], fmt="json", console=console, err_console=quiet())
+    rows = json.loads(console.file.getvalue())
+    assert len(rows) == 6 * 3
+    first = next(r for r in rows if r["run"].endswith("byol-rc") and r["dataset"] == "dtd")
+    assert first == {"run": first["run"], "model": "BYOL + RC", "method": "byol", "regularizer": "rc", "lambda": 0.1,
+                     "epochs": 1, "seed": 0, "dataset": "dtd", "task": "classification", "metric": "acc_best_test",
+                     "value": 34.0, "protocol": "linear", "layers": [4]}
+    plain = next(r for r in rows if r["run"].endswith("simclr-s1") and r["dataset"] == "cifar10")
+    assert plain["lambda"] is None and plain["seed"] == 1 and plain["value"] == 86.0
+
+    out = tmp_path / "records.csv"
+    run_report([root], fmt="csv", out=out, metric="acc_val_selected", console=quiet(), err_console=quiet())
+    parsed = list(csv.DictReader(out.open()))
+    assert len(parsed) == 18 and list(parsed[0]) == list(first)
+    lbe = next(r for r in parsed if r["run"].endswith("simclr-lbe") and r["dataset"] == "cifar10")
+    assert lbe["metric"] == "acc_val_selected" and float(lbe["value"]) == 83.0 and lbe["lambda"] == "1.0"
+    assert to_csv([]).strip() == ",".join(first)
+
+
+def test_terminal_table_and_markdown_document(trained, tmp_path):
+    root = grid(trained, tmp_path / "runs")
+    console = quiet()
+    run_report([root], console=console, err_console=quiet())
+    text = console.file.getvalue()
+    assert "CIFAR10 pretraining" in text and "85.50 ± 0.71" in text and "SimCLR + LBE" in text
+    assert "protocol" in text and "resnet18, width 8" in text
+
+    out = tmp_path / "report" / "report.md"
+    run_report([root], fmt="markdown", out=out, plots=tmp_path / "report" / "plots", console=quiet(),
+               err_console=quiet())
+    document = out.read_text()
+    assert document.startswith("# Linear-probe report")
+    for expected in ("## Protocol", "**backbone**: resnet18, width 8, stem auto", "**epochs**: 1",
+                     "**batch size**: 32", "**training seeds**: 0, 1", "epochs 100, lr 0.01, momentum 0.9",
+                     "batch_size 128", "probe seeds [0]", "**linear selection**: best test / val-selected",
+                     "## CIFAR10 pretraining",
+                     "![Accuracy per model: CIFAR10 pretraining](plots/accuracy-cifar10.png)"):
+        assert expected in document, expected
+    for link in re.findall(r"\]\(([^)]+\.png)\)", document):
+        assert (out.parent / link).is_file(), link
+
+
+def test_plots_are_valid_pngs(trained, tmp_path):
+    image = pytest.importorskip("matplotlib.image")
+    root = tmp_path / "runs"
+    for lam in (0.1, 1.0):
+        variant(trained, root / f"rc-{lam}", cifar("rc", lam=lam), [linear("cifar10", 80 + lam), linear("dtd", 30.0)])
+    for epochs in (1, 2):
+        variant(trained, root / f"ep-{epochs}", cifar(epochs=epochs, extra=["train.batch_size=64"]),
+                [linear("cifar10", 80.0), linear("dtd", 30.0 + epochs)])
+    plots = tmp_path / "plots"
+    report = run_report([root], plots=plots, console=quiet(), err_console=quiet())
+    names = sorted(p.name for p in plots.iterdir())
+    assert len(report.runs) == 4
+    assert names == ["accuracy-cifar10.png", "epochs-cifar10.png", "lambda-cifar10.png", "loss-ep-1.png",
+                     "loss-ep-2.png", "loss-rc-0.1.png", "loss-rc-1.0.png"]
+    for path in plots.iterdir():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = image.imread(path)
+        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+def test_without_matplotlib_tables_and_a_note(trained, tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    variant(trained, root / "a", cifar(), [linear("cifar10", 80.0)])
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    console, err = quiet(), quiet()
+    run_report([root], plots=tmp_path / "plots", console=console, err_console=err)
+    assert "80.00" in console.file.getvalue()
+    assert "pip install 'mim[plots]'" in err.file.getvalue()
+    assert not (tmp_path / "plots").exists()
+
+
+# --------------------------------------------------------------------------------------------- bad input
+
+
+def test_malformed_and_unfinished_runs_are_skipped_with_a_warning(trained, tmp_path):
+    root = tmp_path / "runs"
+    variant(trained, root / "good", cifar(), [linear("cifar10", 80.0), missing("dtd")])
+    bad_config = variant(trained, root / "bad-config", cifar(), [linear("cifar10", 1.0)])
+    (bad_config / runs.CONFIG).write_text("[train\nepochs = ")
+    running = variant(trained, root / "running", cifar(), [linear("cifar10", 2.0)])
+    runs.write_json(running / runs.STATUS, {"status": "running", "epochs_done": 0})
+    unprobed = variant(trained, root / "unprobed", cifar(), [])
+    (unprobed / runs.PROBE).unlink()
+    torn = variant(trained, root / "torn", cifar(), [linear("cifar10", 3.0)])
+    (torn / runs.PROBE).write_text((torn / runs.PROBE).read_text()[:40])
+    retrained = variant(trained, root / "retrained", cifar(), [linear("cifar10", 4.0)])
+    backbone = retrained / runs.BACKBONE
+    backbone.write_bytes(backbone.read_bytes() + b"x")
+    (root / "notes").mkdir()
+
+    err = quiet()
+    report = run_report([root], console=quiet(), err_console=err)
+    assert [r.path.name for r in report.runs] == ["good"]
+    assert report.tables[0].rows[0].cells["cifar10"].values == [80.0]
+    warnings = err.file.getvalue()
+    for name, reason in (("bad-config", "unreadable config.toml"), ("running", "unfinished (running, 0 of 1 epochs)"),
+                         ("unprobed", "no probe results"), ("torn", "unreadable probe.json"),
+                         ("retrained", "probe.json is stale")):
+        assert re.search(rf"skipped \S*{name}: {re.escape(reason)}", warnings), (name, warnings)
+    assert re.search(r"good: no probe result for dtd \(missing\)", warnings)
+
+    with pytest.raises(UsageError, match="no finished run with probe results"):
+        run_report([root / "torn"], console=quiet(), err_console=quiet())
+    with pytest.raises(UsageError, match="no run directories"):
+        run_report([root / "notes"], console=quiet(), err_console=quiet())
+    with pytest.raises(UsageError, match="no such file"):
+        run_report([root / "nowhere"], console=quiet(), err_console=quiet())
+    with pytest.raises(UsageError, match="--format 'html'"):
+        run_report([root], fmt="html", console=quiet(), err_console=quiet())
+
+
+def test_mixed_protocols_are_flagged(trained, tmp_path):
+    root = tmp_path / "runs"
+    variant(trained, root / "a", cifar(), [linear("cifar10", 80.0), linear("dtd", 30.0)])
+    variant(trained, root / "b", cifar("rc"), [linear("cifar10", 81.0), linear("dtd", 31.0)])
+    variant(trained, root / "c", cifar("lbe", extra=["model.width=16"]),
+            [linear("cifar10", 82.0), linear("dtd", 32.0, epochs=10)])
+    report = build_report([root])
+    table = report.tables[0]
+    assert [r.label for r in table.rows] == ["SimCLR", "SimCLR + RC", "SimCLR + LBE†"]
+    lbe = row(table, "SimCLR + LBE")
+    assert lbe.cells["dtd"].flagged and lbe.cells[MEAN].flagged and not lbe.cells["cifar10"].flagged
+    assert lbe.cells["dtd"].text(2) == "32.00†"
+    assert any("different protocols" in w and "model.width: 8 (2 rows), 16 (1 row)" in w for w in report.warnings)
+    assert any("column DTD mixes probe protocols" in w and "epochs: 100 (2 runs), 10 (1 run)" in w
+               for w in report.warnings)
+    text = markdown(report, [root], None, None, tmp_path)
+    assert "| SimCLR + LBE† | 1 | **82.00** | **32.00†** |" in text and "## Warnings" in text
+
+
+def test_real_probe_results_feed_the_report(trained, tmp_path):
+    probe = pytest.importorskip("mimcli.probe")
+    run_dir = tmp_path / "runs" / "probed"
+    shutil.copytree(trained, run_dir)
+    probe.run_probes(run_dir, ["shapes:shape", "shapes:position"], "linear", [4], [0], str(tmp_path / "data"),
+                     "cpu", quiet())
+    written = json.loads((run_dir / runs.PROBE).read_text())["results"]
+    (table,) = build_report([tmp_path / "runs"]).tables
+    cells = table.rows[0].cells
+    assert table.rows[0].group.label == "SimCLR + RC"
+    assert cells["shapes:shape"].mean == written[0]["metrics"]["acc_best_test"]["mean"]
+    assert cells["shapes:position"].mean == written[1]["metrics"]["r2"]["mean"]

@@ -155,7 +155,8 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
         return skip(f"unreadable {runs.PROBE} ({error})")
     if stale(path, probe):
         return skip(f"{runs.PROBE} is stale: the backbone changed after probing (run `mim probe {name}` again)")
-    records = [r for r in results if isinstance(r, dict) and r.get("status") == "ok" and r.get("metrics")]
+    records = [r for r in results if isinstance(r, dict) and r.get("status") == "ok"
+               and isinstance(r.get("dataset"), str) and isinstance(r.get("metrics"), dict) and r["metrics"]]
     failed = [f"{r.get('dataset', '?')} ({r.get('status', '?')})" for r in results if r not in records]
     if failed:
         warnings.append(f"{name}: no probe result for {', '.join(failed)}")

@@ -36,18 +36,67 @@ OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run dire
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in the run directory.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Delete an existing run directory and start over.")]
 QuietOption = Annotated[bool, typer.Option("--no-progress", help="No progress bar (for logs).")]
+GpusOption = Annotated[int, typer.Option(
+    "--gpus", min=1, help="Train on N GPUs of this machine: re-runs the command under torchrun "
+    "(python -m torch.distributed.run --standalone --nproc_per_node N). Several nodes: call torchrun yourself "
+    "(docs/distributed.md).")]
 
 
 def run_dir_for(config, out: Path | None) -> Path:
     return Path(out or config.run.out or Path("runs") / config.run.name)
 
 
+def _relaunch_under_torchrun(gpus: int) -> None:
+    """`--gpus N`: run this very command line (less --gpus) as N torchrun workers; exit with their status."""
+    import shlex
+    import subprocess
+
+    import torch
+
+    from mimcli import distributed
+
+    if distributed.launched_by_torchrun():
+        raise UsageError("--gpus launches torchrun itself: leave it out when running under torchrun")
+    if torch.cuda.is_available() and torch.cuda.device_count() < gpus:
+        raise UsageError(f"--gpus {gpus}, but this machine has {torch.cuda.device_count()} CUDA devices")
+    args, rest = [], iter(sys.argv[1:])
+    for arg in rest:
+        if arg == "--gpus":
+            next(rest, None)
+        elif not arg.startswith("--gpus="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
+               "-m", "mimcli", *args]
+    where = "" if torch.cuda.is_available() else " (no CUDA device: CPU processes, gloo)"
+    err_console.print(f"launching {gpus} processes{where}: {shlex.join(command)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(subprocess.call(command))
+
+
+def _extract_probe_features(run_dir: Path, config) -> None:
+    """Under DDP, every rank encodes its share of each probe data set; rank 0 caches the features."""
+    from mimcli.data.transfer import resolve_dataset
+    from mimcli.errors import DataNotFoundError
+    from mimcli.features import FeatureCache
+
+    cache = FeatureCache(run_dir, device=config.train.device)
+    shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
+    for name in config.probe.datasets:
+        dataset = resolve_dataset(name, root=config.data.root, image_size=config.data.image_size,
+                                  download=config.data.download, shapes=shapes, pretrain_dataset=config.data.dataset)
+        try:
+            cache.get(dataset)
+        except DataNotFoundError:
+            pass  # rank 0's run_probes reports it
+
+
 def _train(preset: str | None, overrides: list[str] | None, out: Path | None, resume: bool, force: bool,
-           quiet: bool, expect_supervised: bool) -> None:
-    from mimcli import runs
+           quiet: bool, expect_supervised: bool, gpus: int = 1) -> None:
+    from mimcli import distributed, runs
     from mimcli.config import apply_overrides, build_config, load_config, read_toml
     from mimcli.train import pretrain
 
+    if gpus > 1:
+        _relaunch_under_torchrun(gpus)
     if resume and out is not None and (out / runs.CONFIG).is_file() and preset is None:
         raw = apply_overrides(read_toml(out / runs.CONFIG), list(overrides or []))
         config = build_config(raw, str(out / runs.CONFIG))
@@ -57,8 +106,12 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
         command = "mim supervised" if config.method.name == "supervised" else "mim pretrain"
         raise UsageError(f"method.name={config.method.name!r} trains with `{command}`")
     run_dir = run_dir_for(config, out)
-    pretrain(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
-    if config.probe.datasets:
+    with distributed.process_group(config.train.device):  # under torchrun: DDP, one process per GPU
+        pretrain(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
+        main = distributed.is_main()
+        if config.probe.datasets and distributed.is_distributed():
+            _extract_probe_features(run_dir, config)
+    if config.probe.datasets and main:  # probes run on rank 0 alone, on the features cached above
         from mimcli.probe import run_probes
 
         run_probes(run_dir, None, None, None, None, None, device=config.train.device, console=console)
@@ -66,16 +119,17 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
 
 @app.command()
 def pretrain(preset: PresetOption = None, set_: SetOption = None, out: OutOption = None, resume: ResumeOption = False,
-             force: ForceOption = False, no_progress: QuietOption = False) -> None:
+             force: ForceOption = False, no_progress: QuietOption = False, gpus: GpusOption = 1) -> None:
     """Self-supervised pretraining (SimCLR, BYOL, Barlow Twins) with an optional regulariser."""
-    _train(preset, set_, out, resume, force, no_progress, expect_supervised=False)
+    _train(preset, set_, out, resume, force, no_progress, expect_supervised=False, gpus=gpus)
 
 
 @app.command()
 def supervised(preset: PresetOption = "supervised", set_: SetOption = None, out: OutOption = None,
-               resume: ResumeOption = False, force: ForceOption = False, no_progress: QuietOption = False) -> None:
+               resume: ResumeOption = False, force: ForceOption = False, no_progress: QuietOption = False,
+               gpus: GpusOption = 1) -> None:
     """Supervised pretraining (cross-entropy, one view) with an optional regulariser."""
-    _train(preset, set_, out, resume, force, no_progress, expect_supervised=True)
+    _train(preset, set_, out, resume, force, no_progress, expect_supervised=True, gpus=gpus)
 
 
 @app.command()
@@ -116,6 +170,46 @@ def probe(
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
     run_probes(run_dir, _csv(datasets), protocol, layer_list, seed_list, data_root, device=device, console=console)
+
+
+@app.command()
+def sweep(
+    kind: Annotated[str, typer.Argument(help="lambda | epochs | seeds | regularizers | grid.")],
+    preset: Annotated[list[str], typer.Option("--preset", "-p", help="Base preset(s) (repeatable).")],
+    values: Annotated[Optional[str], typer.Option(help="Comma-separated values to sweep (not for grid).")] = None,
+    set_: SetOption = None,
+    set_values: Annotated[Optional[list[str]], typer.Option(
+        "--set-values", help="Grid axis section.key=v1,v2,... (repeatable; the grid is their product).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder holding sweeps.")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="Sweep folder name (default <kind>-<preset>).")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="I/N: run only every N-th point, from the I-th.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the points and their commands only.")] = False,
+    no_progress: QuietOption = False,
+) -> None:
+    """A grid of runs, each pretrained and probed; finished points are skipped, interrupted ones resumed."""
+    from mimcli.sweep import sweep as run_sweep
+
+    outcomes = run_sweep(kind, preset, values, set_, set_values, out, name, shard, dry_run, console,
+                         show_progress=not no_progress)
+    locked = [o for o in outcomes if o.status == "skipped-locked"]
+    if locked:
+        err_console.print(f"{len(locked)} point(s) are being trained by another process; rerun to finish them")
+        raise typer.Exit(3)
+
+
+@app.command()
+def report(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default runs/).")] = None,
+    format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json | csv.")] = "table",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Folder for PNG plots (needs mim[plots]).")] = None,
+    compare: Annotated[Optional[str], typer.Option(help="paper | report: reference numbers beside each cell.")] = None,
+    metric: Annotated[str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")] = "acc_best_test",
+) -> None:
+    """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs."""
+    from mimcli.report import run_report
+
+    run_report(list(paths or []), format_, out, plots, compare, metric, console=console)
 
 
 def main() -> None:

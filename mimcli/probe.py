@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from mimcli.config import ProbeSection
 from mimcli.data.transfer import TransferDataset, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
-from mimcli.features import FeatureCache, Features, layer_names
+from mimcli.features import FeatureCache, layer_names
 from mimcli.runs import BACKBONE, PROBE, load_run_config, read_json, write_json
 
 FORMAT = 1
@@ -370,25 +370,32 @@ def run_probes(run_dir: Path, datasets: list[str] | None = None, protocol: str |
 def _format_metric(summary_: dict[str, Any], percent: bool) -> str:
     digits = 2 if percent else 4
     text = f"{summary_['mean']:.{digits}f}"
-    return text + f" ± {summary_['std']:.{digits}f}" if len(summary_["values"]) > 1 else text
+    return text + f"±{summary_['std']:.{digits}f}" if len(summary_["values"]) > 1 else text
 
 
 def print_probe_table(result: dict[str, Any], console: Any = None) -> None:
-    """A rich table of a probe.json-shaped result: one row per record, one line per metric."""
+    """A rich table of a probe.json-shaped result (one row per record, one line per metric); the
+    messages of records that did not run follow the table."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
     table = Table(title=f"probes: {result.get('run', '')} ({result.get('checkpoint', {}).get('path', '')})")
     for column in ("dataset", "protocol", "layers", "metric", "value", "n train/test", "s", "status"):
-        table.add_column(column, justify="right" if column in ("value", "s") else "left")
+        table.add_column(column, justify="right" if column in ("value", "s") else "left",
+                         no_wrap=column in ("metric", "value", "status"))
+    notes = []
     for record in result.get("results", []):
         metrics = record.get("metrics") or {}
         names = "\n".join(metrics) or "-"
         values = "\n".join(_format_metric(s, name.startswith("acc")) for name, s in metrics.items()) or "-"
-        status = record["status"] if record["status"] == "ok" else f"[red]{record['status']}[/red]: {record['message']}"
+        status = record["status"] if record["status"] == "ok" else f"[red]{record['status']}[/red]"
+        if record.get("message"):
+            notes.append(f"[red]{record['dataset']}[/red] ({record['protocol']}): {record['message']}")
         sizes = f"{record['n_train']}/{record['n_test']}" if record.get("n_train") is not None else "-"
         seconds = f"{record['seconds']:.1f}" if record.get("seconds") is not None else "-"
         table.add_row(record["dataset"], record["protocol"], ",".join(map(str, record["layers"])), names, values,
                       sizes, seconds, status)
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)

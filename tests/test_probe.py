@@ -13,7 +13,8 @@ from rich.console import Console
 from test_features import make_image_folder, make_run, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
-from mimcli.errors import UsageError
+from mimcli.data.transfer import per_class_split, resolve_dataset
+from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.probe import LinearParams, Ridge, fit_linear, knn_predict, knn_probe, linear_probe, regression_probe, \
     run_probes
 
@@ -219,3 +220,61 @@ def test_run_probes_rejects_bad_requests_before_any_work(run):
     with pytest.raises(UsageError, match="nothing to probe"):
         run_probes(run_dir, None, None, None, None, empty, "cpu", quiet())
     assert not (run_dir / "probe.json").exists() and not (run_dir / "features").exists()
+
+
+# --------------------------------------------------------------------------------------------- data sets
+
+
+def _save_image(path, colour, size=(20, 14)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def test_per_class_split_is_seeded_and_stratified():
+    labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 3)
+    train, test = per_class_split(labels)
+    assert torch.equal(torch.cat([train, test]).sort().values, torch.arange(18))
+    assert [int((labels[train] == c).sum()) for c in range(3)] == [8, 4, 2]
+    again, _ = per_class_split(labels)
+    other, _ = per_class_split(labels, seed=7)
+    assert torch.equal(train, again) and not torch.equal(train, other)
+
+
+def test_cub200_uses_the_official_split(tmp_path):
+    folder = tmp_path / "CUB_200_2011"
+    rows = [(1, "001.Albatross/a.jpg", 1, 1), (2, "001.Albatross/b.jpg", 1, 0), (3, "002.Auklet/c.jpg", 2, 1)]
+    (folder / "images").mkdir(parents=True)
+    (folder / "images.txt").write_text("".join(f"{i} {p}\n" for i, p, _, _ in rows))
+    (folder / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, _, c, _ in rows))
+    (folder / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, _, t in rows))
+    (folder / "classes.txt").write_text("1 001.Albatross\n2 002.Auklet\n")
+    for i, path, _, _ in rows:
+        _save_image(folder / "images" / path, (80 * i, 0, 0))
+    train, test = resolve_dataset("cub200", root=tmp_path, image_size=32, download=False).load()
+    assert train.labels.tolist() == [0, 1] and test.labels.tolist() == [0]
+    assert train.images.shape == (2, 3, 32, 32) and train.classes == ["001.Albatross", "002.Auklet"]
+    assert int(test.images[0, 0, 16, 16]) == 160 and int(train.images[1, 0, 16, 16]) == 240
+
+
+def test_dtd_trains_on_train_and_val_of_partition_one(tmp_path):
+    base = tmp_path / "dtd" / "dtd"
+    lists = {"train1": ["banded/a.jpg"], "val1": ["dotted/b.jpg"], "test1": ["banded/c.jpg", "dotted/d.jpg"]}
+    (base / "labels").mkdir(parents=True)
+    for name, items in lists.items():
+        (base / "labels" / f"{name}.txt").write_text("\n".join(items) + "\n")
+        for item in items:
+            _save_image(base / "images" / item, (0, 200, 0))
+    train, test = resolve_dataset("dtd", root=tmp_path, image_size=32, download=False).load()
+    assert (len(train), len(test)) == (2, 2) and test.labels.tolist() == [0, 1]
+
+
+def test_gtsrb_is_split_80_20_per_class(tmp_path):
+    for label, count in enumerate((10, 5)):
+        for i in range(count):
+            _save_image(tmp_path / "gtsrb" / "GTSRB" / "Training" / f"{label:05d}" / f"{i:05d}.ppm", (0, 0, 9 * i))
+    train, test = resolve_dataset("gtsrb", root=tmp_path, image_size=32, download=False).load()
+    assert train.labels.tolist() == [0] * 8 + [1] * 4 and test.labels.tolist() == [0] * 2 + [1]
+    with pytest.raises(DataNotFoundError, match="flowers102 not found under"):
+        resolve_dataset("flowers102", root=tmp_path, image_size=32, download=False).load()

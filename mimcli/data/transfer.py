@@ -289,8 +289,8 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
                 raise UsageError(f"{folder}: train and test hold different class folders")
             return train, test
 
-        return TransferDataset(name, "classification", f"imagefolder-{_safe(folder.name)}-{digest}", None,
-                               image_size, load_folder)
+        return TransferDataset(f"imagefolder:{arg}", "classification", f"imagefolder-{_safe(folder.name)}-{digest}",
+                               None, image_size, load_folder)
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:
             raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")

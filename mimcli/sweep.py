@@ -176,12 +176,16 @@ def _grid_points(axes: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]
     return points
 
 
-def preset_lambda(method: str, kind: str) -> float:
-    """The lambda a regulariser gets in a regularizers sweep: preset `<method>-<kind>`'s, else the default."""
+def preset_lambda(preset: str, method: str, kind: str) -> float:
+    """The lambda a regulariser gets in a regularizers sweep: that of preset `<preset>-<kind>` (e.g.
+    quickstart-rc), else of `<method>-<kind>` (simclr-rc), else the default."""
     from mimcli.config import list_presets
 
-    name = f"{method}-{kind}"
-    return load_config(name).regularizer.lam if name in list_presets() else DEFAULT_LAMBDA
+    known = list_presets()
+    for name in (f"{Path(preset).stem}-{kind}", f"{method}-{kind}"):
+        if name in known:
+            return load_config(name).regularizer.lam
+    return DEFAULT_LAMBDA
 
 
 def _point_overrides(kind: str, preset: str, base: RunConfig, texts: list[str], user_keys: set[str],
@@ -205,7 +209,7 @@ def _point_overrides(kind: str, preset: str, base: RunConfig, texts: list[str], 
                                  f"choose from {', '.join(REGULARIZER_KINDS)}")
             extra = [f"regularizer.kind={reg}"]
             if reg != "none" and "regularizer.lambda" not in user_keys:
-                extra.append(f"regularizer.lambda={preset_lambda(base.method.name, reg)!r}")
+                extra.append(f"regularizer.lambda={preset_lambda(preset, base.method.name, reg)!r}")
             specs.append((f"kind-{reg}", extra))
         return specs
     epochs = sorted(_unique([_number(t, kind, int) for t in texts]))

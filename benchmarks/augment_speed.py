@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cuda when available)")
     parser.add_argument("--quick", action="store_true", help="fewer images and repeats")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: unchanged)")
-    parser.add_argument("--write", action="store_true", help="print only the Markdown table; writes no file")
+    parser.add_argument("--write", action="store_true", help="write the table to docs/benchmarks.md")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,8 +209,13 @@ def main(argv: list[str] | None = None) -> None:
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
     rows = [row for device in devices for row in measure(device, args.quick)]
     if args.write:
-        print(markdown(rows))
-        return
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from docs_table import machine, update_section
+
+        text = (f"## Augmentation alone: {machine()}\n\n`python benchmarks/augment_speed.py --write"
+                f"{' --threads ' + str(args.threads) if args.threads else ''}`: two views per image, 32x32 uint8, "
+                f"batch {BATCH}, best of repeats.\n\n{markdown(rows)}")
+        print(f"wrote {update_section('augment_speed', text)}")
 
     from rich.console import Console
     from rich.table import Table

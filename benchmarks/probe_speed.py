@@ -187,15 +187,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 epochs on 500 / 200 images (a smoke test)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for both methods")
+    parser.add_argument("--write", action="store_true", help="write the table to docs/benchmarks.md")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console()
-    print_rows(measure(args.quick), console)
+    rows = measure(args.quick)
+    print_rows(rows, console)
+    lines = []
     if not args.quick:
         large = measure_features_only()
-        console.print(f"linear_probe alone (2 models x 100 epochs) on {large['shape']}: "
-                      f"{large['seconds']:.1f} s wall, {large['cpu_seconds']:.1f} s CPU")
+        lines.append(f"linear_probe alone (2 models x 100 epochs) on {large['shape']}: "
+                     f"{large['seconds']:.1f} s wall, {large['cpu_seconds']:.1f} s CPU")
+        console.print(lines[-1])
+    if args.write:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from docs_table import machine, markdown_table, update_section
+
+        columns = ["method", "seconds", "speedup", "acc_best_test", "delta_best_test", "acc_val_selected"]
+        text = (f"## Linear probe on cached features: {machine()}\n\n`python benchmarks/probe_speed.py --write"
+                f"{' --threads ' + str(args.threads) if args.threads else ''}`: {rows[0]['epochs']} epochs, "
+                f"{rows[0]['data']}, ResNet-18 width {rows[0]['width']}.\n\n{markdown_table(rows, columns)}\n\n"
+                + "\n".join(lines))
+        console.print(f"wrote {update_section('probe_speed', text)}")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class Reconstruction(Regularizer):
     def __init__(self, cfg: RegularizerSection, backbone: PooledResNet, image_size: int) -> None:
         super().__init__(cfg)
         try:
-            self.decoder = build_decoder(backbone.out_dim, image_size)
+            self.decoder = build_decoder(backbone.out_dim, image_size, backbone.width / 64)
         except ValueError as error:
             raise UsageError(f"regularizer.kind='rc': {error}") from None
 

@@ -2,6 +2,9 @@
 
 Architectures follow the paper's reference code (REFERENCE.md, "Regularisers"): one per input
 resolution. No output activation: the target lies in [-1, 1] after Normalize(0.5, 0.5).
+`width_scale` (model.width / 64) narrows every hidden channel count with the backbone, so a
+width-16 network is not dominated by a full-size decoder; at width 64 the decoders are exactly the
+reference ones.
 """
 
 from __future__ import annotations
@@ -31,22 +34,26 @@ class Decoder(nn.Module):
         return self.convs(self.fc(h).view(h.shape[0], *self.shape))
 
 
-def build_decoder(in_dim: int, image_size: int) -> Decoder:
+def build_decoder(in_dim: int, image_size: int, width_scale: float = 1.0) -> Decoder:
+    def c(channels: int) -> int:
+        return max(8, round(channels * width_scale))
+
     if image_size == 32:
-        fc = nn.Sequential(nn.Linear(in_dim, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU(inplace=True))
-        convs = nn.Sequential(*_up(64, 256), *_up(256, 128), *_up(128, 64), nn.ConvTranspose2d(64, 3, 3, 1, 1))
-        return Decoder(fc, (64, 4, 4), convs)
+        fc = nn.Sequential(nn.Linear(in_dim, c(64) * 16, bias=False), nn.BatchNorm1d(c(64) * 16), nn.ReLU(inplace=True))
+        convs = nn.Sequential(*_up(c(64), c(256)), *_up(c(256), c(128)), *_up(c(128), c(64)),
+                              nn.ConvTranspose2d(c(64), 3, 3, 1, 1))
+        return Decoder(fc, (c(64), 4, 4), convs)
     if image_size == 64:
         layers: list[nn.Module] = []
         for _ in range(4):
-            layers += _up(128, 128)
-        convs = nn.Sequential(*layers, nn.ConvTranspose2d(128, 3, 3, 1, 1))
-        return Decoder(nn.Linear(in_dim, 2048), (128, 4, 4), convs)
+            layers += _up(c(128), c(128))
+        convs = nn.Sequential(*layers, nn.ConvTranspose2d(c(128), 3, 3, 1, 1))
+        return Decoder(nn.Linear(in_dim, c(128) * 16), (c(128), 4, 4), convs)
     if image_size == 224:
-        chans = [64, 128, 128, 128, 64]
+        chans = [c(x) for x in (64, 128, 128, 128, 64)]
         layers = []
         for c_in, c_out in zip(chans[:-1], chans[1:]):
             layers += _up(c_in, c_out)
-        convs = nn.Sequential(*layers, nn.ConvTranspose2d(64, 3, 3, 2, 1, output_padding=1))
-        return Decoder(nn.Linear(in_dim, 3136), (64, 7, 7), convs)
+        convs = nn.Sequential(*layers, nn.ConvTranspose2d(chans[-1], 3, 3, 2, 1, output_padding=1))
+        return Decoder(nn.Linear(in_dim, chans[0] * 49), (chans[0], 7, 7), convs)
     raise ValueError(f"the RC decoder serves only {sorted(SUPPORTED_SIZES)} px, not {image_size}")

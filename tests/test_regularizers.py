@@ -1,0 +1,151 @@
+"""RC, LBE, MIB, IP and noise as modules: shapes, values against hand computations, and behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mimcli.config import RegularizerSection, load_config
+from mimcli.errors import UsageError
+from mimcli.methods import Batch
+from mimcli.models.decoders import build_decoder
+from mimcli.models.resnet import build_backbone
+from mimcli.objectives.information import lbe_bound
+from mimcli.regularizers import build_regularizer
+
+
+@pytest.mark.parametrize(("size", "in_dim"), [(32, 512), (64, 512), (224, 2048)])
+def test_decoder_output_matches_the_image(size, in_dim):
+    decoder = build_decoder(in_dim, size).eval()
+    assert decoder(torch.randn(2, in_dim)).shape == (2, 3, size, size)
+
+
+def test_reference_decoder_at_full_width():
+    decoder = build_decoder(512, 32)
+    transposed = [m for m in decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels, m.stride[0]) for m in transposed] == [
+        (64, 256, 2), (256, 128, 2), (128, 64, 2), (64, 3, 1)]
+    assert [m.bias is not None for m in transposed] == [False, False, False, True]
+    assert decoder.fc[0].out_features == 1024 and decoder.fc[0].bias is None
+
+
+def test_rc_loss_is_the_mse_of_the_decoder_output():
+    backbone = build_backbone("resnet18", 8, 32)
+    rc = build_regularizer(RegularizerSection(kind="rc"), backbone, 32, 2).eval()
+    views = torch.randn(8, 3, 32, 32)
+    features = backbone.eval()(views)
+    reconstruction = rc.decoder(features["layer4"])
+    expected = F.mse_loss(reconstruction[:4], views[:4]) + F.mse_loss(reconstruction[4:], views[4:])
+    got = rc.loss(features, features, Batch(views, torch.zeros(4, dtype=torch.long), 2))["reg"]
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_a_few_steps_of_rc_alone_lower_the_reconstruction_error():
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", 8, 32)
+    rc = build_regularizer(RegularizerSection(kind="rc"), backbone, 32, 2)
+    views = torch.rand(16, 3, 32, 32) * 2 - 1
+    batch = Batch(views, torch.zeros(8, dtype=torch.long), 2)
+    optimizer = torch.optim.Adam([*backbone.parameters(), *rc.parameters()], lr=1e-3)
+    losses = []
+    for _ in range(15):
+        features = backbone(views)
+        loss = rc.loss(features, features, batch)["reg"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_maximising_the_lbe_bound_spreads_the_features():
+    torch.manual_seed(0)
+    points = (torch.randn(32, 8) * 0.1).requires_grad_()
+    optimizer = torch.optim.SGD([points], lr=20.0)
+
+    def mean_distance() -> float:
+        return torch.pdist(points.detach()).mean().item()
+
+    before = mean_distance()
+    for _ in range(20):
+        noisy = points + 0.1 * torch.randn_like(points)
+        loss = -lbe_bound(noisy, points, rho=0.05)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert mean_distance() > 1.5 * before
+
+
+def test_lbe_noise_only_in_training_and_only_on_its_blocks():
+    backbone = build_backbone("resnet18", 8, 32)
+    lbe = build_regularizer(RegularizerSection(kind="lbe", sigma=0.1), backbone, 32, 2)
+    features = {name: torch.zeros(4, dim) for name, dim in backbone.feature_dims.items()}
+    noisy = lbe.train().perturb(features)
+    for name in ("layer2", "layer3", "layer4"):
+        assert 0.05 < noisy[name].std().item() < 0.2
+    assert all(torch.equal(v, features[k]) for k, v in lbe.eval().perturb(features).items())
+
+
+def test_lbe_term_is_minus_the_weighted_bound():
+    backbone = build_backbone("resnet18", 8, 32)
+    cfg = RegularizerSection(kind="lbe", rho=0.05, block_weights={"layer2": 0.25, "layer3": 0.5, "layer4": 1.0})
+    lbe = build_regularizer(cfg, backbone, 32, 2)
+    torch.manual_seed(0)
+    clean = {name: torch.randn(6, dim) for name, dim in backbone.feature_dims.items()}
+    noisy = {name: value + 0.1 for name, value in clean.items()}
+    terms = lbe.loss(clean, noisy, Batch(torch.zeros(6, 3, 32, 32), torch.zeros(3, dtype=torch.long), 2))
+    expected = sum(w * lbe_bound(noisy[n], clean[n], 0.05) for n, w in cfg.block_weights.items())
+    assert terms["reg"].item() == pytest.approx(-expected.item(), rel=1e-6)
+    assert terms["mi_lbe"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mib", "ip"])
+def test_mib_and_ip_are_the_element_mean_mse_between_views(kind):
+    backbone = build_backbone("resnet18", 8, 32)
+    regularizer = build_regularizer(RegularizerSection(kind=kind), backbone, 32, 2)
+    clean = {"layer4": torch.tensor([[1.0, 2.0], [0.0, 0.0], [1.0, 0.0], [2.0, 2.0]])}
+    noisy = {"layer4": clean["layer4"] + 5.0}  # must be ignored: the term uses the clean features
+    batch = Batch(torch.zeros(4, 3, 32, 32), torch.zeros(2, dtype=torch.long), 2)
+    assert regularizer.loss(clean, noisy, batch)["reg"].item() == pytest.approx((4 + 8) / 4)
+
+
+def test_noise_regularisers_perturb_only_h():
+    backbone = build_backbone("resnet18", 8, 32)
+    for kind in ("mib", "noise"):
+        regularizer = build_regularizer(RegularizerSection(kind=kind), backbone, 32, 2).train()
+        features = {name: torch.zeros(4, dim) for name, dim in backbone.feature_dims.items()}
+        noisy = regularizer.perturb(features)
+        assert noisy["layer4"].abs().sum() > 0
+        assert torch.equal(noisy["layer2"], features["layer2"]) and torch.equal(noisy["layer3"], features["layer3"])
+    ip = build_regularizer(RegularizerSection(kind="ip"), backbone, 32, 2).train()
+    assert ip.perturb(features) is features
+
+
+def test_lbe_naming_a_missing_block_is_a_usage_error():
+    backbone = build_backbone("resnet18", 8, 32)
+    with pytest.raises(UsageError, match="layer5"):
+        build_regularizer(RegularizerSection(kind="lbe", block_weights={"layer5": 1.0}), backbone, 32, 2)
+
+
+def test_lbe_on_layer4_only_for_imagenet_models():
+    config = load_config(None, ["regularizer.kind='lbe'", "regularizer.block_weights={layer4 = 1.0}"])
+    backbone = build_backbone("resnet18", 8, 32)
+    lbe = build_regularizer(config.regularizer, backbone, 32, 2)
+    assert lbe.noisy_blocks == ("layer4",)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--set", "regularizer.lambda=-0.5"], "regularizer.lambda"),
+        (["--set", "regularizer.sigma=-1"], "regularizer.sigma"),
+        (["--set", "regularizer.kind='lbe'", "--set", "regularizer.block_weights={layer9 = 1.0}"], "layer9"),
+        (["--set", "regularizer.kind='rc'", "--set", "data.image_size=48"], "RC decoder serves only"),
+    ],
+)
+def test_regulariser_bad_input_is_one_line_exit_2(cli, tmp_path, extra, fragment):
+    from tests.conftest import TINY
+
+    code, _, err = cli("pretrain", *TINY, *extra, "--out", str(tmp_path / "run"))
+    assert code == 2 and fragment in err and err.strip().count("\n") == 0

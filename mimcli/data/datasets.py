@@ -106,8 +106,9 @@ def image_folder_split(root: Path, split: str) -> Path:
 
 
 def load_image_folder(folder: Path, image_size: int) -> ImageData:
-    """Decode every image of a `<class>/<image>` tree, resized to image_size x image_size."""
-    from torchvision.io import ImageReadMode, decode_image
+    """Decode every image of a `<class>/<image>` tree (once, with PIL), resized to image_size x image_size."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files: list[tuple[Path, int]] = []
@@ -118,8 +119,9 @@ def load_image_folder(folder: Path, image_size: int) -> ImageData:
     images = torch.empty(len(files), 3, image_size, image_size, dtype=torch.uint8)
     for i, (path, _) in enumerate(files):
         try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError) as error:
+            with Image.open(path) as handle:
+                image = torch.from_numpy(np.asarray(handle.convert("RGB"))).permute(2, 0, 1)
+        except (UnidentifiedImageError, OSError) as error:
             raise UsageError(f"cannot decode image {path}: {error}") from None
         images[i] = resize_uint8(image.unsqueeze(0), image_size)[0]
     labels = torch.tensor([label for _, label in files], dtype=torch.long)

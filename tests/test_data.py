@@ -1,0 +1,86 @@
+"""Data loading: image folders, seeded subsets, missing data sets, and the real CIFAR-10 JPEGs."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mimcli.data.datasets import image_folder_split, load_image_folder, load_pretrain_data, seeded_subset
+from mimcli.errors import DataNotFoundError
+from tests.conftest import CIFAR_JPEG
+
+
+def make_folder(root: Path, classes: dict[str, int], size: int = 12) -> None:
+    for index, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (size, size), (20 * index + i,) * 3).save(root / name / f"{i:03d}.png")
+
+
+def test_image_folder_reads_classes_and_resizes(tmp_path):
+    make_folder(tmp_path / "train", {"cat": 2, "dog": 3})
+    data = load_image_folder(image_folder_split(tmp_path, "train"), image_size=8)
+    assert data.images.shape == (5, 3, 8, 8) and data.classes == ["cat", "dog"]
+    assert data.labels.tolist() == [0, 0, 1, 1, 1]
+    assert data.images[3].float().mean().item() == pytest.approx(21, abs=0.5)  # dog #1: value 20*1 + 1
+
+
+def test_root_holding_class_folders_counts_as_train(tmp_path):
+    make_folder(tmp_path, {"a": 1, "b": 1})
+    assert image_folder_split(tmp_path, "train") == tmp_path
+    with pytest.raises(DataNotFoundError, match="test"):
+        image_folder_split(tmp_path, "test")
+
+
+def test_seeded_subset_is_fixed_and_seed_dependent(tmp_path):
+    data = load_pretrain_data("shapes", str(tmp_path), 32, None, 0, False, (100, 10, 0))
+    a = seeded_subset(data, 10, seed=1)
+    b = seeded_subset(data, 10, seed=1)
+    c = seeded_subset(data, 10, seed=2)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert len(a) == 10 and torch.equal(a.targets["hue"], b.targets["hue"])
+
+
+def test_missing_torchvision_dataset_fails_with_exit_2_naming_the_path(cli, tmp_path):
+    root = tmp_path / "nowhere"
+    code, _, err = cli("pretrain", "--preset", "simclr", "--set", f"data.root='{root}'", "--set", "data.download=false",
+                       "--set", "model.width=8", "--out", str(tmp_path / "run"), "--no-progress")
+    assert code == 2 and str(root) in err and "cifar-10-batches-py" in err
+    assert err.strip().count("\n") == 0
+
+
+def test_empty_image_folder_fails_with_exit_2(cli, tmp_path):
+    (tmp_path / "imgs" / "train" / "cls").mkdir(parents=True)
+    code, _, err = cli("pretrain", "--preset", "simclr", "--set", "data.dataset=imagefolder",
+                       "--set", f"data.root='{tmp_path / 'imgs'}'", "--out", str(tmp_path / "run"), "--no-progress")
+    assert code == 2 and "no images found" in err
+
+
+def extract_cifar_subset(target: Path, per_class: int) -> Path:
+    """Unpack the first `per_class` training JPEGs of each class from the shared archive."""
+    with tarfile.open(CIFAR_JPEG) as archive:
+        members = [m for m in archive.getmembers() if m.isfile() and "/train/" in m.name
+                   and int(Path(m.name).stem) < per_class]
+        archive.extractall(target, members=members, filter="data")
+    return target / "cifar10-jpeg"
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not CIFAR_JPEG.exists(), reason=f"needs the shared CIFAR-10 JPEGs at {CIFAR_JPEG}")
+def test_tiny_pretrain_on_the_real_cifar10_jpegs(cli, tmp_path):
+    root = extract_cifar_subset(tmp_path / "data", per_class=60)
+    out = tmp_path / "run"
+    code, _, err = cli("pretrain", "--preset", "simclr", "--set", "data.dataset=imagefolder", "--set", f"data.root='{root}'",
+                       "--set", "model.width=8", "--set", "data.subset=512", "--set", "train.epochs=1",
+                       "--set", "train.batch_size=128", "--set", "probe.datasets=[]", "--out", str(out), "--no-progress")
+    assert code == 0, err
+    for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "backbone.pt", "run.json"):
+        assert (out / name).is_file(), name
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and metrics[0]["epoch"] == 1
+    assert 0 < metrics[0]["loss"] < 7  # NT-Xent of 2x128 views starts near log(255) = 5.5

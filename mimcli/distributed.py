@@ -1,10 +1,24 @@
-"""Thin helpers over torch.distributed; every one is the identity in a single process."""
+"""Thin helpers over torch.distributed; every one is the identity in a single process.
+
+Gradient scale (tested in tests/test_distributed.py). Every rank computes the *global* method loss
+L from tensors gathered with `gather_with_grad`; the backward of that all_gather sums, into the
+rank that owns a slice, the gradient of every rank's copy of L, so rank r receives W * dL/dz_r.
+DistributedDataParallel then averages parameter gradients over the W ranks, which leaves exactly
+dL/dtheta: the gradient of one process that saw the global batch. Terms computed locally (RC, BYOL,
+MIB, IP, cross-entropy: means over the rank's own samples) come out as the mean over ranks, which
+with equal shards is again the global-batch mean. `GlobalBatchNorm` follows the same rule, so
+with it a W-rank step equals a one-process step on the concatenated batch.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def is_distributed() -> bool:
@@ -23,19 +37,33 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def gather_with_grad(x: Tensor) -> Tensor:
-    """Concatenate x from every rank along dim 0; gradients flow back to each rank's own slice."""
-    if not is_distributed() or world_size() == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
-
-
 def local_rank() -> int:
-    import os
-
     return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (torch.distributed.run) sets RANK and WORLD_SIZE for every worker."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto") -> Iterator[None]:
+    """The process group from torchrun's env vars for the length of a command, destroyed after.
+
+    nccl when training on CUDA (each rank on cuda:LOCAL_RANK), gloo otherwise. Outside torchrun, or
+    with a group already up (tests), this does nothing.
+    """
+    if is_distributed() or not launched_by_torchrun():
+        yield
+        return
+    cuda = torch.cuda.is_available() if device == "auto" else torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
@@ -43,11 +71,156 @@ def barrier() -> None:
         dist.barrier()
 
 
-def wrap_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DistributedDataParallel when launched by torchrun, the model itself otherwise."""
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (downloads, caches), the other ranks after it (reading what it left).
+
+    Exception-safe: a rank that fails still reaches the barrier, so the others do not hang.
+    """
+    if not is_main():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main():
+            barrier()
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward: the sum over ranks of the gradient, this rank's slice of it."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.clone(memory_format=torch.contiguous_format)  # autograd may share the incoming one
+        dist.all_reduce(grad)  # small tensors (projections, BatchNorm statistics): all_reduce is enough
+        rows = grad.shape[0] // world_size()
+        return grad[rank() * rows:(rank() + 1) * rows]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate x (same shape on every rank) along dim 0; gradients flow back to each rank's slice.
+
+    The backward sums the incoming gradients over ranks (see the module docstring for why that,
+    with DDP's averaging, gives the global-batch gradient).
+    """
+    if not is_distributed() or world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def mean_over_ranks(x: Tensor) -> Tensor:
+    """The element-wise mean of x over ranks (no gradient): for logging epoch means."""
+    if not is_distributed() or world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x / world_size()
+
+
+def shard(n: int) -> slice:
+    """This rank's contiguous share of n items (ceil(n / W) each; the last ranks may hold fewer)."""
+    per = -(-n // world_size())
+    return slice(min(rank() * per, n), min((rank() + 1) * per, n))
+
+
+@torch.no_grad()
+def gather_shards(x: Tensor, n: int) -> Tensor:
+    """Undo `shard`: every rank's rows of x, concatenated in rank order (n rows in all)."""
+    if not is_distributed() or world_size() == 1:
+        return x
+    per = -(-n // world_size())
+    padded = x.new_zeros((per, *x.shape[1:]))
+    padded[: len(x)] = x
+    parts = [torch.empty_like(padded) for _ in range(world_size())]
+    dist.all_gather(parts, padded)
+    return torch.cat(parts)[:n]
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the batch of every rank, on any device.
+
+    One all_gather (with gradient) of each rank's (count, mean, sum of squared deviations), combined
+    exactly; the gradient flows back through the gather, so forward, backward and running statistics
+    are those of BatchNorm on the concatenated batch. On CUDA torch's fused SyncBatchNorm is used
+    instead (`convert_batchnorm`); this is the portable path (CPU / gloo) and what the tests check.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {input.dim()}-D")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and world_size() > 1):
+            return super().forward(x)
+        channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        shape = (1, channels) + (1,) * (x.dim() - 2)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # statistics in fp32 at least
+        mean = xf.mean(dims)
+        m2 = (xf - mean.view(shape)).square().sum(dims)
+        count = mean.new_full((1,), x.numel() / channels)
+        stats = gather_with_grad(torch.cat([count, mean, m2]).unsqueeze(0))
+        counts, means, m2s = stats[:, :1], stats[:, 1:1 + channels], stats[:, 1 + channels:]
+        total = counts.sum()
+        mean = (counts * means).sum(0) / total
+        m2 = m2s.sum(0) + (counts * (means - mean).square()).sum(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_((m2 / (total - 1)).to(self.running_var.dtype), momentum)
+        y = (xf - mean.view(shape)) * torch.rsqrt(m2 / total + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def _to_global_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm*d below module replaced by GlobalBatchNorm sharing its parameters and buffers."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+            module, (GlobalBatchNorm, nn.SyncBatchNorm)):
+        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                    module.track_running_stats)
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        if module.track_running_stats:
+            converted.running_mean, converted.running_var = module.running_mean, module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        module.add_module(name, _to_global_batchnorm(child))
+    return module
+
+
+def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm over the global batch, in place (parameters, buffers and state_dict keys unchanged):
+    torch's SyncBatchNorm on CUDA, GlobalBatchNorm elsewhere."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _to_global_batchnorm(module)
+
+
+def wrap_model(model: nn.Module, device: torch.device, sync_batchnorm: bool = False) -> nn.Module:
+    """DistributedDataParallel when launched by torchrun, the model itself otherwise.
+
+    sync_batchnorm (a Method's class attribute) first converts the model's BatchNorm layers, in
+    place, to global-batch statistics; parameters stay the same objects, so an optimiser built on
+    the model before still holds them.
+    """
     if not is_distributed():
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    if sync_batchnorm and world_size() > 1:
+        converted = convert_batchnorm(model, device)
+        assert converted is model, "the root module must not itself be a BatchNorm layer"
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)

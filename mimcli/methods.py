@@ -34,6 +34,10 @@ class Batch:
 class Method(nn.Module):
     n_views: int = 2
     needs_labels: bool = False
+    # Under DDP, BatchNorm over the global batch (SyncBatchNorm) instead of each rank's share: the
+    # self-supervised methods then train as one process with the global batch would (and SimCLR's
+    # BN cannot leak which samples sit together on a device); supervised keeps per-rank statistics.
+    sync_batchnorm: bool = True
 
     def loss(self, features: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         """Return {"method": scalar loss, ...other terms to log}."""
@@ -107,6 +111,7 @@ class Supervised(Method):
 
     n_views = 1
     needs_labels = True
+    sync_batchnorm = False
 
     def __init__(self, cfg: MethodSection, feature_dim: int, num_classes: int) -> None:
         super().__init__()

@@ -37,6 +37,8 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"train.device={name!r} but no CUDA device is available")
+    if device.type == "cuda" and device.index is None and distributed.is_distributed():
+        return torch.device("cuda", distributed.local_rank())
     return device
 
 
@@ -95,8 +97,10 @@ class Trainer:
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         if self.data is None:
             shapes = cfg.data.shapes
-            self.data = load_pretrain_data(cfg.data.dataset, cfg.data.root, cfg.data.image_size, cfg.data.subset,
-                                           cfg.train.seed, cfg.data.download, (shapes.n_train, shapes.n_test, shapes.seed))
+            with distributed.main_first():  # one download, not one per rank
+                self.data = load_pretrain_data(cfg.data.dataset, cfg.data.root, cfg.data.image_size,
+                                               cfg.data.subset, cfg.train.seed, cfg.data.download,
+                                               (shapes.n_train, shapes.n_test, shapes.seed))
         torch.manual_seed(cfg.train.seed)
         self.model: PretrainModel = build_model(cfg, num_classes=max(len(self.data.classes), 1))
         if self.model.method.needs_labels and bool((self.data.labels < 0).any()):
@@ -113,7 +117,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
         self.schedule = build_schedule(self.optimizer, cfg.train)
         self.augment = BatchAugment(cfg.augment, cfg.data.image_size)
-        self.train_model: torch.nn.Module = distributed.wrap_model(self.model, self.device)
+        self.train_model: torch.nn.Module = distributed.wrap_model(self.model, self.device,
+                                                                    self.model.method.sync_batchnorm)
         self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
         self.epoch = 0
 
@@ -196,7 +201,8 @@ class Trainer:
                 rate = step * self.per_rank_batch * distributed.world_size() / (time.perf_counter() - start)
                 progress.update(task, completed=step, terms=f"{shown}  {rate:.0f} img/s")
         seconds = time.perf_counter() - start
-        terms_mean = {name: value.item() / max(len(batches), 1) for name, value in sums.items()}
+        means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
+        terms_mean = {name: value / max(len(batches), 1) for name, value in zip(sums, means.tolist())}
         lr = self.optimizer.param_groups[0]["lr"]
         self.schedule.step()
         self.epoch += 1
@@ -238,12 +244,19 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Refuse to clobber a run unless asked; --force starts over, --resume continues."""
+    """Refuse to clobber a run unless asked; --force starts over, --resume continues.
+
+    Every rank checks (so all raise the same error and none waits for one that failed); once all
+    have looked, rank 0 alone deletes or creates the folder.
+    """
     exists = run_dir.exists() and any(run_dir.iterdir())
     if exists and not (resume or force):
         raise UsageError(f"{run_dir} already holds a run: pass --resume to continue it or --force to start over")
     if resume and not (run_dir / runs.CHECKPOINT).is_file():
         raise UsageError(f"nothing to resume: {run_dir / runs.CHECKPOINT} not found")
+    distributed.barrier()
+    if not distributed.is_main():
+        return
     if force and exists and not resume:
         import shutil
 
@@ -280,8 +293,7 @@ def pretrain(config: RunConfig, run_dir: Path, resume: bool = False, force: bool
              console: Console | None = None, show_progress: bool = True) -> list[EpochResult]:
     """Train a run to config.train.epochs in run_dir (resuming from its checkpoint if asked)."""
     console = console or Console()
-    if distributed.is_main():
-        prepare_run_dir(run_dir, resume, force)
+    prepare_run_dir(run_dir, resume, force)
     distributed.barrier()
     trainer = Trainer(config, run_dir, console)
     if resume:
@@ -298,4 +310,5 @@ def pretrain(config: RunConfig, run_dir: Path, resume: bool = False, force: bool
         runs.write_json(run_dir / runs.STATUS, {"status": "finished", "epochs_done": trainer.epoch,
                                                 "train_seconds": seconds})
         console.print(summary_table(config, run_dir, results, seconds))
+    distributed.barrier()  # the run directory is complete when any rank returns
     return results

@@ -78,7 +78,7 @@ def _extract_probe_features(run_dir: Path, config) -> None:
     from mimcli.errors import DataNotFoundError
     from mimcli.features import FeatureCache
 
-    cache = FeatureCache(run_dir, device=config.train.device)
+    cache = FeatureCache(run_dir, device=config.train.device, console=console)
     shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
     for name in config.probe.datasets:
         dataset = resolve_dataset(name, root=config.data.root, image_size=config.data.image_size,
@@ -95,8 +95,6 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
     from mimcli.config import apply_overrides, build_config, load_config, read_toml
     from mimcli.train import pretrain
 
-    if gpus > 1:
-        _relaunch_under_torchrun(gpus)
     if resume and out is not None and (out / runs.CONFIG).is_file() and preset is None:
         raw = apply_overrides(read_toml(out / runs.CONFIG), list(overrides or []))
         config = build_config(raw, str(out / runs.CONFIG))
@@ -105,6 +103,8 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
     if expect_supervised != (config.method.name == "supervised"):
         command = "mim supervised" if config.method.name == "supervised" else "mim pretrain"
         raise UsageError(f"method.name={config.method.name!r} trains with `{command}`")
+    if gpus > 1:
+        _relaunch_under_torchrun(gpus)
     run_dir = run_dir_for(config, out)
     with distributed.process_group(config.train.device):  # under torchrun: DDP, one process per GPU
         pretrain(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mimcli import distributed
 from mimcli.data.datasets import ImageData
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
+        if torch.cuda.is_available() and distributed.is_distributed():
+            return torch.device("cuda", distributed.local_rank())
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
@@ -106,8 +109,13 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
 @torch.no_grad()
 def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[float], device: torch.device,
             batch_size: int = 512) -> dict[str, Tensor]:
-    """Pooled layer2/3/4 features of uint8 images (eval mode; bf16 autocast on CUDA), float32 on the CPU."""
+    """Pooled layer2/3/4 features of uint8 images (eval mode; bf16 autocast on CUDA), float32 on the CPU.
+
+    With a process group up, every rank encodes its contiguous share and all get every row, in order.
+    """
     backbone.eval()
+    n = len(images)
+    images = images[distributed.shard(n)]
     cuda = device.type == "cuda"
     shift = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     scale = torch.tensor(std, device=device).view(1, 3, 1, 1)
@@ -120,7 +128,7 @@ def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[fl
             pooled = backbone(x)
         for name in LAYERS:
             outputs[name].append(pooled[name].float())
-    return {name: torch.cat(parts).cpu() for name, parts in outputs.items()}
+    return {name: distributed.gather_shards(torch.cat(parts), n).cpu() for name, parts in outputs.items()}
 
 
 class FeatureCache:
@@ -160,16 +168,18 @@ class FeatureCache:
         found = {s: self._read(self.path(dataset.source, s, dataset.image_size), s) for s in splits}
         if all(found[s] is not None for s in splits):
             return found["train"], found["test"]  # type: ignore[return-value]
-        images = dict(zip(splits, dataset.load()))
+        with distributed.main_first():  # under DDP rank 0 downloads first
+            images = dict(zip(splits, dataset.load()))
         mean, std = channel_stats(images["train"].images)
         for split in splits:
             if found[split] is None:
                 found[split] = self._build(dataset, split, images[split], mean, std)
+        distributed.barrier()  # rank 0's files are on disk before any rank looks for the next data set
         return found["train"], found["test"]  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------------------ internals
     def _say(self, message: str) -> None:
-        if self.console is not None:
+        if self.console is not None and distributed.is_main():
             self.console.print(message)
 
     def _warn(self, message: str) -> None:
@@ -235,7 +245,8 @@ class FeatureCache:
             "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32",
         }
         features = Features(layers, data.labels.clone(), dict(data.targets), list(data.classes), meta)
-        self._write(self.path(dataset.source, split, dataset.image_size), features)
+        if distributed.is_main():
+            self._write(self.path(dataset.source, split, dataset.image_size), features)
         return features
 
     def _write(self, path: Path, features: Features) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from torchvision.io import write_png
+from PIL import Image
 
 from mimcli.config import load_config
 from mimcli.data.transfer import resolve_dataset
@@ -50,7 +50,7 @@ def make_image_folder(root: Path, per_class: int = 12, seed: int = 0) -> Path:
             for i in range(per_class):
                 image = torch.randint(0, 120, (3, 16, 16), generator=generator, dtype=torch.uint8)
                 image[2 - 2 * label] += 120
-                write_png(image, str(folder / f"{i:03d}.png"))
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
     return root
 
 

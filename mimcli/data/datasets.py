@@ -120,7 +120,7 @@ def load_image_folder(folder: Path, image_size: int) -> ImageData:
     for i, (path, _) in enumerate(files):
         try:
             with Image.open(path) as handle:
-                image = torch.from_numpy(np.asarray(handle.convert("RGB"))).permute(2, 0, 1)
+                image = torch.from_numpy(np.array(handle.convert("RGB"))).permute(2, 0, 1)
         except (UnidentifiedImageError, OSError) as error:
             raise UsageError(f"cannot decode image {path}: {error}") from None
         images[i] = resize_uint8(image.unsqueeze(0), image_size)[0]

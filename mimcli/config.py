@@ -109,7 +109,7 @@ class RegularizerSection(Section):
 
 
 class TrainSection(Section):
-    epochs: int = Field(30, gt=0)
+    epochs: int = Field(30, ge=0, description="0 saves the randomly initialised backbone (a baseline for probes).")
     batch_size: int = Field(256, gt=0)
     lr: float = Field(3e-4, gt=0)
     optimizer: Literal["adam", "sgd", "lars"] = "adam"

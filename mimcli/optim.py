@@ -51,6 +51,6 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainSection) -> torch
     """Stepped once per epoch: constant (the paper's CIFAR recipe) or cosine to zero."""
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+            optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)

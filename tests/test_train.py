@@ -131,3 +131,13 @@ def test_existing_run_is_refused_without_resume_or_force(tmp_path, cli):
 def test_describe_model_labels():
     assert describe_model(tiny("simclr", "rc")) == "SimCLR + RC"
     assert describe_model(tiny("barlow", "none")) == "Barlow Twins"
+
+
+def test_zero_epochs_saves_the_initial_backbone_as_a_baseline(tmp_path):
+    config = tiny("simclr", "none", "train.epochs=0", "train.schedule='cosine'")
+    pretrain(config, tmp_path / "run", show_progress=False)
+    torch.manual_seed(config.train.seed)
+    expected = build_model(config, 10).backbone.state_dict()
+    saved = torch.load(tmp_path / "run" / "backbone.pt", weights_only=True)
+    assert all(torch.equal(saved[name], value) for name, value in expected.items())
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"

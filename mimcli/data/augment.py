@@ -400,10 +400,12 @@ class BatchAugment:
             mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
             target = gray.mul_(gray_w[:, stage].view(per_sample)).add_(mean.mul_(mean_w[:, stage].view(per_sample)))
             x = x.mul_(f).add_(target.mul_(1.0 - f)).clamp_(0.0, 1.0)
-            if run_hue:
+            if run_hue and x.device.type == "cpu":
                 index = torch.nonzero(hue_mask[:, stage]).squeeze(1)
                 if index.numel():
                     x[index] = adjust_hue(x[index], hue[index, stage])
+            elif run_hue:  # accelerator: select instead of index, so the step never waits on the host
+                x = torch.where(hue_mask[:, stage].view(per_sample), adjust_hue(x, hue[:, stage]), x)
         return x
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:

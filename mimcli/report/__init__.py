@@ -1,0 +1,120 @@
+"""`mim report`: gather finished, probed runs into the paper's tables, sweep tables, plots and files.
+
+Reading (nothing here trains or probes):
+  every run directory (a folder with config.toml) below the given paths, with its run.json
+  (must say "finished"), probe.json (the probe records) and metrics.jsonl (loss curves). A run
+  that cannot be read, is unfinished, has no probe results or has stale ones is skipped with a
+  warning naming it.
+
+Tables:
+  accuracy  one table per source data set (the runs' data.dataset), one row per model
+            (`describe_model`, plus the settings that tell rows of the same model apart, e.g.
+            lambda), one column per probe data set: source first, then transfer sets, then the
+            mean over the transfer (classification) sets. Runs whose configs differ only in
+            train.seed (and execution details: device, precision, threads...) form one row:
+            mean +- sample std over them. Best value per block (rows of one base method) is bold.
+  lambda    source accuracy and transfer mean against regularizer.lambda, per model
+  epochs    the same against train.epochs
+Rows that differ in backbone / width / image size / stem, and cells whose probe protocol
+(protocol, layers, probe hyper-parameters) differs from the rest of their column, are marked
+with a dagger and named in a warning: never silently mixed.
+
+Modules: constants (the vocabulary), reference (paper.json), collect (runs and their records),
+groups (runs -> rows), tables (accuracy and sweep tables, the Report), render (rich, markdown,
+JSON, CSV), plots (PNGs); this module holds the entry point, run_report.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mimcli import runs
+from mimcli.errors import UsageError
+from mimcli.report.collect import (Run, collect_runs, display_name, find_run_dirs, load_run, metric_key,
+                                   preferred_record, probe_signature, record_value, records, source_key, stale)
+from mimcli.report.constants import (COMPARE, DAGGER, DATASET_ORDER, DISPLAY, EPOCHS, FORMATS, IGNORED_KEYS, LAMBDA,
+                                     MEAN, METHOD_ORDER, METHOD_USES, METRICS, MODEL_PROTOCOL, PLOTS_HINT,
+                                     RECORD_FIELDS, REGULARIZER_ORDER, REGULARIZER_USES)
+from mimcli.report.groups import (Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs,
+                                  settings)
+from mimcli.report.plots import LOSS_SKIP, figure_colours, safe_name, write_plots
+from mimcli.report.reference import load_reference, reference_value
+from mimcli.report.render import (cell_text, markdown, markdown_table, md_escape, md_row, relative, rich_sweep,
+                                  rich_tables, sweep_cells, sweep_headers, sweep_rows, to_csv, to_json)
+from mimcli.report.tables import (AccuracyTable, Cell, Column, Report, Row, Series, SweepPoint, SweepTable,
+                                  attach_reference, best_per_block, build_report, build_sweep, build_table,
+                                  column_order, describe_differences, is_source, majority, plural, protocol_lines,
+                                  shorten)
+
+
+__all__ = ["COMPARE", "DAGGER", "DATASET_ORDER", "DISPLAY", "EPOCHS", "FORMATS", "IGNORED_KEYS", "LAMBDA",
+           "LOSS_SKIP", "MEAN", "METHOD_ORDER", "METHOD_USES", "METRICS", "MODEL_PROTOCOL", "PLOTS_HINT",
+           "RECORD_FIELDS", "REGULARIZER_ORDER", "REGULARIZER_USES", "AccuracyTable", "Cell", "Column", "Group",
+           "Report", "Row", "Run", "Series", "SweepPoint", "SweepTable", "attach_reference", "best_per_block",
+           "build_report", "build_sweep", "build_table", "cell_text", "collect_runs", "column_order",
+           "describe_differences", "describe_setting", "display_name", "distinguishing_labels", "figure_colours",
+           "find_run_dirs", "flatten", "frozen", "group_runs", "is_source", "load_reference", "load_run", "majority",
+           "markdown", "markdown_table", "md_escape", "md_row", "metric_key", "plural", "preferred_record",
+           "probe_signature", "protocol_lines", "record_value", "records", "reference_value", "relative",
+           "rich_sweep", "rich_tables", "run_report", "safe_name", "settings", "shorten", "source_key", "stale",
+           "sweep_cells", "sweep_headers", "sweep_rows", "to_csv", "to_json", "write_plots"]
+
+
+def run_report(paths: list[Path], fmt: str = "table", out: Path | None = None, plots: Path | None = None,
+               compare: str | None = None, metric: str = "acc_best_test", console: Console | None = None,
+               err_console: Console | None = None) -> Report:
+    """`mim report`: tables (rich | markdown | json | csv) to `out` or the console, PNGs to `plots`.
+
+    Warnings and notes go to `err_console` (stderr by default), so JSON / CSV / markdown on stdout
+    stay clean for redirection.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if compare is not None and compare not in COMPARE:
+        raise UsageError(f"--compare {compare!r}: choose one of {', '.join(COMPARE)}")
+    paths = [Path(p) for p in paths] or [Path("runs")]
+    console = console or Console()
+    err = err_console or Console(stderr=True)
+    warnings: list[str] = []
+    try:
+        report = build_report(paths, metric, compare, warnings)
+    finally:
+        for warning in warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+    figures = write_plots(report, plots) if plots is not None else None
+    note = PLOTS_HINT if plots is not None and figures is None else None
+    if note:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    elif figures is not None:
+        err.print(f"wrote {len(figures)} plots to {plots}", markup=False, highlight=False, soft_wrap=True)
+    if fmt == "table":
+        renderables: list[Any] = rich_tables(report, plain=out is not None)
+        protocol = Table(title="protocol", show_header=False)
+        for what, value in protocol_lines(report):
+            protocol.add_row(what, value)
+        renderables.append(protocol)
+        if out is None:
+            for renderable in renderables:
+                console.print(renderable)
+            return report
+        recorder = Console(file=io.StringIO(), record=True, width=200, color_system=None)
+        for renderable in renderables:
+            recorder.print(renderable)
+        text = recorder.export_text()
+    elif fmt == "markdown":
+        text = markdown(report, paths, figures, note, Path(out).parent if out is not None else Path.cwd())
+    else:
+        rows = records(report.runs, metric, report.reference)
+        text = to_json(rows) if fmt == "json" else to_csv(rows)
+    if out is None:
+        console.out(text, end="", highlight=False)
+    else:
+        runs.atomic_write_text(Path(out), text)
+        err.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
+    return report

@@ -1,0 +1,179 @@
+"""Collecting runs: find run directories, load the finished and probed ones, and their tidy records."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mimcli import runs
+from mimcli.config import RunConfig
+from mimcli.errors import UsageError
+from mimcli.report.constants import REGULARIZER_USES
+from mimcli.report.reference import reference_value
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    """One finished run directory with its probe results."""
+
+    path: Path
+    name: str
+    config: RunConfig
+    records: list[dict[str, Any]]  # probe records with status "ok"
+    metrics: list[dict[str, Any]]
+
+    @property
+    def model(self) -> str:
+        from mimcli.train import describe_model
+
+        return describe_model(self.config)
+
+    @property
+    def lam(self) -> float | None:
+        return self.config.regularizer.lam if "lambda" in REGULARIZER_USES[self.config.regularizer.kind] else None
+
+
+def display_name(path: Path) -> str:
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Every folder holding config.toml at or below the paths (a run's own subfolders are not searched)."""
+    found: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or directory")
+        if path.is_file():
+            if path.name != runs.CONFIG:
+                raise UsageError(f"{path} is a file: pass run directories or folders holding them")
+            path = path.parent
+        for folder, subfolders, files in os.walk(path):
+            subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+            if runs.CONFIG in files:
+                found.setdefault(Path(folder).resolve(), Path(folder))
+                subfolders[:] = []
+    return list(found.values())
+
+
+def load_run(path: Path, warnings: list[str]) -> Run | None:
+    """The run, or None with a warning naming it when it is malformed, unfinished or not probed."""
+    name = display_name(path)
+
+    def skip(reason: str) -> None:
+        warnings.append(f"skipped {name}: {reason}")
+
+    try:
+        config = runs.load_run_config(path)
+    except UsageError as error:
+        return skip(f"unreadable {runs.CONFIG} ({error})")
+    try:
+        status = runs.read_json(path / runs.STATUS)
+    except FileNotFoundError:
+        return skip(f"no {runs.STATUS} (not written by `mim pretrain`)")
+    except (OSError, ValueError) as error:
+        return skip(f"unreadable {runs.STATUS} ({error})")
+    if not isinstance(status, dict) or status.get("status") != "finished":
+        state = status.get("status", "?") if isinstance(status, dict) else "?"
+        done = status.get("epochs_done", "?") if isinstance(status, dict) else "?"
+        return skip(f"unfinished ({state}, {done} of {config.train.epochs} epochs)")
+    probe_path = path / runs.PROBE
+    if not probe_path.is_file():
+        return skip(f"no probe results (run `mim probe {name}`)")
+    try:
+        probe = runs.read_json(probe_path)
+        results = probe["results"]
+        if not isinstance(results, list):
+            raise TypeError("results is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return skip(f"unreadable {runs.PROBE} ({error})")
+    if stale(path, probe):
+        return skip(f"{runs.PROBE} is stale: the backbone changed after probing (run `mim probe {name}` again)")
+    records = [r for r in results if isinstance(r, dict) and r.get("status") == "ok"
+               and isinstance(r.get("dataset"), str) and isinstance(r.get("metrics"), dict) and r["metrics"]]
+    failed = [f"{r.get('dataset', '?')} ({r.get('status', '?')})" for r in results if r not in records]
+    if failed:
+        warnings.append(f"{name}: no probe result for {', '.join(failed)}")
+    if not records:
+        return skip("no probe results with status ok")
+    return Run(path, name, config, records, runs.read_metrics(path))
+
+
+def stale(path: Path, probe: dict[str, Any]) -> bool:
+    """The probed checkpoint file changed since probe.json was written (hashes only when it is newer)."""
+    checkpoint = probe.get("checkpoint") or {}
+    weights = path / str(checkpoint.get("path") or runs.BACKBONE)
+    if not weights.is_file() or not checkpoint.get("sha256"):
+        return False
+    if weights.stat().st_mtime <= (path / runs.PROBE).stat().st_mtime:
+        return False
+    return runs.file_sha256(weights) != checkpoint["sha256"]
+
+
+def collect_runs(paths: list[Path], warnings: list[str] | None = None) -> list[Run]:
+    """Every readable, finished, probed run below the paths; the rest are named in `warnings`."""
+    warnings = warnings if warnings is not None else []
+    found = find_run_dirs(paths)
+    if not found:
+        raise UsageError(f"no run directories (folders with {runs.CONFIG}) under {', '.join(map(str, paths))}")
+    loaded = [load_run(path, warnings) for path in found]
+    return [run for run in loaded if run is not None]
+
+
+# --------------------------------------------------------------------------------------------- values
+
+
+def metric_key(record: dict[str, Any], metric: str) -> str:
+    """The number a probe record contributes: linear -> `metric`, knn -> acc, regression -> r2."""
+    return {"linear": metric, "knn": "acc", "regression": "r2"}.get(record.get("protocol"), metric)
+
+
+def record_value(record: dict[str, Any], metric: str) -> float | None:
+    summary = (record.get("metrics") or {}).get(metric_key(record, metric))
+    if not isinstance(summary, dict) or not isinstance(summary.get("mean"), (int, float)):
+        return None
+    return float(summary["mean"])
+
+
+def preferred_record(records: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """Of several records for one data set, the table shows linear (or regression) on layer 4 first."""
+    usable = [r for r in records if record_value(r, metric) is not None]
+    return min(usable, key=lambda r: (r.get("protocol") == "knn", r.get("layers") != [4]), default=None)
+
+
+def probe_signature(record: dict[str, Any]) -> dict[str, Any]:
+    """What must match for two probe numbers to be comparable (the probe seeds need not)."""
+    params = {k: v for k, v in (record.get("params") or {}).items() if k != "seeds"}
+    return {"protocol": record.get("protocol"), "layers": record.get("layers"), **params}
+
+
+def records(runs_: list[Run], metric: str = "acc_best_test", reference: dict[str, Any] | None = None
+            ) -> list[dict[str, Any]]:
+    """Tidy records, one per (run, probe record): the JSON / CSV output."""
+    out = []
+    for run in runs_:
+        cfg = run.config
+        for record in run.records:
+            value = record_value(record, metric)
+            if value is None:
+                continue
+            row = {"run": run.name, "model": run.model, "method": cfg.method.name,
+                   "regularizer": cfg.regularizer.kind, "lambda": run.lam, "epochs": cfg.train.epochs,
+                   "seed": cfg.train.seed, "dataset": record["dataset"], "task": record.get("task"),
+                   "metric": metric_key(record, metric), "value": value, "protocol": record.get("protocol"),
+                   "layers": record.get("layers")}
+            if reference is not None:
+                ref = reference_value(reference, source_key(cfg), run.model, record["dataset"])
+                row["reference"] = ref
+                row["difference"] = None if ref is None else value - ref
+            out.append(row)
+    return out
+
+
+def source_key(config: RunConfig) -> str:
+    return f"imagefolder:{config.data.root}" if config.data.dataset == "imagefolder" else config.data.dataset

@@ -1,0 +1,108 @@
+"""Grouping runs into table rows: runs whose settings differ only in train.seed, and their labels."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from mimcli.config import RunConfig
+from mimcli.report.collect import Run
+from mimcli.report.constants import (EPOCHS, IGNORED_KEYS, LAMBDA, METHOD_ORDER, METHOD_USES, REGULARIZER_ORDER,
+                                     REGULARIZER_USES)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings(config: RunConfig) -> dict[str, Any]:
+    """The config keys that make a run a different experiment (seed, names and execution details left out)."""
+    flat = flatten(config.to_dict())
+    kind, method = config.regularizer.kind, config.method.name
+    keep = {}
+    for key, value in flat.items():
+        section, _, rest = key.partition(".")
+        name = rest.split(".")[0]
+        if key.startswith(IGNORED_KEYS):
+            continue
+        if section == "regularizer" and name != "kind" and name not in REGULARIZER_USES[kind]:
+            continue
+        if section == "method" and name != "name" and name not in METHOD_USES[method]:
+            continue
+        if key.startswith("data.shapes.") and config.data.dataset != "shapes":
+            continue
+        if key == "data.root" and config.data.dataset != "imagefolder":
+            continue
+        keep[key] = value
+    return keep
+
+
+def frozen(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+@dataclass
+class Group:
+    """Runs that differ only in train.seed: one table row."""
+
+    runs: list[Run]
+    settings: dict[str, Any]
+    label: str = ""
+
+    @property
+    def config(self) -> RunConfig:
+        return self.runs[0].config
+
+    @property
+    def model(self) -> str:
+        return self.runs[0].model
+
+    def order(self) -> tuple:
+        cfg = self.config
+        return (METHOD_ORDER.index(cfg.method.name), REGULARIZER_ORDER.index(cfg.regularizer.kind),
+                self.runs[0].lam or 0.0, cfg.train.epochs, self.label)
+
+
+def group_runs(runs_: list[Run]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for run in runs_:
+        values = settings(run.config)
+        key = frozen(values)
+        groups.setdefault(key, Group([], values)).runs.append(run)
+    for group in groups.values():
+        group.runs.sort(key=lambda r: (r.config.train.seed, r.name))
+    return list(groups.values())
+
+
+def describe_setting(key: str, value: Any) -> str:
+    if key == LAMBDA:
+        return f"λ={value:g}"
+    if key == EPOCHS:
+        return f"{value} ep"
+    return f"{key}={value}"
+
+
+def distinguishing_labels(items: list[tuple[str, dict[str, Any]]], exclude: tuple[str, ...] = ()) -> list[str]:
+    """Labels for (model, settings) items: the model, plus the settings that tell same-model items apart."""
+    by_model: dict[str, list[int]] = defaultdict(list)
+    for index, (model, _) in enumerate(items):
+        by_model[model].append(index)
+    labels = [model for model, _ in items]
+    for model, indices in by_model.items():
+        if len(indices) < 2:
+            continue
+        keys = sorted({k for i in indices for k in items[i][1]}, key=lambda k: (k != LAMBDA, k != EPOCHS, k))
+        differing = [k for k in keys if k not in exclude
+                     and len({frozen(items[i][1].get(k)) for i in indices}) > 1]
+        for i in indices:
+            parts = [describe_setting(k, items[i][1].get(k)) for k in differing]
+            labels[i] = f"{model} ({', '.join(parts)})" if parts else model
+    return labels

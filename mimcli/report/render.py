@@ -1,0 +1,176 @@
+"""Rendering the report: rich tables, one markdown document, JSON and CSV records."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from mimcli.report.constants import DAGGER, MEAN, METRICS, RECORD_FIELDS
+from mimcli.report.tables import AccuracyTable, Column, Report, Row, SweepTable, protocol_lines
+
+
+def cell_text(table: AccuracyTable, index: int, column: Column) -> str | None:
+    cell = table.rows[index].cells.get(column.key)
+    return None if cell is None else cell.text(column.digits)
+
+
+def rich_tables(report: Report, plain: bool = False) -> list[Table]:
+    """Rich tables; `plain` (no colour, e.g. for a text file) marks the best values with '*' instead."""
+    out = []
+    for table in report.tables:
+        best = "Best per block marked *." if plain else "Best per block in green."
+        under = [f"Under each value: the {report.compare} number (ours - {report.compare})."] if report.compare else []
+        rich = Table(title=table.title, caption=" ".join([best, *under, *table.notes]))
+        rich.add_column("model")
+        rich.add_column("n", justify="right")
+        for column in table.columns:
+            rich.add_column(column.header, justify="right")
+        previous = None
+        for index, row in enumerate(table.rows):
+            if previous is not None and row.block != previous:
+                rich.add_section()
+            previous = row.block
+            texts = []
+            for column in table.columns:
+                text = cell_text(table, index, column)
+                if text is None:
+                    texts.append("-")
+                    continue
+                if (index, column.key) in table.best:
+                    text = f"{text}*" if plain else f"[bold green]{text}[/bold green]"
+                cell = row.cells[column.key]
+                if report.compare and cell.reference is not None:
+                    text += f"\n[dim]{cell.reference:.{column.digits}f} ({cell.difference:+.{column.digits}f})[/dim]"
+                texts.append(text)
+            rich.add_row(row.label, str(len(row.group.runs)), *texts)
+        out.append(rich)
+    for sweep in report.sweeps:
+        out.append(rich_sweep(sweep))
+    return out
+
+
+def sweep_rows(sweep: SweepTable) -> list[tuple[str, str, Row]]:
+    """(label, x as text, row): the baselines first, then each series by x."""
+    rows = [(f"baseline: {r.group.label}", "-", r) for r in sweep.baselines]
+    for series in sweep.series:
+        rows.extend((series.label, f"{p.x:g}", p.row) for p in series.points)
+    return rows
+
+
+def sweep_cells(sweep: SweepTable, row: Row) -> list[str]:
+    out = []
+    for column in (sweep.table.primary, sweep.table.column(MEAN)):
+        cell = row.cells.get(column.key) if column is not None else None
+        out.append("-" if cell is None else cell.text(column.digits))
+    return out
+
+
+def sweep_headers(sweep: SweepTable) -> list[str]:
+    primary = sweep.table.primary
+    return ["model", sweep.symbol, primary.header if primary else "source", MEAN, "n"]
+
+
+def rich_sweep(sweep: SweepTable) -> Table:
+    rich = Table(title=sweep.title)
+    for index, header in enumerate(sweep_headers(sweep)):
+        rich.add_column(header, justify="left" if index == 0 else "right")
+    for label, x, row in sweep_rows(sweep):
+        rich.add_row(label, x, *sweep_cells(sweep, row), str(len(row.group.runs)))
+    return rich
+
+
+def md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(md_escape(c) for c in cells) + " |"
+
+
+def markdown_table(table: AccuracyTable, compare: str | None) -> list[str]:
+    headers = ["model", "n"]
+    for column in table.columns:
+        headers.append(column.header)
+        if compare:
+            headers += [compare, "Δ"]
+    lines = [md_row(headers), "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    for index, row in enumerate(table.rows):
+        cells = [row.label, str(len(row.group.runs))]
+        for column in table.columns:
+            text = cell_text(table, index, column)
+            cells.append("-" if text is None else f"**{text}**" if (index, column.key) in table.best else text)
+            if compare:
+                cell = row.cells.get(column.key)
+                ref = None if cell is None else cell.reference
+                cells.append("-" if ref is None else f"{ref:.{column.digits}f}")
+                cells.append("-" if ref is None else f"{cell.difference:+.{column.digits}f}")
+        lines.append(md_row(cells))
+    return lines
+
+
+def markdown(report: Report, paths: list[Path], figures: list[tuple[str, Path]] | None, plots_note: str | None,
+             base: Path) -> str:
+    """The whole report as one markdown document (figure links relative to `base`)."""
+    lines = ["# Linear-probe report", "",
+             f"{len(report.runs)} runs from {', '.join(f'`{p}`' for p in paths)}. Table metric: "
+             f"`{report.metric}` ({METRICS[report.metric]}).", "", "## Protocol", ""]
+    lines += [f"- **{what}**: {value}" for what, value in protocol_lines(report)]
+    for table in report.tables:
+        lines += ["", f"## {table.title}", "", *markdown_table(table, report.compare), ""]
+        transfer = [c.header for c in table.columns if c.role == "transfer" and c.task == "classification"]
+        notes = ["Best value per block (rows of one base method) in **bold**; mean ± std over training seeds "
+                 "where n > 1."]
+        if transfer:
+            notes.append(f"{MEAN}: mean over {', '.join(transfer)}.")
+        if any(c.task == "regression" for c in table.columns):
+            notes.append("Regression columns show R² of the ridge probe.")
+        if any(r.flagged for r in table.rows) or any(c.flagged for r in table.rows for c in r.cells.values()):
+            notes.append(f"{DAGGER}: trained or probed with a different protocol from the rest of the table "
+                         "(see Warnings).")
+        if report.compare:
+            notes.append(f"`{report.compare}`: reference number; Δ = ours - reference.")
+        lines += [" ".join(notes + table.notes)]
+    for sweep in report.sweeps:
+        lines += ["", f"## {sweep.title}", "", md_row(sweep_headers(sweep)),
+                  "|---|" + "---:|" * (len(sweep_headers(sweep)) - 1)]
+        lines += [md_row([label, x, *sweep_cells(sweep, row), str(len(row.group.runs))])
+                  for label, x, row in sweep_rows(sweep)]
+    if figures:
+        lines += ["", "## Figures", ""]
+        loss = [(t, p) for t, p in figures if p.name.startswith("loss-")]
+        for title, path in figures:
+            if (title, path) not in loss:
+                lines += [f"![{title}]({relative(path, base)})", ""]
+        if loss:
+            lines.append("Loss per epoch: " + ", ".join(f"[{t}]({relative(p, base)})" for t, p in loss) + ".")
+    elif plots_note:
+        lines += ["", f"_{plots_note}_"]
+    if report.warnings:
+        lines += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
+    return "\n".join(lines) + "\n"
+
+
+def relative(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+def to_json(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    fields = list(RECORD_FIELDS) + [k for k in ("reference", "difference") if rows and k in rows[0]]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "layers": ",".join(map(str, row.get("layers") or [])),
+                         **{k: "" if row.get(k) is None else row[k] for k in ("lambda", "reference", "difference")
+                            if k in row}})
+    return buffer.getvalue()

@@ -121,10 +121,10 @@ def measure(quick: bool, device: str = "auto") -> list[dict[str, Any]]:
     on_cuda = device != "cpu" and torch.cuda.is_available()
     if quick:
         cases = [(16, "none")]
-        batch, steps, warmup = 128, 6, 1
+        batch, steps, warmup = 128, 6, 2
     else:
         cases = [(w, k) for w in (64, 16) for k in ("none", "rc", "lbe")]
-        batch, steps, warmup = (512, 40, 5) if on_cuda else (256, 5, 1)
+        batch, steps, warmup = (512, 40, 5) if on_cuda else (128, 4, 2)
     rows = []
     for width, kind in cases:
         label = {"none": "SimCLR", "rc": "SimCLR + RC", "lbe": "SimCLR + LBE"}[kind]

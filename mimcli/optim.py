@@ -39,7 +39,8 @@ class LARS(torch.optim.Optimizer):
 def build_optimizer(model: nn.Module, cfg: TrainSection, global_batch: int, device: torch.device):
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
-        fused = device.type == "cuda"
+        # One fused kernel for all parameters instead of a dozen small ops each (CUDA and CPU).
+        fused = device.type in ("cuda", "cpu")
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -72,23 +72,6 @@ def _relaunch_under_torchrun(gpus: int) -> None:
     raise typer.Exit(subprocess.call(command))
 
 
-def _extract_probe_features(run_dir: Path, config) -> None:
-    """Under DDP, every rank encodes its share of each probe data set; rank 0 caches the features."""
-    from mimcli.data.transfer import resolve_dataset
-    from mimcli.errors import DataNotFoundError
-    from mimcli.features import FeatureCache
-
-    cache = FeatureCache(run_dir, device=config.train.device, console=console)
-    shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
-    for name in config.probe.datasets:
-        dataset = resolve_dataset(name, root=config.data.root, image_size=config.data.image_size,
-                                  download=config.data.download, shapes=shapes, pretrain_dataset=config.data.dataset)
-        try:
-            cache.get(dataset)
-        except DataNotFoundError:
-            pass  # rank 0's run_probes reports it
-
-
 def _train(preset: str | None, overrides: list[str] | None, out: Path | None, resume: bool, force: bool,
            quiet: bool, expect_supervised: bool, gpus: int = 1) -> None:
     from mimcli import distributed, runs
@@ -110,7 +93,9 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
         pretrain(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
         main = distributed.is_main()
         if config.probe.datasets and distributed.is_distributed():
-            _extract_probe_features(run_dir, config)
+            from mimcli.probe import extract_features_distributed
+
+            extract_features_distributed(run_dir, config, console)
     if config.probe.datasets and main:  # probes run on rank 0 alone, on the features cached above
         from mimcli.probe import run_probes
 

@@ -367,6 +367,20 @@ def run_probes(run_dir: Path, datasets: list[str] | None = None, protocol: str |
     return result
 
 
+def extract_features_distributed(run_dir: Path, config: Any, console: Any = None) -> None:
+    """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
+    so that `run_probes` on rank 0 then reads only the cache."""
+    shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
+    cache = FeatureCache(run_dir, BACKBONE, config.train.device, console, None)
+    for name in config.probe.datasets:
+        dataset = resolve_dataset(name, root=config.data.root, image_size=config.data.image_size,
+                                  download=config.data.download, shapes=shapes, pretrain_dataset=config.data.dataset)
+        try:
+            cache.get(dataset)
+        except DataNotFoundError:
+            pass  # rank 0's run_probes reports it as missing
+
+
 def _format_metric(summary_: dict[str, Any], percent: bool) -> str:
     digits = 2 if percent else 4
     text = f"{summary_['mean']:.{digits}f}"

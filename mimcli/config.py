@@ -7,7 +7,7 @@ be silently ignored (a complaint users have about other SSL toolkits).
 from __future__ import annotations
 
 import ast
-import importlib.resources
+import importlib.util
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -169,9 +169,10 @@ class RunConfig(Section):
 def preset_dirs() -> list[Path]:
     """Where named presets live: the checkout's presets/ first, then the installed package data."""
     dirs = [Path(__file__).resolve().parent.parent / "presets"]
-    try:
-        dirs.append(Path(str(importlib.resources.files("mimcli.presets"))))
-    except (ModuleNotFoundError, TypeError):
+    try:  # installed: mimcli.presets is a data-only (namespace) package; take every folder it spans
+        spec = importlib.util.find_spec("mimcli.presets")
+        dirs += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    except ModuleNotFoundError:
         pass
     return [d for d in dict.fromkeys(dirs) if d.is_dir()]
 

@@ -91,12 +91,12 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
     run_dir = run_dir_for(config, out)
     with distributed.process_group(config.train.device):  # under torchrun: DDP, one process per GPU
         pretrain(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
-        main = distributed.is_main()
+        on_rank_0 = distributed.is_main()
         if config.probe.datasets and distributed.is_distributed():
             from mimcli.probe import extract_features_distributed
 
             extract_features_distributed(run_dir, config, console)
-    if config.probe.datasets and main:  # probes run on rank 0 alone, on the features cached above
+    if config.probe.datasets and on_rank_0:  # probes run on rank 0 alone, on the features cached above
         from mimcli.probe import run_probes
 
         run_probes(run_dir, None, None, None, None, None, device=config.train.device, console=console)

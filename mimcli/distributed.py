@@ -224,3 +224,20 @@ def wrap_model(model: nn.Module, device: torch.device, sync_batchnorm: bool = Fa
         assert converted is model, "the root module must not itself be a BatchNorm layer"
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto`: this rank's GPU (cuda:LOCAL_RANK under torchrun) or the CPU; `cuda` alone also maps to the rank's GPU."""
+    from mimcli.errors import UsageError
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but no CUDA device is available")
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank() if is_distributed() else 0)
+    return device

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,26 +38,12 @@ from mimcli import distributed
 from mimcli.data.datasets import ImageData
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
-from mimcli.runs import BACKBONE, file_sha256, load_backbone
+from mimcli.runs import BACKBONE, file_sha256, load_backbone, temporary_beside
 
 FORMAT = 1
 LAYERS = ("layer2", "layer3", "layer4")
 NORM = "train-split statistics"
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available() and distributed.is_distributed():
-            return torch.device("cuda", distributed.local_rank())
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but CUDA is not available")
-    return resolved
 
 
 def layer_names(layers: list[int]) -> list[str]:
@@ -148,7 +133,7 @@ class FeatureCache:
             raise UsageError(f"{path} not found: has the run finished?")
         self.sha256 = file_sha256(path)
         self.folder = self.run_dir / "features"
-        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device = device if isinstance(device, torch.device) else distributed.resolve_device(device)
         self.console = console
         self.batch_size = batch_size
         self._loader = backbone_loader or (lambda: load_backbone(self.run_dir, weights)[0])
@@ -251,8 +236,7 @@ class FeatureCache:
 
     def _write(self, path: Path, features: Features) -> None:
         """Temporary file in the same folder, 'complete' set last, then an atomic rename."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = temporary_beside(path)
         os.close(fd)
         try:
             with h5py.File(tmp, "w") as handle:

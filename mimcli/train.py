@@ -28,20 +28,6 @@ from mimcli.models.pretrain import PretrainModel, build_model
 from mimcli.optim import build_optimizer, build_schedule
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            index = distributed.local_rank() if distributed.is_distributed() else 0
-            return torch.device("cuda", index)
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"train.device={name!r} but no CUDA device is available")
-    if device.type == "cuda" and device.index is None and distributed.is_distributed():
-        return torch.device("cuda", distributed.local_rank())
-    return device
-
-
 def cpu_has_fast_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 matmuls/convolutions beat fp32 on this CPU (see docs/benchmarks.md)."""
     try:
@@ -93,7 +79,7 @@ class Trainer:
         cfg = self.config
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        self.device = resolve_device(cfg.train.device)
+        self.device = distributed.resolve_device(cfg.train.device)
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         if self.data is None:
             shapes = cfg.data.shapes

@@ -275,7 +275,7 @@ def load_config(preset: str | None, overrides: list[str] | None = None) -> RunCo
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """Minimal TOML writer for our config shape (sections of scalars, lists and one level of sub-tables)."""
+    """Minimal TOML writer for our config shape: sections of scalars and lists; nested tables inline."""
 
     def scalar(value: Any) -> str:
         if isinstance(value, bool):
@@ -294,12 +294,6 @@ def to_toml(data: dict[str, Any]) -> str:
     lines: list[str] = []
     for section, body in data.items():
         lines.append(f"[{section}]")
-        nested = {k: v for k, v in body.items() if isinstance(v, dict) and k != "block_weights"}
-        for key, value in body.items():
-            if key not in nested:
-                lines.append(f"{key} = {scalar(value)}")
-        for key, sub in nested.items():
-            lines.append(f"\n[{section}.{key}]")
-            lines.extend(f"{k} = {scalar(v)}" for k, v in sub.items())
+        lines.extend(f"{key} = {scalar(value)}" for key, value in body.items())
         lines.append("")
     return "\n".join(lines)

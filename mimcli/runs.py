@@ -17,12 +17,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mimcli.config import RunConfig, build_config, read_toml, to_toml
 from mimcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from mimcli.models.resnet import PooledResNet
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -116,7 +119,8 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def load_backbone(run_dir: Path, weights: str = BACKBONE, map_location: str = "cpu"):  # -> (PooledResNet, RunConfig)
+def load_backbone(run_dir: Path, weights: str = BACKBONE,
+                  map_location: str = "cpu") -> tuple[PooledResNet, RunConfig]:
     """The trained backbone of a run, in eval mode, plus its config. Loads tensors only (weights_only)."""
     from mimcli.models.resnet import build_backbone
 

@@ -46,6 +46,8 @@ class DataSection(Section):
     subset: int | None = Field(None, gt=0, description="Train on a fixed, seeded subset of N images.")
     image_size: int = Field(32, gt=0, description="Training crop size in pixels (32 CIFAR, 64 STL-10).")
     download: bool = Field(True, description="Download torchvision data sets on first use.")
+    stl10_split: Literal["unlabeled", "unlabeled+train"] = Field(
+        "unlabeled", description="STL-10 pretraining images: unlabeled (official, 100k) or unlabeled+train (105k).")
     shapes: ShapesSection = Field(default_factory=ShapesSection)
 
     @field_validator("dataset")
@@ -97,15 +99,34 @@ class MethodSection(Section):
     offdiag_weight: float = Field(0.01, ge=0, description="Barlow Twins off-diagonal weight.")
 
 
+IMAGENET_SIZE = 224  # from this resolution on, the official ImageNet settings apply (LBE rho, blocks)
+
+
 class RegularizerSection(Section):
     kind: Literal["none", "rc", "lbe", "mib", "ip", "noise"] = "none"
     lam: float = Field(1.0, alias="lambda", ge=0, description="Weight of the I(z, v) term.")
     sigma: float = Field(0.1, ge=0, description="Noise on pooled features (lbe, mib, noise).")
-    rho: float = Field(0.05, gt=0, description="LBE distance scale: exp(-rho * ||z_l - f(v_k)||^2).")
-    block_weights: dict[str, float] = Field(
-        default_factory=lambda: {"layer2": 0.25, "layer3": 0.5, "layer4": 1.0},
-        description="LBE weight per pooled block (ResNet-50 on ImageNet: layer4 only).",
+    rho: float | None = Field(
+        None, gt=0, description="LBE distance scale exp(-rho * ||z_k - f(v_l)||^2); default as the official "
+        "code: 1/20 (0.05), 1/80 (0.0125) at 224 px (ImageNet).")
+    block_weights: dict[str, float] | None = Field(
+        None, description="LBE weight per pooled block; default as the official code: layer2 0.25, layer3 0.5, "
+        "layer4 1 (224 px / ImageNet: layer4 only).",
     )
+
+    def lbe_rho(self, image_size: int) -> float:
+        """rho, or the official default for the resolution (the reference divides by 20, by 80 on ImageNet)."""
+        if self.rho is not None:
+            return self.rho
+        return 1 / 80 if image_size >= IMAGENET_SIZE else 1 / 20
+
+    def lbe_block_weights(self, image_size: int) -> dict[str, float]:
+        """block_weights, or the official default for the resolution."""
+        if self.block_weights is not None:
+            return self.block_weights
+        if image_size >= IMAGENET_SIZE:
+            return {"layer4": 1.0}
+        return {"layer2": 0.25, "layer3": 0.5, "layer4": 1.0}
 
 
 class TrainSection(Section):
@@ -120,6 +141,11 @@ class TrainSection(Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     channels_last: bool = True
+    bn_stats: Literal["per_view", "joint"] = Field(
+        "per_view", description="BatchNorm statistics in pretraining: per_view (official: each view on its own, "
+        "computed in one pass) or joint (all views as one batch).")
+    loss_precision: Literal["fp32", "autocast"] = Field(
+        "fp32", description="fp32: losses outside autocast (official); autocast: loss matmuls in the autocast dtype.")
     compile: bool = False
     log_every: int = Field(50, gt=0, description="Steps between loss read-backs (no host sync otherwise).")
     save_epochs: list[int] = Field(default_factory=list, description="Also keep backbone weights at these epochs.")
@@ -134,6 +160,9 @@ class ProbeSection(Section):
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.01, gt=0)
+    normalize: Literal["official", "train_stats"] = Field(
+        "official", description="Probe image normalisation: official (the reference's per-data-set constants; "
+        "CIFAR and shapes with the training (0.5, 0.5)) or train_stats (each set's train-split statistics).")
 
 
 class RunConfig(Section):

@@ -183,7 +183,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def _to_global_batchnorm(module: nn.Module) -> nn.Module:
-    """Every BatchNorm*d below module replaced by GlobalBatchNorm sharing its parameters and buffers."""
+    """Every BatchNorm*d below module replaced by GlobalBatchNorm sharing its parameters and buffers
+    (per-view layers, models/viewnorm.py, stay and switch to global statistics per view)."""
+    if hasattr(module, "synced"):
+        module.synced = True
+        return module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
             module, (GlobalBatchNorm, nn.SyncBatchNorm)):
         converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
@@ -202,8 +206,8 @@ def _to_global_batchnorm(module: nn.Module) -> nn.Module:
 
 def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """BatchNorm over the global batch, in place (parameters, buffers and state_dict keys unchanged):
-    torch's SyncBatchNorm on CUDA, GlobalBatchNorm elsewhere."""
-    if device.type == "cuda":
+    torch's SyncBatchNorm on CUDA, GlobalBatchNorm elsewhere and for per-view statistics."""
+    if device.type == "cuda" and not any(hasattr(m, "synced") for m in module.modules()):
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return _to_global_batchnorm(module)
 

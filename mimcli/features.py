@@ -7,7 +7,7 @@ inside the file), the labels and any extra targets:
     features/<source>-<split>-<size>px-<sha256[:16]>.h5
       layer2 (n, C2) float32, layer3 (n, C3), layer4 (n, C4), labels (n,), targets/<name> (n, ...)
       attrs: format, complete, checkpoint_sha256, source, split, image_size, n, classes (JSON),
-             norm ("train-split statistics"), norm_mean, norm_std, device, precision
+             norm (which normalisation, below), norm_mean, norm_std, device, precision
 
 The checkpoint's full sha256 is both in the name and checked inside, so features of another
 checkpoint are never used. Files are written to a temporary name and renamed; a file that h5py
@@ -15,8 +15,12 @@ cannot open, that lacks `complete`, or whose shapes disagree is reported and reb
 backbone (and the images) are loaded only on a miss: a second probe on the same features reads
 the HDF5 files and nothing else.
 
-Normalisation is per data set: the per-channel mean and std of that data set's train images
-(after resizing), applied to train and test alike, recorded in the attributes.
+Normalisation is per data set, as the official eval_lr.py does (`probe.normalize = "official"`):
+the official per-data-set constants (its data_statistics.py); CIFAR-10/100 and shapes, which the
+model was pretrained on with Normalize(0.5, 0.5), with that same (0.5, 0.5); any other set (an
+image folder) with its train images' per-channel mean and std. `probe.normalize = "train_stats"`
+uses the train-split statistics for every set (features kept in separate `-trainstats` files).
+Train and test are normalised alike; the choice is recorded in the attributes.
 """
 
 from __future__ import annotations
@@ -43,6 +47,19 @@ from mimcli.runs import BACKBONE, file_sha256, load_backbone, temporary_beside
 FORMAT = 1
 LAYERS = ("layer2", "layer3", "layer4")
 NORM = "train-split statistics"
+OFFICIAL_NORM = "official constants"
+TRAINING_NORM = "training normalisation (0.5, 0.5)"
+# data_statistics.py of the official code (identical in its SimCLR, BYOL, BarTwins, Supervised folders).
+OFFICIAL_STATISTICS: dict[str, tuple[list[float], list[float]]] = {
+    "stl10": ([0.491, 0.482, 0.447], [0.247, 0.244, 0.262]),
+    "cub200": ([0.483, 0.491, 0.424], [0.228, 0.224, 0.259]),
+    "dtd": ([0.533, 0.474, 0.426], [0.261, 0.250, 0.259]),
+    "fashionmnist": ([0.348, 0.348, 0.348], [0.347, 0.347, 0.347]),
+    "mnist": ([0.170, 0.170, 0.170], [0.320, 0.320, 0.320]),
+    "gtsrb": ([0.335, 0.291, 0.295], [0.267, 0.249, 0.251]),
+    "flowers102": ([0.518, 0.410, 0.329], [0.296, 0.249, 0.285]),
+}
+TRAINING_SOURCES = ("cifar10", "cifar100", "shapes-")  # pretrained with Normalize(0.5, 0.5)
 log = logging.getLogger(__name__)
 
 
@@ -91,6 +108,28 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
+def norm_kind(source: str, mode: str = "official") -> str:
+    """Which normalisation a probe data set gets (see the module docstring)."""
+    if mode == "official" and source in OFFICIAL_STATISTICS:
+        return OFFICIAL_NORM
+    if mode == "official" and (source in TRAINING_SOURCES[:2] or source.startswith(TRAINING_SOURCES[2])):
+        return TRAINING_NORM
+    return NORM
+
+
+def probe_normalization(source: str, train_images: Tensor, mode: str = "official"
+                        ) -> tuple[list[float], list[float], str]:
+    """(mean, std, kind) for a probe data set's images."""
+    kind = norm_kind(source, mode)
+    if kind == OFFICIAL_NORM:
+        mean, std = OFFICIAL_STATISTICS[source]
+        return list(mean), list(std), kind
+    if kind == TRAINING_NORM:
+        return [0.5] * 3, [0.5] * 3, kind
+    mean, std = channel_stats(train_images)
+    return mean, std, kind
+
+
 @torch.no_grad()
 def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[float], device: torch.device,
             batch_size: int = 512) -> dict[str, Tensor]:
@@ -125,8 +164,9 @@ class FeatureCache:
 
     def __init__(self, run_dir: Path, weights: str = BACKBONE, device: str | torch.device = "auto",
                  console: Any = None, backbone_loader: Callable[[], nn.Module] | None = None,
-                 batch_size: int = 512) -> None:
+                 batch_size: int = 512, normalize: str = "official") -> None:
         self.run_dir = Path(run_dir)
+        self.normalize = normalize
         self.weights = weights
         path = self.run_dir / weights
         if not path.is_file():
@@ -141,7 +181,8 @@ class FeatureCache:
 
     # ------------------------------------------------------------------------------------ naming
     def path(self, source: str, split: str, image_size: int) -> Path:
-        return self.folder / f"{source}-{split}-{image_size}px-{self.sha256[:16]}.h5"
+        tag = "" if self.normalize == "official" else f"-{self.normalize.replace('_', '')}"
+        return self.folder / f"{source}-{split}-{image_size}px-{self.sha256[:16]}{tag}.h5"
 
     def key(self, source: str, image_size: int, layers: list[int]) -> str:
         """What a probe record names as its features: checkpoint + source + resolution + layers."""
@@ -155,10 +196,10 @@ class FeatureCache:
             return found["train"], found["test"]  # type: ignore[return-value]
         with distributed.main_first():  # under DDP rank 0 downloads first
             images = dict(zip(splits, dataset.load()))
-        mean, std = channel_stats(images["train"].images)
+        mean, std, norm = probe_normalization(dataset.source, images["train"].images, self.normalize)
         for split in splits:
             if found[split] is None:
-                found[split] = self._build(dataset, split, images[split], mean, std)
+                found[split] = self._build(dataset, split, images[split], mean, std, norm)
         distributed.barrier()  # rank 0's files are on disk before any rank looks for the next data set
         return found["train"], found["test"]  # type: ignore[return-value]
 
@@ -188,6 +229,9 @@ class FeatureCache:
             return f"of format {attrs.get('format')!r}, not {FORMAT}"
         if attrs.get("checkpoint_sha256") != self.sha256 or attrs.get("split") != split:
             return "for another checkpoint or split"
+        expected = norm_kind(str(attrs.get("source")), self.normalize)
+        if attrs.get("norm") != expected:
+            return f"normalised with {attrs.get('norm')!r}, not {expected!r}"
         absent = [name for name in (*LAYERS, "labels") if name not in handle]
         if absent:
             return f"missing {', '.join(absent)}"
@@ -219,14 +263,14 @@ class FeatureCache:
         return None
 
     def _build(self, dataset: TransferDataset, split: str, data: ImageData, mean: list[float],
-               std: list[float]) -> Features:
+               std: list[float], norm: str) -> Features:
         self._say(f"extracting {dataset.name} {split} features: {len(data)} images at {dataset.image_size} px "
                   f"on {self.device}")
         layers = extract(self.backbone(), data.images, mean, std, self.device, self.batch_size)
         meta = {
             "format": FORMAT, "checkpoint_sha256": self.sha256, "checkpoint": self.weights, "source": dataset.source,
             "split": split, "image_size": dataset.image_size, "n": len(data), "classes": json.dumps(data.classes),
-            "norm": NORM, "norm_mean": mean, "norm_std": std, "device": str(self.device),
+            "norm": norm, "norm_mean": mean, "norm_std": std, "device": str(self.device),
             "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32",
         }
         features = Features(layers, data.labels.clone(), dict(data.targets), list(data.classes), meta)

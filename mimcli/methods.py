@@ -93,8 +93,7 @@ class BYOL(Method):
         p1, p2 = self.predictor(self.projector(features["layer4"])).chunk(2)
         with torch.no_grad():
             t1, t2 = self.target_projector(self.target_backbone(batch.views)["layer4"]).chunk(2)
-        value = (contrastive.byol_loss(p1, t2) + contrastive.byol_loss(p2, t1)) / 2
-        return {"method": value}
+        return {"method": contrastive.byol_symmetric_loss(p1, p2, t1, t2)}
 
     @torch.no_grad()
     def on_step_end(self, backbone: nn.Module, epoch: int, epochs: int) -> None:

@@ -353,7 +353,7 @@ def run_probes(run_dir: Path, datasets: list[str] | None = None, protocol: str |
             raise UsageError(f"protocol 'regression' needs continuous targets; {', '.join(wrong)} are "
                              "classification data sets (use linear or knn)")
     console = console or Console()
-    cache = FeatureCache(run_dir, weights, device, console, backbone_loader)
+    cache = FeatureCache(run_dir, weights, device, console, backbone_loader, normalize=section.normalize)
     path = run_dir / out_name
     result = {"format": FORMAT, "run": run_dir.resolve().name,
               "checkpoint": {"path": weights, "sha256": cache.sha256},
@@ -371,7 +371,7 @@ def extract_features_distributed(run_dir: Path, config: Any, console: Any = None
     """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
     so that `run_probes` on rank 0 then reads only the cache."""
     shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
-    cache = FeatureCache(run_dir, BACKBONE, config.train.device, console, None)
+    cache = FeatureCache(run_dir, BACKBONE, config.train.device, console, None, normalize=config.probe.normalize)
     for name in config.probe.datasets:
         dataset = resolve_dataset(name, root=config.data.root, image_size=config.data.image_size,
                                   download=config.data.download, shapes=shapes, pretrain_dataset=config.data.dataset)

@@ -70,17 +70,18 @@ class Reconstruction(Regularizer):
 class LowerBound(Regularizer):
     """LBE: stochastic pooled blocks; maximise the weighted uniformity bound over all views together."""
 
-    def __init__(self, cfg: RegularizerSection, backbone: PooledResNet) -> None:
+    def __init__(self, cfg: RegularizerSection, backbone: PooledResNet, image_size: int) -> None:
         super().__init__(cfg)
-        missing = sorted(set(cfg.block_weights) - set(backbone.feature_dims))
+        block_weights = cfg.lbe_block_weights(image_size)
+        missing = sorted(set(block_weights) - set(backbone.feature_dims))
         if missing:
             raise UsageError(
                 f"regularizer.block_weights names {missing}, which the backbone does not expose "
                 f"(it has {sorted(backbone.feature_dims)})"
             )
-        self.block_weights = {name: w for name, w in cfg.block_weights.items() if w != 0}
+        self.block_weights = {name: w for name, w in block_weights.items() if w != 0}
         self.noisy_blocks = tuple(self.block_weights)
-        self.rho = cfg.rho
+        self.rho = cfg.lbe_rho(image_size)
 
     def loss(self, clean: Features, noisy: Features, batch: Batch) -> dict[str, Tensor]:
         from mimcli.distributed import gather_with_grad
@@ -114,7 +115,7 @@ REGULARIZERS: dict[str, RegularizerFactory] = {
     "none": lambda cfg, backbone, size: NoRegularizer(cfg),
     "noise": lambda cfg, backbone, size: NoiseOnly(cfg),
     "rc": lambda cfg, backbone, size: Reconstruction(cfg, backbone, size),
-    "lbe": lambda cfg, backbone, size: LowerBound(cfg, backbone),
+    "lbe": lambda cfg, backbone, size: LowerBound(cfg, backbone, size),
     "mib": lambda cfg, backbone, size: MIB(cfg),
     "ip": lambda cfg, backbone, size: InversePredictive(cfg),
 }

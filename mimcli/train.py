@@ -86,7 +86,7 @@ class Trainer:
             with distributed.main_first():  # one download, not one per rank
                 self.data = load_pretrain_data(cfg.data.dataset, cfg.data.root, cfg.data.image_size,
                                                cfg.data.subset, cfg.train.seed, cfg.data.download,
-                                               (shapes.n_train, shapes.n_test, shapes.seed))
+                                               (shapes.n_train, shapes.n_test, shapes.seed), cfg.data.stl10_split)
         torch.manual_seed(cfg.train.seed)
         self.model: PretrainModel = build_model(cfg, num_classes=max(len(self.data.classes), 1))
         if self.model.method.needs_labels and bool((self.data.labels < 0).any()):

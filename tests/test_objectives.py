@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from mimcli.objectives.contrastive import barlow_twins_loss, byol_loss, cross_entropy, nt_xent
+from mimcli.objectives.contrastive import barlow_twins_loss, byol_loss, byol_symmetric_loss, cross_entropy, nt_xent
 from mimcli.objectives.information import lbe_bound, mse_between_views, reconstruction_loss
+from mimcli.objectives.precision import loss_precision
 
 
 def _normalise(rows):
@@ -49,6 +50,34 @@ def test_byol_loss_sends_no_gradient_to_target():
     assert z.grad is None and p.grad is not None
 
 
+def test_byol_symmetric_loss_sums_the_two_directions():
+    """Official BYOL/main.py: `(regression_loss(pred_i, tar_j) + regression_loss(pred_j, tar_i)).mean()`."""
+    p1, p2 = [[1.0, 0.0], [1.0, 1.0]], [[0.0, 1.0], [2.0, -1.0]]
+    t1, t2 = [[3.0, 1.0], [0.0, 2.0]], [[0.0, 3.0], [2.0, 0.0]]
+
+    def l(p, t):  # 2 - 2 cos, per sample
+        return 2 - 2 * sum(a * b for a, b in zip(p, t)) / math.sqrt(sum(a * a for a in p) * sum(b * b for b in t))
+
+    expected = sum(l(p1[i], t2[i]) + l(p2[i], t1[i]) for i in range(2)) / 2
+    value = byol_symmetric_loss(*(torch.tensor(x, dtype=torch.float64) for x in (p1, p2, t1, t2)))
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_losses_compute_in_fp32_outside_autocast_and_keep_float64():
+    z1, z2 = torch.randn(16, 8), torch.randn(16, 8)
+    exact = nt_xent(z1, z2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = nt_xent(z1.bfloat16(), z2.bfloat16())
+        with loss_precision("autocast"):
+            fast = nt_xent(z1, z2)
+    assert inside.dtype == torch.float32 and exact.dtype == torch.float32
+    # inputs rounded to bf16, then an fp32 loss: equal to the fp32 loss of the rounded inputs
+    assert inside.item() == nt_xent(z1.bfloat16().float(), z2.bfloat16().float()).item()
+    assert fast.dtype == torch.float32 and fast.item() != exact.item()  # bf16 matmul under the option
+    assert barlow_twins_loss(z1.double(), z2.double()).dtype == torch.float64
+    assert lbe_bound(z1.double(), z2.double()).dtype == torch.float64
+
+
 def test_barlow_twins_matches_hand_computation():
     z1 = [[1.0, 2.0], [3.0, 1.0], [0.5, -1.0]]
     z2 = [[2.0, 1.0], [1.0, 1.5], [-1.0, 0.5]]
@@ -58,13 +87,15 @@ def test_barlow_twins_matches_hand_computation():
         rows = _normalise(rows)
         n, d = len(rows), len(rows[0])
         means = [sum(r[k] for r in rows) / n for k in range(d)]
-        stds = [math.sqrt(sum((r[k] - means[k]) ** 2 for r in rows) / n) for k in range(d)]
+        # unbiased std, as the official BarTwins/main.py's `Z.std(0)` (torch.std)
+        stds = [math.sqrt(sum((r[k] - means[k]) ** 2 for r in rows) / (n - 1)) for k in range(d)]
         return [[(r[k] - means[k]) / stds[k] for k in range(d)] for r in rows]
 
     a, b = standardise(z1), standardise(z2)
     c = [[sum(a[n][i] * b[n][j] for n in range(3)) / 3 for j in range(2)] for i in range(2)]
     expected = sum((1 - c[i][i]) ** 2 for i in range(2)) + w * sum(c[i][j] ** 2 for i in range(2) for j in range(2) if i != j)
-    assert barlow_twins_loss(torch.tensor(z1), torch.tensor(z2), w).item() == pytest.approx(expected, rel=1e-5)
+    value = barlow_twins_loss(torch.tensor(z1, dtype=torch.float64), torch.tensor(z2, dtype=torch.float64), w)
+    assert value.item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_cross_entropy_matches_hand_computation():
@@ -81,14 +112,19 @@ def test_reconstruction_loss_is_mean_mse_per_view_summed():
 
 
 def test_lbe_bound_on_three_points():
+    """Official mi_estimators.InfoNCE(mu, z): score[k, l] = -||z_k - mu_l||^2 / 20, logsumexp over l
+    (the clean means), mean over k (the noisy anchors)."""
     clean = [[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]
     noisy = [[0.1, 0.0], [1.0, -0.2], [0.0, 2.5]]
-    rho = 0.05
+    rho = 1 / 20
     total = 0.0
-    for f_k in clean:
-        total += math.log(sum(math.exp(-rho * sum((a - b) ** 2 for a, b in zip(z_l, f_k))) for z_l in noisy))
+    for z_k in noisy:
+        total += math.log(sum(math.exp(-rho * sum((a - b) ** 2 for a, b in zip(z_k, mu_l))) for mu_l in clean))
     expected = -total / 3
-    assert lbe_bound(torch.tensor(noisy), torch.tensor(clean), rho).item() == pytest.approx(expected, rel=1e-6)
+    value = lbe_bound(torch.tensor(noisy, dtype=torch.float64), torch.tensor(clean, dtype=torch.float64), rho)
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+    swapped = lbe_bound(torch.tensor(clean, dtype=torch.float64), torch.tensor(noisy, dtype=torch.float64), rho)
+    assert abs(swapped.item() - expected) > 1e-4  # the anchoring matters: the other way is another number
 
 
 def test_lbe_bound_grows_when_points_spread():

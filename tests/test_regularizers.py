@@ -21,13 +21,38 @@ def test_decoder_output_matches_the_image(size, in_dim):
     assert decoder(torch.randn(2, in_dim)).shape == (2, 3, size, size)
 
 
-def test_reference_decoder_at_full_width():
-    decoder = build_decoder(512, 32)
-    transposed = [m for m in decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
-    assert [(m.in_channels, m.out_channels, m.stride[0]) for m in transposed] == [
-        (64, 256, 2), (256, 128, 2), (128, 64, 2), (64, 3, 1)]
-    assert [m.bias is not None for m in transposed] == [False, False, False, True]
-    assert decoder.fc[0].out_features == 1024 and decoder.fc[0].bias is None
+def _layers(module: torch.nn.Module) -> list[tuple]:
+    """Every leaf layer as (type, sizes..., has bias), in forward order."""
+    out: list[tuple] = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.Linear):
+            out.append(("Linear", m.in_features, m.out_features, m.bias is not None))
+        elif isinstance(m, torch.nn.ConvTranspose2d):
+            out.append(("ConvT", m.in_channels, m.out_channels, m.stride[0], m.output_padding[0], m.bias is not None))
+        elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            out.append(("BN", m.num_features))
+        elif isinstance(m, torch.nn.ReLU):
+            out.append(("ReLU",))
+    return out
+
+
+def _official(fc: tuple[int, int], convs: list[tuple[int, int, int, int]]) -> list[tuple]:
+    """Transcription of the official ReCon32/64/224 (SimCLR/modules/recons.py): Linear(no bias) - BN1d -
+    ReLU - reshape, then ConvT(no bias) - BN - ReLU per upsampling, then ConvT(-> 3, with bias)."""
+    layers: list[tuple] = [("Linear", *fc, False), ("BN", fc[1]), ("ReLU",)]
+    for c_in, c_out, stride, pad in convs[:-1]:
+        layers += [("ConvT", c_in, c_out, stride, pad, False), ("BN", c_out), ("ReLU",)]
+    return [*layers, ("ConvT", *convs[-1], True)]
+
+
+@pytest.mark.parametrize(("size", "in_dim", "expected"), [
+    (32, 512, _official((512, 16 * 64), [(64, 256, 2, 1), (256, 128, 2, 1), (128, 64, 2, 1), (64, 3, 1, 0)])),
+    (64, 512, _official((512, 16 * 128), [(128, 128, 2, 1)] * 4 + [(128, 3, 1, 0)])),
+    (224, 2048, _official((2048, 49 * 64), [(64, 128, 2, 1), (128, 128, 2, 1), (128, 128, 2, 1), (128, 64, 2, 1),
+                                           (64, 3, 2, 1)])),
+])
+def test_reference_decoders_at_full_width(size, in_dim, expected):
+    assert _layers(build_decoder(in_dim, size)) == expected
 
 
 def test_rc_loss_is_the_mse_of_the_decoder_output():

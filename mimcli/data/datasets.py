@@ -1,6 +1,6 @@
 """Data sets as whole uint8 tensors: read once, then everything (augmentation included) is tensor math.
 
-Pretraining sets: cifar10, cifar100, stl10 (unlabeled + train), imagefolder, shapes. Each loader
+Pretraining sets: cifar10, cifar100, stl10 (unlabeled, as the official code; optionally + train), imagefolder, shapes. Each loader
 returns an `ImageData` at the requested side length, so the training loop and the probes never
 see PIL images.
 """
@@ -158,13 +158,15 @@ def load_split(name: str, root: str | Path, split: str, image_size: int, downloa
 
 
 def load_pretrain_data(dataset: str, root: str, image_size: int, subset: int | None, seed: int, download: bool,
-                       shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0)) -> ImageData:
-    """The images a pretraining run learns from (STL-10: unlabeled + train), optionally a seeded subset.
+                       shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0),
+                       stl10_split: str = "unlabeled") -> ImageData:
+    """The images a pretraining run learns from, optionally a seeded subset. STL-10: the unlabeled
+    split (100k, as the official code), or with `stl10_split="unlabeled+train"` also the 5k train images.
 
     Images are stored at their native side (the random-resized crop samples from the full image and
     then resizes to image_size, as torchvision's RandomResizedCrop does).
     """
-    split = "pretrain" if dataset == "stl10" else "train"
+    split = {"unlabeled": "unlabeled", "unlabeled+train": "pretrain"}[stl10_split] if dataset == "stl10" else "train"
     native = {"cifar10": 32, "cifar100": 32, "stl10": 96, "shapes": 32}.get(dataset, image_size)
     data = load_split(dataset, root, split, max(native, image_size), download, shapes_sizes)
     return seeded_subset(data, subset, seed)

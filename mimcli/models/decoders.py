@@ -34,12 +34,17 @@ class Decoder(nn.Module):
         return self.convs(self.fc(h).view(h.shape[0], *self.shape))
 
 
+def _fc(in_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear (no bias) - BN1d - ReLU: the official ReCon32/64/224 all open with it."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim, bias=False), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True))
+
+
 def build_decoder(in_dim: int, image_size: int, width_scale: float = 1.0) -> Decoder:
     def c(channels: int) -> int:
         return max(8, round(channels * width_scale))
 
     if image_size == 32:
-        fc = nn.Sequential(nn.Linear(in_dim, c(64) * 16, bias=False), nn.BatchNorm1d(c(64) * 16), nn.ReLU(inplace=True))
+        fc = _fc(in_dim, c(64) * 16)
         convs = nn.Sequential(*_up(c(64), c(256)), *_up(c(256), c(128)), *_up(c(128), c(64)),
                               nn.ConvTranspose2d(c(64), 3, 3, 1, 1))
         return Decoder(fc, (c(64), 4, 4), convs)
@@ -48,12 +53,12 @@ def build_decoder(in_dim: int, image_size: int, width_scale: float = 1.0) -> Dec
         for _ in range(4):
             layers += _up(c(128), c(128))
         convs = nn.Sequential(*layers, nn.ConvTranspose2d(c(128), 3, 3, 1, 1))
-        return Decoder(nn.Linear(in_dim, c(128) * 16), (c(128), 4, 4), convs)
+        return Decoder(_fc(in_dim, c(128) * 16), (c(128), 4, 4), convs)
     if image_size == 224:
         chans = [c(x) for x in (64, 128, 128, 128, 64)]
         layers = []
         for c_in, c_out in zip(chans[:-1], chans[1:]):
             layers += _up(c_in, c_out)
         convs = nn.Sequential(*layers, nn.ConvTranspose2d(chans[-1], 3, 3, 2, 1, output_padding=1))
-        return Decoder(nn.Linear(in_dim, chans[0] * 49), (chans[0], 7, 7), convs)
+        return Decoder(_fc(in_dim, chans[0] * 49), (chans[0], 7, 7), convs)
     raise ValueError(f"the RC decoder serves only {sorted(SUPPORTED_SIZES)} px, not {image_size}")

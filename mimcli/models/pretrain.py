@@ -7,17 +7,25 @@ from torch import Tensor, nn
 from mimcli.config import RunConfig
 from mimcli.methods import Batch, Method, build_method
 from mimcli.models.resnet import PooledResNet, build_backbone
+from mimcli.models.viewnorm import per_view_batchnorm, view_groups
+from mimcli.objectives.precision import LossPrecision, loss_precision
 from mimcli.regularizers import Regularizer, build_regularizer
 
 
 class PretrainModel(nn.Module):
     """forward(batch) -> every loss term; `loss` = method + lambda * regulariser."""
 
-    def __init__(self, backbone: PooledResNet, method: Method, regularizer: Regularizer, lam: float) -> None:
+    def __init__(self, backbone: PooledResNet, method: Method, regularizer: Regularizer, lam: float,
+                 precision: LossPrecision = "fp32") -> None:
         super().__init__()
         self.backbone, self.method, self.regularizer, self.lam = backbone, method, regularizer, lam
+        self.loss_precision = precision
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
+        with view_groups(batch.n_views), loss_precision(self.loss_precision):
+            return self._terms(batch)
+
+    def _terms(self, batch: Batch) -> dict[str, Tensor]:
         clean = self.backbone(batch.views)
         noisy = self.regularizer.perturb(clean)
         method_terms = self.method.loss(noisy, batch)
@@ -36,4 +44,7 @@ def build_model(config: RunConfig, num_classes: int) -> PretrainModel:
     backbone = build_backbone(config.model.backbone, config.model.width, config.data.image_size, config.model.stem)
     method = build_method(config.method, backbone, num_classes)
     regularizer = build_regularizer(config.regularizer, backbone, config.data.image_size, method.n_views)
-    return PretrainModel(backbone, method, regularizer, config.regularizer.lam)
+    model = PretrainModel(backbone, method, regularizer, config.regularizer.lam, config.train.loss_precision)
+    if config.train.bn_stats == "per_view" and method.n_views > 1:
+        per_view_batchnorm(model)  # the official statistics: each view normalised on its own
+    return model

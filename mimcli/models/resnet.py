@@ -87,9 +87,8 @@ def _resnet_stages(block: type[nn.Module], layers: list[int], width: int) -> Res
     net.layer2 = net._make_layer(block, 2 * width, layers[1], stride=2)  # type: ignore[arg-type]
     net.layer3 = net._make_layer(block, 4 * width, layers[2], stride=2)  # type: ignore[arg-type]
     net.layer4 = net._make_layer(block, 8 * width, layers[3], stride=2)  # type: ignore[arg-type]
-    for module in net.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    # Convolutions keep PyTorch's default init (kaiming_uniform, a=sqrt(5)), as the official code's
+    # own ResNet does; torchvision's ResNet.__init__ (skipped here) would re-init them fan_out.
     return net
 
 

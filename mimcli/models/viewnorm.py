@@ -1,0 +1,70 @@
+"""Per-view BatchNorm statistics inside one forward pass over all views.
+
+The official code forwards each view separately, so every BatchNorm layer (backbone, heads, RC
+decoder, BYOL target) normalises a view with that view's batch statistics and updates its running
+statistics once per view. Forwarding the views stacked ([v1; v2], 2N rows) is faster but mixes
+them. `PerViewBatchNorm` keeps the one pass and recovers the official computation: in training it
+normalises each view's rows with their own statistics, one after the other, exactly as two forwards
+would (outputs, gradients, running statistics and num_batches_tracked). Under DDP
+(`distributed.convert_batchnorm` sets `synced`) each view's statistics are those of that view
+over every rank: SyncBatchNorm per view.
+
+How many views the rows hold is set for a forward pass with `view_groups(n)`; outside it (probes,
+evaluation, one-view methods) the layer is an ordinary BatchNorm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from mimcli.distributed import GlobalBatchNorm
+
+_GROUPS: contextvars.ContextVar[int] = contextvars.ContextVar("view_groups", default=1)
+
+
+@contextlib.contextmanager
+def view_groups(n: int) -> Iterator[None]:
+    """Within this block, per-view BatchNorm layers split their batch into n equal, view-major parts."""
+    token = _GROUPS.set(n)
+    try:
+        yield
+    finally:
+        _GROUPS.reset(token)
+
+
+class PerViewBatchNorm(GlobalBatchNorm):
+    """BatchNorm1d/2d whose training statistics are per view (see the module docstring)."""
+
+    synced = False  # True: each view's statistics over every rank (set by distributed.convert_batchnorm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        groups = _GROUPS.get() if self.training else 1
+        step = GlobalBatchNorm.forward if self.synced else nn.modules.batchnorm._BatchNorm.forward
+        if groups == 1:
+            return step(self, x)
+        if x.shape[0] % groups:
+            raise ValueError(f"{x.shape[0]} rows do not split into {groups} views")
+        return torch.cat([step(self, part) for part in x.chunk(groups)])
+
+
+def per_view_batchnorm(module: nn.Module) -> nn.Module:
+    """Every BatchNorm layer below module replaced, in place, by PerViewBatchNorm sharing its
+    parameters and buffers (state_dict keys unchanged, so saved backbones load as plain ones)."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, PerViewBatchNorm):
+        converted = PerViewBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                     module.track_running_stats)
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        if module.track_running_stats:
+            converted.running_mean, converted.running_var = module.running_mean, module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        module.add_module(name, per_view_batchnorm(child))
+    return module

@@ -34,7 +34,9 @@ B = 6  # samples per rank
 TINY = ["model.width=8", "data.dataset='shapes'", "data.shapes.n_train=64", "data.shapes.n_test=32",
         "train.batch_size=16", "train.epochs=1", "train.precision='fp32'", "train.channels_last=false",
         "probe.datasets=[]"]
-END_TO_END = [("simclr", "rc"), ("barlow", "lbe"), ("byol", "none")]
+# (method, regulariser, train.bn_stats): per_view (the official default) is global per view under DDP
+END_TO_END = [("simclr", "rc", "per_view"), ("barlow", "lbe", "per_view"), ("byol", "none", "per_view"),
+              ("byol", "none", "joint")]
 CLOSE = {"rtol": 1e-4, "atol": 1e-6}
 
 
@@ -142,7 +144,8 @@ def one_step(trainer, take: slice) -> dict:
     return {"loss": terms["loss"].detach(),
             "grads": {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None},
             "buffers": {n: b.clone() for n, b in trainer.model.named_buffers()},
-            "global_bn": [type(m).__name__ for m in trainer.model.modules() if type(m) is distributed.GlobalBatchNorm]}
+            "global_bn": [type(m).__name__ for m in trainer.model.modules()
+                          if type(m) is distributed.GlobalBatchNorm or getattr(m, "synced", False)]}
 
 
 # --------------------------------------------------------------------------------------------- features
@@ -179,8 +182,9 @@ def _checks(rank: int, out: Path) -> dict:
         assert distributed.world_size() == WORLD and distributed.rank() == rank
         result["losses"] = losses(global_inputs(), rows(rank))
         with float64():
-            for method, kind in END_TO_END:
-                result[method] = one_step(Trainer(tiny(method, kind), out / method, data=DATA), rows(rank))
+            for method, kind, bn in END_TO_END:
+                result[f"{method}-{kind}-{bn}"] = one_step(
+                    Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), out / f"{method}-{bn}", data=DATA), rows(rank))
         supervised = Trainer(tiny("supervised"), out / "supervised", data=DATA).model
         result["supervised_bn"] = [type(m).__name__ for m in supervised.modules()
                                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -219,15 +223,15 @@ def test_gathered_loss_and_gradient_equal_one_process_with_the_global_batch(chec
                 torch.testing.assert_close(grad / WORLD, expected_grads[key][rows(rank)], **CLOSE, msg=key)
 
 
-@pytest.mark.parametrize("method, kind", END_TO_END)
-def test_ddp_step_equals_one_process_step_on_the_global_batch(checks, tmp_path, method, kind):
+@pytest.mark.parametrize("method, kind, bn", END_TO_END)
+def test_ddp_step_equals_one_process_step_on_the_global_batch(checks, tmp_path, method, kind, bn):
     """DDP + global BatchNorm through the Trainer: the mean of the ranks' losses, the (averaged)
     gradients of every parameter and the BatchNorm running statistics match one process with 2B."""
     from mimcli.train import Trainer
 
     with float64():
-        reference = one_step(Trainer(tiny(method, kind), tmp_path, data=DATA), slice(None))
-    ranks = [result[method] for result in checks]
+        reference = one_step(Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), tmp_path, data=DATA), slice(None))
+    ranks = [result[f"{method}-{kind}-{bn}"] for result in checks]
     assert ranks[0]["global_bn"] and not reference["global_bn"], "BatchNorm converted only under DDP"
     torch.testing.assert_close(sum(r["loss"] for r in ranks) / WORLD, reference["loss"], rtol=1e-12, atol=0)
     assert reference["grads"].keys() == ranks[0]["grads"].keys()

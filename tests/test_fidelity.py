@@ -94,7 +94,7 @@ def test_per_view_backbone_features_equal_two_forwards_of_the_official_backbone(
 
 
 def test_convolutions_keep_pytorch_default_init():
-    """The official ResNet never re-initialises its convolutions: nn.Conv2d's kaiming_uniform(a=sqrt(5)),
+    """The official CIFAR / STL-10 ResNet (modules/resnet.py) never re-initialises its convolutions: nn.Conv2d's kaiming_uniform(a=sqrt(5)),
     i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not torchvision's kaiming_normal fan_out."""
     backbone = build_backbone("resnet18", 64, 32)
     for name, module in backbone.named_modules():
@@ -104,6 +104,15 @@ def test_convolutions_keep_pytorch_default_init():
             assert weight.abs().max() <= bound, name
             if weight.numel() > 10_000:  # uniform: std = bound / sqrt(3)
                 assert weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05), name
+
+
+def test_imagenet_convolutions_use_the_official_fan_out_normal_init():
+    """resnet_imagenet.py: m.weight.data.normal_(0, math.sqrt(2. / (k * k * out_channels)))."""
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet50", 64, 224)
+    conv = backbone.layer3[0].conv2  # 256 -> 256, 3x3
+    expected = math.sqrt(2 / (3 * 3 * conv.out_channels))
+    assert conv.weight.std().item() == pytest.approx(expected, rel=0.02)
 
 
 def test_stl10_pretrains_on_the_unlabeled_split_only(monkeypatch, tmp_path):

@@ -44,6 +44,10 @@ class PooledResNet(nn.Module):
         net = _resnet_stages(block, layers, width)
         if stem == "imagenet":
             self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+            # the official resnet_imagenet.py draws its convolutions from N(0, 2 / (k * k * out_channels))
+            for module in net.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         else:
             stride = 1 if stem == "cifar" else 2
             conv = nn.Conv2d(3, width, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -87,8 +91,8 @@ def _resnet_stages(block: type[nn.Module], layers: list[int], width: int) -> Res
     net.layer2 = net._make_layer(block, 2 * width, layers[1], stride=2)  # type: ignore[arg-type]
     net.layer3 = net._make_layer(block, 4 * width, layers[2], stride=2)  # type: ignore[arg-type]
     net.layer4 = net._make_layer(block, 8 * width, layers[3], stride=2)  # type: ignore[arg-type]
-    # Convolutions keep PyTorch's default init (kaiming_uniform, a=sqrt(5)), as the official code's
-    # own ResNet does; torchvision's ResNet.__init__ (skipped here) would re-init them fan_out.
+    # Convolutions keep PyTorch's default init (kaiming_uniform, a=sqrt(5)), as the official CIFAR /
+    # STL-10 ResNet (modules/resnet.py) does; the ImageNet stem re-draws them (PooledResNet).
     return net
 
 

@@ -186,22 +186,27 @@ def _to_global_batchnorm(module: nn.Module) -> nn.Module:
     """Every BatchNorm*d below module replaced by GlobalBatchNorm sharing its parameters and buffers
     (per-view layers, models/viewnorm.py, stay and switch to global statistics per view)."""
     if hasattr(module, "synced"):
-        module.synced = True
+        setattr(module, "synced", True)  # a per-view layer (models/viewnorm.py)
         return module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
             module, (GlobalBatchNorm, nn.SyncBatchNorm)):
-        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                    module.track_running_stats)
-        if module.affine:
-            converted.weight, converted.bias = module.weight, module.bias
-        if module.track_running_stats:
-            converted.running_mean, converted.running_var = module.running_mean, module.running_var
-            converted.num_batches_tracked = module.num_batches_tracked
-        converted.train(module.training)
-        return converted
+        return swap_batchnorm(module, GlobalBatchNorm)
     for name, child in module.named_children():
         module.add_module(name, _to_global_batchnorm(child))
     return module
+
+
+def swap_batchnorm(module: nn.modules.batchnorm._BatchNorm, cls: type[GlobalBatchNorm]) -> GlobalBatchNorm:
+    """A `cls` layer sharing module's parameters and buffers (so state_dict keys and the optimiser's
+    parameters are unchanged)."""
+    converted = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+    if module.affine:
+        converted.weight, converted.bias = module.weight, module.bias
+    if module.track_running_stats:
+        converted.running_mean, converted.running_var = module.running_mean, module.running_var
+        converted.num_batches_tracked = module.num_batches_tracked
+    converted.train(module.training)
+    return converted
 
 
 def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:

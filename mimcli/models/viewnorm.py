@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from mimcli.distributed import GlobalBatchNorm
+from mimcli.distributed import GlobalBatchNorm, swap_batchnorm
 
 _GROUPS: contextvars.ContextVar[int] = contextvars.ContextVar("view_groups", default=1)
 
@@ -56,15 +56,7 @@ def per_view_batchnorm(module: nn.Module) -> nn.Module:
     """Every BatchNorm layer below module replaced, in place, by PerViewBatchNorm sharing its
     parameters and buffers (state_dict keys unchanged, so saved backbones load as plain ones)."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, PerViewBatchNorm):
-        converted = PerViewBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                     module.track_running_stats)
-        if module.affine:
-            converted.weight, converted.bias = module.weight, module.bias
-        if module.track_running_stats:
-            converted.running_mean, converted.running_var = module.running_mean, module.running_var
-            converted.num_batches_tracked = module.num_batches_tracked
-        converted.train(module.training)
-        return converted
+        return swap_batchnorm(module, PerViewBatchNorm)
     for name, child in module.named_children():
         module.add_module(name, per_view_batchnorm(child))
     return module

@@ -41,6 +41,8 @@ def measure(width: int, batch: int, steps: int, rounds: int, device: str) -> lis
             for bn, loss in OPTIONS:
                 cfg = config(method, kind, bn, loss, width, batch, device)
                 speeds.setdefault((method, kind, bn, loss), []).append(time_mim(cfg, steps, warmup=2))
+                print(f"{method} + {kind}, {bn}, {loss}: {speeds[(method, kind, bn, loss)][-1]:.1f} img/s",
+                      file=sys.stderr, flush=True)
     rows = []
     for (method, kind, bn, loss), values in speeds.items():
         base = statistics.median(speeds[(method, kind, "per_view", "fp32")])

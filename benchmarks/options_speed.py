@@ -36,6 +36,8 @@ def config(method: str, kind: str, bn: str, loss: str, width: int, batch: int, d
 
 def measure(width: int, batch: int, steps: int, rounds: int, device: str) -> list[dict[str, Any]]:
     speeds: dict[tuple[str, str, str, str], list[float]] = {}
+    for method, kind in CASES:  # process warm-up (kernel and allocator set-up), untimed
+        time_mim(config(method, kind, *OPTIONS[0], width, batch, device), 1, warmup=1)
     for _ in range(rounds):
         for method, kind in CASES:
             for bn, loss in OPTIONS:

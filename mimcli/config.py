@@ -275,25 +275,8 @@ def load_config(preset: str | None, overrides: list[str] | None = None) -> RunCo
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """Minimal TOML writer for our config shape: sections of scalars and lists; nested tables inline."""
+    """TOML text for a config dict, via tomli-w (the writer paired with tomllib: any string, multi-line
+    descriptions included, reads back as written)."""
+    import tomli_w
 
-    def scalar(value: Any) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (int, float)):
-            return repr(value)
-        if isinstance(value, str):
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-            return f'"{escaped}"'
-        if isinstance(value, (list, tuple)):
-            return "[" + ", ".join(scalar(v) for v in value) + "]"
-        if isinstance(value, dict):
-            return "{ " + ", ".join(f"{k} = {scalar(v)}" for k, v in value.items()) + " }"
-        raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-    lines: list[str] = []
-    for section, body in data.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {scalar(value)}" for key, value in body.items())
-        lines.append("")
-    return "\n".join(lines)
+    return tomli_w.dumps(data)

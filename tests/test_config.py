@@ -22,6 +22,29 @@ def test_every_preset_validates_and_round_trips():
         assert again == config
 
 
+def test_every_preset_round_trips_through_a_run_directory(tmp_path):
+    """load preset -> config.toml (what --resume, probe and report read) -> identical config."""
+    from mimcli import runs
+
+    for name in list_presets():
+        config = load_config(name)
+        runs.save_config(tmp_path / name, config)
+        assert runs.load_run_config(tmp_path / name) == config, name
+
+
+def test_multi_line_description_and_quotes_survive_config_toml(tmp_path):
+    """A preset with a multi-line description (quotes, backslash, tab) is written and read back unchanged."""
+    from mimcli import runs
+
+    preset = tmp_path / "mine.toml"
+    preset.write_text('[run]\ndescription = """\nfirst line\nsecond "quoted" line \\\\ backslash\n\ttab"""\n'
+                      '[train]\nepochs = 1\n')
+    config = load_config(str(preset))
+    assert config.run.description == 'first line\nsecond "quoted" line \\ backslash\n\ttab'
+    runs.save_config(tmp_path / "run", config)
+    assert runs.load_run_config(tmp_path / "run") == config
+
+
 def test_preset_lambdas_follow_reference():
     assert load_config("simclr-rc").regularizer.lam == 1.0
     assert load_config("byol-lbe").regularizer.lam == 0.1

@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain text: `mim[plots]` and `[a, b]` must show as written
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -35,11 +36,26 @@ SetOption = Annotated[
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/<run name>).")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in the run directory.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Delete an existing run directory and start over.")]
-QuietOption = Annotated[bool, typer.Option("--no-progress", help="No progress bar (for logs).")]
+QuietOption = Annotated[bool, typer.Option(
+    "--no-progress", help="No live bar: one flushed line per epoch (and every train.print_every steps), for logs.")]
 GpusOption = Annotated[int, typer.Option(
     "--gpus", min=1, help="Train on N GPUs of this machine: re-runs the command under torchrun "
     "(python -m torch.distributed.run --standalone --nproc_per_node N). Several nodes: call torchrun yourself "
     "(docs/distributed.md).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mimcli import __version__
+
+        console.print(f"mim {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print mim's version and exit.")] = False) -> None:
+    """Pretrain, probe and report self-supervised representations, with and without I(z, v) regularisers."""
 
 
 def run_dir_for(config, out: Path | None) -> Path:

@@ -122,8 +122,20 @@ class TrainSection(Section):
     channels_last: bool = True
     compile: bool = False
     log_every: int = Field(50, gt=0, description="Steps between loss read-backs (no host sync otherwise).")
+    print_every: int = Field(0, ge=0, description="Without a terminal: also print a line every N steps (0: per epoch).")
+    log: list[Literal["jsonl", "tensorboard"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="Where metrics go: jsonl (metrics.jsonl, always) and optionally tensorboard (mim[tensorboard]).",
+    )
     save_epochs: list[int] = Field(default_factory=list, description="Also keep backbone weights at these epochs.")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice).")
+
+    @field_validator("log")
+    @classmethod
+    def _jsonl_always(cls, value: list[str]) -> list[str]:
+        if "jsonl" not in value:
+            raise ValueError("must include 'jsonl': metrics.jsonl is what resume and `mim report` read")
+        return list(dict.fromkeys(value))
 
 
 class ProbeSection(Section):

@@ -115,7 +115,8 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
     if config.probe.datasets and on_rank_0:  # probes run on rank 0 alone, on the features cached above
         from mimcli.probe import run_probes
 
-        run_probes(run_dir, None, None, None, None, None, device=config.train.device, console=console)
+        result = run_probes(run_dir, None, None, None, None, None, device=config.train.device, console=console)
+        _exit_if_partial(result, config.probe.datasets)
 
 
 @app.command()
@@ -170,7 +171,23 @@ def probe(
         seed_list = [int(x) for x in _csv(seeds)] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
-    run_probes(run_dir, _csv(datasets), protocol, layer_list, seed_list, data_root, device=device, console=console)
+    result = run_probes(run_dir, _csv(datasets), protocol, layer_list, seed_list, data_root, device=device,
+                        console=console)
+    from mimcli.runs import load_run_config
+
+    _exit_if_partial(result, _csv(datasets) or load_run_config(run_dir).probe.datasets)
+
+
+def _exit_if_partial(result: dict, names: list[str]) -> None:
+    """A probe that could not reach some data set is a failure for a script: say which, exit 1."""
+    from mimcli.probe import missing_datasets
+
+    missing = missing_datasets(result, names)
+    if missing:
+        err_console.print(f"error: {len(missing)} of {len(names)} data sets could not be probed (not found: "
+                          f"{', '.join(missing)}); the others are saved in probe.json", markup=False,
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -337,30 +337,42 @@ def test_terminal_table_and_markdown_document(trained, tmp_path):
                      "**batch size**: 32", "**training seeds**: 0, 1", "epochs 100, lr 0.01, momentum 0.9",
                      "batch_size 128", "probe seeds [0]", "**linear selection**: best test / val-selected",
                      "## CIFAR10 pretraining",
-                     "![Accuracy per model: CIFAR10 pretraining](plots/accuracy-cifar10.png)"):
+                     "![Linear probe per model: CIFAR10 pretraining](plots/accuracy-cifar10.png)"):
         assert expected in document, expected
     for link in re.findall(r"\]\(([^)]+\.png)\)", document):
         assert (out.parent / link).is_file(), link
 
 
-def test_plots_are_valid_pngs(trained, tmp_path):
+def test_plots_are_pdf_and_png_at_200_dpi_with_one_loss_figure_per_folder(trained, tmp_path):
     image = pytest.importorskip("matplotlib.image")
+    from PIL import Image
+
+    from mimcli.report.plots import axis_label, chance
+
     root = tmp_path / "runs"
     for lam in (0.1, 1.0):
-        variant(trained, root / f"rc-{lam}", cifar("rc", lam=lam), [linear("cifar10", 80 + lam), linear("dtd", 30.0)])
+        variant(trained, root / "lambda" / f"rc-{lam}", cifar("rc", lam=lam),
+                [linear("cifar10", 80 + lam), linear("dtd", 30.0)])
     for epochs in (1, 2):
-        variant(trained, root / f"ep-{epochs}", cifar(epochs=epochs, extra=["train.batch_size=64"]),
+        variant(trained, root / "epochs" / f"ep-{epochs}", cifar(epochs=epochs, extra=["train.batch_size=64"]),
                 [linear("cifar10", 80.0), linear("dtd", 30.0 + epochs)])
     plots = tmp_path / "plots"
     report = run_report([root], plots=plots, console=quiet(), err_console=quiet())
     names = sorted(p.name for p in plots.iterdir())
     assert len(report.runs) == 4
-    assert names == ["accuracy-cifar10.png", "epochs-cifar10.png", "lambda-cifar10.png", "loss-ep-1.png",
-                     "loss-ep-2.png", "loss-rc-0.1.png", "loss-rc-1.0.png"]
-    for path in plots.iterdir():
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        pixels = image.imread(path)
-        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    figures = ["accuracy-cifar10", "epochs-cifar10", "lambda-cifar10", "loss-epochs", "loss-lambda"]
+    assert names == sorted([f"{f}.pdf" for f in figures] + [f"{f}.png" for f in figures])
+    for name in figures:
+        png = plots / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (plots / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert Image.open(png).info["dpi"][0] == pytest.approx(200, abs=1)
+        pixels = image.imread(png)
+        assert pixels.ndim == 3 and pixels.shape[0] > 400 and pixels.shape[1] > 400
+    table = report.tables[0]
+    assert chance(table.column("cifar10")) == 10.0 and chance(table.column("dtd")) == pytest.approx(100 / 47)
+    assert axis_label(table.column("cifar10"), "acc_best_test") == "linear accuracy (%)"
+    assert chance(table.column(MEAN)) is None
 
 
 def test_without_matplotlib_tables_and_a_note(trained, tmp_path, monkeypatch):
@@ -506,6 +518,7 @@ def test_compare_labels_the_reference_and_its_length(trained, tmp_path):
     report = build_report([root], compare="paper")
     text = " ".join(rendered(report, 200).split())
     assert "Under each value: the paper (Wang et al., CVPR 2022), 200 epochs number" in text
+    assert "Our runs trained 1 epochs, the reference 200." in text
     report = build_report([root], compare="report")
     assert "30 epochs" in " ".join(rendered(report, 200).split())
 

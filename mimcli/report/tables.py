@@ -254,6 +254,10 @@ def attach_reference(table: AccuracyTable, reference: dict[str, Any]) -> None:
                 cell.reference = reference_value(reference, table.source, model, key)
     if table.has_reference:
         table.notes.append(f"Reference: {reference_label(reference)}: {reference.get('protocol')}.")
+        ours = sorted({row.group.config.train.epochs for row in table.rows})
+        if reference.get("epochs") and ours != [reference["epochs"]]:
+            table.notes.append(f"Our runs trained {', '.join(map(str, ours))} epochs, the reference "
+                               f"{reference['epochs']}.")
     else:
         table.notes.append(f"No {reference_label(reference)} numbers exist for {table.title}: "
                            "comparison left out.")

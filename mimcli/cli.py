@@ -143,7 +143,9 @@ def presets() -> None:
     table.add_column("name", style="bold")
     table.add_column("description")
     for name, path in sorted(list_presets().items()):
-        table.add_row(name, read_toml(path).get("run", {}).get("description", ""))
+        run = read_toml(path).get("run", {})
+        reproduces = run.get("reproduces", "")
+        table.add_row(name, run.get("description", "") + (f"\nreproduces: {reproduces}" if reproduces else ""))
     console.print(table)
 
 

@@ -26,6 +26,8 @@ class Section(BaseModel):
 class RunSection(Section):
     name: str = Field("run", description="Run name; the default output directory is runs/<name>.")
     description: str = Field("", description="One line shown by `mim presets`.")
+    reproduces: str = Field("", description="Which table and row of the paper / report this recipe reproduces, "
+                            "at what length (shown by `mim presets`).")
     out: str | None = Field(None, description="Run directory (default runs/<name>).")
 
 

@@ -127,3 +127,23 @@ def test_cli_bad_input_is_one_line_exit_2(cli, tmp_path, args):
 def test_presets_command_lists_descriptions(cli):
     code, out, _ = cli("presets")
     assert code == 0 and "simclr-rc" in out and "lambda 1" in out
+
+
+def test_every_preset_says_what_it_reproduces_and_paper_presets_differ_only_in_length():
+    presets = list_presets()
+    for name in presets:
+        config = load_config(name)
+        assert config.run.reproduces, name
+        if name.startswith("paper-"):
+            assert "200 epochs" in config.run.reproduces and config.train.epochs == 200, name
+            short = load_config(name.removeprefix("paper-"))
+            assert f"preset {name}" in short.run.reproduces and short.train.epochs == 30
+            a, b = config.to_dict(), short.to_dict()
+            for section in (a, b):
+                section.pop("run")
+                section["train"].pop("epochs")
+            assert a == b, name
+    paper = [n for n in presets if n.startswith("paper-")]
+    assert len(paper) == 21  # Table 1 (3 methods x 3 variants x CIFAR-10 / STL-10) + IP, MIB, noise
+    assert load_config("paper-barlow-lbe-stl10").run.reproduces == (
+        "paper Table 1 (STL-10 pretraining), row Barlow + LBE, 200 epochs")

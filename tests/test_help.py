@@ -33,3 +33,20 @@ def test_every_help_text_renders_in_full():
     report = words(runner.invoke(app, ["report", "--help"], env={"COLUMNS": "80"}).output)
     assert "mim[plots]" in report
     assert checked > 30
+
+
+def test_citation_file_names_the_paper_and_the_readme_shows_how_to_cite():
+    from pathlib import Path
+
+    yaml = __import__("pytest").importorskip("yaml")
+    root = Path(__file__).resolve().parents[1]
+    cff = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    paper = cff["preferred-citation"]
+    assert paper["title"] == "Rethinking Minimal Sufficient Representation in Contrastive Learning"
+    assert [a["family-names"] for a in paper["authors"]] == ["Wang", "Guo", "Deng", "Lu"] and paper["year"] == 2022
+    import mimcli
+
+    assert cff["version"] == mimcli.__version__
+    readme = (root / "README.md").read_text()
+    assert "## How to cite" in readme and "@inproceedings{wang2022rethinking" in readme

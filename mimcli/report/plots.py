@@ -141,9 +141,9 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
         colours = figure_colours(len(curves))
         for ax, term in zip(axes, terms):
             for colour, (label, metrics) in zip(colours, curves):
-                points = [(m["epoch"], m[term]) for m in metrics if term in m and "epoch" in m]
-                ax.plot([p[0] for p in points], [p[1] for p in points], color=colour, label=label,
-                        marker="o" if len(points) <= 20 else None, markersize=3)
+                curve = [(m["epoch"], m[term]) for m in metrics if term in m and "epoch" in m]
+                ax.plot([c[0] for c in curve], [c[1] for c in curve], color=colour, label=label,
+                        marker="o" if len(curve) <= 20 else None, markersize=3)
             ax.set(xlabel="epoch", ylabel="mean over the epoch", title=LOSS_NAMES.get(term, term))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         shared_legend(figure, axes)
@@ -176,10 +176,10 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
                 any_chance = True
             ax.set_xticks([])
             ax.set(ylabel=axis_label(column, report.metric), title=panel_title(column))
-        extra = [(Patch(facecolor=colour, edgecolor="black", linewidth=0.5), row.label)
-                 for colour, row in zip(colours, table.rows)]
-        extra += ([(single, single.get_label())] if any_single else []) + \
-                 ([(chance_handle, "chance")] if any_chance else [])
+        extra: list[tuple[Any, str]] = [(Patch(facecolor=colour, edgecolor="black", linewidth=0.5), row.label)
+                                        for colour, row in zip(colours, table.rows)]
+        extra += [(single, "hatched: a single run (no error bar)")] if any_single else []
+        extra += [(chance_handle, "chance")] if any_chance else []
         shared_legend(figure, axes, extra)
         save(figure, f"accuracy-{safe_name(table.source)}", f"Linear probe per model: {table.title}")
 
@@ -225,8 +225,8 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
                    ylabel=axis_label(column, report.metric), title=panel_title(column))
         hollow = Line2D([], [], marker="o", markerfacecolor="white", color="black", linestyle="",
                         label="hollow: a single run (no error bar)")
-        extra = ([(hollow, hollow.get_label())] if any_single else []) + \
-                ([(chance_handle, "chance")] if any_chance else [])
+        extra = ([(hollow, "hollow: a single run (no error bar)")] if any_single else [])
+        extra += [(chance_handle, "chance")] if any_chance else []
         shared_legend(figure, axes, extra)
         axis = "lambda" if sweep.axis == LAMBDA else "epochs"
         save(figure, f"{axis}-{safe_name(sweep.table.source)}", sweep.title)

@@ -222,7 +222,7 @@ def report(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default runs/).")] = None,
     format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json | csv.")] = "table",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(help="Folder for PNG plots (needs mim[plots]).")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Folder for the figures, PDF + PNG (needs mim[plots]).")] = None,
     compare: Annotated[Optional[str], typer.Option(help="paper | report: reference numbers beside each cell.")] = None,
     metric: Annotated[str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")] = "acc_best_test",
 ) -> None:

@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain text: `mim[plots]` and `[a, b]` must show as written
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -35,11 +36,26 @@ SetOption = Annotated[
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/<run name>).")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in the run directory.")]
 ForceOption = Annotated[bool, typer.Option("--force", help="Delete an existing run directory and start over.")]
-QuietOption = Annotated[bool, typer.Option("--no-progress", help="No progress bar (for logs).")]
+QuietOption = Annotated[bool, typer.Option(
+    "--no-progress", help="No live bar: one flushed line per epoch (and every train.print_every steps), for logs.")]
 GpusOption = Annotated[int, typer.Option(
     "--gpus", min=1, help="Train on N GPUs of this machine: re-runs the command under torchrun "
     "(python -m torch.distributed.run --standalone --nproc_per_node N). Several nodes: call torchrun yourself "
     "(docs/distributed.md).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mimcli import __version__
+
+        console.print(f"mim {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print mim's version and exit.")] = False) -> None:
+    """Pretrain, probe and report self-supervised representations, with and without I(z, v) regularisers."""
 
 
 def run_dir_for(config, out: Path | None) -> Path:
@@ -99,7 +115,8 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
     if config.probe.datasets and on_rank_0:  # probes run on rank 0 alone, on the features cached above
         from mimcli.probe import run_probes
 
-        run_probes(run_dir, None, None, None, None, None, device=config.train.device, console=console)
+        result = run_probes(run_dir, None, None, None, None, None, device=config.train.device, console=console)
+        _exit_if_partial(result, config.probe.datasets)
 
 
 @app.command()
@@ -126,7 +143,9 @@ def presets() -> None:
     table.add_column("name", style="bold")
     table.add_column("description")
     for name, path in sorted(list_presets().items()):
-        table.add_row(name, read_toml(path).get("run", {}).get("description", ""))
+        run = read_toml(path).get("run", {})
+        reproduces = run.get("reproduces", "")
+        table.add_row(name, run.get("description", "") + (f"\nreproduces: {reproduces}" if reproduces else ""))
     console.print(table)
 
 
@@ -154,7 +173,23 @@ def probe(
         seed_list = [int(x) for x in _csv(seeds)] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
-    run_probes(run_dir, _csv(datasets), protocol, layer_list, seed_list, data_root, device=device, console=console)
+    result = run_probes(run_dir, _csv(datasets), protocol, layer_list, seed_list, data_root, device=device,
+                        console=console)
+    from mimcli.runs import load_run_config
+
+    _exit_if_partial(result, _csv(datasets) or load_run_config(run_dir).probe.datasets)
+
+
+def _exit_if_partial(result: dict, names: list[str]) -> None:
+    """A probe that could not reach some data set is a failure for a script: say which, exit 1."""
+    from mimcli.probe import missing_datasets
+
+    missing = missing_datasets(result, names)
+    if missing:
+        err_console.print(f"error: {len(missing)} of {len(names)} data sets could not be probed (not found: "
+                          f"{', '.join(missing)}); the others are saved in probe.json", markup=False,
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -187,7 +222,7 @@ def report(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default runs/).")] = None,
     format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json | csv.")] = "table",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(help="Folder for PNG plots (needs mim[plots]).")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Folder for the figures, PDF + PNG (needs mim[plots]).")] = None,
     compare: Annotated[Optional[str], typer.Option(help="paper | report: reference numbers beside each cell.")] = None,
     metric: Annotated[str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")] = "acc_best_test",
 ) -> None:

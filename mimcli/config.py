@@ -26,6 +26,8 @@ class Section(BaseModel):
 class RunSection(Section):
     name: str = Field("run", description="Run name; the default output directory is runs/<name>.")
     description: str = Field("", description="One line shown by `mim presets`.")
+    reproduces: str = Field("", description="Which table and row of the paper / report this recipe reproduces, "
+                            "at what length (shown by `mim presets`).")
     out: str | None = Field(None, description="Run directory (default runs/<name>).")
 
 
@@ -148,8 +150,20 @@ class TrainSection(Section):
         "fp32", description="fp32: losses outside autocast (official); autocast: loss matmuls in the autocast dtype.")
     compile: bool = False
     log_every: int = Field(50, gt=0, description="Steps between loss read-backs (no host sync otherwise).")
+    print_every: int = Field(0, ge=0, description="Without a terminal: also print a line every N steps (0: per epoch).")
+    log: list[Literal["jsonl", "tensorboard"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="Where metrics go: jsonl (metrics.jsonl, always) and optionally tensorboard (mim[tensorboard]).",
+    )
     save_epochs: list[int] = Field(default_factory=list, description="Also keep backbone weights at these epochs.")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice).")
+
+    @field_validator("log")
+    @classmethod
+    def _jsonl_always(cls, value: list[str]) -> list[str]:
+        if "jsonl" not in value:
+            raise ValueError("must include 'jsonl': metrics.jsonl is what resume and `mim report` read")
+        return list(dict.fromkeys(value))
 
 
 class ProbeSection(Section):
@@ -304,25 +318,8 @@ def load_config(preset: str | None, overrides: list[str] | None = None) -> RunCo
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """Minimal TOML writer for our config shape: sections of scalars and lists; nested tables inline."""
+    """TOML text for a config dict, via tomli-w (the writer paired with tomllib: any string, multi-line
+    descriptions included, reads back as written)."""
+    import tomli_w
 
-    def scalar(value: Any) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, (int, float)):
-            return repr(value)
-        if isinstance(value, str):
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-            return f'"{escaped}"'
-        if isinstance(value, (list, tuple)):
-            return "[" + ", ".join(scalar(v) for v in value) + "]"
-        if isinstance(value, dict):
-            return "{ " + ", ".join(f"{k} = {scalar(v)}" for k, v in value.items()) + " }"
-        raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-    lines: list[str] = []
-    for section, body in data.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {scalar(value)}" for key, value in body.items())
-        lines.append("")
-    return "\n".join(lines)
+    return tomli_w.dumps(data)

@@ -367,6 +367,16 @@ def run_probes(run_dir: Path, datasets: list[str] | None = None, protocol: str |
     return result
 
 
+def missing_datasets(result: dict[str, Any], names: list[str]) -> list[str]:
+    """Which of `names` have a 'missing' record in a probe result (data not on disk): a partial probe."""
+    def key(name: str) -> str:
+        kind, sep, arg = name.partition(":")
+        return kind.lower() + sep + arg
+
+    gone = {key(r["dataset"]) for r in result.get("results", []) if r.get("status") == "missing"}
+    return [name for name in names if key(name) in gone]
+
+
 def extract_features_distributed(run_dir: Path, config: Any, console: Any = None) -> None:
     """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
     so that `run_probes` on rank 0 then reads only the cache."""

@@ -481,13 +481,14 @@ def _dataset_key(name: str) -> str:
 
 
 def missing_probes(run_dir: Path, config: RunConfig) -> list[str]:
-    """The [probe] data sets that probe.json lacks for the current backbone.pt (all of them if it is stale)."""
+    """The [probe] data sets that probe.json lacks for the current backbone.pt (all of them if it is stale);
+    a data set recorded as 'missing' (not on disk last time) counts as lacking, so a rerun retries it."""
     wanted = list(config.probe.datasets)
     if not wanted:
         return []
     try:
         data = runs.read_json(run_dir / runs.PROBE)
-        done = {_dataset_key(record["dataset"]) for record in data["results"]}
+        done = {_dataset_key(record["dataset"]) for record in data["results"] if record.get("status") != "missing"}
         current = data["checkpoint"]["sha256"] == runs.file_sha256(run_dir / runs.BACKBONE)
     except (OSError, ValueError, KeyError, TypeError):
         return wanted

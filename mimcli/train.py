@@ -15,17 +15,18 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mimcli import distributed, runs
+from mimcli import distributed, provenance, runs
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
 from mimcli.data.datasets import ImageData, load_pretrain_data
 from mimcli.errors import UsageError
+from mimcli.logging_sinks import Sink, open_sinks
 from mimcli.methods import Batch
 from mimcli.models.pretrain import PretrainModel, build_model
 from mimcli.optim import build_optimizer, build_schedule
+from mimcli.progress import TrainingProgress, make_progress
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -107,6 +108,7 @@ class Trainer:
                                                                     self.model.method.sync_batchnorm)
         self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
         self.epoch = 0
+        self.provenance: dict[str, Any] = {}  # merged into every run.json write (see pretrain)
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -145,19 +147,28 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data) // (self.per_rank_batch * distributed.world_size())
+
     def batches(self, epoch: int) -> list[torch.Tensor]:
         """This rank's index batches for an epoch: a seeded permutation, sharded, last partial batch dropped."""
         generator = torch.Generator().manual_seed(epoch_seed(self.config.train.seed, epoch))
         order = torch.randperm(len(self.data), generator=generator)
         world, rank = distributed.world_size(), distributed.rank()
-        per_step = self.per_rank_batch * world
-        steps = len(order) // per_step
-        order = order[: steps * per_step].view(steps, world, self.per_rank_batch)[:, rank]
+        steps = self.steps_per_epoch
+        order = order[: steps * self.per_rank_batch * world].view(steps, world, self.per_rank_batch)[:, rank]
         return list(order.to(self.device))
 
-    def train_epoch(self, progress: Progress | None) -> EpochResult:
+    def is_log_point(self, step: int, steps: int) -> bool:
+        """Steps at which the running loss is read back from the device (the only host syncs in an epoch)."""
+        train = self.config.train
+        return step % train.log_every == 0 or step == steps or bool(train.print_every and step % train.print_every == 0)
+
+    def train_epoch(self, progress: TrainingProgress | None = None, sinks: list[Sink] | None = None) -> EpochResult:
         cfg = self.config
         epoch = self.epoch
+        sinks = sinks or []
         seed = epoch_seed(cfg.train.seed, epoch, distributed.rank())
         torch.manual_seed(seed)  # regulariser noise
         augment_rng = torch.Generator(self.device).manual_seed(seed)
@@ -165,8 +176,10 @@ class Trainer:
         self.train_model.train()
         sums: dict[str, torch.Tensor] = {}
         batches = self.batches(epoch)
-        task = progress.add_task(f"epoch {epoch + 1}/{cfg.train.epochs}", total=len(batches), terms="") \
-            if progress else None
+        images_per_step = self.per_rank_batch * distributed.world_size()
+        lr = self.optimizer.param_groups[0]["lr"]
+        if progress is not None:
+            progress.start_epoch(epoch)
         start = time.perf_counter()
         for step, index in enumerate(batches, start=1):
             images = self.images[index]
@@ -182,36 +195,51 @@ class Trainer:
             for name, value in terms.items():
                 value = value.detach().float()
                 sums[name] = sums[name] + value if name in sums else value
-            if progress is not None and (step % cfg.train.log_every == 0 or step == len(batches)):
-                shown = "  ".join(f"{k} {v.item() / step:.4f}" for k, v in sums.items())
-                rate = step * self.per_rank_batch * distributed.world_size() / (time.perf_counter() - start)
-                progress.update(task, completed=step, terms=f"{shown}  {rate:.0f} img/s")
+            if (progress is not None or sinks) and self.is_log_point(step, len(batches)):
+                running = dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist()))
+                if progress is not None:
+                    progress.values(running)
+                rate = step * images_per_step / (time.perf_counter() - start)
+                for sink in sinks:
+                    sink.step(epoch * len(batches) + step, {**running, "lr": lr, "images_per_s": rate})
+            if progress is not None:
+                progress.step()
         seconds = time.perf_counter() - start
         means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
         terms_mean = {name: value / max(len(batches), 1) for name, value in zip(sums, means.tolist())}
-        lr = self.optimizer.param_groups[0]["lr"]
         self.schedule.step()
         self.epoch += 1
-        images = len(batches) * self.per_rank_batch * distributed.world_size()
-        if progress is not None and task is not None:
-            progress.remove_task(task)
-        return EpochResult(self.epoch, terms_mean, seconds, images, lr)
+        return EpochResult(self.epoch, terms_mean, seconds, len(batches) * images_per_step, lr)
 
     def fit(self, show_progress: bool = True) -> list[EpochResult]:
+        """Train to the last epoch. The main rank shows a live bar (`show_progress` and a terminal) or
+        prints one flushed line per epoch, and mirrors metrics into the trackers of train.log."""
         results = []
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[terms]}"))
-        show = show_progress and distributed.is_main()
-        with Progress(*columns, console=self.console, transient=True, disable=not show) as progress:
-            while self.epoch < self.config.train.epochs:
-                result = self.train_epoch(progress)
+        main = distributed.is_main()
+        train = self.config.train
+        steps = self.steps_per_epoch
+        sinks = open_sinks(train.log, self.run_dir, purge_step=self.epoch * steps) if main else []
+        progress = make_progress(self.console, show_progress, train.epochs, self.epoch, steps,
+                                 self.per_rank_batch * distributed.world_size(), train.print_every) if main else None
+        try:
+            while self.epoch < train.epochs:
+                result = self.train_epoch(progress, sinks)
                 results.append(result)
-                if distributed.is_main():
-                    append_metrics(self.run_dir, result.record())
+                if main:
+                    record = result.record()
+                    append_metrics(self.run_dir, record)
+                    for sink in sinks:
+                        sink.epoch(self.epoch * steps, record)
                     self.save_checkpoint()
-                    runs.write_json(self.run_dir / runs.STATUS, {"status": "running", "epochs_done": self.epoch})
-                    if show:
-                        self.console.print(format_epoch(result, self.config.train.epochs))
+                    runs.write_json(self.run_dir / runs.STATUS, {**self.provenance, "status": "running",
+                                                                 "epochs_done": self.epoch})
+                if progress is not None:
+                    progress.end_epoch(format_epoch(result, train.epochs))
+        finally:
+            if progress is not None:
+                progress.close()
+            for sink in sinks:
+                sink.close()
         return results
 
 
@@ -275,6 +303,20 @@ def describe_model(config: RunConfig) -> str:
     return label if kind == "none" else f"{label} + {kind.upper() if kind != 'noise' else 'noise'}"
 
 
+def run_provenance(run_dir: Path, device: torch.device, resume: bool) -> dict[str, Any]:
+    """run.json's reproducibility fields; a resumed run keeps its first start time and adds this one."""
+    info = {**provenance.describe(device), "started_at": provenance.now()}
+    if resume and (run_dir / runs.STATUS).is_file():
+        try:
+            before = runs.read_json(run_dir / runs.STATUS)
+        except ValueError:
+            before = {}
+        if isinstance(before, dict) and before.get("started_at"):
+            info["resumed_at"] = [*before.get("resumed_at", []), info["started_at"]]
+            info["started_at"] = before["started_at"]
+    return info
+
+
 def pretrain(config: RunConfig, run_dir: Path, resume: bool = False, force: bool = False,
              console: Console | None = None, show_progress: bool = True) -> list[EpochResult]:
     """Train a run to config.train.epochs in run_dir (resuming from its checkpoint if asked)."""
@@ -286,15 +328,18 @@ def pretrain(config: RunConfig, run_dir: Path, resume: bool = False, force: bool
         trainer.load_checkpoint(run_dir / runs.CHECKPOINT)
     if distributed.is_main():
         runs.save_config(run_dir, config)
-        runs.write_json(run_dir / runs.STATUS, {"status": "running", "epochs_done": trainer.epoch})
+        trainer.provenance = run_provenance(run_dir, trainer.device, resume)
+        runs.write_json(run_dir / runs.STATUS, {**trainer.provenance, "status": "running",
+                                                "epochs_done": trainer.epoch})
     start = time.perf_counter()
     results = trainer.fit(show_progress)
     seconds = time.perf_counter() - start
     if distributed.is_main():
         if trainer.epoch == 0 or not (run_dir / runs.BACKBONE).exists():
             trainer.save_checkpoint()
-        runs.write_json(run_dir / runs.STATUS, {"status": "finished", "epochs_done": trainer.epoch,
-                                                "train_seconds": seconds})
+        runs.write_json(run_dir / runs.STATUS, {**trainer.provenance, "status": "finished",
+                                                "epochs_done": trainer.epoch, "train_seconds": seconds,
+                                                "finished_at": provenance.now()})
         console.print(summary_table(config, run_dir, results, seconds))
     distributed.barrier()  # the run directory is complete when any rank returns
     return results

@@ -22,6 +22,29 @@ def test_every_preset_validates_and_round_trips():
         assert again == config
 
 
+def test_every_preset_round_trips_through_a_run_directory(tmp_path):
+    """load preset -> config.toml (what --resume, probe and report read) -> identical config."""
+    from mimcli import runs
+
+    for name in list_presets():
+        config = load_config(name)
+        runs.save_config(tmp_path / name, config)
+        assert runs.load_run_config(tmp_path / name) == config, name
+
+
+def test_multi_line_description_and_quotes_survive_config_toml(tmp_path):
+    """A preset with a multi-line description (quotes, backslash, tab) is written and read back unchanged."""
+    from mimcli import runs
+
+    preset = tmp_path / "mine.toml"
+    preset.write_text('[run]\ndescription = """\nfirst line\nsecond "quoted" line \\\\ backslash\n\ttab"""\n'
+                      '[train]\nepochs = 1\n')
+    config = load_config(str(preset))
+    assert config.run.description == 'first line\nsecond "quoted" line \\ backslash\n\ttab'
+    runs.save_config(tmp_path / "run", config)
+    assert runs.load_run_config(tmp_path / "run") == config
+
+
 def test_preset_lambdas_follow_reference():
     assert load_config("simclr-rc").regularizer.lam == 1.0
     assert load_config("byol-lbe").regularizer.lam == 0.1
@@ -104,3 +127,23 @@ def test_cli_bad_input_is_one_line_exit_2(cli, tmp_path, args):
 def test_presets_command_lists_descriptions(cli):
     code, out, _ = cli("presets")
     assert code == 0 and "simclr-rc" in out and "lambda 1" in out
+
+
+def test_every_preset_says_what_it_reproduces_and_paper_presets_differ_only_in_length():
+    presets = list_presets()
+    for name in presets:
+        config = load_config(name)
+        assert config.run.reproduces, name
+        if name.startswith("paper-"):
+            assert "200 epochs" in config.run.reproduces and config.train.epochs == 200, name
+            short = load_config(name.removeprefix("paper-"))
+            assert f"preset {name}" in short.run.reproduces and short.train.epochs == 30
+            a, b = config.to_dict(), short.to_dict()
+            for section in (a, b):
+                section.pop("run")
+                section["train"].pop("epochs")
+            assert a == b, name
+    paper = [n for n in presets if n.startswith("paper-")]
+    assert len(paper) == 27  # Table 1 (3 methods x 3 variants x CIFAR-10 / STL-10) + IP, MIB, noise + 6 supervised
+    assert load_config("paper-barlow-lbe-stl10").run.reproduces == (
+        "paper Table 1 (STL-10 pretraining), row Barlow + LBE, 200 epochs")

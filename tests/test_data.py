@@ -37,6 +37,30 @@ def test_root_holding_class_folders_counts_as_train(tmp_path):
         image_folder_split(tmp_path, "test")
 
 
+def test_flat_folder_of_images_is_unlabeled_pretraining_data(tmp_path, cli):
+    from PIL import Image
+
+    tmp_path.joinpath("flat").mkdir()
+    for i in range(40):
+        Image.new("RGB", (12, 12), (i, 2 * i, 3 * i)).save(tmp_path / "flat" / f"img{i:02d}.png")
+    (tmp_path / "flat" / "notes.txt").write_text("not an image")
+    assert image_folder_split(tmp_path / "flat", "train") == tmp_path / "flat"
+    data = load_image_folder(tmp_path / "flat", image_size=8)
+    assert data.images.shape == (40, 3, 8, 8) and data.classes == []
+    assert data.labels.tolist() == [-1] * 40
+    assert data.images[5, 1].float().mean().item() == pytest.approx(10, abs=0.5)  # img05: green = 2*5
+    common = ["--set", "data.dataset=imagefolder", "--set", f"data.root='{tmp_path / 'flat'}'",
+              "--set", "data.image_size=32", "--set", "model.width=8", "--set", "train.batch_size=16",
+              "--set", "train.epochs=1", "--set", "probe.datasets=[]", "--no-progress"]
+    code, _, err = cli("pretrain", "--preset", "simclr", *common, "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    from mimcli import runs
+
+    assert [m["epoch"] for m in runs.read_metrics(tmp_path / "run")] == [1]
+    code, _, err = cli("supervised", *common, "--out", str(tmp_path / "sup"))
+    assert code == 2 and "needs labels" in err and err.strip().count("\n") == 0
+
+
 def test_seeded_subset_is_fixed_and_seed_dependent(tmp_path):
     data = load_pretrain_data("shapes", str(tmp_path), 32, None, 0, False, (100, 10, 0))
     a = seeded_subset(data, 10, seed=1)

@@ -189,6 +189,18 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
     assert records[("cifar10", "linear", (4,))]["status"] == "missing"
 
 
+def test_a_partial_probe_exits_non_zero_and_keeps_what_it_could_probe(run, cli):
+    run_dir, folder, empty = run
+    code, _, err = cli("probe", str(run_dir), "--datasets", f"cifar10,imagefolder:{folder}", "--data-root", empty,
+                       "--device", "cpu")
+    assert code == 1
+    assert "1 of 2 data sets could not be probed" in err and "cifar10" in err
+    statuses = {r["dataset"]: r["status"] for r in json.loads((run_dir / "probe.json").read_text())["results"]}
+    assert statuses == {"cifar10": "missing", f"imagefolder:{folder}": "ok"}
+    code, _, err = cli("probe", str(run_dir), "--datasets", f"imagefolder:{folder}", "--device", "cpu")
+    assert code == 0 and err == ""
+
+
 def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):
     run_dir, folder, empty = run
     images = f"imagefolder:{folder}"

@@ -22,7 +22,7 @@ from rich.console import Console
 from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.errors import UsageError
-from mimcli.report import MEAN, build_report, load_reference, markdown, records, run_report, to_csv
+from mimcli.report import MEAN, build_report, load_reference, markdown, records, rich_tables, run_report, to_csv
 from mimcli.train import pretrain
 
 REFERENCE_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "REFERENCE.md"
@@ -337,30 +337,42 @@ def test_terminal_table_and_markdown_document(trained, tmp_path):
                      "**batch size**: 32", "**training seeds**: 0, 1", "epochs 100, lr 0.01, momentum 0.9",
                      "batch_size 128", "probe seeds [0]", "**linear selection**: best test / val-selected",
                      "## CIFAR10 pretraining",
-                     "![Accuracy per model: CIFAR10 pretraining](plots/accuracy-cifar10.png)"):
+                     "![Linear probe per model: CIFAR10 pretraining](plots/accuracy-cifar10.png)"):
         assert expected in document, expected
     for link in re.findall(r"\]\(([^)]+\.png)\)", document):
         assert (out.parent / link).is_file(), link
 
 
-def test_plots_are_valid_pngs(trained, tmp_path):
+def test_plots_are_pdf_and_png_at_200_dpi_with_one_loss_figure_per_folder(trained, tmp_path):
     image = pytest.importorskip("matplotlib.image")
+    from PIL import Image
+
+    from mimcli.report.plots import axis_label, chance
+
     root = tmp_path / "runs"
     for lam in (0.1, 1.0):
-        variant(trained, root / f"rc-{lam}", cifar("rc", lam=lam), [linear("cifar10", 80 + lam), linear("dtd", 30.0)])
+        variant(trained, root / "lambda" / f"rc-{lam}", cifar("rc", lam=lam),
+                [linear("cifar10", 80 + lam), linear("dtd", 30.0)])
     for epochs in (1, 2):
-        variant(trained, root / f"ep-{epochs}", cifar(epochs=epochs, extra=["train.batch_size=64"]),
+        variant(trained, root / "epochs" / f"ep-{epochs}", cifar(epochs=epochs, extra=["train.batch_size=64"]),
                 [linear("cifar10", 80.0), linear("dtd", 30.0 + epochs)])
     plots = tmp_path / "plots"
     report = run_report([root], plots=plots, console=quiet(), err_console=quiet())
     names = sorted(p.name for p in plots.iterdir())
     assert len(report.runs) == 4
-    assert names == ["accuracy-cifar10.png", "epochs-cifar10.png", "lambda-cifar10.png", "loss-ep-1.png",
-                     "loss-ep-2.png", "loss-rc-0.1.png", "loss-rc-1.0.png"]
-    for path in plots.iterdir():
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        pixels = image.imread(path)
-        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    figures = ["accuracy-cifar10", "epochs-cifar10", "lambda-cifar10", "loss-epochs", "loss-lambda"]
+    assert names == sorted([f"{f}.pdf" for f in figures] + [f"{f}.png" for f in figures])
+    for name in figures:
+        png = plots / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (plots / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        assert Image.open(png).info["dpi"][0] == pytest.approx(200, abs=1)
+        pixels = image.imread(png)
+        assert pixels.ndim == 3 and pixels.shape[0] > 400 and pixels.shape[1] > 400
+    table = report.tables[0]
+    assert chance(table.column("cifar10")) == 10.0 and chance(table.column("dtd")) == pytest.approx(100 / 47)
+    assert axis_label(table.column("cifar10"), "acc_best_test") == "linear accuracy (%)"
+    assert chance(table.column(MEAN)) is None
 
 
 def test_without_matplotlib_tables_and_a_note(trained, tmp_path, monkeypatch):
@@ -446,3 +458,78 @@ def test_real_probe_results_feed_the_report(trained, tmp_path):
     assert table.rows[0].group.label == "SimCLR + RC"
     assert cells["shapes:shape"].mean == written[0]["metrics"]["acc_best_test"]["mean"]
     assert cells["shapes:position"].mean == written[1]["metrics"]["r2"]["mean"]
+
+
+# --------------------------------------------------------------------------------------------- readability
+
+
+def rendered(report, width: int, plain: bool = True) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None, record=True)
+    for table in rich_tables(report, plain=plain, width=width):
+        console.print(table)
+    return console.export_text()
+
+
+def wide_grid(trained: Path, root: Path) -> Path:
+    """CIFAR-10 runs probed on all seven data sets of the paper's Table 1, with long row labels."""
+    names = ["cifar10", "dtd", "mnist", "fashionmnist", "cub200", "flowers102", "gtsrb"]
+    for lam, seed, base in ((0.1, 0, 80.0), (0.1, 1, 81.0), (1.0, 0, 79.0)):
+        variant(trained, root / f"lbe-{lam}-{seed}", cifar("lbe", lam=lam, seed=seed),
+                [linear(n, base + i) for i, n in enumerate(names)])
+    return root
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_tables_stay_readable_at_80_and_120_columns(trained, tmp_path, width):
+    report = build_report([wide_grid(trained, tmp_path / "runs")], compare="paper")
+    text = rendered(report, width)
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    for expected in ("SimCLR + LBE (λ=0.1)", "SimCLR + LBE (λ=1)", "80.50 ± 0.71", "86.50 ± 0.71*",
+                     "TrafficSigns", "VGGFlower", "CUBirds", "transfer mean", "CIFAR10", "FaMNIST"):
+        assert expected in text, (width, expected)
+    parts = re.findall(r"CIFAR10 pretraining \((\d)/(\d)\)", text)
+    if width == 80:
+        assert len(parts) >= 2  # stacked, each part with the model column
+    assert text.count("SimCLR + LBE (λ=1)") == max(len(parts), 1)
+
+
+def test_best_cell_is_marked_in_plain_text_and_bold_in_markdown(trained, tmp_path):
+    report = build_report([grid(trained, tmp_path / "runs")])
+    text = rendered(report, 120)
+    assert "85.90*" in text and "85.50 ± 0.71*" not in text and "marked *" in text
+    assert "in green" not in rendered(report, 120, plain=True)
+    assert "| SimCLR + RC | 1 | **85.90** |" in markdown(report, [tmp_path], None, None, tmp_path)
+
+
+def test_compare_without_reference_numbers_says_so_and_drops_the_columns(trained, tmp_path):
+    root = tmp_path / "runs"
+    variant(trained, root / "a", ["data.dataset='shapes'"], [linear("shapes:shape", 50.0), linear("shapes:hue", 40.0)])
+    report = build_report([root], compare="paper")
+    text = " ".join(rendered(report, 120).split())
+    assert "No paper (Wang et al., CVPR 2022), 200 epochs numbers exist for shapes pretraining" in text
+    assert "Under each value" not in text
+    document = markdown(report, [root], None, None, tmp_path)
+    assert "| model | n | shapes:shape | shapes:hue |" in document and "| - |" not in document
+
+
+def test_compare_labels_the_reference_and_its_length(trained, tmp_path):
+    root = grid(trained, tmp_path / "runs")
+    report = build_report([root], compare="paper")
+    text = " ".join(rendered(report, 200).split())
+    assert "Under each value: the paper (Wang et al., CVPR 2022), 200 epochs number" in text
+    assert "Our runs trained 1 epochs, the reference 200." in text
+    report = build_report([root], compare="report")
+    assert "30 epochs" in " ".join(rendered(report, 200).split())
+
+
+def test_runs_with_the_same_seed_are_counted_once_and_flagged(trained, tmp_path):
+    root = tmp_path / "runs"
+    variant(trained, root / "a", cifar(seed=0), [linear("cifar10", 80.0)])
+    variant(trained, root / "b", cifar(seed=0), [linear("cifar10", 80.0)])
+    variant(trained, root / "c", cifar(seed=1), [linear("cifar10", 82.0)])
+    report = build_report([root])
+    (simclr,) = report.tables[0].rows
+    assert [r.path.name for r in simclr.group.runs] == ["a", "c"]
+    assert simclr.cells["cifar10"].text(2) == "81.00 ± 1.41"
+    assert any("runs/b repeats" in w and "runs/a (same config" in w and "train.seed=0" in w for w in report.warnings)

@@ -313,3 +313,16 @@ def test_swept_keys_cannot_be_overridden_and_grid_specs_are_checked():
     assert sweep.split_values("[2,3], [4] ,'a,b'") == ["[2,3]", "[4]", "'a,b'"]
     layers = sweep.plan_sweep("grid", "simclr", None, UNPROBED, ["probe.layers=[2,3,4],[4]"])
     assert [(p.name, p.config.probe.layers) for p in layers] == [("layers-2-3-4", [2, 3, 4]), ("layers-4", [4])]
+
+
+def test_a_probe_recorded_missing_is_retried(tmp_path):
+    """probe.json saying 'missing' (the data was not on disk) does not finish a point: the next run retries it."""
+    config = load_config(None, [*TINY, "probe.datasets=['cifar10', 'shapes:shape']"])
+    (tmp_path / runs.BACKBONE).write_bytes(b"weights")
+    sha = runs.file_sha256(tmp_path / runs.BACKBONE)
+    records = [{"dataset": "cifar10", "status": "missing"}, {"dataset": "shapes:shape", "status": "ok"}]
+    runs.write_json(tmp_path / runs.PROBE, {"checkpoint": {"sha256": sha}, "results": records})
+    assert sweep.missing_probes(tmp_path, config) == ["cifar10"]
+    records[0]["status"] = "ok"
+    runs.write_json(tmp_path / runs.PROBE, {"checkpoint": {"sha256": sha}, "results": records})
+    assert sweep.missing_probes(tmp_path, config) == []

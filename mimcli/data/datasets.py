@@ -96,17 +96,27 @@ def load_stl10(root: Path, split: str, download: bool) -> ImageData:
     return ImageData(torch.from_numpy(ds.data).contiguous(), labels, list(ds.classes))
 
 
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
 def image_folder_split(root: Path, split: str) -> Path:
-    """`root/train` (or `root/test`); a root holding class folders directly counts as its train split."""
+    """`root/train` (or `root/test`); a root holding class folders, or images directly (unlabeled, for
+    pretraining only), counts as its train split."""
     if (root / split).is_dir():
         return root / split
-    if split == "train" and root.is_dir() and any(p.is_dir() for p in root.iterdir()):
+    if split == "train" and root.is_dir() and any(p.is_dir() or is_image(p) for p in root.iterdir()):
         return root
-    raise DataNotFoundError(f"image folder {root / split} not found: expected {root}/{split}/<class>/*.jpg|png")
+    raise DataNotFoundError(f"image folder {root / split} not found: expected {root}/{split}/<class>/*.jpg|png "
+                            f"(or, for pretraining, images directly in {root})")
 
 
 def load_image_folder(folder: Path, image_size: int) -> ImageData:
-    """Decode every image of a `<class>/<image>` tree (once, with PIL), resized to image_size x image_size."""
+    """Decode every image of a `<class>/<image>` tree (once, with PIL), resized to image_size x image_size.
+
+    A folder with no class folders but images directly in it is unlabeled (labels -1): what
+    self-supervised pretraining needs, as lightly accepts; a method that needs labels refuses it.
+    """
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -114,8 +124,11 @@ def load_image_folder(folder: Path, image_size: int) -> ImageData:
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
         files += [(p, index) for p in sorted((folder / name).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not classes:
+        files = [(p, -1) for p in sorted(folder.iterdir()) if is_image(p)]
     if not files:
-        raise DataNotFoundError(f"no images found in {folder}: expected {folder}/<class>/*.jpg|png")
+        raise DataNotFoundError(f"no images found in {folder}: expected {folder}/<class>/*.jpg|png "
+                                f"or images directly in {folder}")
     images = torch.empty(len(files), 3, image_size, image_size, dtype=torch.uint8)
     for i, (path, _) in enumerate(files):
         try:

@@ -94,7 +94,7 @@ def run_report(paths: list[Path], fmt: str = "table", out: Path | None = None, p
     elif figures is not None:
         err.print(f"wrote {len(figures)} plots to {plots}", markup=False, highlight=False, soft_wrap=True)
     if fmt == "table":
-        renderables: list[Any] = rich_tables(report, plain=out is not None)
+        renderables: list[Any] = rich_tables(report, plain=out is not None, width=console.width if out is None else 200)
         protocol = Table(title="protocol", show_header=False)
         for what, value in protocol_lines(report):
             protocol.add_row(what, value)

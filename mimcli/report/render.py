@@ -12,7 +12,8 @@ from typing import Any
 from rich.table import Table
 
 from mimcli.report.constants import DAGGER, MEAN, METRICS, RECORD_FIELDS
-from mimcli.report.tables import AccuracyTable, Column, Report, Row, SweepTable, protocol_lines
+from mimcli.report.tables import (AccuracyTable, Column, Report, Row, SweepTable, protocol_lines,
+                                  reference_label)
 
 
 def cell_text(table: AccuracyTable, index: int, column: Column) -> str | None:
@@ -20,39 +21,78 @@ def cell_text(table: AccuracyTable, index: int, column: Column) -> str | None:
     return None if cell is None else cell.text(column.digits)
 
 
-def rich_tables(report: Report, plain: bool = False) -> list[Table]:
-    """Rich tables; `plain` (no colour, e.g. for a text file) marks the best values with '*' instead."""
+def column_chunks(table: AccuracyTable, width: int, compared: bool) -> list[list[Column]]:
+    """Split the data columns into runs that fit `width` beside the model and n columns, so that at 80
+    columns (logs, pipes) a wide table is stacked into parts instead of squeezed into '…'."""
+    def cells(column: Column) -> list[str]:
+        texts = [cell_text(table, i, column) or "-" for i in range(len(table.rows))]
+        if compared:
+            texts += [f"{c.reference:.{column.digits}f} ({c.difference:+.{column.digits}f})"
+                      for r in table.rows if (c := r.cells.get(column.key)) is not None and c.reference is not None]
+        return texts
+
+    def need(column: Column) -> int:  # widest cell (+1 for the best mark) or header word, plus padding and rule
+        return max([len(t) + 1 for t in cells(column)] + [len(w) for w in column.header.split()]) + 3
+
+    fixed = max([len(r.label) for r in table.rows] + [5]) + 3 + len(str(max(len(r.group.runs) for r in table.rows))) + 4
+    chunks: list[list[Column]] = [[]]
+    used = fixed
+    for column in table.columns:
+        if chunks[-1] and used + need(column) > width:
+            chunks.append([])
+            used = fixed
+        chunks[-1].append(column)
+        used += need(column)
+    return chunks
+
+
+def rich_tables(report: Report, plain: bool = False, width: int = 200) -> list[Table]:
+    """Rich tables that stay readable at `width` columns: a table too wide is stacked into parts (each
+    with the model column), cells fold rather than end in '…'; the best value per block carries a '*'
+    (and is green unless `plain`, e.g. for a text file)."""
     out = []
     for table in report.tables:
-        best = "Best per block marked *." if plain else "Best per block in green."
-        under = [f"Under each value: the {report.compare} number (ours - {report.compare})."] if report.compare else []
-        rich = Table(title=table.title, caption=" ".join([best, *under, *table.notes]))
-        rich.add_column("model")
-        rich.add_column("n", justify="right")
-        for column in table.columns:
-            rich.add_column(column.header, justify="right")
-        previous = None
-        for index, row in enumerate(table.rows):
-            if previous is not None and row.block != previous:
-                rich.add_section()
-            previous = row.block
-            texts = []
-            for column in table.columns:
-                text = cell_text(table, index, column)
-                if text is None:
-                    texts.append("-")
-                    continue
-                if (index, column.key) in table.best:
-                    text = f"{text}*" if plain else f"[bold green]{text}[/bold green]"
-                cell = row.cells[column.key]
-                if report.compare and cell.reference is not None:
-                    text += f"\n[dim]{cell.reference:.{column.digits}f} ({cell.difference:+.{column.digits}f})[/dim]"
-                texts.append(text)
-            rich.add_row(row.label, str(len(row.group.runs)), *texts)
-        out.append(rich)
+        best = "Best per block marked *." if plain else "Best per block marked * (green on a terminal)."
+        compared = report.compare is not None and table.has_reference
+        under = ([f"Under each value: the {reference_name(report)} number (ours - reference)."]
+                 if compared else [])
+        chunks = column_chunks(table, width, compared)
+        for part, columns in enumerate(chunks, start=1):
+            title = table.title + (f" ({part}/{len(chunks)})" if len(chunks) > 1 else "")
+            caption = " ".join([best, *under, *table.notes]) if part == len(chunks) else None
+            rich = Table(title=title, caption=caption)
+            rich.add_column("model", overflow="fold")
+            rich.add_column("n", justify="right")
+            for column in columns:
+                rich.add_column(column.header, justify="right", overflow="fold")
+            previous = None
+            for index, row in enumerate(table.rows):
+                if previous is not None and row.block != previous:
+                    rich.add_section()
+                previous = row.block
+                texts = []
+                for column in columns:
+                    text = cell_text(table, index, column)
+                    if text is None:
+                        texts.append("-")
+                        continue
+                    if (index, column.key) in table.best:
+                        text = f"{text}*" if plain else f"[bold green]{text}*[/bold green]"
+                    cell = row.cells[column.key]
+                    if compared and cell.reference is not None:
+                        text += (f"\n[dim]{cell.reference:.{column.digits}f} "
+                                 f"({cell.difference:+.{column.digits}f})[/dim]")
+                    texts.append(text)
+                rich.add_row(row.label, str(len(row.group.runs)), *texts)
+            out.append(rich)
     for sweep in report.sweeps:
         out.append(rich_sweep(sweep))
     return out
+
+
+def reference_name(report: Report) -> str:
+    """The reference a comparison shows, with its training length: 'paper (...), 200 epochs'."""
+    return reference_label(report.reference) if report.reference else str(report.compare)
 
 
 def sweep_rows(sweep: SweepTable) -> list[tuple[str, str, Row]]:
@@ -79,7 +119,7 @@ def sweep_headers(sweep: SweepTable) -> list[str]:
 def rich_sweep(sweep: SweepTable) -> Table:
     rich = Table(title=sweep.title)
     for index, header in enumerate(sweep_headers(sweep)):
-        rich.add_column(header, justify="left" if index == 0 else "right")
+        rich.add_column(header, justify="left" if index == 0 else "right", overflow="fold")
     for label, x, row in sweep_rows(sweep):
         rich.add_row(label, x, *sweep_cells(sweep, row), str(len(row.group.runs)))
     return rich
@@ -94,6 +134,7 @@ def md_row(cells: list[str]) -> str:
 
 
 def markdown_table(table: AccuracyTable, compare: str | None) -> list[str]:
+    compare = compare if table.has_reference else None  # no reference numbers: no columns of '-'
     headers = ["model", "n"]
     for column in table.columns:
         headers.append(column.header)
@@ -133,8 +174,8 @@ def markdown(report: Report, paths: list[Path], figures: list[tuple[str, Path]] 
         if any(r.flagged for r in table.rows) or any(c.flagged for r in table.rows for c in r.cells.values()):
             notes.append(f"{DAGGER}: trained or probed with a different protocol from the rest of the table "
                          "(see Warnings).")
-        if report.compare:
-            notes.append(f"`{report.compare}`: reference number; Δ = ours - reference.")
+        if report.compare and table.has_reference:
+            notes.append(f"`{report.compare}`: the {reference_name(report)} number; Δ = ours - reference.")
         lines += [" ".join(notes + table.notes)]
     for sweep in report.sweeps:
         lines += ["", f"## {sweep.title}", "", md_row(sweep_headers(sweep)),

@@ -103,6 +103,11 @@ class AccuracyTable:
         return next((c for c in self.columns if c.key == key), None)
 
     @property
+    def has_reference(self) -> bool:
+        """Whether any cell has a reference number (--compare): otherwise the comparison is left out."""
+        return any(cell.reference is not None for row in self.rows for cell in row.cells.values())
+
+    @property
     def primary(self) -> Column | None:
         """The source column that sweeps and bar charts plot: the first source classification column."""
         sources = [c for c in self.columns if c.role == "source"]
@@ -247,8 +252,34 @@ def attach_reference(table: AccuracyTable, reference: dict[str, Any]) -> None:
                 cell.reference = sum(refs) / len(refs) if refs and None not in refs else None
             else:
                 cell.reference = reference_value(reference, table.source, model, key)
-    if table.source in reference.get("sources", {}):
-        table.notes.append(f"Reference: {reference.get('title')}: {reference.get('protocol')}.")
+    if table.has_reference:
+        table.notes.append(f"Reference: {reference_label(reference)}: {reference.get('protocol')}.")
+        ours = sorted({row.group.config.train.epochs for row in table.rows})
+        if reference.get("epochs") and ours != [reference["epochs"]]:
+            table.notes.append(f"Our runs trained {', '.join(map(str, ours))} epochs, the reference "
+                               f"{reference['epochs']}.")
+    else:
+        table.notes.append(f"No {reference_label(reference)} numbers exist for {table.title}: "
+                           "comparison left out.")
+
+
+def reference_label(reference: dict[str, Any]) -> str:
+    """'paper (Wang et al., CVPR 2022), 200 epochs': which reference, at what training length."""
+    epochs = reference.get("epochs")
+    return f"{reference.get('title')}" + (f", {epochs} epochs" if epochs else "")
+
+
+def drop_duplicate_seeds(groups: list[Group], warnings: list[str]) -> None:
+    """Pool a row only over different training seeds: runs with the same seed and settings are repeats
+    of one measurement, so the first (by name) is kept and the others are named in a warning."""
+    for group in groups:
+        kept: dict[int, Run] = {}
+        for run in group.runs:
+            first = kept.setdefault(run.config.train.seed, run)
+            if first is not run:
+                warnings.append(f"{run.name} repeats {first.name} (same config, train.seed={run.config.train.seed}): "
+                                "counted once; pool over different seeds")
+        group.runs = list(kept.values())
 
 
 # --------------------------------------------------------------------------------------------- sweeps
@@ -336,8 +367,11 @@ def build_report(paths: list[Path], metric: str = "acc_best_test", compare: str 
     for run in runs_:
         by_source[source_key(run.config)].append(run)
     order = {name: i for i, name in enumerate(DATASET_ORDER)}
-    tables = [build_table(source, group_runs(members), metric, warnings, reference)
-              for source, members in sorted(by_source.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))]
+    tables = []
+    for source, members in sorted(by_source.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])):
+        groups = group_runs(members)
+        drop_duplicate_seeds(groups, warnings)
+        tables.append(build_table(source, groups, metric, warnings, reference))
     sweeps = [s for axis in (LAMBDA, EPOCHS) for t in tables if (s := build_sweep(t, axis)) is not None]
     return Report(metric, runs_, tables, sweeps, warnings, reference, compare)
 

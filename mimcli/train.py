@@ -22,6 +22,7 @@ from mimcli import distributed, runs
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
 from mimcli.data.datasets import ImageData, load_pretrain_data
+from mimcli.diagnostics import Diagnostics
 from mimcli.errors import UsageError
 from mimcli.methods import Batch
 from mimcli.models.pretrain import PretrainModel, build_model
@@ -106,6 +107,8 @@ class Trainer:
         self.train_model: torch.nn.Module = distributed.wrap_model(self.model, self.device,
                                                                     self.model.method.sync_batchnorm)
         self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
+        self.diagnostics = Diagnostics.build(cfg, self.data, self.augment, self.device) \
+            if distributed.is_main() else None
         self.epoch = 0
 
     # ---- checkpointing -------------------------------------------------------------------------
@@ -197,6 +200,10 @@ class Trainer:
             progress.remove_task(task)
         return EpochResult(self.epoch, terms_mean, seconds, images, lr)
 
+    def measure(self) -> dict[str, Any]:
+        """Information-plane estimates for metrics.jsonl when due (mimcli.diagnostics), else {}."""
+        return self.diagnostics.measure(self.model.backbone, self.epoch) if self.diagnostics else {}
+
     def fit(self, show_progress: bool = True) -> list[EpochResult]:
         results = []
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -207,7 +214,7 @@ class Trainer:
                 result = self.train_epoch(progress)
                 results.append(result)
                 if distributed.is_main():
-                    append_metrics(self.run_dir, result.record())
+                    append_metrics(self.run_dir, result.record() | self.measure())
                     self.save_checkpoint()
                     runs.write_json(self.run_dir / runs.STATUS, {"status": "running", "epochs_done": self.epoch})
                     if show:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from mimcli import runs
-from mimcli.config import load_config
+from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.diagnostics import KEY, Diagnostics, diagnostics_interval
 from mimcli.objectives.mutual_information import (correlated_gaussians, cosine_scores, gaussian_gram,
                                                   gaussian_mutual_information, infonce, kernel_width, ksg,
                                                   label_gram, renyi_entropy, renyi_mutual_information)
+from mimcli.report import run_report
 from mimcli.train import Trainer, pretrain
 
 
@@ -129,21 +136,67 @@ def test_measurement_touches_neither_model_nor_rng(tmp_path):
                           "z_hue_renyi", "z_position_renyi"}
 
 
-def test_resume_with_diagnostics_equals_an_uninterrupted_run(tmp_path):
-    config = load_config(None, TINY)
-    straight, halves = tmp_path / "straight", tmp_path / "halves"
-    pretrain(config, straight, show_progress=False)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """Two real 2-epoch runs with diagnostics: one straight through, one resumed after epoch 1."""
+    root = tmp_path_factory.mktemp("information")
+    straight, halves = root / "straight", root / "halves"
+    pretrain(load_config(None, TINY), straight, show_progress=False)
     pretrain(load_config(None, [*TINY, "train.epochs=1"]), halves, show_progress=False)
-    pretrain(config, halves, resume=True, show_progress=False)
+    pretrain(load_config(None, TINY), halves, resume=True, show_progress=False)
+    return straight, halves
+
+
+def estimates(run: Path) -> list[dict[str, float]]:
+    return [{k: v for k, v in m[KEY].items() if k != "seconds"} for m in runs.read_metrics(run)]
+
+
+def test_resume_with_diagnostics_equals_an_uninterrupted_run(trained):
+    straight, halves = trained
     a = torch.load(straight / runs.CHECKPOINT, weights_only=True)
     b = torch.load(halves / runs.CHECKPOINT, weights_only=True)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    assert len(estimates(straight)) == 2 and estimates(straight) == estimates(halves)
 
-    def info(run):
-        return [{k: v for k, v in m[KEY].items() if k != "seconds"} for m in runs.read_metrics(run)]
 
-    assert len(info(straight)) == 2 and info(straight) == info(halves)
+def probed_copy(run: Path, dest: Path, overrides: list[str]) -> Path:
+    """The run under another config, with a minimal probe.json so that `mim report` reads it."""
+    shutil.copytree(run, dest)
+    runs.save_config(dest, build_config(apply_overrides(runs.load_run_config(run).to_dict(), overrides)))
+    metrics = {"acc_best_test": {"mean": 50.0, "std": 0.0, "values": [50.0]}}
+    runs.write_json(dest / runs.PROBE, {"format": 1, "run": dest.name, "checkpoint": {"path": runs.BACKBONE},
+                                        "results": [{"dataset": "shapes:shape", "task": "classification",
+                                                     "protocol": "linear", "layers": [4], "status": "ok",
+                                                     "metrics": metrics, "params": {}}]})
+    return dest
+
+
+def test_report_records_and_plots(trained, tmp_path):
+    straight, _ = trained
+    root = tmp_path / "runs"
+    probed_copy(straight, root / "simclr", [])
+    probed_copy(straight, root / "simclr-rc", ["regularizer.kind='rc'"])
+    console = Console(file=io.StringIO(), width=250)
+    run_report([root], fmt="json", console=console, err_console=Console(file=io.StringIO()))
+    rows = [r for r in json.loads(console.file.getvalue()) if r["task"] == "information"]
+    simclr = {(r["epoch"], r["metric"]): r["value"] for r in rows if r["model"] == "SimCLR"}
+    for epoch, values in enumerate(estimates(straight), start=1):
+        for name, value in values.items():
+            assert simclr[(epoch, f"info:{name}")] == value
+    assert {r["dataset"] for r in rows} == {"shapes"} and len(rows) == 2 * 2 * 8
+
+    out = tmp_path / "records.csv"
+    run_report([root], fmt="csv", out=out, console=console, err_console=Console(file=io.StringIO()))
+    parsed = list(csv.DictReader(out.open()))
+    assert list(parsed[0])[-1] == "epoch" and {r["epoch"] for r in parsed} == {"", "1", "2"}
+
+    image = pytest.importorskip("matplotlib.image")
+    plots = tmp_path / "plots"
+    run_report([root], plots=plots, console=console, err_console=Console(file=io.StringIO()))
+    for name in ("information-plane.png", "information-epochs.png", "information-factors-shapes.png"):
+        pixels = image.imread(plots / name)
+        assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 300, name
 
 
 def test_diagnostics_off_writes_no_estimates(tmp_path):

@@ -108,4 +108,7 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
         figure.suptitle(sweep.title)
         axis = "lambda" if sweep.axis == LAMBDA else "epochs"
         save(figure, f"{axis}-{safe_name(sweep.table.source)}", sweep.title)
+    from mimcli.report.information_plots import write_information_plots  # imports this module
+
+    written.extend(write_information_plots(report.runs, directory))
     return written

@@ -5,7 +5,11 @@ Builds the preset's Trainer (5,000 generated images, ResNet-18 width 16, batch 1
 training loop makes (`Trainer.measure`: three forward passes of the fixed batch in eval mode, then
 the estimators), `--repeats` times. Share = median diagnostics time / median epoch time.
 
-    python benchmarks/diagnostics_cost.py [--epochs 2] [--repeats 3] [--threads N] [--write]
+On a busy machine `--images N` trains on N of the preset's images instead and scales the epoch time
+by n_train / N (an epoch is n_train / batch identical steps, so its time is linear in n_train);
+the table says when it did.
+
+    python benchmarks/diagnostics_cost.py [--epochs 2] [--repeats 3] [--images N] [--threads N] [--write]
 """
 
 from __future__ import annotations
@@ -31,31 +35,39 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--images", type=int, default=None, help="train on this many images, scale the epoch time")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_config(args.preset, ["train.diagnostics_every=1"])
+    full = load_config(args.preset, ["train.diagnostics_every=1"])
+    images = args.images or full.data.shapes.n_train
+    config = load_config(args.preset, ["train.diagnostics_every=1", f"data.shapes.n_train={images}"])
+    scale = full.data.shapes.n_train / images
     with tempfile.TemporaryDirectory() as folder:
         trainer = Trainer(config, Path(folder))
-        epochs, measures, estimates = [], [], []
+        epochs: list[float] = []
+        measures: list[float] = []
         for _ in range(args.epochs):
-            epochs.append(trainer.train_epoch(None).seconds)
+            epochs.append(trainer.train_epoch(None).seconds * scale)
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 trainer.measure()
                 measures.append(time.perf_counter() - start)
-            estimates.append(trainer.measure()["info"]["seconds"])
     epoch, measure = statistics.median(epochs), statistics.median(measures)
-    rows = [{"what": "training epoch", "seconds": epoch, "share of epoch (%)": 100.0},
+    scaled = f" (measured on {images} images, x {scale:.1f})" if scale != 1 else ""
+    rows = [{"what": f"training epoch, {full.data.shapes.n_train} images{scaled}", "seconds": epoch,
+             "share of epoch (%)": 100.0},
             {"what": f"diagnostics ({config.train.diagnostics_images} images, all estimators)", "seconds": measure,
              "share of epoch (%)": 100 * measure / epoch}]
     table = markdown_table(rows, ["what", "seconds", "share of epoch (%)"])
     print(table)
     if args.write:
+        options = "".join(f" --{k} {v}" for k, v in (("epochs", args.epochs), ("repeats", args.repeats),
+                                                        ("images", args.images), ("threads", args.threads)) if v)
         body = (f"## Information-plane diagnostics (issue 17): {machine()}\n\n"
-                f"`python benchmarks/diagnostics_cost.py --write`: preset `{args.preset}` "
-                f"({config.data.shapes.n_train} images, {config.model.backbone} width {config.model.width}, "
+                f"`python benchmarks/diagnostics_cost.py{options} --write`: preset `{args.preset}` "
+                f"({full.data.shapes.n_train} images, {config.model.backbone} width {config.model.width}, "
                 f"batch {config.train.batch_size}, precision {config.train.precision}); medians over "
                 f"{args.epochs} epochs and {args.epochs * args.repeats} diagnostics calls.\n\n{table}\n\n"
                 "The diagnostics run three fp32 forward passes of the fixed batch in eval mode and a few "

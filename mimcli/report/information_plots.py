@@ -19,7 +19,8 @@ from mimcli.report.constants import DISPLAY
 from mimcli.report.plots import safe_name
 
 PLANE_X, PLANE_Y = "z1_z2_renyi", "z_v_renyi"
-LABELS = {PLANE_X: "I(z1; z2)  [Renyi, nats]", PLANE_Y: "I(z; v)  [Renyi, nats]"}
+SHORT = {PLANE_X: "I(z1; z2)", PLANE_Y: "I(z; v)"}
+LABELS = {key: f"{name}  [Renyi, nats]" for key, name in SHORT.items()}
 FACTOR_PREFIX, FACTOR_SUFFIX = "z_", "_renyi"
 NOT_FACTORS = {PLANE_Y, "z_v_ksg"}
 
@@ -64,6 +65,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     by_source: dict[str, list[Run]] = defaultdict(list)
     for run in runs_:
@@ -103,7 +105,9 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
                           color=colours(index % 10))
         axes.set(xlabel=LABELS[PLANE_X], ylabel=LABELS[PLANE_Y], title=DISPLAY.get(source, source))
         axes.legend(fontsize="small")
-    figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(panels), label="epoch")
+    bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(panels), label="epoch")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     figure.suptitle("Information plane (line colour: model, point colour: epoch)")
     save(figure, "information-plane", "Information plane: I(z; v) against I(z1; z2)")
 
@@ -115,7 +119,8 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
                 series = [(e, v[key]) for e, v in trajectory(run) if key in v]
                 axes.plot([p[0] for p in series], [p[1] for p in series], marker=markers[index % len(markers)],
                           markersize=3, color=colours(index % 10), label=name_of(run))
-            axes.set(xlabel="epoch", ylabel=LABELS[key], title=f"{DISPLAY.get(source, source)}: {LABELS[key].split()[0]}")
+            axes.set(xlabel="epoch", ylabel=LABELS[key], title=f"{DISPLAY.get(source, source)}: {SHORT[key]}")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         row[1].legend(fontsize="small")
     figure.tight_layout()
     save(figure, "information-epochs", "I(z1; z2) and I(z; v) against epochs")
@@ -132,6 +137,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
                 axes.plot([p[0] for p in series], [p[1] for p in series], marker=markers[index % len(markers)],
                           markersize=3, color=colours(index % 10), label=name_of(run))
             axes.set(xlabel="epoch", ylabel=f"I(z; {factor})  [Renyi, nats]", title=factor)
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.legend(fontsize="small")
         figure.suptitle(f"{DISPLAY.get(source, source)}: information the representation keeps about each factor")
         figure.tight_layout()

@@ -34,8 +34,8 @@ def test_gaussian_closed_form():
 
 @pytest.mark.parametrize("rho", [0.0, 0.5, 0.9])
 def test_ksg_matches_correlated_gaussians(rho):
-    # KSG on 1-D pairs, N = 2000, k = 3: Kraskov et al. report |bias| < 0.01 nats here; the
-    # standard deviation over seeds is ~0.015 nats (benchmarks/information_estimators.py), so 0.06 is 4 sigma.
+    # KSG on 1-D pairs, N = 2000, k = 3: over seeds 0-4 the error measured -0.012 +- 0.020 nats
+    # (rho = 0) and -0.005 +- 0.019 (rho = 0.9), so 0.06 is about 3 standard deviations.
     x, y = gaussians(2000, 1, rho)
     assert ksg(x, y).item() == pytest.approx(gaussian_mutual_information(rho, 1), abs=0.06)
 
@@ -92,7 +92,7 @@ def test_renyi_is_near_zero_when_independent_and_grows_with_correlation():
         x, y = gaussians(256, 2, rho)
         values.append(renyi_mutual_information(gaussian_gram(x), gaussian_gram(y)).item())
     assert values == sorted(values)
-    assert abs(values[0]) < 0.1  # measured bias at N = 256, d = 2 ~ 0.03 (benchmarks/information_estimators.py)
+    assert abs(values[0]) < 0.1  # independent floor at N = 256, d = 2: 0.037 +- 0.005 over seeds 0-9
     # identical copies: I(X; X) = S(X o X), which the kernel makes a proper entropy: below log N
     x, _ = gaussians(256, 2, 0.0)
     gram = gaussian_gram(x)

@@ -115,7 +115,7 @@ def renyi_mutual_information(gram_a: Tensor, gram_b: Tensor, alpha: float = 1.01
 
 def gaussian_mutual_information(rho: float, dims: int) -> float:
     """Closed form for d independent pairs of unit Gaussians with correlation rho: -d/2 log(1 - rho^2)."""
-    return -dims / 2 * math.log(1 - rho**2)
+    return 0.0 - dims / 2 * math.log(1 - rho**2)  # 0.0 - : no negative zero
 
 
 def correlated_gaussians(n: int, dims: int, rho: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -157,6 +157,10 @@ class TrainSection(Section):
     )
     save_epochs: list[int] = Field(default_factory=list, description="Also keep backbone weights at these epochs.")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice).")
+    diagnostics_every: int | None = Field(
+        None, ge=0, description="Epochs between information-plane estimates (0 off; default: 1 on shapes, else 0)."
+    )
+    diagnostics_images: int = Field(256, ge=8, description="Images in the fixed diagnostics batch.")
 
     @field_validator("log")
     @classmethod

@@ -48,8 +48,12 @@ class TensorBoardSink(Sink):
 
     def epoch(self, global_step: int, record: dict[str, Any]) -> None:
         for name, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(f"epoch/{name}", value, global_step)
+            # nested groups (the information-plane diagnostics under "info") become info/<key>
+            values = {f"{name}/{key}": v for key, v in value.items()} if isinstance(value, dict) \
+                else {f"epoch/{name}": value}
+            for tag, number in values.items():
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    self.writer.add_scalar(tag, number, global_step)
         self.writer.flush()
 
     def close(self) -> None:

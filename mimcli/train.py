@@ -21,6 +21,7 @@ from mimcli import distributed, provenance, runs
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
 from mimcli.data.datasets import ImageData, load_pretrain_data
+from mimcli.diagnostics import Diagnostics
 from mimcli.errors import UsageError
 from mimcli.logging_sinks import Sink, open_sinks
 from mimcli.methods import Batch
@@ -107,6 +108,8 @@ class Trainer:
         self.train_model: torch.nn.Module = distributed.wrap_model(self.model, self.device,
                                                                     self.model.method.sync_batchnorm)
         self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
+        self.diagnostics = Diagnostics.build(cfg, self.data, self.augment, self.device) \
+            if distributed.is_main() else None
         self.epoch = 0
         self.provenance: dict[str, Any] = {}  # merged into every run.json write (see pretrain)
 
@@ -211,6 +214,10 @@ class Trainer:
         self.epoch += 1
         return EpochResult(self.epoch, terms_mean, seconds, len(batches) * images_per_step, lr)
 
+    def measure(self) -> dict[str, Any]:
+        """Information-plane estimates for metrics.jsonl when due (mimcli.diagnostics), else {}."""
+        return self.diagnostics.measure(self.model.backbone, self.epoch) if self.diagnostics else {}
+
     def fit(self, show_progress: bool = True) -> list[EpochResult]:
         """Train to the last epoch. The main rank shows a live bar (`show_progress` and a terminal) or
         prints one flushed line per epoch, and mirrors metrics into the trackers of train.log."""
@@ -226,7 +233,7 @@ class Trainer:
                 result = self.train_epoch(progress, sinks)
                 results.append(result)
                 if main:
-                    record = result.record()
+                    record = result.record() | self.measure()
                     append_metrics(self.run_dir, record)
                     for sink in sinks:
                         sink.epoch(self.epoch * steps, record)

@@ -27,7 +27,8 @@ from mimcli.train import pretrain
 
 REFERENCE_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "REFERENCE.md"
 TINY = ["model.width=8", "data.dataset='shapes'", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=32", "train.epochs=1", "train.precision='fp32'", "regularizer.kind='rc'"]
+        "train.batch_size=32", "train.epochs=1", "train.precision='fp32'", "regularizer.kind='rc'",
+        "train.diagnostics_every=0"]  # information records have their own tests (test_information.py)
 
 
 def quiet() -> Console:

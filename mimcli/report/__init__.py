@@ -43,6 +43,7 @@ from mimcli.report.constants import (COMPARE, DAGGER, DATASET_ORDER, DISPLAY, EP
                                      RECORD_FIELDS, REGULARIZER_ORDER, REGULARIZER_USES)
 from mimcli.report.groups import (Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs,
                                   settings)
+from mimcli.report.information_plots import information_records, write_information_plots
 from mimcli.report.plots import LOSS_SKIP, figure_colours, safe_name, write_plots
 from mimcli.report.reference import load_reference, reference_value
 from mimcli.report.render import (cell_text, markdown, markdown_table, md_escape, md_row, relative, rich_sweep,
@@ -59,11 +60,11 @@ __all__ = ["COMPARE", "DAGGER", "DATASET_ORDER", "DISPLAY", "EPOCHS", "FORMATS",
            "Report", "Row", "Run", "Series", "SweepPoint", "SweepTable", "attach_reference", "best_per_block",
            "build_report", "build_sweep", "build_table", "cell_text", "collect_runs", "column_order",
            "describe_differences", "describe_setting", "display_name", "distinguishing_labels", "figure_colours",
-           "find_run_dirs", "flatten", "frozen", "group_runs", "is_source", "load_reference", "load_run", "majority",
+           "find_run_dirs", "flatten", "information_records", "frozen", "group_runs", "is_source", "load_reference", "load_run", "majority",
            "markdown", "markdown_table", "md_escape", "md_row", "metric_key", "plural", "preferred_record",
            "probe_signature", "protocol_lines", "record_value", "records", "reference_value", "relative",
            "rich_sweep", "rich_tables", "run_report", "safe_name", "settings", "shorten", "source_key", "stale",
-           "sweep_cells", "sweep_headers", "sweep_rows", "to_csv", "to_json", "write_plots"]
+           "sweep_cells", "sweep_headers", "sweep_rows", "to_csv", "to_json", "write_information_plots", "write_plots"]
 
 
 def run_report(paths: list[Path], fmt: str = "table", out: Path | None = None, plots: Path | None = None,
@@ -110,7 +111,7 @@ def run_report(paths: list[Path], fmt: str = "table", out: Path | None = None, p
     elif fmt == "markdown":
         text = markdown(report, paths, figures, note, Path(out).parent if out is not None else Path.cwd())
     else:
-        rows = records(report.runs, metric, report.reference)
+        rows = records(report.runs, metric, report.reference) + information_records(report.runs)
         text = to_json(rows) if fmt == "json" else to_csv(rows)
     if out is None:
         console.out(text, end="", highlight=False)

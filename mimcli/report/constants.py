@@ -24,7 +24,8 @@ REGULARIZER_ORDER = ("none", "rc", "lbe", "mib", "ip", "noise")
 
 # Config keys that never split runs into different rows: names, paths and execution details.
 IGNORED_KEYS = ("run.", "probe.", "train.seed", "train.device", "train.threads", "train.log", "train.print_every",
-                "train.compile", "train.channels_last", "train.precision", "train.save_epochs", "data.download")
+                "train.compile", "train.channels_last", "train.precision", "train.save_epochs", "data.download",
+                "train.diagnostics_every", "train.diagnostics_images")
 # The regulariser / method keys each kind actually reads (the rest are defaults that do nothing).
 REGULARIZER_USES = {"none": (), "noise": ("sigma",), "rc": ("lambda",),
                     "lbe": ("lambda", "sigma", "rho", "block_weights"), "mib": ("lambda", "sigma"), "ip": ("lambda",)}

@@ -230,5 +230,8 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
         shared_legend(figure, axes, extra)
         axis = "lambda" if sweep.axis == LAMBDA else "epochs"
         save(figure, f"{axis}-{safe_name(sweep.table.source)}", sweep.title)
+    from mimcli.report.information_plots import write_information_plots  # imports this module
+
+    written.extend(write_information_plots(report.runs, directory))
     return written
 

@@ -207,6 +207,7 @@ def to_json(rows: list[dict[str, Any]]) -> str:
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
     fields = list(RECORD_FIELDS) + [k for k in ("reference", "difference") if rows and k in rows[0]]
+    fields += ["epoch"] if any("epoch" in row for row in rows) else []  # information records (per epoch)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()

@@ -14,7 +14,13 @@ from mimcli.config import load_config
 from mimcli.data.augment import CROP_TRIES, BatchAugment, sample_crop_boxes
 from mimcli.data.sampler import epoch_order
 from mimcli.data.source import StreamSource
-from mimcli.data.stream import StreamBatches, index_split, resolve_loader, step_generator, stream_steps
+from mimcli.data.stream import (
+    StreamBatches,
+    index_split,
+    resolve_loader,
+    step_generator,
+    stream_steps,
+)
 from mimcli.errors import UsageError
 
 SIZES = [(30, 20), (20, 28), (24, 24), (40, 18)]  # (width, height): several aspect ratios

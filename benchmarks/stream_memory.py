@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -119,9 +120,10 @@ def main() -> None:
         speed_rows = measure_speed(Path(tmp) / "photos1000")
     memory_table = markdown_table(memory_rows, ["images", "views", "seconds", "main_mib", "worker_mib"])
     speed_table = markdown_table(speed_rows, ["loader", "setup s (decode all / index)", "epoch images/s", "epoch s"])
+    load = os.getloadavg()[0]
     body = (f"## Stream mode: memory and speed: {machine()}\n\n"
-            f"`python benchmarks/stream_memory.py --write` (500 x 375 JPEGs; cores shared with other jobs while "
-            f"measured). Peak RSS (MiB) of a {STEPS}-step stream pass ({BATCH} images x 2 views at {SIZE} px, "
+            f"`python benchmarks/stream_memory.py --write` (500 x 375 JPEGs; load average {load:.1f} at the end of "
+            f"the run: the cores were shared with other jobs, so the speeds are noisy). Peak RSS (MiB) of a {STEPS}-step stream pass ({BATCH} images x 2 views at {SIZE} px, "
             f"{WORKERS} workers), training process and largest worker:\n\n{memory_table}\n\n"
             f"8k - 1k images: **{growth:+.1f} MiB** in the training process, {worker_growth:+.1f} MiB per worker "
             f"(limit 100 MB).\n\nOne epoch on {SPEED_IMAGES} of the same images (SimCLR, ResNet-18 width 8, {SIZE} px, "

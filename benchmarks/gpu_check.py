@@ -30,6 +30,7 @@ from train_speed import synthetic_images  # noqa: E402
 
 from mimcli.config import load_config  # noqa: E402
 from mimcli.data.shapes import generate_shapes  # noqa: E402
+from mimcli.data.source import MemorySource  # noqa: E402
 from mimcli.train import Trainer  # noqa: E402
 
 FLOP_PER_VIEW = 3.33e9  # ResNet-18 at 32 px, forward + backward, per view (issue 7: 333 TFLOP per epoch)
@@ -59,7 +60,7 @@ def epoch_time(kind: str, width: int, batch: int, compile_: bool, n_images: int,
     trainer = Trainer(config, Path("/nonexistent"), data=synthetic_images(batch * 3))
     trainer.train_epoch(None)  # warm-up: compilation, cuDNN autotuning, allocator
     trainer.data = synthetic_images(n_images, seed=1)
-    trainer.images, trainer.labels = trainer.data.images.to(trainer.device), trainer.data.labels.to(trainer.device)
+    trainer.source = MemorySource(trainer.data, trainer.device, trainer.augment, trainer.model.method.n_views)
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -25,6 +25,7 @@ from docs_table import machine, markdown_table, update_section  # noqa: E402
 
 from mimcli.config import RunConfig, load_config  # noqa: E402
 from mimcli.data.datasets import ImageData  # noqa: E402
+from mimcli.data.source import MemorySource  # noqa: E402
 from mimcli.methods import Batch  # noqa: E402
 from mimcli.models.pretrain import build_model  # noqa: E402
 from mimcli.train import Trainer, resolve_precision  # noqa: E402
@@ -51,8 +52,7 @@ def time_mim(config: RunConfig, steps: int, warmup: int) -> float:
     trainer = Trainer(config, Path("/nonexistent"), data=synthetic_images(batch * warmup))
     trainer.train_epoch(None)
     trainer.data = synthetic_images(batch * steps, seed=1)
-    trainer.images = trainer.data.images.to(trainer.device)
-    trainer.labels = trainer.data.labels.to(trainer.device)
+    trainer.source = MemorySource(trainer.data, trainer.device, trainer.augment, trainer.model.method.n_views)
     _sync(trainer.device)
     result = trainer.train_epoch(None)
     _sync(trainer.device)

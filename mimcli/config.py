@@ -50,6 +50,11 @@ class DataSection(Section):
     download: bool = Field(True, description="Download torchvision data sets on first use.")
     stl10_split: Literal["unlabeled", "unlabeled+train"] = Field(
         "unlabeled", description="STL-10 pretraining images: unlabeled (official, 100k) or unlabeled+train (105k).")
+    loader: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: decode once into RAM; stream: decode per batch from the files (imagefolder); "
+        "auto: stream when the decoded set would exceed data.memory_gb.")
+    memory_gb: float = Field(8.0, gt=0, description="auto's budget for the decoded uint8 set, in GiB.")
+    workers: int = Field(4, ge=0, description="Stream mode: decoding processes per rank (0: in the training process).")
     shapes: ShapesSection = Field(default_factory=ShapesSection)
 
     @field_validator("dataset")
@@ -138,7 +143,10 @@ class TrainSection(Section):
     optimizer: Literal["adam", "sgd", "lars"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "warmup_cosine"] = Field(
+        "constant", description="cosine: per epoch; warmup_cosine: linear warm-up then cosine, per step (LARS recipe).")
+    warmup_epochs: float = Field(0.0, ge=0, description="warmup_cosine: epochs of linear warm-up.")
+    checkpoint_steps: int = Field(0, ge=0, description="Also checkpoint every N steps inside an epoch (0: at epoch ends).")
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mimcli.config import RunConfig
+from mimcli.errors import UsageError
 from mimcli.data.augment import BatchAugment, normalize_only
 from mimcli.data.datasets import ImageData
 from mimcli.objectives.mutual_information import (cosine_scores, gaussian_gram, infonce, ksg, label_gram,
@@ -61,6 +62,9 @@ class Diagnostics:
         every = diagnostics_interval(config)
         if every <= 0:
             return None
+        if not isinstance(data, ImageData):
+            raise UsageError("train.diagnostics_every needs the images in memory: set data.loader='memory' "
+                             "or train.diagnostics_every=0")
         seed = config.train.seed + SEED_OFFSET
         count = min(config.train.diagnostics_images, len(data))
         index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count]

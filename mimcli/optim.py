@@ -48,8 +48,28 @@ def build_optimizer(model: nn.Module, cfg: TrainSection, global_batch: int, devi
     return LARS(params, lr=cfg.lr * global_batch / 256, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainSection) -> torch.optim.lr_scheduler.LambdaLR:
-    """Stepped once per epoch: constant (the paper's CIFAR recipe) or cosine to zero."""
+def schedule_per_step(cfg: TrainSection) -> bool:
+    """True when the schedule advances every optimiser step (warmup_cosine), False for once per epoch."""
+    return cfg.schedule == "warmup_cosine"
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """lr factor at `step`: step / warmup during warm-up (Barlow Twins' official schedule), then
+    half a cosine from 1 to 0 over the remaining steps."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainSection,
+                   steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
+    """Constant (the paper's CIFAR recipe) or cosine to zero, stepped once per epoch; or warm-up +
+    cosine stepped once per optimiser step (the ImageNet LARS recipe)."""
+    if cfg.schedule == "warmup_cosine":
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
+        total = cfg.epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))

@@ -20,13 +20,16 @@ from rich.table import Table
 from mimcli import distributed, provenance, runs
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
-from mimcli.data.datasets import ImageData, load_pretrain_data
+from mimcli.data.datasets import ImageData
+from mimcli.data.sampler import epoch_order
+from mimcli.data.source import BatchSource
+from mimcli.data.stream import ImageIndex
 from mimcli.diagnostics import Diagnostics
 from mimcli.errors import UsageError
 from mimcli.logging_sinks import Sink, open_sinks
 from mimcli.methods import Batch
 from mimcli.models.pretrain import PretrainModel, build_model
-from mimcli.optim import build_optimizer, build_schedule
+from mimcli.optim import build_optimizer, build_schedule, schedule_per_step
 from mimcli.progress import TrainingProgress, make_progress
 
 
@@ -75,7 +78,7 @@ class Trainer:
     config: RunConfig
     run_dir: Path
     console: Console = field(default_factory=Console)
-    data: ImageData | None = None
+    data: ImageData | ImageIndex | None = None
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -84,11 +87,8 @@ class Trainer:
         self.device = distributed.resolve_device(cfg.train.device)
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         if self.data is None:
-            shapes = cfg.data.shapes
             with distributed.main_first():  # one download, not one per rank
-                self.data = load_pretrain_data(cfg.data.dataset, cfg.data.root, cfg.data.image_size,
-                                               cfg.data.subset, cfg.train.seed, cfg.data.download,
-                                               (shapes.n_train, shapes.n_test, shapes.seed), cfg.data.stl10_split)
+                self.data = load_train_data(cfg)
         torch.manual_seed(cfg.train.seed)
         self.model: PretrainModel = build_model(cfg, num_classes=max(len(self.data.classes), 1))
         if self.model.method.needs_labels and bool((self.data.labels < 0).any()):
@@ -96,15 +96,16 @@ class Trainer:
         self.model.to(self.device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
-        self.images = self.data.images.to(self.device)
-        self.labels = self.data.labels.to(self.device)
         world = distributed.world_size()
         self.per_rank_batch = min(cfg.train.batch_size, len(self.data) // world)
         if self.per_rank_batch < 2:
             raise UsageError(f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes")
         self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
-        self.schedule = build_schedule(self.optimizer, cfg.train)
+        self.steps_per_epoch = len(self.data) // (self.per_rank_batch * world)
+        self.schedule = build_schedule(self.optimizer, cfg.train, self.steps_per_epoch)
+        self.schedule_per_step = schedule_per_step(cfg.train)
         self.augment = BatchAugment(cfg.augment, cfg.data.image_size)
+        self.source: BatchSource = build_source(cfg, self.data, self.device, self.augment, self.model.method.n_views)
         self.train_model: torch.nn.Module = distributed.wrap_model(self.model, self.device,
                                                                     self.model.method.sync_batchnorm)
         self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
@@ -112,6 +113,8 @@ class Trainer:
             if distributed.is_main() else None
         self.epoch = 0
         self.provenance: dict[str, Any] = {}  # merged into every run.json write (see pretrain)
+        self.step = 0  # optimiser steps done inside the current epoch (non-zero only mid-epoch)
+        self.epoch_state: dict[str, Any] = {}  # mid-epoch: RNG states and partial loss sums
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -120,7 +123,7 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "rng": rng,
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(), "step": self.step, "epoch_state": self.epoch_state}
 
     def save_checkpoint(self) -> None:
         if not distributed.is_main():
@@ -138,6 +141,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.schedule.load_state_dict(state["schedule"])
             self.epoch = int(state["epoch"])
+            self.step = int(state.get("step", 0))
+            self.epoch_state = state.get("epoch_state", {})
         except Exception as error:  # a checkpoint that is not ours, or a torn file
             raise UsageError(f"cannot resume from {path}: {str(error).splitlines()[0]}") from None
         torch.set_rng_state(state["rng"]["torch"].cpu())
@@ -150,18 +155,10 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.data) // (self.per_rank_batch * distributed.world_size())
-
-    def batches(self, epoch: int) -> list[torch.Tensor]:
-        """This rank's index batches for an epoch: a seeded permutation, sharded, last partial batch dropped."""
-        generator = torch.Generator().manual_seed(epoch_seed(self.config.train.seed, epoch))
-        order = torch.randperm(len(self.data), generator=generator)
-        world, rank = distributed.world_size(), distributed.rank()
-        steps = self.steps_per_epoch
-        order = order[: steps * self.per_rank_batch * world].view(steps, world, self.per_rank_batch)[:, rank]
-        return list(order.to(self.device))
+    def batches(self, epoch: int) -> torch.Tensor:
+        """This rank's index batches (steps, B) for an epoch: a seeded permutation, sharded, last partial batch dropped."""
+        return epoch_order(len(self.data), epoch_seed(self.config.train.seed, epoch), self.per_rank_batch,
+                           distributed.world_size(), distributed.rank())
 
     def is_log_point(self, step: int, steps: int) -> bool:
         """Steps at which the running loss is read back from the device (the only host syncs in an epoch)."""
@@ -173,36 +170,46 @@ class Trainer:
         epoch = self.epoch
         sinks = sinks or []
         seed = epoch_seed(cfg.train.seed, epoch, distributed.rank())
-        torch.manual_seed(seed)  # regulariser noise
         augment_rng = torch.Generator(self.device).manual_seed(seed)
+        sums: dict[str, torch.Tensor] = {}
+        if self.step and self.epoch_state:  # resumed mid-epoch: continue the epoch's random streams
+            torch.set_rng_state(self.epoch_state["torch"].cpu())
+            augment_rng.set_state(self.epoch_state["augment"].cpu())
+            sums = {name: value.to(self.device) for name, value in self.epoch_state["sums"].items()}
+        else:
+            torch.manual_seed(seed)  # regulariser noise
         n_views = self.model.method.n_views
         self.train_model.train()
-        sums: dict[str, torch.Tensor] = {}
         batches = self.batches(epoch)
         images_per_step = self.per_rank_batch * distributed.world_size()
         lr = self.optimizer.param_groups[0]["lr"]
         if progress is not None:
             progress.start_epoch(epoch)
         start = time.perf_counter()
-        for step, index in enumerate(batches, start=1):
-            images = self.images[index]
-            with torch.no_grad():
-                views = torch.cat([self.augment(images, augment_rng) for _ in range(n_views)])
-            batch = Batch(views.contiguous(memory_format=self.memory_format), self.labels[index], n_views)
+        first = self.step
+        for step, (views, labels) in enumerate(self.source.batches(batches, seed, augment_rng, first), start=first + 1):
+            batch = Batch(views.contiguous(memory_format=self.memory_format), labels, n_views)
             with self.autocast():
                 terms = self.step_fn(batch)
             self.optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             self.optimizer.step()
+            if self.schedule_per_step:
+                self.schedule.step()
             self.model.method.on_step_end(self.model.backbone, epoch, cfg.train.epochs)
             for name, value in terms.items():
                 value = value.detach().float()
                 sums[name] = sums[name] + value if name in sums else value
+            self.step = step
+            if cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0 and step < len(batches):
+                self.epoch_state = {"torch": torch.get_rng_state(), "augment": augment_rng.get_state(),
+                                    "sums": {name: value.cpu() for name, value in sums.items()}}
+                self.save_checkpoint()
             if (progress is not None or sinks) and self.is_log_point(step, len(batches)):
                 running = dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist()))
                 if progress is not None:
                     progress.values(running)
-                rate = step * images_per_step / (time.perf_counter() - start)
+                rate = (step - first) * images_per_step / (time.perf_counter() - start)
                 for sink in sinks:
                     sink.step(epoch * len(batches) + step, {**running, "lr": lr, "images_per_s": rate})
             if progress is not None:
@@ -210,9 +217,11 @@ class Trainer:
         seconds = time.perf_counter() - start
         means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
         terms_mean = {name: value / max(len(batches), 1) for name, value in zip(sums, means.tolist())}
-        self.schedule.step()
+        if not self.schedule_per_step:
+            self.schedule.step()
         self.epoch += 1
-        return EpochResult(self.epoch, terms_mean, seconds, len(batches) * images_per_step, lr)
+        self.step, self.epoch_state = 0, {}
+        return EpochResult(self.epoch, terms_mean, seconds, (len(batches) - first) * images_per_step, lr)
 
     def measure(self) -> dict[str, Any]:
         """Information-plane estimates for metrics.jsonl when due (mimcli.diagnostics), else {}."""
@@ -248,6 +257,33 @@ class Trainer:
             for sink in sinks:
                 sink.close()
         return results
+
+
+def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
+    """The pretraining set: decoded into memory, or (stream mode) an index of its files."""
+    from mimcli.data.datasets import load_pretrain_data, seeded_subset
+    from mimcli.data.stream import index_split, resolve_loader
+
+    data = cfg.data
+    if data.loader != "memory" and data.dataset == "imagefolder":
+        index = seeded_subset(index_split(data.root, "train"), data.subset, cfg.train.seed)
+        if resolve_loader(data.loader, len(index), data.image_size, data.memory_gb) == "stream":
+            return index
+    elif data.loader == "stream":
+        raise UsageError(f"data.loader='stream' reads image files: data.dataset={data.dataset!r} has none "
+                         "(use 'imagefolder', or data.loader='memory')")
+    shapes = data.shapes
+    return load_pretrain_data(data.dataset, data.root, data.image_size, data.subset, cfg.train.seed, data.download,
+                              (shapes.n_train, shapes.n_test, shapes.seed), data.stl10_split)
+
+
+def build_source(cfg: RunConfig, data: ImageData | ImageIndex, device: torch.device, augment: BatchAugment,
+                 n_views: int) -> BatchSource:
+    from mimcli.data.source import MemorySource, StreamSource
+
+    if isinstance(data, ImageIndex):
+        return StreamSource(data, device, augment, n_views, cfg.data.workers)
+    return MemorySource(data, device, augment, n_views)
 
 
 def format_epoch(result: EpochResult, epochs: int) -> str:

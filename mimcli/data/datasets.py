@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, Self, TypeVar
 
 import torch
 from torch import Tensor
@@ -57,8 +58,16 @@ def to_rgb(images: Tensor) -> Tensor:
     return images
 
 
-def seeded_subset(data: ImageData, n: int | None, seed: int) -> ImageData:
-    """A fixed subset of n items (the same for the same seed), or everything."""
+class Selectable(Protocol):
+    def __len__(self) -> int: ...
+    def select(self, index: Tensor) -> Self: ...
+
+
+S = TypeVar("S", bound=Selectable)
+
+
+def seeded_subset(data: S, n: int | None, seed: int) -> S:
+    """A fixed subset of n items (the same for the same seed), or everything (decoded images or a file index)."""
     if n is None or n >= len(data):
         return data
     generator = torch.Generator().manual_seed(seed)

@@ -1,0 +1,61 @@
+"""Where the training loop's augmented batches come from: images held in memory, or streamed from files.
+
+Both sources take this rank's index batches for the epoch (`sampler.epoch_order`) and yield
+(float views (n_views * B, 3, S, S) view-major, labels (B,)) on the device from a given step on;
+the loop does not know which one it has. Memory mode is the fast path for sets that fit (CIFAR,
+STL-10, small folders); stream mode keeps only file paths in memory (see `stream.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from mimcli.data.augment import BatchAugment
+from mimcli.data.datasets import ImageData
+from mimcli.data.stream import ImageIndex, StreamBatches, stream_steps
+
+
+class BatchSource(Protocol):
+    def batches(self, order: Tensor, seed: int, rng: torch.Generator,
+                start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
+class MemorySource:
+    """uint8 images on the device; every view (crop included) drawn by `BatchAugment` from `rng`."""
+
+    def __init__(self, data: ImageData, device: torch.device, augment: BatchAugment, n_views: int) -> None:
+        self.images = data.images.to(device)
+        self.labels = data.labels.to(device)
+        self.augment, self.n_views, self.device = augment, n_views, device
+
+    @torch.no_grad()
+    def batches(self, order: Tensor, seed: int, rng: torch.Generator,
+                start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        for index in order[start_step:].to(self.device):
+            images = self.images[index]
+            yield torch.cat([self.augment(images, rng) for _ in range(self.n_views)]), self.labels[index]
+
+
+class StreamSource:
+    """Files decoded per step in worker processes (crop from the original image), then flip and colour
+    on the device from `rng` (`BatchAugment.apply` with whole-image boxes: no second crop)."""
+
+    def __init__(self, index: ImageIndex, device: torch.device, augment: BatchAugment, n_views: int,
+                 workers: int) -> None:
+        self.index, self.device, self.augment = index, device, augment
+        self.n_views, self.workers = n_views, workers
+
+    @torch.no_grad()
+    def batches(self, order: Tensor, seed: int, rng: torch.Generator,
+                start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        size, cfg = self.augment.out_size, self.augment.cfg
+        dataset = StreamBatches(self.index, order, seed, size, self.n_views, cfg.crop_scale, cfg.crop_ratio)
+        for views, labels in stream_steps(dataset, start_step, self.workers, self.device.type == "cuda"):
+            views = views.to(self.device, non_blocking=True)
+            params = self.augment.sample_params(len(views), size, size, self.device, rng)
+            params.boxes = torch.tensor((0, 0, size, size), device=self.device).expand(len(views), 4)
+            yield self.augment.apply(views, params), labels.to(self.device, non_blocking=True)

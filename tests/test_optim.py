@@ -1,0 +1,96 @@
+"""LARS against a hand computation and the reference behaviour; warm-up + cosine per step;
+the ImageNet presets train for real (tiny overrides) on a generated folder streamed from disk."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mimcli.config import load_config
+from mimcli.optim import LARS, build_optimizer, build_schedule, warmup_cosine
+
+W0 = [[3.0, 0.0], [0.0, 4.0]]  # norm 5
+GW = [[0.3, -0.4], [0.0, 0.0]]
+B0, GB = [1.0, -2.0], [0.5, 0.25]
+
+
+def test_lars_step_equals_a_hand_computation():
+    """Barlow Twins' official LARS (and SimCLR's, with its exclusions): weights get weight decay and the
+    trust ratio eta * ||w|| / ||g + wd w||; 1-d parameters (biases, BatchNorm) get neither."""
+    w = torch.tensor(W0, requires_grad=True)
+    b = torch.tensor(B0, requires_grad=True)
+    lr, wd, eta, m = 0.5, 0.1, 0.001, 0.9
+    opt = LARS([w, b], lr=lr, momentum=m, weight_decay=wd, eta=eta)
+    w.grad, b.grad = torch.tensor(GW), torch.tensor(GB)
+    opt.step()
+    # by hand: g + wd w = [[0.6, -0.4], [0, 0.4]], norm sqrt(0.36 + 0.16 + 0.16) = sqrt(0.68)
+    d = [[0.6, -0.4], [0.0, 0.4]]
+    trust = eta * 5.0 / math.sqrt(0.68)
+    expected_w = [[W0[i][j] - lr * trust * d[i][j] for j in range(2)] for i in range(2)]
+    torch.testing.assert_close(w.detach(), torch.tensor(expected_w), rtol=1e-6, atol=0)
+    torch.testing.assert_close(b.detach(), torch.tensor([1.0 - lr * 0.5, -2.0 - lr * 0.25]), rtol=1e-6, atol=0)
+    # second step, same gradient: the momentum buffer carries m * (first update direction)
+    w1 = w.detach().clone()
+    w.grad, b.grad = torch.tensor(GW), torch.tensor(GB)
+    opt.step()
+    d2 = torch.tensor(GW) + wd * w1
+    trust2 = eta * w1.norm() / d2.norm()
+    mu = m * trust * torch.tensor(d) + trust2 * d2
+    torch.testing.assert_close(w.detach(), w1 - lr * mu, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(b.detach(), torch.tensor([0.75 - lr * 1.9 * 0.5, -2.125 - lr * 1.9 * 0.25]),
+                               rtol=1e-6, atol=0)
+
+
+def test_lars_zero_weights_fall_back_to_a_trust_ratio_of_one():
+    w = torch.zeros(2, 2, requires_grad=True)
+    opt = LARS([w], lr=1.0, momentum=0.0)
+    w.grad = torch.ones(2, 2)
+    opt.step()
+    assert torch.equal(w.detach(), -torch.ones(2, 2))
+
+
+def test_lars_lr_is_per_256_images():
+    config = load_config("imagenet-simclr", ["model.width=8"])
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, config.train, 1024, torch.device("cpu"))
+    assert isinstance(optimizer, LARS) and optimizer.param_groups[0]["lr"] == pytest.approx(0.3 * 1024 / 256)
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-6 and optimizer.param_groups[0]["eta"] == 0.001
+
+
+def test_warmup_then_cosine_per_step():
+    config = load_config(None, ["train.schedule=warmup_cosine", "train.warmup_epochs=0.5", "train.epochs=2",
+                                "train.lr=1.0", "train.optimizer=sgd"])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    schedule = build_schedule(optimizer, config.train, steps_per_epoch=10)  # 5 warm-up steps of 20
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[:6] == pytest.approx([0.0, 0.4, 0.8, 1.2, 1.6, 2.0])
+    assert lrs[6] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi / 15)))
+    assert lrs[-1] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 14 / 15)))
+    assert warmup_cosine(20, 5, 20) == 0.0
+
+
+@pytest.mark.parametrize("preset", ["imagenet-simclr", "imagenet-simclr-rc", "imagenet-simclr-lbe"])
+def test_imagenet_presets_train_streamed_on_a_generated_folder(cli, tmp_path, preset):
+    from test_stream import make_imagenet
+
+    make_imagenet(tmp_path / "imagenet")  # 18 JPEGs of several aspect ratios in train/<wnid>/
+    config = load_config(preset)
+    assert (config.model.backbone, config.train.batch_size, config.data.image_size) == ("resnet50", 1024, 224)
+    assert config.regularizer.lam == {"imagenet-simclr": 1.0, "imagenet-simclr-rc": 0.1,
+                                      "imagenet-simclr-lbe": 1.0}[preset]
+    out = tmp_path / "run"
+    tiny = ["model.width=4", "data.image_size=32", "train.batch_size=8", "train.epochs=1", "data.workers=0",
+            "train.precision=fp32", "data.loader=stream", f"data.root='{tmp_path / 'imagenet'}'", "probe.datasets=[]"]
+    code, _, err = cli("pretrain", "--preset", preset, *[a for s in tiny for a in ("--set", s)], "--no-progress",
+                       "--out", str(out))
+    assert code == 0, err
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and math.isfinite(metrics[0]["loss"])
+    assert metrics[0]["images_per_s"] * metrics[0]["seconds"] == pytest.approx(16)  # 2 steps of 8

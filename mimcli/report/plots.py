@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mimcli.report.constants import LAMBDA, MEAN
-from mimcli.report.tables import Report
+from mimcli.report.tables import Cell, Report
 
 
 LOSS_SKIP = ("epoch", "lr", "images_per_s", "seconds", "train_acc")
@@ -17,6 +17,11 @@ LOSS_SKIP = ("epoch", "lr", "images_per_s", "seconds", "train_acc")
 
 def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
+
+
+def error_bar(cell: Cell) -> float:
+    """The cell's std over seeds, or NaN (matplotlib draws no bar) when n = 1: no spread is known."""
+    return cell.std if len(cell.values) > 1 else float("nan")
 
 
 def figure_colours(n: int) -> list[Any]:
@@ -76,7 +81,7 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
         for index, row in enumerate(table.rows):
             xs = [i + (index - (len(table.rows) - 1) / 2) * width for i, c in enumerate(columns) if c.key in row.cells]
             cells = [row.cells[c.key] for c in columns if c.key in row.cells]
-            axes.bar(xs, [c.mean for c in cells], width, yerr=[c.std for c in cells], label=row.label, capsize=2,
+            axes.bar(xs, [c.mean for c in cells], width, yerr=[error_bar(c) for c in cells], label=row.label, capsize=2,
                      color=colours[index])
         axes.set_xticks(range(len(columns)), [c.header for c in columns], rotation=30, ha="right")
         axes.set(ylabel=f"accuracy (%), {report.metric}", title=f"Accuracy per model: {table.title}")
@@ -90,7 +95,7 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
             for series in sweep.series:
                 points = [p for p in series.points if column.key in p.row.cells]
                 axes.errorbar([p.x for p in points], [p.row.cells[column.key].mean for p in points],
-                              yerr=[p.row.cells[column.key].std for p in points], marker="o", capsize=3,
+                              yerr=[error_bar(p.row.cells[column.key]) for p in points], marker="o", capsize=3,
                               label=series.label)
             for style, row in zip(("--", ":", "-.") * len(sweep.baselines), sweep.baselines):
                 if column.key in row.cells:

@@ -26,7 +26,7 @@ def rich_tables(report: Report, plain: bool = False) -> list[Table]:
     for table in report.tables:
         best = "Best per block marked *." if plain else "Best per block in green."
         under = [f"Under each value: the {report.compare} number (ours - {report.compare})."] if report.compare else []
-        rich = Table(title=table.title, caption=" ".join([best, *under, *table.notes]))
+        rich = Table(title=table.title, caption="\n".join([" ".join([best, *under, *table.notes]), *table.spread]))
         rich.add_column("model")
         rich.add_column("n", justify="right")
         for column in table.columns:
@@ -136,6 +136,8 @@ def markdown(report: Report, paths: list[Path], figures: list[tuple[str, Path]] 
         if report.compare:
             notes.append(f"`{report.compare}`: reference number; Δ = ours - reference.")
         lines += [" ".join(notes + table.notes)]
+        if table.spread:
+            lines += ["", *[f"- {line}" for line in table.spread]]
     for sweep in report.sweeps:
         lines += ["", f"## {sweep.title}", "", md_row(sweep_headers(sweep)),
                   "|---|" + "---:|" * (len(sweep_headers(sweep)) - 1)]

@@ -22,12 +22,12 @@ BASE = ["--preset", "quickstart"]
 # name -> overrides on top of the quickstart preset (what each line of the design table tried)
 DESIGNS: dict[str, list[str]] = {
     "old-quickstart": ["data.shapes.n_train=2000", "train.epochs=8", "model.width=16", "train.lr=1e-3"],
-    "w8-32px-15ep-cos": ["data.shapes.n_train=5000", "train.epochs=15", "model.width=8", "train.lr=2e-3",
-                         "train.schedule=cosine"],
-    "w16-16px-20ep-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=20", "model.width=16",
-                          "train.lr=2e-3", "train.schedule=cosine"],
-    "w8-16px-30ep-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=30", "model.width=8",
-                         "train.lr=2e-3", "train.schedule=cosine"],
+    "w16-16px-10ep-lr2e-3-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=10",
+                                 "model.width=16", "train.lr=2e-3", "train.schedule=cosine"],
+    "w16-16px-10ep-lr4e-3-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=10",
+                                 "model.width=16", "train.lr=4e-3", "train.schedule=cosine"],
+    "w8-16px-15ep-lr2e-3-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=15",
+                                "model.width=8", "train.lr=2e-3", "train.schedule=cosine"],
 }
 
 

@@ -296,7 +296,7 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
     if kind in ("imagefolder", "colourstats") and sep:
         folder = Path(arg).expanduser()
         digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
-        source = f"imagefolder-{_safe(folder.name)}-{digest}"  # both tasks read the same images: one feature cache
+        source = f"{kind}-{_safe(folder.name)}-{digest}"  # own cache: cached features carry their targets
 
         def load_folder() -> tuple[ImageData, ImageData]:
             train = load_image_folder(image_folder_split(folder, "train"), image_size)
@@ -313,7 +313,8 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
                 train, test = load_folder()
                 return with_colour_statistics(train), with_colour_statistics(test)
 
-            return TransferDataset(f"colourstats:{arg}", "regression", source, COLOUR_TARGET, image_size, load_colour)
+            return TransferDataset(f"colourstats:{arg}", "regression", source, COLOUR_TARGET, image_size,
+                                   load_colour)
         return TransferDataset(f"imagefolder:{arg}", "classification", source, None, image_size, load_folder)
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:

@@ -28,12 +28,15 @@ DESIGNS: dict[str, list[str]] = {
                                  "model.width=16", "train.lr=4e-3", "train.schedule=cosine"],
     "w8-16px-15ep-lr2e-3-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=15",
                                 "model.width=8", "train.lr=2e-3", "train.schedule=cosine"],
+    "w8-16px-15ep-lr5e-3-cos-crop0.2": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=15",
+                                        "model.width=8", "train.lr=5e-3", "train.schedule=cosine",
+                                        "augment.crop_scale=[0.2,1.0]"],
 }
 
 
 def mim(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-m", "mimcli", *args], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "mimcli", *args], capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         sys.exit(f"mim {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
     return done
@@ -71,8 +74,8 @@ def main() -> None:
         overrides = DESIGNS[name] + args.set
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        trained, seconds, epochs = train_and_probe(Path(args.out) / name, overrides)
-        arch = [o for o in overrides if not o.startswith(("train.", "regularizer."))]
+        trained, seconds, _ = train_and_probe(Path(args.out) / name, overrides)
+        arch = [o for o in overrides if not o.startswith(("train.", "regularizer.", "augment."))]
         init_name = "init-" + "-".join(o.split("=")[1] for o in sorted(arch))
         init, _, _ = train_and_probe(Path(args.out) / init_name, [*arch, "train.epochs=0"])
         wall = time.perf_counter() - start

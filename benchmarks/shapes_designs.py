@@ -28,6 +28,12 @@ DESIGNS: dict[str, list[str]] = {
                                  "model.width=16", "train.lr=4e-3", "train.schedule=cosine"],
     "w8-16px-15ep-lr2e-3-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=15",
                                 "model.width=8", "train.lr=2e-3", "train.schedule=cosine"],
+    "w16-16px-b64-10ep-lr2e-3-cos-t0.2": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=10",
+                                          "model.width=16", "train.batch_size=64", "train.lr=2e-3",
+                                          "train.schedule=cosine", "method.temperature=0.2"],
+    "w16-16px-b64-10ep-lr2e-3-cos-crop0.2": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=10",
+                                             "model.width=16", "train.batch_size=64", "train.lr=2e-3",
+                                             "train.schedule=cosine", "augment.crop_scale=[0.2,1.0]"],
     "w8-16px-15ep-lr5e-3-cos-crop0.2": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=15",
                                         "model.width=8", "train.lr=5e-3", "train.schedule=cosine",
                                         "augment.crop_scale=[0.2,1.0]"],
@@ -75,7 +81,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         start = time.perf_counter()
         trained, seconds, _ = train_and_probe(Path(args.out) / name, overrides)
-        arch = [o for o in overrides if not o.startswith(("train.", "regularizer.", "augment."))]
+        arch = [o for o in overrides if not o.startswith(("train.", "regularizer.", "augment.", "method."))]
         init_name = "init-" + "-".join(o.split("=")[1] for o in sorted(arch))
         init, _, _ = train_and_probe(Path(args.out) / init_name, [*arch, "train.epochs=0"])
         wall = time.perf_counter() - start

@@ -58,3 +58,30 @@ def test_n_one_has_no_interval_and_std_zero():
     assert std([4.0]) == 0.0 and std([1.0, 3.0]) == pytest.approx(math.sqrt(2.0))
     same = welch_interval([2.0, 2.0], [1.0, 1.0])
     assert (same.low, same.high) == (1.0, 1.0)
+
+
+def test_spread_lines_compare_each_regularised_row_with_its_baseline():
+    from types import SimpleNamespace as NS
+
+    from mimcli.report.spread import spread_lines
+    from mimcli.report.tables import Cell, Column
+
+    def row(label: str, kind: str, values: list[float], settings: dict) -> NS:
+        config = NS(regularizer=NS(kind=kind), method=NS(name="simclr"))
+        group = NS(config=config, settings=settings, runs=[object()] * len(values))
+        return NS(label=label, group=group, cells={"shapes:hue": Cell(values)})
+
+    base = {"model.width": 16}
+    table = NS(columns=[Column("shapes:hue", "classification", "source")], rows=[
+        row("SimCLR", "none", [10.0, 11.0, 12.0], base),
+        row("SimCLR (w8)", "none", [0.0, 0.0, 0.0], {"model.width": 8}),
+        row("SimCLR + RC", "rc", [15.0, 16.0, 17.0], {**base, "regularizer.kind": "rc"}),
+        row("SimCLR + LBE", "lbe", [30.0], {**base, "regularizer.kind": "lbe"}),
+    ])
+    lines = spread_lines(table)
+    assert lines[0] == "n = 1 (no spread is known, no error bar drawn): SimCLR + LBE."
+    # + RC vs SimCLR (same width, not the width-8 row): +5 with df 4, half-width 2.776445 * sqrt(2/3) = 2.2669
+    assert lines[1] == ("SimCLR + RC - SimCLR (n 3 vs 3; 95% Welch t-interval over training seeds): "
+                        "shapes:hue +5.00 [+2.73, +7.27].")
+    assert lines[2] == ("SimCLR + LBE - SimCLR (n 1 vs 3; 95% Welch t-interval over training seeds): "
+                        "shapes:hue +19.00 (no interval: n = 1).")

@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from main_job import scores  # noqa: E402
+
 BASE = ["--preset", "quickstart"]
 # name -> overrides on top of the quickstart preset (what each line of the design table tried)
 DESIGNS: dict[str, list[str]] = {
@@ -46,15 +49,6 @@ def mim(*args: str) -> subprocess.CompletedProcess[str]:
     if done.returncode != 0:
         sys.exit(f"mim {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
     return done
-
-
-def scores(run: Path) -> dict[str, float]:
-    """Mean probe score per shapes task: best test accuracy (the paper's rule) or R^2 for position."""
-    out = {}
-    for record in json.loads((run / "probe.json").read_text())["results"]:
-        task = record["dataset"].split(":")[-1]
-        out[task] = float(record["metrics"]["r2" if task == "position" else "acc_best_test"]["mean"])
-    return out
 
 
 def train_and_probe(folder: Path, overrides: list[str]) -> tuple[dict[str, float], float, int]:

@@ -30,7 +30,8 @@ def baseline_of(table: AccuracyTable, row: Row) -> Row | None:
                    and r.group.config.method.name == config.method.name]
     key = _without_regularizer(row.group.settings)
     exact = [r for r in same_method if _without_regularizer(r.group.settings) == key]
-    return (exact or same_method or [None])[0]
+    candidates = exact or same_method
+    return candidates[0] if candidates else None
 
 
 def spread_lines(table: AccuracyTable) -> list[str]:

@@ -16,7 +16,6 @@ from mimcli.data import datasets
 from mimcli.data.datasets import ImageData, load_pretrain_data
 from mimcli.features import probe_normalization
 from mimcli.methods import Batch
-from mimcli.models.decoders import build_decoder
 from mimcli.models.pretrain import build_model
 from mimcli.models.resnet import build_backbone
 from mimcli.models.viewnorm import PerViewBatchNorm, per_view_batchnorm, view_groups

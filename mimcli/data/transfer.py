@@ -5,7 +5,8 @@ Images come back clean (no augmentation), RGB, resized (antialiased bilinear, sq
 to the pretraining resolution, so the feature extractor never sees PIL images or odd sizes.
 
 Names: cifar10, cifar100, stl10, dtd, mnist, fashionmnist, cub200, flowers102, gtsrb,
-`imagefolder:PATH` (PATH/train and PATH/test class trees) and `shapes:shape`, `shapes:hue`,
+`imagefolder:PATH` (PATH/train and PATH/test class trees), `colourstats:PATH` (the same images; a
+regression onto each image's mean colour and saturation, non-shared by construction) and `shapes:shape`, `shapes:hue`,
 `shapes:position` (generated; position is a regression target). torchvision data sets are
 downloaded on first use when the run allows it; anything that is neither on disk nor downloadable
 raises `DataNotFoundError` naming the folder and how to fill it.
@@ -253,11 +254,28 @@ REGISTRY: dict[str, tuple[Task, Loader]] = {
     "gtsrb": ("classification", _load_gtsrb),
 }
 SHAPES_TASKS: dict[str, Task] = {"shape": "classification", "hue": "classification", "position": "regression"}
+COLOUR_TARGET = "colour"
 NATIVE_SIZE = {"stl10": 96}  # REFERENCE.md: STL-10 models are probed on STL-10 itself at 96 px
 
 
 def known_names() -> list[str]:
-    return [*REGISTRY, "imagefolder:PATH", *(f"shapes:{task}" for task in SHAPES_TASKS)]
+    return [*REGISTRY, "imagefolder:PATH", "colourstats:PATH", *(f"shapes:{task}" for task in SHAPES_TASKS)]
+
+
+def colour_statistics(images: torch.Tensor) -> torch.Tensor:
+    """Per image: mean R, G, B and mean HSV saturation (max - min over channels), float (n, 4) in [0, 1].
+
+    The default augmentations change these (colour jitter, grey scale) independently in each view, so
+    they are non-shared information by construction, like the hue of a `shapes` glyph.
+    """
+    x = images.float() / 255
+    saturation = x.amax(1) - x.amin(1)
+    return torch.cat([x.mean((2, 3)), saturation.mean((1, 2)).unsqueeze(1)], dim=1)
+
+
+def with_colour_statistics(data: ImageData) -> ImageData:
+    data.targets = {**data.targets, COLOUR_TARGET: colour_statistics(data.images)}
+    return data
 
 
 def _safe(text: str) -> str:
@@ -275,9 +293,10 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
     root = Path(root)
     kind, sep, arg = name.partition(":")
     kind = kind.lower()
-    if kind == "imagefolder" and sep:
+    if kind in ("imagefolder", "colourstats") and sep:
         folder = Path(arg).expanduser()
         digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+        source = f"{kind}-{_safe(folder.name)}-{digest}"  # own cache: cached features carry their targets
 
         def load_folder() -> tuple[ImageData, ImageData]:
             train = load_image_folder(image_folder_split(folder, "train"), image_size)
@@ -289,8 +308,14 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
                 raise UsageError(f"{folder}: train and test hold different class folders")
             return train, test
 
-        return TransferDataset(f"imagefolder:{arg}", "classification", f"imagefolder-{_safe(folder.name)}-{digest}",
-                               None, image_size, load_folder)
+        if kind == "colourstats":
+            def load_colour() -> tuple[ImageData, ImageData]:
+                train, test = load_folder()
+                return with_colour_statistics(train), with_colour_statistics(test)
+
+            return TransferDataset(f"colourstats:{arg}", "regression", source, COLOUR_TARGET, image_size,
+                                   load_colour)
+        return TransferDataset(f"imagefolder:{arg}", "classification", source, None, image_size, load_folder)
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:
             raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")

@@ -59,7 +59,8 @@ def rich_tables(report: Report, plain: bool = False, width: int = 200) -> list[T
         chunks = column_chunks(table, width, compared)
         for part, columns in enumerate(chunks, start=1):
             title = table.title + (f" ({part}/{len(chunks)})" if len(chunks) > 1 else "")
-            caption = " ".join([best, *under, *table.notes]) if part == len(chunks) else None
+            caption = ("\n".join([" ".join([best, *under, *table.notes]), *table.spread])
+                       if part == len(chunks) else None)
             rich = Table(title=title, caption=caption)
             rich.add_column("model", overflow="fold")
             rich.add_column("n", justify="right")
@@ -177,6 +178,8 @@ def markdown(report: Report, paths: list[Path], figures: list[tuple[str, Path]] 
         if report.compare and table.has_reference:
             notes.append(f"`{report.compare}`: the {reference_name(report)} number; Δ = ours - reference.")
         lines += [" ".join(notes + table.notes)]
+        if table.spread:
+            lines += ["", *[f"- {line}" for line in table.spread]]
     for sweep in report.sweeps:
         lines += ["", f"## {sweep.title}", "", md_row(sweep_headers(sweep)),
                   "|---|" + "---:|" * (len(sweep_headers(sweep)) - 1)]

@@ -17,6 +17,7 @@ from mimcli.report.constants import (DAGGER, DATASET_ORDER, DISPLAY, EPOCHS, LAM
                                      MODEL_PROTOCOL)
 from mimcli.report.groups import Group, distinguishing_labels, frozen, group_runs
 from mimcli.report.reference import load_reference, reference_value
+from mimcli.report.spread import spread_lines
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -92,6 +93,7 @@ class AccuracyTable:
     rows: list[Row]
     best: set[tuple[int, str]] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    spread: list[str] = field(default_factory=list)  # seed spread and differences to baselines (report/spread.py)
 
     @property
     def title(self) -> str:
@@ -220,6 +222,7 @@ def build_table(source: str, groups: list[Group], metric: str, warnings: list[st
             warnings.append(f"{table.title}: column {column.header} mixes probe protocols, marked {DAGGER}: "
                             f"{described}")
     table.best = best_per_block(table)
+    table.spread = spread_lines(table)
     if reference is not None:
         attach_reference(table, reference)
     return table

@@ -120,15 +120,9 @@ def image_folder_split(root: Path, split: str) -> Path:
                             f"(or, for pretraining, images directly in {root})")
 
 
-def load_image_folder(folder: Path, image_size: int) -> ImageData:
-    """Decode every image of a `<class>/<image>` tree (once, with PIL), resized to image_size x image_size.
-
-    A folder with no class folders but images directly in it is unlabeled (labels -1): what
-    self-supervised pretraining needs, as lightly accepts; a method that needs labels refuses it.
-    """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
+def list_image_folder(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(image path, label) pairs and the class names of `folder/<class>/**/<image>`, sorted; a folder with no
+    class folders but images directly in it is unlabeled (label -1). Memory and stream mode both list with it."""
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files: list[tuple[Path, int]] = []
     for index, name in enumerate(classes):
@@ -138,6 +132,19 @@ def load_image_folder(folder: Path, image_size: int) -> ImageData:
     if not files:
         raise DataNotFoundError(f"no images found in {folder}: expected {folder}/<class>/*.jpg|png "
                                 f"or images directly in {folder}")
+    return files, classes
+
+
+def load_image_folder(folder: Path, image_size: int) -> ImageData:
+    """Decode every image of a `<class>/<image>` tree (once, with PIL), resized to image_size x image_size.
+
+    A folder with no class folders but images directly in it is unlabeled (labels -1): what
+    self-supervised pretraining needs, as lightly accepts; a method that needs labels refuses it.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    files, classes = list_image_folder(folder)
     images = torch.empty(len(files), 3, image_size, image_size, dtype=torch.uint8)
     for i, (path, _) in enumerate(files):
         try:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from mimcli.data.augment import CROP_TRIES, sample_crop_boxes
-from mimcli.data.datasets import IMAGE_SUFFIXES, image_folder_split
+from mimcli.data.datasets import IMAGE_SUFFIXES, image_folder_split, list_image_folder
 from mimcli.errors import DataNotFoundError, UsageError
 
 VAL_LABEL_FILES = ("val_labels.txt", "LOC_val_solution.csv")
@@ -59,17 +59,10 @@ def _images_under(folder: Path) -> list[Path]:
 
 
 def index_class_folders(folder: Path) -> ImageIndex:
-    """`folder/<class>/**/<image>`: classes sorted by name, files sorted within each."""
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    paths: list[str] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        found = _images_under(folder / name)
-        paths += [str(p) for p in found]
-        labels += [label] * len(found)
-    if not paths:
-        raise DataNotFoundError(f"no images found in {folder}: expected {folder}/<class>/*.jpg|png")
-    return ImageIndex(np.array(paths, dtype=np.bytes_), torch.tensor(labels, dtype=torch.long), classes)
+    """`folder/<class>/**/<image>` (or unlabeled images directly in `folder`), listed as memory mode lists it."""
+    files, classes = list_image_folder(folder)
+    return ImageIndex(np.array([str(p) for p, _ in files], dtype=np.bytes_),
+                      torch.tensor([label for _, label in files], dtype=torch.long), classes)
 
 
 def read_val_labels(path: Path) -> dict[str, str]:

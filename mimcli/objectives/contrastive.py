@@ -1,4 +1,4 @@
-"""Method losses as pure functions of tensors (no modules, no state), computed in fp32."""
+"""Method losses as pure functions of tensors (no modules, no state), computed in fp32 or wider."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from mimcli.objectives.precision import at_least_fp32
+
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     """SimCLR's NT-Xent: cosine similarity / temperature, 2N-2 negatives per anchor, mean over 2N anchors.
 
     Row i of z1 and row i of z2 are the two views of one image.
     """
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    z = F.normalize(at_least_fp32(torch.cat([z1, z2])), dim=1)
     n = z1.shape[0]
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))
@@ -22,7 +24,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
 def byol_loss(p: Tensor, z_target: Tensor) -> Tensor:
     """2 - 2 cos(p, z_target), averaged over the batch (the target carries no gradient)."""
-    cos = F.cosine_similarity(p.float(), z_target.detach().float(), dim=1)
+    cos = F.cosine_similarity(at_least_fp32(p), at_least_fp32(z_target.detach()), dim=1)
     return (2 - 2 * cos).mean()
 
 
@@ -32,8 +34,8 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, offdiag_weight: float = 0.01) -> T
     As in the paper's reference code, z is L2-normalised before it is standardised over the batch.
     """
     n = z1.shape[0]
-    a = F.normalize(z1.float(), dim=1)
-    b = F.normalize(z2.float(), dim=1)
+    a = F.normalize(at_least_fp32(z1), dim=1)
+    b = F.normalize(at_least_fp32(z2), dim=1)
     a = (a - a.mean(0)) / a.std(0, unbiased=False).clamp_min(1e-6)
     b = (b - b.mean(0)) / b.std(0, unbiased=False).clamp_min(1e-6)
     c = a.T @ b / n
@@ -44,4 +46,4 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, offdiag_weight: float = 0.01) -> T
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(at_least_fp32(logits), labels)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mimcli.errors import UsageError
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
 
 PresetOption = Annotated[
     Optional[str], typer.Option("--preset", "-p", help="Preset name (see `mim presets`) or path to a TOML file.")
@@ -35,7 +37,8 @@ SetOption = Annotated[
 ]
 OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/<run name>).")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in the run directory.")]
-ForceOption = Annotated[bool, typer.Option("--force", help="Delete an existing run directory and start over.")]
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="Replace an existing mim run (a folder mim wrote, nothing else in it) and start over.")]
 QuietOption = Annotated[bool, typer.Option(
     "--no-progress", help="No live bar: one flushed line per epoch (and every train.print_every steps), for logs.")]
 GpusOption = Annotated[int, typer.Option(
@@ -90,8 +93,12 @@ def _relaunch_under_torchrun(gpus: int) -> None:
 
 def _train(preset: str | None, overrides: list[str] | None, out: Path | None, resume: bool, force: bool,
            quiet: bool, expect_supervised: bool, gpus: int = 1) -> None:
+    import contextlib
+    import os
+
     from mimcli import distributed, runs
     from mimcli.config import apply_overrides, build_config, load_config, read_toml
+    from mimcli.lock import run_lock
     from mimcli.train import pretrain
 
     if resume and out is not None and (out / runs.CONFIG).is_file() and preset is None:
@@ -105,7 +112,9 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
     if gpus > 1:
         _relaunch_under_torchrun(gpus)
     run_dir = run_dir_for(config, out)
-    with distributed.process_group(config.train.device):  # under torchrun: DDP, one process per GPU
+    # rank 0 holds the run directory's lock for all ranks (they run together or not at all)
+    lock = run_lock(run_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    with lock, distributed.process_group(config.train.device):  # under torchrun: DDP, one process per GPU
         pretrain(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
         on_rank_0 = distributed.is_main()
         if config.probe.datasets and distributed.is_distributed():
@@ -232,13 +241,32 @@ def report(
     run_report(list(paths or []), format_, out, plots, compare, metric, console=console)
 
 
+def _error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
-    """Entry point: typer handles its own usage errors (exit 2); ours become one line and exit 2 too."""
+    """Entry point: click's usage errors keep their exit code (2); ours and the file system's become one
+    line and exit 2; Ctrl-C exits 130 with what was kept. Non-standalone mode, because in standalone
+    mode typer turns Ctrl-C into a plain exit 130 before we can say anything (here it returns 130)."""
+    import click
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except UsageError as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        _error(escape(str(error)))
         sys.exit(2)
-    except KeyboardInterrupt:
+    except OSError as error:  # unwritable folder, a file where a folder should be, disk full...
+        where = f"{error.filename}: " if error.filename else ""
+        _error(escape(f"{where}{error.strerror or error}"))
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(1)
+    except click.exceptions.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:  # outside typer's command call (while importing, say)
+        code = INTERRUPTED
+    if code == INTERRUPTED:  # typer's answer to Ctrl-C, or torchrun workers' under --gpus
         err_console.print("interrupted: finished epochs are saved; continue with --resume")
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,9 +18,17 @@ from mimcli.errors import UsageError
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors and assignments are re-validated."""
+    """Base for every config section: unknown keys are errors, assignments are re-validated, and
+    inf/nan are refused in every float (an infinite lambda or lr trains to NaN and exits 0 otherwise)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
+
+
+def check_folder_name(value: str) -> str:
+    """A single folder name: not empty, no path separator, not `.` or `..` (it must stay inside --out)."""
+    if not value.strip() or "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError("must be a plain folder name (not empty, no '/', '\\', '.' or '..')")
+    return value
 
 
 class RunSection(Section):
@@ -29,6 +37,11 @@ class RunSection(Section):
     reproduces: str = Field("", description="Which table and row of the paper / report this recipe reproduces, "
                             "at what length (shown by `mim presets`).")
     out: str | None = Field(None, description="Run directory (default runs/<name>).")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        return check_folder_name(value)
 
 
 class ShapesSection(Section):
@@ -258,7 +271,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read {path}: {error}") from None
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None

@@ -7,3 +7,7 @@ class UsageError(Exception):
 
 class DataNotFoundError(UsageError):
     """A data set that is neither on disk nor downloadable from here."""
+
+
+class DivergedError(UsageError):
+    """The loss became NaN or infinite: training stops before saving, so the last good checkpoint is kept."""

@@ -10,8 +10,10 @@ inside the file), the labels and any extra targets:
              norm (which normalisation, below), norm_mean, norm_std, device, precision
 
 The checkpoint's full sha256 is both in the name and checked inside, so features of another
-checkpoint are never used. Files are written to a temporary name and renamed; a file that h5py
-cannot open, that lacks `complete`, or whose shapes disagree is reported and rebuilt. The
+checkpoint are never used. Files are written to a temporary name and renamed; every dataset carries
+HDF5's fletcher32 checksum, verified on each read. A file that h5py cannot open, that lacks
+`complete`, whose shapes disagree, whose data fails its checksum or that has none is reported and
+rebuilt. The
 backbone (and the images) are loaded only on a miss: a second probe on the same features reads
 the HDF5 files and nothing else.
 
@@ -235,6 +237,9 @@ class FeatureCache:
         absent = [name for name in (*LAYERS, "labels") if name not in handle]
         if absent:
             return f"missing {', '.join(absent)}"
+        unchecked = [name for name in (*LAYERS, "labels") if handle[name].size and not handle[name].fletcher32]
+        if unchecked:
+            return f"written without checksums ({', '.join(unchecked)})"
         n = int(attrs["n"])
         shapes = {name: handle[name].shape for name in (*LAYERS, "labels")}
         shapes.update({f"targets/{k}": v.shape for k, v in handle.get("targets", {}).items()})
@@ -285,11 +290,11 @@ class FeatureCache:
         try:
             with h5py.File(tmp, "w") as handle:
                 for name, values in features.layers.items():
-                    handle.create_dataset(name, data=values.numpy())
-                handle.create_dataset("labels", data=features.labels.numpy())
+                    _checksummed(handle, name, values)
+                _checksummed(handle, "labels", features.labels)
                 group = handle.create_group("targets")
                 for name, values in features.targets.items():
-                    group.create_dataset(name, data=values.numpy())
+                    _checksummed(group, name, values)
                 for name, value in features.meta.items():
                     handle.attrs[name] = value
                 handle.attrs["complete"] = True
@@ -297,6 +302,13 @@ class FeatureCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _checksummed(group: h5py.Group, name: str, values: Tensor) -> None:
+    """A dataset with HDF5's fletcher32 checksum per chunk: a flipped byte in the data fails the read
+    (OSError), so corrupted features are rebuilt instead of silently changing probe accuracies."""
+    array = values.numpy()
+    group.create_dataset(name, data=array, fletcher32=array.size > 0)  # an empty dataset cannot be chunked
 
 
 def _plain(value: Any) -> Any:

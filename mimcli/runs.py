@@ -8,6 +8,11 @@ runs/<name>/
   backbones/epoch-N.pt  backbone weights kept at train.save_epochs
   run.json        status ("running" | "finished"), epochs done, wall time
   probe.json      probe results (written by `mim probe`)
+  features/       cached probe features (HDF5, written by `mim probe`)
+
+A directory is a mim run when it holds config.toml and a run.json whose status is "running" or
+"finished" (`is_run`). `--force` replaces only such a directory, and only when everything in it is a
+name from the list above (or one of our temporary files): mim never deletes a file it did not write.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +40,14 @@ CHECKPOINT = "checkpoint.pt"
 BACKBONE = "backbone.pt"
 STATUS = "run.json"
 PROBE = "probe.json"
+FEATURES = "features"
+SAVED_BACKBONES = "backbones"
+RUN_ENTRIES = frozenset({CONFIG, METRICS, CHECKPOINT, BACKBONE, STATUS, PROBE, FEATURES, SAVED_BACKBONES})
+TEMPORARY = re.compile(r"^\..+\.tmp$")  # what temporary_beside names, left by a crash
+# Keys --resume may change: how long to train, where and how fast, what is logged and probed. None of
+# them changes what the finished epochs computed, so config.toml still describes the weights.
+RESUME_SAFE_KEYS = ("train.epochs", "train.device", "train.threads", "train.log_every", "train.save_epochs",
+                    "train.compile", "run.description", "run.out", "probe.")
 
 
 def _umask() -> int:
@@ -83,7 +98,46 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+    """Parsed JSON; undecodable bytes raise ValueError like malformed JSON does (UnicodeDecodeError is one)."""
+    return json.loads(path.read_bytes().decode())
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its type when the message is empty (a zero-byte file)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def is_run(path: Path) -> bool:
+    """True when `path` holds config.toml and a run.json with status "running" or "finished"."""
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        return False
+    try:
+        status = read_json(path / STATUS)
+    except (OSError, ValueError):
+        return False
+    return isinstance(status, dict) and status.get("status") in ("running", "finished")
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Names in a run directory that mim did not write (so --force must not delete them)."""
+    return sorted(p.name for p in Path(path).iterdir() if p.name not in RUN_ENTRIES and not TEMPORARY.match(p.name))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "block_weights":
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def config_diff(stored: RunConfig, planned: RunConfig, allowed: tuple[str, ...] = ()) -> list[str]:
+    """'key old there, new planned' for every key that differs, less those starting with an `allowed` prefix."""
+    a, b = dict(_flatten(stored.to_dict())), dict(_flatten(planned.to_dict()))
+    return [f"{key} {a.get(key)!r} there, {b.get(key)!r} planned" for key in sorted(a.keys() | b.keys())
+            if a.get(key) != b.get(key) and not key.startswith(allowed or ("\0",))]
 
 
 def save_config(run_dir: Path, config: RunConfig) -> None:
@@ -132,7 +186,12 @@ def load_backbone(run_dir: Path, weights: str = BACKBONE,
     backbone = build_backbone(config.model.backbone, config.model.width, config.data.image_size, config.model.stem)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:
-        raise UsageError(f"cannot load {path}: {str(error).splitlines()[0]}") from None
-    backbone.load_state_dict(state)
+    except Exception as error:  # a torn, empty or foreign file
+        raise UsageError(f"cannot load {path}: {first_line(error)}") from None
+    try:
+        backbone.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:  # weights of another architecture or width
+        detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), first_line(error))
+        raise UsageError(f"cannot load {path}: it does not match {CONFIG} (model.backbone={config.model.backbone}, "
+                         f"model.width={config.model.width}): {detail}") from None
     return backbone.eval(), config

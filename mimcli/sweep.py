@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 import shlex
 import shutil
 import signal
-import socket
-import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,8 +36,9 @@ from rich.console import Console
 from rich.table import Table
 
 from mimcli import runs
-from mimcli.config import RegularizerSection, RunConfig, load_config, parse_override
+from mimcli.config import RegularizerSection, RunConfig, check_folder_name, load_config, parse_override
 from mimcli.errors import UsageError
+from mimcli.lock import _process_start, describe_holder, holder_alive, lock_note, lock_path, point_lock  # noqa: F401
 from mimcli.probe import run_probes
 from mimcli.train import pretrain
 
@@ -53,8 +52,6 @@ SWEPT_KEYS = {  # keys a kind sets itself: a --set of one of them would silently
     "seeds": ("train.seed",),
     "regularizers": ("regularizer.kind",),
 }
-STALE_GUARD_SECONDS = 60.0  # a takeover guard older than this was left by a crash
-FRESH_LOCK_SECONDS = 10.0  # an unreadable lock younger than this is being written right now
 
 
 @dataclass
@@ -129,8 +126,8 @@ def _number(text: str, kind: str, cast: type) -> Any:
     except ValueError:
         noun = "an integer" if cast is int else "a number"
         raise UsageError(f"{kind} sweep: {text!r} is not {noun}") from None
-    if cast is float and value != value:  # NaN
-        raise UsageError(f"{kind} sweep: {text!r} is not a number")
+    if cast is float and not math.isfinite(value):  # nan, inf: a run that trains to NaN
+        raise UsageError(f"{kind} sweep: {text!r} is not a finite number")
     return value
 
 
@@ -257,6 +254,11 @@ def plan_sweep(kind: str, presets: str | Sequence[str], values: str | Sequence[A
     if clash:
         raise UsageError(f"--set {clash[0]} clashes with the {kind} sweep, which sets it per point")
 
+    if name is not None:
+        try:
+            check_folder_name(name)
+        except ValueError as error:
+            raise UsageError(f"--name {name!r}: {error}") from None
     sweep_dir = Path(out_root) / (name or f"{kind}-{'+'.join(_stem(p) for p in presets)}")
     prefix = len(presets) > 1 or kind == "lambda"
     points: list[SweepPoint] = []
@@ -300,151 +302,6 @@ def shard_points(points: list[SweepPoint], shard: tuple[int, int] | str | None) 
         return list(points)
     index, count = parse_shard(shard) if isinstance(shard, str) else check_shard(shard)
     return [p for i, p in enumerate(points) if i % count == index - 1]
-
-
-# --------------------------------------------------------------------------------------------- locks
-
-
-def lock_path(run_dir: Path) -> Path:
-    """Beside the run directory, so that it never makes the run directory look started."""
-    return run_dir.with_name(run_dir.name + ".lock")
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from the holder."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def _read_lock(path: Path) -> tuple[str, dict[str, Any]] | None:
-    """(raw text, parsed holder) or None when the lock is gone; an unreadable holder parses as {}."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    try:
-        holder = json.loads(text)
-    except ValueError:
-        holder = {}
-    return text, holder if isinstance(holder, dict) else {}
-
-
-def holder_alive(holder: dict[str, Any], path: Path) -> bool:
-    """False only when we can tell: same host and the pid is gone (or now another process)."""
-    if not holder:  # half-written: a process is creating it right now, or died doing so long ago
-        try:
-            return time.time() - path.stat().st_mtime < FRESH_LOCK_SECONDS
-        except FileNotFoundError:
-            return False
-    if holder.get("host") != socket.gethostname():
-        return True
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    start = _process_start(pid)
-    return not (start and holder.get("start") and start != holder["start"])
-
-
-def describe_holder(holder: dict[str, Any]) -> str:
-    if not holder:
-        return "a process that is writing the lock"
-    where = holder.get("host", "?")
-    other = "" if where == socket.gethostname() else " (another host: remove the lock if that process is gone)"
-    return f"pid {holder.get('pid')} on {where} since {holder.get('time', '?')}{other}"
-
-
-class PointLock:
-    """An O_CREAT|O_EXCL lock file holding pid, host and process start time; a dead holder's lock is taken over."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
-                                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv})
-        self.held = False
-        self.holder: dict[str, Any] | None = None  # the live holder when acquire() failed
-        self.took_over: dict[str, Any] | None = None  # the dead holder whose lock was taken over
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                found = _read_lock(self.path)
-                if found is None:
-                    continue
-                text, holder = found
-                if holder_alive(holder, self.path):
-                    self.holder = holder
-                    return False
-                if self._remove_stale(text):
-                    self.took_over = holder
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(self.text)
-            self.held = True
-            return True
-        self.holder = (_read_lock(self.path) or ("", {}))[1]
-        return False
-
-    def _remove_stale(self, text: str) -> bool:
-        """Remove the lock if it still holds `text`, under a guard file so two takers cannot both win."""
-        guard = self.path.with_name(self.path.name + ".takeover")
-        try:
-            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                if time.time() - guard.stat().st_mtime > STALE_GUARD_SECONDS:
-                    guard.unlink(missing_ok=True)
-            except FileNotFoundError:
-                pass
-            return False
-        try:
-            found = _read_lock(self.path)
-            if found is not None and found[0] == text:
-                self.path.unlink(missing_ok=True)
-                return True
-            return False
-        finally:
-            os.close(fd)
-            guard.unlink(missing_ok=True)
-
-    def release(self) -> None:
-        if self.held:
-            found = _read_lock(self.path)
-            if found is not None and found[0] == self.text:
-                self.path.unlink(missing_ok=True)
-            self.held = False
-
-
-def lock_note(path: Path) -> str:
-    """', locked by ...' / ', stale lock of ...' for the dry run; '' when there is no lock."""
-    found = _read_lock(path)
-    if found is None:
-        return ""
-    if holder_alive(found[1], path):
-        return f", locked by {describe_holder(found[1])}"
-    return f", stale lock of {describe_holder(found[1])} (would be taken over)"
-
-
-@contextmanager
-def point_lock(path: Path) -> Iterator[PointLock]:
-    """`with point_lock(p) as lock: if lock.held: ...`; released on the way out, exceptions included."""
-    lock = PointLock(path)
-    lock.acquire()
-    try:
-        yield lock
-    finally:
-        lock.release()
 
 
 @contextmanager
@@ -504,26 +361,12 @@ def point_state(point: SweepPoint) -> str:
     return "new"
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in data.items():
-        if isinstance(value, dict) and key != "block_weights":
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def config_diff(stored: RunConfig, planned: RunConfig) -> list[str]:
-    a, b = dict(_flatten(stored.to_dict())), dict(_flatten(planned.to_dict()))
-    return [f"{key} {a.get(key)!r} there, {b.get(key)!r} planned" for key in sorted(a.keys() | b.keys())
-            if a.get(key) != b.get(key)]
-
-
 def check_conflicts(points: list[SweepPoint]) -> None:
     """Refuse to resume or skip a point whose directory holds a run of another config."""
     every = {q.run_dir: q for p in points for q in (p, p.source) if q is not None}
     for point in every.values():
         if (point.run_dir / runs.CONFIG).is_file():
-            diff = config_diff(runs.load_run_config(point.run_dir), point.config)
+            diff = runs.config_diff(runs.load_run_config(point.run_dir), point.config)
             if diff:
                 raise UsageError(f"{point.run_dir} holds a run of another config ({'; '.join(diff[:3])}): "
                                  "choose another sweep --name or remove that directory")

@@ -8,6 +8,7 @@ Nothing in here knows which method or regulariser runs: `PretrainModel` returns 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from mimcli.data.sampler import epoch_order
 from mimcli.data.source import BatchSource
 from mimcli.data.stream import ImageIndex
 from mimcli.diagnostics import Diagnostics
-from mimcli.errors import UsageError
+from mimcli.errors import DivergedError, UsageError
 from mimcli.logging_sinks import Sink, open_sinks
 from mimcli.methods import Batch
 from mimcli.models.pretrain import PretrainModel, build_model
@@ -99,7 +100,10 @@ class Trainer:
         world = distributed.world_size()
         self.per_rank_batch = min(cfg.train.batch_size, len(self.data) // world)
         if self.per_rank_batch < 2:
-            raise UsageError(f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes")
+            why = (f"train.batch_size={cfg.train.batch_size}: batch norm needs at least 2 images per batch"
+                   if cfg.train.batch_size < 2 else
+                   f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes")
+            raise UsageError(why)
         self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
         self.steps_per_epoch = len(self.data) // (self.per_rank_batch * world)
         self.schedule = build_schedule(self.optimizer, cfg.train, self.steps_per_epoch)
@@ -143,11 +147,11 @@ class Trainer:
             self.epoch = int(state["epoch"])
             self.step = int(state.get("step", 0))
             self.epoch_state = state.get("epoch_state", {})
-        except Exception as error:  # a checkpoint that is not ours, or a torn file
-            raise UsageError(f"cannot resume from {path}: {str(error).splitlines()[0]}") from None
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            if "cuda" in state["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        except Exception as error:  # a checkpoint that is not ours, a torn or empty file
+            raise UsageError(f"cannot resume from {path}: {runs.first_line(error)}") from None
 
     # ---- one epoch -------------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -202,6 +206,7 @@ class Trainer:
                 sums[name] = sums[name] + value if name in sums else value
             self.step = step
             if cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0 and step < len(batches):
+                self.check_finite(dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist())), epoch)
                 self.epoch_state = {"torch": torch.get_rng_state(), "augment": augment_rng.get_state(),
                                     "sums": {name: value.cpu() for name, value in sums.items()}}
                 self.save_checkpoint()
@@ -217,11 +222,20 @@ class Trainer:
         seconds = time.perf_counter() - start
         means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
         terms_mean = {name: value / max(len(batches), 1) for name, value in zip(sums, means.tolist())}
+        self.check_finite(terms_mean, epoch)
         if not self.schedule_per_step:
             self.schedule.step()
         self.epoch += 1
         self.step, self.epoch_state = 0, {}
         return EpochResult(self.epoch, terms_mean, seconds, (len(batches) - first) * images_per_step, lr)
+
+    def check_finite(self, terms: dict[str, float], epoch: int) -> None:
+        """Stop before a diverged state is saved: the last good checkpoint stays as it was."""
+        bad = [name for name, value in terms.items() if not math.isfinite(value)]
+        if bad:
+            raise DivergedError(f"training diverged: {', '.join(bad)} became {terms[bad[0]]} in epoch "
+                                f"{epoch + 1}; {runs.CHECKPOINT} still holds epoch {epoch} or a step before "
+                                "(try a smaller train.lr)")
 
     def measure(self) -> dict[str, Any]:
         """Information-plane estimates for metrics.jsonl when due (mimcli.diagnostics), else {}."""
@@ -300,25 +314,48 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     runs.atomic_write_text(run_dir / runs.METRICS, text)
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    """Refuse to clobber a run unless asked; --force starts over, --resume continues.
+def check_run_dir(run_dir: Path, config: RunConfig, resume: bool, force: bool) -> bool:
+    """Refuse to clobber or mix runs; True when --force will replace an existing run.
 
-    Every rank checks (so all raise the same error and none waits for one that failed); once all
-    have looked, rank 0 alone deletes or creates the folder.
+    Every rank checks (so all raise the same error and none waits for one that failed). Nothing is
+    written or deleted here: the caller replaces the run only once data and model have been built.
     """
-    exists = run_dir.exists() and any(run_dir.iterdir())
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file, not a run directory: choose another --out")
+    exists = run_dir.is_dir() and any(run_dir.iterdir())
     if exists and not (resume or force):
-        raise UsageError(f"{run_dir} already holds a run: pass --resume to continue it or --force to start over")
-    if resume and not (run_dir / runs.CHECKPOINT).is_file():
-        raise UsageError(f"nothing to resume: {run_dir / runs.CHECKPOINT} not found")
-    distributed.barrier()
-    if not distributed.is_main():
-        return
-    if force and exists and not resume:
-        import shutil
+        raise UsageError(f"{run_dir} already holds files: pass --resume to continue a run or --force to replace one")
+    if resume:
+        if not (run_dir / runs.CHECKPOINT).is_file():
+            raise UsageError(f"nothing to resume: {run_dir / runs.CHECKPOINT} not found")
+        allowed: tuple[str, ...] = runs.RESUME_SAFE_KEYS
+        if config.train.schedule != "constant":  # the learning rate of every epoch depends on train.epochs
+            allowed = tuple(key for key in allowed if key != "train.epochs")
+        diff = runs.config_diff(runs.load_run_config(run_dir), config, allowed)
+        if diff:
+            raise UsageError(f"--resume must train the recipe that produced the weights; it differs in "
+                             f"{'; '.join(diff)} (only {', '.join(allowed)}* may change)")
+        return False
+    if not (force and exists):
+        return False
+    if not runs.is_run(run_dir):
+        raise UsageError(f"--force replaces only a mim run (config.toml and run.json), and {run_dir} is not one")
+    foreign = runs.foreign_entries(run_dir)
+    if foreign:
+        raise UsageError(f"--force: {run_dir} also holds files mim did not write ({', '.join(foreign[:5])}); "
+                         "move them or choose another --out")
+    return True
 
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def prepare_run_dir(run_dir: Path, replace: bool) -> None:
+    """Rank 0 deletes the old run (when --force replaces one) and creates the folder, just before writing."""
+    if distributed.is_main():
+        if replace:
+            import shutil
+
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
 
 
 def summary_table(config: RunConfig, run_dir: Path, results: list[EpochResult], seconds: float) -> Table:
@@ -364,11 +401,12 @@ def pretrain(config: RunConfig, run_dir: Path, resume: bool = False, force: bool
              console: Console | None = None, show_progress: bool = True) -> list[EpochResult]:
     """Train a run to config.train.epochs in run_dir (resuming from its checkpoint if asked)."""
     console = console or Console()
-    prepare_run_dir(run_dir, resume, force)
+    replace = check_run_dir(run_dir, config, resume, force)
     distributed.barrier()
-    trainer = Trainer(config, run_dir, console)
+    trainer = Trainer(config, run_dir, console)  # config, data and model are valid before anything is deleted
     if resume:
         trainer.load_checkpoint(run_dir / runs.CHECKPOINT)
+    prepare_run_dir(run_dir, replace)
     if distributed.is_main():
         runs.save_config(run_dir, config)
         trainer.provenance = run_provenance(run_dir, trainer.device, resume)

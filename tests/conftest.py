@@ -32,5 +32,6 @@ def cli(monkeypatch, capsys):
 TINY = [
     "--set", "model.width=8", "--set", "data.dataset=shapes", "--set", "data.shapes.n_train=64",
     "--set", "data.shapes.n_test=32", "--set", "train.batch_size=32", "--set", "train.epochs=1",
+    "--set", "train.precision=fp32",  # auto would pick bf16 on AMX/AVX512-BF16 CPUs only
     "--set", "probe.datasets=[]", "--no-progress",
 ]

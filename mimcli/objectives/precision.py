@@ -30,7 +30,7 @@ def loss_precision(mode: LossPrecision) -> Iterator[None]:
         _MODE.reset(token)
 
 
-def _promote(value: Any) -> Any:
+def promote(value: Any) -> Any:
     """Floating tensors to at least fp32 (float64 stays float64, so double-precision tests stay exact)."""
     if isinstance(value, Tensor) and value.is_floating_point():
         return value.to(torch.promote_types(value.dtype, torch.float32))
@@ -46,6 +46,6 @@ def fp32_loss(fn: F) -> F:
             return fn(*args, **kwargs)
         device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
         with torch.autocast(device, enabled=False):
-            return fn(*(_promote(a) for a in args), **{k: _promote(v) for k, v in kwargs.items()})
+            return fn(*(promote(a) for a in args), **{k: promote(v) for k, v in kwargs.items()})
 
     return wrapper  # type: ignore[return-value]

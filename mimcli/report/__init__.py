@@ -79,6 +79,10 @@ def run_report(paths: list[Path], fmt: str = "table", out: Path | None = None, p
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if compare is not None and compare not in COMPARE:
         raise UsageError(f"--compare {compare!r}: choose one of {', '.join(COMPARE)}")
+    if out is not None and Path(out).is_dir():
+        raise UsageError(f"--out {out} is a directory: give the name of the file to write")
+    if plots is not None and Path(plots).exists() and not Path(plots).is_dir():
+        raise UsageError(f"--plots {plots} is not a folder: give a folder for the PNG files")
     paths = [Path(p) for p in paths] or [Path("runs")]
     console = console or Console()
     err = err_console or Console(stderr=True)

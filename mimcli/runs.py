@@ -47,7 +47,11 @@ TEMPORARY = re.compile(r"^\..+\.tmp$")  # what temporary_beside names, left by a
 # Keys --resume may change: how long to train, where and how fast, what is logged and probed. None of
 # them changes what the finished epochs computed, so config.toml still describes the weights.
 RESUME_SAFE_KEYS = ("train.epochs", "train.device", "train.threads", "train.log_every", "train.save_epochs",
-                    "train.compile", "run.description", "run.out", "probe.")
+                    "train.compile", "run.description", "run.out", "probe.",
+                    # where and how often progress, trackers and diagnostics are written, and how many processes
+                    # decode images: none of them changes a weight (tests/test_information.py, test_stream.py)
+                    "run.reproduces", "train.log", "train.print_every", "train.diagnostics_every",
+                    "train.diagnostics_images", "train.checkpoint_steps", "data.workers")
 
 
 def _umask() -> int:

@@ -186,7 +186,7 @@ def _to_global_batchnorm(module: nn.Module) -> nn.Module:
     """Every BatchNorm*d below module replaced by GlobalBatchNorm sharing its parameters and buffers
     (per-view layers, models/viewnorm.py, stay and switch to global statistics per view)."""
     if hasattr(module, "synced"):
-        setattr(module, "synced", True)  # a per-view layer (models/viewnorm.py)
+        module.synced = True  # a per-view layer (models/viewnorm.py)
         return module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
             module, (GlobalBatchNorm, nn.SyncBatchNorm)):

@@ -1,7 +1,7 @@
 """Data sets as whole uint8 tensors: read once, then everything (augmentation included) is tensor math.
 
-Pretraining sets: cifar10, cifar100, stl10 (unlabeled, as the official code; optionally + train), imagefolder, shapes. Each loader
-returns an `ImageData` at the requested side length, so the training loop and the probes never
+Pretraining sets: cifar10, cifar100, stl10 (unlabeled, as the official code; optionally + train), imagefolder,
+shapes. Each loader returns an `ImageData` at the requested side length, so the training loop and the probes never
 see PIL images.
 """
 

@@ -162,7 +162,8 @@ class StreamBatches(torch.utils.data.Dataset):
                 top, left, h, w = sample_crop_boxes(row[:, :CROP_TRIES], row[:, CROP_TRIES:2 * CROP_TRIES],
                                                     row[:, -2], row[:, -1], height, width,
                                                     self.scale, self.ratio)[0].tolist()
-                crop = image.crop((left, top, left + w, top + h)).resize((self.size, self.size), Image.Resampling.BILINEAR)
+                crop = image.crop((left, top, left + w, top + h))
+                crop = crop.resize((self.size, self.size), Image.Resampling.BILINEAR)
                 out[v, j] = torch.from_numpy(np.array(crop))
         views = out.view(-1, self.size, self.size, 3).permute(0, 3, 1, 2).contiguous()
         return views, self.index.labels[ids]

@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-
 # ------------------------------------------------------------------------------------------- InfoNCE
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from mimcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from mimcli.config import RunConfig
 
 app = typer.Typer(
     name="mim",
@@ -61,7 +64,7 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_versio
     """Pretrain, probe and report self-supervised representations, with and without I(z, v) regularisers."""
 
 
-def run_dir_for(config, out: Path | None) -> Path:
+def run_dir_for(config: RunConfig, out: Path | None) -> Path:
     return Path(out or config.run.out or Path("runs") / config.run.name)
 
 
@@ -179,8 +182,8 @@ def probe(
     if protocol is not None and protocol not in ("linear", "knn", "regression"):
         raise UsageError(f"--protocol {protocol!r}: choose linear, knn or regression")
     try:
-        layer_list = [int(x) for x in _csv(layers)] if layers else None
-        seed_list = [int(x) for x in _csv(seeds)] if seeds else None
+        layer_list = [int(x) for x in _csv(layers) or []] if layers else None
+        seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
     result = run_probes(run_dir, _csv(datasets), protocol, layer_list, seed_list, data_root, device=device,
@@ -190,7 +193,7 @@ def probe(
     _exit_if_partial(result, _csv(datasets) or load_run_config(run_dir).probe.datasets)
 
 
-def _exit_if_partial(result: dict, names: list[str]) -> None:
+def _exit_if_partial(result: dict[str, Any], names: list[str]) -> None:
     """A probe that could not reach some data set is a failure for a script: say which, exit 1."""
     from mimcli.probe import missing_datasets
 

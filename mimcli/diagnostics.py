@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment, normalize_only
 from mimcli.data.datasets import ImageData
+from mimcli.data.stream import ImageIndex
 from mimcli.errors import UsageError
 from mimcli.objectives.mutual_information import (
     cosine_scores,
@@ -62,7 +63,7 @@ class Diagnostics:
     factors: dict[str, Tensor]
 
     @classmethod
-    def build(cls, config: RunConfig, data: ImageData, augment: BatchAugment, device: torch.device
+    def build(cls, config: RunConfig, data: ImageData | ImageIndex, augment: BatchAugment, device: torch.device
               ) -> Diagnostics | None:
         """None when diagnostics are off for this run."""
         every = diagnostics_interval(config)

@@ -100,7 +100,7 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, in [0, 1] units (float64 sums, chunked)."""
     total = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)
-    for chunk in images.split(4096):
+    for chunk in torch.split(images, 4096):
         x = chunk.to(torch.float64).div_(255)
         total += x.sum(dim=(0, 2, 3))
         squares += x.square().sum(dim=(0, 2, 3))
@@ -146,7 +146,7 @@ def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[fl
     shift = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     scale = torch.tensor(std, device=device).view(1, 3, 1, 1)
     outputs: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
-    for chunk in images.split(batch_size):
+    for chunk in torch.split(images, batch_size):
         x = chunk.to(device, non_blocking=True).float().div_(255).sub_(shift).div_(scale)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)

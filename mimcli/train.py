@@ -155,7 +155,7 @@ class Trainer:
             raise UsageError(f"cannot resume from {path}: {runs.first_line(error)}") from None
 
     # ---- one epoch -------------------------------------------------------------------------------
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -163,6 +163,7 @@ class Trainer:
     def batches(self, epoch: int) -> torch.Tensor:
         """This rank's index batches (steps, B) for an epoch: a seeded permutation, sharded, last partial
         batch dropped."""
+        assert self.data is not None  # loaded in __post_init__
         return epoch_order(len(self.data), epoch_seed(self.config.train.seed, epoch), self.per_rank_batch,
                            distributed.world_size(), distributed.rank())
 

@@ -33,7 +33,8 @@ class Decoder(nn.Module):
         self.fc, self.shape, self.convs = fc, shape, convs
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.convs(self.fc(h).view(h.shape[0], *self.shape))
+        image: Tensor = self.convs(self.fc(h).view(h.shape[0], *self.shape))
+        return image
 
 
 def _fc(in_dim: int, out_dim: int) -> nn.Sequential:

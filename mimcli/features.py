@@ -1,28 +1,9 @@
 """Frozen-backbone features, cached in HDF5 under RUN_DIR/features/ so probes never re-encode images.
 
-One file per (backbone checkpoint sha256, image source, split, resolution) holds the pooled
-layer2/layer3/layer4 features (one forward pass gives all three; the layer is the data set name
-inside the file), the labels and any extra targets:
-
-    features/<source>-<split>-<size>px-<sha256[:16]>.h5
-      layer2 (n, C2) float32, layer3 (n, C3), layer4 (n, C4), labels (n,), targets/<name> (n, ...)
-      attrs: format, complete, checkpoint_sha256, source, split, image_size, n, classes (JSON),
-             norm (which normalisation, below), norm_mean, norm_std, device, precision
-
-The checkpoint's full sha256 is both in the name and checked inside, so features of another
-checkpoint are never used. Files are written to a temporary name and renamed; every dataset carries
-HDF5's fletcher32 checksum, verified on each read. A file that h5py cannot open, that lacks
-`complete`, whose shapes disagree, whose data fails its checksum or that has none is reported and
-rebuilt. The
-backbone (and the images) are loaded only on a miss: a second probe on the same features reads
-the HDF5 files and nothing else.
-
-Normalisation is per data set, as the official eval_lr.py does (`probe.normalize = "official"`):
-the official per-data-set constants (its data_statistics.py); CIFAR-10/100 and shapes, which the
-model was pretrained on with Normalize(0.5, 0.5), with that same (0.5, 0.5); any other set (an
-image folder) with its train images' per-channel mean and std. `probe.normalize = "train_stats"`
-uses the train-split statistics for every set (features kept in separate `-trainstats` files).
-Train and test are normalised alike; the choice is recorded in the attributes.
+One file per (checkpoint sha256, image source, split, resolution) holds all three pooled blocks, the
+labels and the extra targets; the full sha256 is checked inside, files are renamed into place and
+fletcher32-checksummed, and a bad file is reported and rebuilt. Normalisation is per data set, as
+the official eval_lr.py. File layout, keys, normalisation and safety: docs/probing.md (the feature cache).
 """
 
 from __future__ import annotations

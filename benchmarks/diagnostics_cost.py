@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section  # noqa: E402
-from mimcli.config import load_config  # noqa: E402
-from mimcli.train import Trainer  # noqa: E402
+from docs_table import machine, markdown_table, update_section
+
+from mimcli.config import load_config
+from mimcli.train import Trainer
 
 
 def main() -> None:

@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section  # noqa: E402
-from train_speed import synthetic_images  # noqa: E402
+from docs_table import machine, markdown_table, update_section
+from train_speed import synthetic_images
 
-from mimcli.config import load_config  # noqa: E402
-from mimcli.data.shapes import generate_shapes  # noqa: E402
-from mimcli.data.source import MemorySource  # noqa: E402
-from mimcli.train import Trainer  # noqa: E402
+from mimcli.config import load_config
+from mimcli.data.shapes import generate_shapes
+from mimcli.data.source import MemorySource
+from mimcli.train import Trainer
 
 FLOP_PER_VIEW = 3.33e9  # ResNet-18 at 32 px, forward + backward, per view (issue 7: 333 TFLOP per epoch)
 DENSE_BF16_FLOPS = {"H200": 990e12, "H100": 990e12, "A100": 312e12}

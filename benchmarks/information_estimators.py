@@ -25,10 +25,18 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section  # noqa: E402
-from mimcli.objectives.mutual_information import (correlated_gaussians, cosine_scores, gaussian_gram,
-                                                  gaussian_mutual_information, infonce, kernel_width, ksg,
-                                                  renyi_mutual_information)  # noqa: E402
+from docs_table import machine, markdown_table, update_section
+
+from mimcli.objectives.mutual_information import (
+    correlated_gaussians,
+    cosine_scores,
+    gaussian_gram,
+    gaussian_mutual_information,
+    infonce,
+    kernel_width,
+    ksg,
+    renyi_mutual_information,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "information.md"
 CASES = [(1, 0.0), (1, 0.5), (1, 0.9), (4, 0.0), (4, 0.5), (4, 0.9), (16, 0.0), (16, 0.5)]

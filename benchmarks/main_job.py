@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, update_section  # noqa: E402
+from docs_table import machine, update_section
 
 COMMAND = ["mim", "sweep", "regularizers", "--preset", "quickstart", "--no-progress"]
 LABELS = {"kind-none": "SimCLR", "kind-rc": "SimCLR + RC", "kind-lbe": "SimCLR + LBE", "init": "random init"}
@@ -75,7 +75,8 @@ def main() -> None:
          simclr["shape"] >= SHAPE_TARGET),
         (f"SimCLR hue {simclr['hue']:.1f} % <= random init {base['hue']:.1f} % - {HUE_DROP_TARGET:.0f}",
          simclr["hue"] <= base["hue"] - HUE_DROP_TARGET),
-        (f"{seconds:.0f} s wall < {SECONDS_TARGET:.0f} s (load average {load_before:.1f} before, {load_after:.1f} after)",
+        (f"{seconds:.0f} s wall < {SECONDS_TARGET:.0f} s "
+         f"(load average {load_before:.1f} before, {load_after:.1f} after)",
          seconds < SECONDS_TARGET),
     ]
     for text, ok in checks:

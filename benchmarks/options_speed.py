@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section  # noqa: E402
-from train_speed import time_mim  # noqa: E402
+from docs_table import machine, markdown_table, update_section
+from train_speed import time_mim
 
-from mimcli.config import RunConfig, load_config  # noqa: E402
+from mimcli.config import RunConfig, load_config
 
 CASES = [("simclr", "rc"), ("byol", "none")]  # RC: BN in the decoder; BYOL: BN in heads and target
 OPTIONS = [("per_view", "fp32"), ("joint", "fp32"), ("per_view", "autocast"), ("joint", "autocast")]

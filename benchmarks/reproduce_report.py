@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section  # noqa: E402
+from docs_table import machine, markdown_table, update_section
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -85,8 +85,9 @@ def main() -> None:
         probes = [f"imagefolder:{root}", f"colourstats:{root}", *transfer]
         for preset, label in MODELS.items():
             run = (args.runs or Path(scratch) / "runs") / preset
-            sets = ["data.dataset='imagefolder'", f"data.root='{root}'", "data.download=false", f"probe.datasets={json.dumps(probes)}",
-                    f"train.epochs={args.epochs}", *(DRY if args.dry_run else [])]
+            sets = ["data.dataset='imagefolder'", f"data.root='{root}'", "data.download=false",
+                    f"probe.datasets={json.dumps(probes)}", f"train.epochs={args.epochs}",
+                    *(DRY if args.dry_run else [])]
             began = time.perf_counter()
             mim("pretrain", "--preset", preset, *[x for s in sets for x in ("--set", s)], "--out", str(run),
                 "--force", "--no-progress")

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import scores  # noqa: E402
+from main_job import scores
 
 BASE = ["--preset", "quickstart"]
 # name -> overrides on top of the quickstart preset (what each line of the design table tried)

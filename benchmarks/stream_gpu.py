@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section  # noqa: E402
-from stream_memory import write_photos  # noqa: E402
+from docs_table import machine, markdown_table, update_section
+from stream_memory import write_photos
 
-from mimcli.config import load_config  # noqa: E402
-from mimcli.train import Trainer  # noqa: E402
+from mimcli.config import load_config
+from mimcli.train import Trainer
 
 
 def epoch_rate(root: Path, loader: str, images: int, batch: int, workers: int) -> dict[str, object]:

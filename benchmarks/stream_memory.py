@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section  # noqa: E402
+from docs_table import machine, markdown_table, update_section
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = (1000, 8000)
@@ -123,7 +123,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     body = (f"## Stream mode: memory and speed: {machine()}\n\n"
             f"`python benchmarks/stream_memory.py --write` (500 x 375 JPEGs; load average {load:.1f} at the end of "
-            f"the run: the cores were shared with other jobs, so the speeds are noisy). Peak RSS (MiB) of a {STEPS}-step stream pass ({BATCH} images x 2 views at {SIZE} px, "
+            f"the run: the cores were shared with other jobs, so the speeds are noisy). Peak RSS (MiB) of a "
+            f"{STEPS}-step stream pass ({BATCH} images x 2 views at {SIZE} px, "
             f"{WORKERS} workers), training process and largest worker:\n\n{memory_table}\n\n"
             f"8k - 1k images: **{growth:+.1f} MiB** in the training process, {worker_growth:+.1f} MiB per worker "
             f"(limit 100 MB).\n\nOne epoch on {SPEED_IMAGES} of the same images (SimCLR, ResNet-18 width 8, {SIZE} px, "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from mimcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from mimcli.config import RunConfig
 
 app = typer.Typer(
     name="mim",
@@ -29,13 +32,13 @@ err_console = Console(stderr=True)
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
 
 PresetOption = Annotated[
-    Optional[str], typer.Option("--preset", "-p", help="Preset name (see `mim presets`) or path to a TOML file.")
+    str | None, typer.Option("--preset", "-p", help="Preset name (see `mim presets`) or path to a TOML file.")
 ]
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-s", help="Override a config key: section.key=value (repeatable)."),
 ]
-OutOption = Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default runs/<run name>).")]
+OutOption = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<run name>).")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in the run directory.")]
 ForceOption = Annotated[bool, typer.Option(
     "--force", help="Replace an existing mim run (a folder mim wrote, nothing else in it) and start over.")]
@@ -61,7 +64,7 @@ def _options(version: Annotated[bool, typer.Option("--version", callback=_versio
     """Pretrain, probe and report self-supervised representations, with and without I(z, v) regularisers."""
 
 
-def run_dir_for(config, out: Path | None) -> Path:
+def run_dir_for(config: RunConfig, out: Path | None) -> Path:
     return Path(out or config.run.out or Path("runs") / config.run.name)
 
 
@@ -165,11 +168,12 @@ def _csv(text: str | None) -> list[str] | None:
 @app.command()
 def probe(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mim pretrain`.")],
-    datasets: Annotated[Optional[str], typer.Option(help="Comma-separated: cifar10,dtd,... or imagefolder:PATH.")] = None,
-    protocol: Annotated[Optional[str], typer.Option(help="linear | knn | regression.")] = None,
-    layers: Annotated[Optional[str], typer.Option(help="Pooled blocks to probe: 4 or 2,3,4 (concatenated).")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated probe seeds (mean and std reported).")] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Where torchvision data sets live (default: data.root).")] = None,
+    datasets: Annotated[str | None, typer.Option(help="Comma-separated: cifar10,dtd,... or imagefolder:PATH.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="linear | knn | regression.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Pooled blocks to probe: 4 or 2,3,4 (concatenated).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated probe seeds (mean and std reported).")] = None,
+    data_root: Annotated[
+        str | None, typer.Option(help="Where torchvision data sets live (default: data.root).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
 ) -> None:
     """Probe frozen features (cached in HDF5) on the source and transfer data sets."""
@@ -178,8 +182,8 @@ def probe(
     if protocol is not None and protocol not in ("linear", "knn", "regression"):
         raise UsageError(f"--protocol {protocol!r}: choose linear, knn or regression")
     try:
-        layer_list = [int(x) for x in _csv(layers)] if layers else None
-        seed_list = [int(x) for x in _csv(seeds)] if seeds else None
+        layer_list = [int(x) for x in _csv(layers) or []] if layers else None
+        seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
     result = run_probes(run_dir, _csv(datasets), protocol, layer_list, seed_list, data_root, device=device,
@@ -189,7 +193,7 @@ def probe(
     _exit_if_partial(result, _csv(datasets) or load_run_config(run_dir).probe.datasets)
 
 
-def _exit_if_partial(result: dict, names: list[str]) -> None:
+def _exit_if_partial(result: dict[str, Any], names: list[str]) -> None:
     """A probe that could not reach some data set is a failure for a script: say which, exit 1."""
     from mimcli.probe import missing_datasets
 
@@ -205,13 +209,13 @@ def _exit_if_partial(result: dict, names: list[str]) -> None:
 def sweep(
     kind: Annotated[str, typer.Argument(help="lambda | epochs | seeds | regularizers | grid.")],
     preset: Annotated[list[str], typer.Option("--preset", "-p", help="Base preset(s) (repeatable).")],
-    values: Annotated[Optional[str], typer.Option(help="Comma-separated values to sweep (not for grid).")] = None,
+    values: Annotated[str | None, typer.Option(help="Comma-separated values to sweep (not for grid).")] = None,
     set_: SetOption = None,
-    set_values: Annotated[Optional[list[str]], typer.Option(
+    set_values: Annotated[list[str] | None, typer.Option(
         "--set-values", help="Grid axis section.key=v1,v2,... (repeatable; the grid is their product).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder holding sweeps.")] = Path("runs"),
-    name: Annotated[Optional[str], typer.Option(help="Sweep folder name (default <kind>-<preset>).")] = None,
-    shard: Annotated[Optional[str], typer.Option(help="I/N: run only every N-th point, from the I-th.")] = None,
+    name: Annotated[str | None, typer.Option(help="Sweep folder name (default <kind>-<preset>).")] = None,
+    shard: Annotated[str | None, typer.Option(help="I/N: run only every N-th point, from the I-th.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the points and their commands only.")] = False,
     no_progress: QuietOption = False,
 ) -> None:
@@ -228,12 +232,14 @@ def sweep(
 
 @app.command()
 def report(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Run directories or folders holding them (default runs/).")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Run directories or folders holding them (default runs/).")] = None,
     format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json | csv.")] = "table",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(help="Folder for the figures, PDF + PNG (needs mim[plots]).")] = None,
-    compare: Annotated[Optional[str], typer.Option(help="paper | report: reference numbers beside each cell.")] = None,
-    metric: Annotated[str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")] = "acc_best_test",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Folder for the figures, PDF + PNG (needs mim[plots]).")] = None,
+    compare: Annotated[str | None, typer.Option(help="paper | report: reference numbers beside each cell.")] = None,
+    metric: Annotated[
+        str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")] = "acc_best_test",
 ) -> None:
     """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs."""
     from mimcli.report import run_report

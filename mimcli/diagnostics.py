@@ -26,11 +26,18 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mimcli.config import RunConfig
-from mimcli.errors import UsageError
 from mimcli.data.augment import BatchAugment, normalize_only
 from mimcli.data.datasets import ImageData
-from mimcli.objectives.mutual_information import (cosine_scores, gaussian_gram, infonce, ksg, label_gram,
-                                                  renyi_mutual_information)
+from mimcli.data.stream import ImageIndex
+from mimcli.errors import UsageError
+from mimcli.objectives.mutual_information import (
+    cosine_scores,
+    gaussian_gram,
+    infonce,
+    ksg,
+    label_gram,
+    renyi_mutual_information,
+)
 
 SEED_OFFSET = 7_777  # the evaluation batch's seed is train.seed + this: fixed per run, apart from training draws
 PIXEL_GRID = 8
@@ -56,7 +63,7 @@ class Diagnostics:
     factors: dict[str, Tensor]
 
     @classmethod
-    def build(cls, config: RunConfig, data: ImageData, augment: BatchAugment, device: torch.device
+    def build(cls, config: RunConfig, data: ImageData | ImageIndex, augment: BatchAugment, device: torch.device
               ) -> Diagnostics | None:
         """None when diagnostics are off for this run."""
         every = diagnostics_interval(config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -90,13 +91,13 @@ class _GatherWithGrad(torch.autograd.Function):
     """all_gather forward; backward: the sum over ranks of the gradient, this rank's slice of it."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         parts = [torch.empty_like(x) for _ in range(world_size())]
         dist.all_gather(parts, x.contiguous())
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.clone(memory_format=torch.contiguous_format)  # autograd may share the incoming one
         dist.all_reduce(grad)  # small tensors (projections, BatchNorm statistics): all_reduce is enough
         rows = grad.shape[0] // world_size()
@@ -111,7 +112,8 @@ def gather_with_grad(x: Tensor) -> Tensor:
     """
     if not is_distributed() or world_size() == 1:
         return x
-    return _GatherWithGrad.apply(x)
+    gathered: Tensor = _GatherWithGrad.apply(x)
+    return gathered
 
 
 def mean_over_ranks(x: Tensor) -> Tensor:
@@ -171,6 +173,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean = (counts * means).sum(0) / total
         m2 = m2s.sum(0) + (counts * (means - mean).square()).sum(0)
         if self.track_running_stats:
+            # the buffers exist whenever track_running_stats is set (torch's _NormBase registers them)
+            assert self.num_batches_tracked is not None and self.running_mean is not None
+            assert self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 momentum = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
@@ -186,7 +191,8 @@ def _to_global_batchnorm(module: nn.Module) -> nn.Module:
     """Every BatchNorm*d below module replaced by GlobalBatchNorm sharing its parameters and buffers
     (per-view layers, models/viewnorm.py, stay and switch to global statistics per view)."""
     if hasattr(module, "synced"):
-        setattr(module, "synced", True)  # a per-view layer (models/viewnorm.py)
+        # a per-view layer (models/viewnorm.py); setattr: nn.Module types attributes as Tensor | Module, not bool
+        setattr(module, "synced", True)  # noqa: B010
         return module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
             module, (GlobalBatchNorm, nn.SyncBatchNorm)):
@@ -213,7 +219,8 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """BatchNorm over the global batch, in place (parameters, buffers and state_dict keys unchanged):
     torch's SyncBatchNorm on CUDA, GlobalBatchNorm elsewhere and for per-view statistics."""
     if device.type == "cuda" and not any(hasattr(m, "synced") for m in module.modules()):
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        synced: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(module)  # type: ignore[no-untyped-call]
+        return synced
     return _to_global_batchnorm(module)
 
 

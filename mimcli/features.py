@@ -1,28 +1,9 @@
 """Frozen-backbone features, cached in HDF5 under RUN_DIR/features/ so probes never re-encode images.
 
-One file per (backbone checkpoint sha256, image source, split, resolution) holds the pooled
-layer2/layer3/layer4 features (one forward pass gives all three; the layer is the data set name
-inside the file), the labels and any extra targets:
-
-    features/<source>-<split>-<size>px-<sha256[:16]>.h5
-      layer2 (n, C2) float32, layer3 (n, C3), layer4 (n, C4), labels (n,), targets/<name> (n, ...)
-      attrs: format, complete, checkpoint_sha256, source, split, image_size, n, classes (JSON),
-             norm (which normalisation, below), norm_mean, norm_std, device, precision
-
-The checkpoint's full sha256 is both in the name and checked inside, so features of another
-checkpoint are never used. Files are written to a temporary name and renamed; every dataset carries
-HDF5's fletcher32 checksum, verified on each read. A file that h5py cannot open, that lacks
-`complete`, whose shapes disagree, whose data fails its checksum or that has none is reported and
-rebuilt. The
-backbone (and the images) are loaded only on a miss: a second probe on the same features reads
-the HDF5 files and nothing else.
-
-Normalisation is per data set, as the official eval_lr.py does (`probe.normalize = "official"`):
-the official per-data-set constants (its data_statistics.py); CIFAR-10/100 and shapes, which the
-model was pretrained on with Normalize(0.5, 0.5), with that same (0.5, 0.5); any other set (an
-image folder) with its train images' per-channel mean and std. `probe.normalize = "train_stats"`
-uses the train-split statistics for every set (features kept in separate `-trainstats` files).
-Train and test are normalised alike; the choice is recorded in the attributes.
+One file per (checkpoint sha256, image source, split, resolution) holds all three pooled blocks, the
+labels and the extra targets; the full sha256 is checked inside, files are renamed into place and
+fletcher32-checksummed, and a bad file is reported and rebuilt. Normalisation is per data set, as
+the official eval_lr.py. File layout, keys, normalisation and safety: docs/probing.md (the feature cache).
 """
 
 from __future__ import annotations
@@ -100,7 +81,7 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, in [0, 1] units (float64 sums, chunked)."""
     total = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)
-    for chunk in images.split(4096):
+    for chunk in torch.split(images, 4096):
         x = chunk.to(torch.float64).div_(255)
         total += x.sum(dim=(0, 2, 3))
         squares += x.square().sum(dim=(0, 2, 3))
@@ -146,7 +127,7 @@ def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[fl
     shift = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     scale = torch.tensor(std, device=device).view(1, 3, 1, 1)
     outputs: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
-    for chunk in images.split(batch_size):
+    for chunk in torch.split(images, batch_size):
         x = chunk.to(device, non_blocking=True).float().div_(255).sub_(shift).div_(scale)
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -14,7 +14,9 @@ from typing import Any
 from mimcli.errors import UsageError
 
 TENSORBOARD_DIR = "tensorboard"
-TENSORBOARD_HINT = "train.log includes 'tensorboard', which needs the tensorboard package: pip install 'mim[tensorboard]'"
+TENSORBOARD_HINT = (
+    "train.log includes 'tensorboard', which needs the tensorboard package: pip install 'mim[tensorboard]'"
+)
 
 
 class Sink:

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.optimizer import ParamsT
 
 from mimcli.config import TrainSection
 
@@ -13,11 +14,12 @@ from mimcli.config import TrainSection
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise trust ratios (You et al.); biases and norms are not adapted."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
+    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 eta: float = 0.001) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta})
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -36,7 +38,8 @@ class LARS(torch.optim.Optimizer):
         return None
 
 
-def build_optimizer(model: nn.Module, cfg: TrainSection, global_batch: int, device: torch.device):
+def build_optimizer(model: nn.Module, cfg: TrainSection, global_batch: int, device: torch.device
+                    ) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         # One fused kernel for all parameters instead of a dozen small ops each (CUDA and CPU).

@@ -93,7 +93,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.model: PretrainModel = build_model(cfg, num_classes=max(len(self.data.classes), 1))
         if self.model.method.needs_labels and bool((self.data.labels < 0).any()):
-            raise UsageError(f"method.name={cfg.method.name!r} needs labels, but {cfg.data.dataset} has unlabeled images")
+            raise UsageError(
+                f"method.name={cfg.method.name!r} needs labels, but {cfg.data.dataset} has unlabeled images")
         self.model.to(self.device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
@@ -154,13 +155,15 @@ class Trainer:
             raise UsageError(f"cannot resume from {path}: {runs.first_line(error)}") from None
 
     # ---- one epoch -------------------------------------------------------------------------------
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def batches(self, epoch: int) -> torch.Tensor:
-        """This rank's index batches (steps, B) for an epoch: a seeded permutation, sharded, last partial batch dropped."""
+        """This rank's index batches (steps, B) for an epoch: a seeded permutation, sharded, last partial
+        batch dropped."""
+        assert self.data is not None  # loaded in __post_init__
         return epoch_order(len(self.data), epoch_seed(self.config.train.seed, epoch), self.per_rank_batch,
                            distributed.world_size(), distributed.rank())
 

@@ -34,6 +34,7 @@ from mimcli.data.augment import (
     torchvision_pipeline,
 )
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny per-image tensors: intra-op threads only add synchronisation (badly so on a busy machine)."""

@@ -118,7 +118,7 @@ def test_unreadable_toml_names_the_line(tmp_path):
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(cli, tmp_path, args):
-    code, out, err = cli(*args, "--out", str(tmp_path / "run"))
+    code, _, err = cli(*args, "--out", str(tmp_path / "run"))
     assert code == 2
     assert err.strip().count("\n") == 0 and err.startswith("error:")
     assert not (tmp_path / "run").exists()

@@ -99,9 +99,10 @@ def extract_cifar_subset(target: Path, per_class: int) -> Path:
 def test_tiny_pretrain_on_the_real_cifar10_jpegs(cli, tmp_path):
     root = extract_cifar_subset(tmp_path / "data", per_class=60)
     out = tmp_path / "run"
-    code, _, err = cli("pretrain", "--preset", "simclr", "--set", "data.dataset=imagefolder", "--set", f"data.root='{root}'",
-                       "--set", "model.width=8", "--set", "data.subset=512", "--set", "train.epochs=1",
-                       "--set", "train.batch_size=128", "--set", "probe.datasets=[]", "--out", str(out), "--no-progress")
+    code, _, err = cli("pretrain", "--preset", "simclr", "--set", "data.dataset=imagefolder",
+                       "--set", f"data.root='{root}'", "--set", "model.width=8", "--set", "data.subset=512",
+                       "--set", "train.epochs=1", "--set", "train.batch_size=128", "--set", "probe.datasets=[]",
+                       "--out", str(out), "--no-progress")
     assert code == 0, err
     for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "backbone.pt", "run.json"):
         assert (out / name).is_file(), name

@@ -183,8 +183,8 @@ def _checks(rank: int, out: Path) -> dict:
         result["losses"] = losses(global_inputs(), rows(rank))
         with float64():
             for method, kind, bn in END_TO_END:
-                result[f"{method}-{kind}-{bn}"] = one_step(
-                    Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), out / f"{method}-{bn}", data=DATA), rows(rank))
+                trainer = Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), out / f"{method}-{bn}", data=DATA)
+                result[f"{method}-{kind}-{bn}"] = one_step(trainer, rows(rank))
         supervised = Trainer(tiny("supervised"), out / "supervised", data=DATA).model
         result["supervised_bn"] = [type(m).__name__ for m in supervised.modules()
                                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]

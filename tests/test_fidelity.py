@@ -67,7 +67,8 @@ def test_per_view_batchnorm_is_plain_batchnorm_outside_a_pass_and_in_eval():
 
 
 def test_pretrain_model_uses_per_view_statistics_everywhere_by_default():
-    config = load_config(None, ["model.width=8", "method.name='byol'", "regularizer.kind='rc'", "data.dataset='shapes'"])
+    config = load_config(
+        None, ["model.width=8", "method.name='byol'", "regularizer.kind='rc'", "data.dataset='shapes'"])
     model = build_model(config, num_classes=1)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms and all(isinstance(m, PerViewBatchNorm) for m in norms)  # backbone, heads, target, decoder
@@ -93,8 +94,8 @@ def test_per_view_backbone_features_equal_two_forwards_of_the_official_backbone(
 
 
 def test_convolutions_keep_pytorch_default_init():
-    """The official CIFAR / STL-10 ResNet (modules/resnet.py) never re-initialises its convolutions: nn.Conv2d's kaiming_uniform(a=sqrt(5)),
-    i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not torchvision's kaiming_normal fan_out."""
+    """The official CIFAR / STL-10 ResNet (modules/resnet.py) never re-initialises its convolutions: nn.Conv2d's
+    kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not torchvision's kaiming_normal fan_out."""
     backbone = build_backbone("resnet18", 64, 32)
     for name, module in backbone.named_modules():
         if isinstance(module, nn.Conv2d):
@@ -141,7 +142,7 @@ def test_probe_normalisation_per_data_set(source, mean, std):
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     got_mean, got_std, _ = probe_normalization(source, images)
     assert got_mean == mean and got_std == std
-    train_mean, train_std, kind = probe_normalization(source, images, "train_stats")
+    train_mean, _, kind = probe_normalization(source, images, "train_stats")
     assert kind == "train-split statistics"
     assert train_mean == pytest.approx((images.double() / 255).mean((0, 2, 3)).tolist())
 

@@ -16,9 +16,18 @@ from rich.console import Console
 from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.diagnostics import KEY, Diagnostics, diagnostics_interval
-from mimcli.objectives.mutual_information import (correlated_gaussians, cosine_scores, gaussian_gram,
-                                                  gaussian_mutual_information, infonce, kernel_width, ksg,
-                                                  label_gram, renyi_entropy, renyi_mutual_information)
+from mimcli.objectives.mutual_information import (
+    correlated_gaussians,
+    cosine_scores,
+    gaussian_gram,
+    gaussian_mutual_information,
+    infonce,
+    kernel_width,
+    ksg,
+    label_gram,
+    renyi_entropy,
+    renyi_mutual_information,
+)
 from mimcli.report import run_report
 from mimcli.train import Trainer, pretrain
 

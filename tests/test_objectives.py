@@ -55,10 +55,10 @@ def test_byol_symmetric_loss_sums_the_two_directions():
     p1, p2 = [[1.0, 0.0], [1.0, 1.0]], [[0.0, 1.0], [2.0, -1.0]]
     t1, t2 = [[3.0, 1.0], [0.0, 2.0]], [[0.0, 3.0], [2.0, 0.0]]
 
-    def l(p, t):  # 2 - 2 cos, per sample
+    def cos_loss(p, t):  # 2 - 2 cos, per sample
         return 2 - 2 * sum(a * b for a, b in zip(p, t)) / math.sqrt(sum(a * a for a in p) * sum(b * b for b in t))
 
-    expected = sum(l(p1[i], t2[i]) + l(p2[i], t1[i]) for i in range(2)) / 2
+    expected = sum(cos_loss(p1[i], t2[i]) + cos_loss(p2[i], t1[i]) for i in range(2)) / 2
     value = byol_symmetric_loss(*(torch.tensor(x, dtype=torch.float64) for x in (p1, p2, t1, t2)))
     assert value.item() == pytest.approx(expected, rel=1e-12)
 
@@ -93,7 +93,8 @@ def test_barlow_twins_matches_hand_computation():
 
     a, b = standardise(z1), standardise(z2)
     c = [[sum(a[n][i] * b[n][j] for n in range(3)) / 3 for j in range(2)] for i in range(2)]
-    expected = sum((1 - c[i][i]) ** 2 for i in range(2)) + w * sum(c[i][j] ** 2 for i in range(2) for j in range(2) if i != j)
+    off_diagonal = sum(c[i][j] ** 2 for i in range(2) for j in range(2) if i != j)
+    expected = sum((1 - c[i][i]) ** 2 for i in range(2)) + w * off_diagonal
     value = barlow_twins_loss(torch.tensor(z1, dtype=torch.float64), torch.tensor(z2, dtype=torch.float64), w)
     assert value.item() == pytest.approx(expected, rel=1e-12)
 

@@ -129,8 +129,8 @@ CASES = {
                       2, "'inf' is not a finite number"),
     # paths that cannot be written
     "out-is-file": Case(["pretrain", *T, "--out", "{tmp}/file.txt"], 2, "is a file", ("file.txt",), a_file),
-    "out-under-file": Case(["pretrain", *T, "--out", "{tmp}/file.txt/run"], 2, "file.txt is a file, not a folder", ("file.txt",),
-                           a_file),
+    "out-under-file": Case(["pretrain", *T, "--out", "{tmp}/file.txt/run"], 2, "file.txt is a file, not a folder",
+                           ("file.txt",), a_file),
     "sweep-out-file": Case(["sweep", "seeds", "-p", "simclr", "--values", "1", *T[:-1], "--out", "{tmp}/file.txt"],
                            2, "Not a directory", ("file.txt",), a_file),
     "report-out-dir": Case(["report", "{tmp}/run", "--out", "{tmp}/plots"], 2, "is a directory", RUN, plots_dir),

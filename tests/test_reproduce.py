@@ -1,4 +1,5 @@
-"""benchmarks/reproduce_report.py --dry-run: the GPU script's whole path (extract, 3 trainings, probes, table) on a CPU."""
+"""benchmarks/reproduce_report.py --dry-run: the GPU script's whole path (extract, 3 trainings, probes, table) on a
+CPU."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_report.
 def test_reproduce_report_dry_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1])}
     done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--archive", str(CIFAR_JPEG),
-                           "--out", str(tmp_path), "--runs", str(tmp_path / "runs")], capture_output=True, text=True, env=env, timeout=600, check=False)
+                           "--out", str(tmp_path), "--runs", str(tmp_path / "runs")],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "reproduce_report.json").read_text())
     assert result["dry_run"] is True

@@ -101,7 +101,7 @@ def test_crop_is_torchvision_random_resized_crop_of_the_original_image(tmp_path)
             row = u[v, j:j + 1]
             top, left, h, w = sample_crop_boxes(row[:, :CROP_TRIES], row[:, CROP_TRIES:2 * CROP_TRIES], row[:, -2],
                                                 row[:, -1], height, width, scale, ratio)[0].tolist()
-            assert 0 <= top and top + h <= height and 0 <= left and left + w <= width
+            assert top >= 0 and top + h <= height and left >= 0 and left + w <= width
             non_square_boxes += h != w
             expected = TF.resized_crop(image, top, left, h, w, [16, 16], InterpolationMode.BILINEAR)
             assert torch.equal(views[v * 4 + j], torch.from_numpy(np.asarray(expected)).permute(2, 0, 1))

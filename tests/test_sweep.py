@@ -278,7 +278,7 @@ def test_existing_run_of_another_config_is_refused(tmp_path, fake_pretrain):
     sweep.run_sweep(sweep.plan_sweep("seeds", "simclr", "0", UNPROBED, out_root=tmp_path), console=quiet(),
                     report=False)
     changed = sweep.plan_sweep("seeds", "simclr", "0", [*UNPROBED, "train.lr=0.1"], out_root=tmp_path)
-    with pytest.raises(UsageError, match="train.lr 0.0003 there, 0.1 planned"):
+    with pytest.raises(UsageError, match=r"train.lr 0.0003 there, 0.1 planned"):
         sweep.run_sweep(changed, console=quiet(), report=False)
     assert len(fake_pretrain) == 1
 
@@ -302,13 +302,13 @@ def test_bad_input_is_one_usage_error(args, message):
 
 
 def test_swept_keys_cannot_be_overridden_and_grid_specs_are_checked():
-    with pytest.raises(UsageError, match="--set train.epochs clashes with the epochs sweep"):
+    with pytest.raises(UsageError, match=r"--set train.epochs clashes with the epochs sweep"):
         sweep.plan_sweep("epochs", "simclr", "1,2", [*UNPROBED, "train.epochs=5"])
-    with pytest.raises(UsageError, match="--set regularizer.lambda clashes"):
+    with pytest.raises(UsageError, match=r"--set regularizer.lambda clashes"):
         sweep.plan_sweep("lambda", "simclr-rc", "1", [*UNPROBED, "regularizer.lam=2"])
-    with pytest.raises(UsageError, match="expected section.key=v1,v2"):
+    with pytest.raises(UsageError, match=r"expected section.key=v1,v2"):
         sweep.plan_sweep("grid", "simclr", None, UNPROBED, ["train.lr"])
-    with pytest.raises(UsageError, match="names train.lr twice"):
+    with pytest.raises(UsageError, match=r"names train.lr twice"):
         sweep.plan_sweep("grid", "simclr", None, UNPROBED, ["train.lr=1", "train.lr=2"])
     assert sweep.split_values("[2,3], [4] ,'a,b'") == ["[2,3]", "[4]", "'a,b'"]
     layers = sweep.plan_sweep("grid", "simclr", None, UNPROBED, ["probe.layers=[2,3,4],[4]"])

@@ -1,7 +1,7 @@
 """Data sets as whole uint8 tensors: read once, then everything (augmentation included) is tensor math.
 
-Pretraining sets: cifar10, cifar100, stl10 (unlabeled, as the official code; optionally + train), imagefolder, shapes. Each loader
-returns an `ImageData` at the requested side length, so the training loop and the probes never
+Pretraining sets: cifar10, cifar100, stl10 (unlabeled, as the official code; optionally + train), imagefolder,
+shapes. Each loader returns an `ImageData` at the requested side length, so the training loop and the probes never
 see PIL images.
 """
 
@@ -43,7 +43,7 @@ def resize_uint8(images: Tensor, size: int) -> Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     out = []
-    for chunk in images.split(1024):
+    for chunk in torch.split(images, 1024):
         resized = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         out.append(resized.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)

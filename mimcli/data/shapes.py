@@ -1,25 +1,9 @@
 """`shapes`: a generated, download-free data set whose factors we know to be shared (or not) by two views.
 
-Every image (RGB uint8, 32 x 32 by default) shows one flat-coloured glyph on a textured background:
-
-- **shape** (10 classes, `SHAPE_NAMES`): the glyph. Drawn large (its bounding circle is 13-20 px
-  across at 32 px) and with a small in-plane rotation (+-15 degrees), so it survives a
-  RandomResizedCrop and a flip. Shared by the two views of the default recipe.
-- **hue** (`N_HUES` = 8 classes, `HUE_NAMES`): the glyph's hue, class k centred on k/8 of the hue
-  circle with a uniform jitter of +-0.4 of a class width (so classes never touch). The glyph colour
-  is chosen at a random *luma* (Rec. 601 grey value) with a high but random chroma, so its
-  brightness says nothing about its hue class. ColorJitter (hue +-0.2 of the circle, i.e. +-1.6
-  classes) and RandomGrayscale change or remove it: largely not shared.
-- **position** (regression): the glyph's area centroid (x, y) in [0, 1] image coordinates (x to
-  the right, y downward, 0 and 1 the image edges), uniform over the range that keeps the glyph
-  inside the image. RandomResizedCrop and the flip move it: not shared.
-- nuisances: glyph size and rotation, a background of random grey level and weakly saturated
-  random hue with a low-frequency colour field on top, and per-pixel Gaussian noise. The glyph's
-  luma differs from the background's by at least 0.25, so the glyph stays visible in grey scale.
-
-Everything is vectorised torch on a pixel grid: each glyph is a signed-distance function, and the
-coverage `clamp(0.5 - distance_in_pixels, 0, 1)` antialiases its edge. Randomness comes only from a
-`torch.Generator` seeded with `seed`, so the same (n, seed, image_size) gives identical bytes.
+The glyph's shape is shared by the two views of the default recipe; its hue (changed by colour jitter
+and grayscale) and its position (moved by the crop and the flip) are not. Every factor, nuisance and
+why it is drawn that way: docs/shapes.md. Everything is vectorised torch (signed-distance glyphs with
+an antialiased edge) from one seeded `torch.Generator`: the same (n, seed, image_size) gives identical bytes.
 """
 
 from __future__ import annotations

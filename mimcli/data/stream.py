@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from torch import Tensor
 from mimcli.data.augment import CROP_TRIES, sample_crop_boxes
 from mimcli.data.datasets import IMAGE_SUFFIXES, image_folder_split, list_image_folder
 from mimcli.errors import DataNotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 VAL_LABEL_FILES = ("val_labels.txt", "LOC_val_solution.csv")
 
@@ -121,7 +125,7 @@ def resolve_loader(loader: str, n: int, image_size: int, memory_gb: float) -> st
     return "stream" if decoded_bytes(n, image_size) > memory_gb * 2**30 else "memory"
 
 
-def open_rgb(path: str):
+def open_rgb(path: str) -> Image:
     """A PIL image in RGB; a file PIL cannot read is a clear error naming it."""
     from PIL import Image, UnidentifiedImageError
 
@@ -137,7 +141,7 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 6_700_417 + (step + 1) * 2_147_483_647) % (2**63 - 1))
 
 
-class StreamBatches(torch.utils.data.Dataset):
+class StreamBatches(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
     """Item `step`: (uint8 (n_views * B, 3, S, S) views, view-major as memory mode; int64 (B,) labels)."""
 
     def __init__(self, index: ImageIndex, order: Tensor, seed: int, image_size: int, n_views: int,
@@ -162,7 +166,8 @@ class StreamBatches(torch.utils.data.Dataset):
                 top, left, h, w = sample_crop_boxes(row[:, :CROP_TRIES], row[:, CROP_TRIES:2 * CROP_TRIES],
                                                     row[:, -2], row[:, -1], height, width,
                                                     self.scale, self.ratio)[0].tolist()
-                crop = image.crop((left, top, left + w, top + h)).resize((self.size, self.size), Image.Resampling.BILINEAR)
+                crop = image.crop((left, top, left + w, top + h))
+                crop = crop.resize((self.size, self.size), Image.Resampling.BILINEAR)
                 out[v, j] = torch.from_numpy(np.array(crop))
         views = out.view(-1, self.size, self.size, 3).permute(0, 3, 1, 2).contiguous()
         return views, self.index.labels[ids]

@@ -18,6 +18,7 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,7 +137,7 @@ def _load_mnist(name: str) -> Loader:
         out = []
         for train in (True, False):
             ds = _torchvision(name, root, _download_hint(f"{folder}/raw"),
-                              lambda: cls(str(root), train=train, download=download))
+                              partial(cls, str(root), train=train, download=download))
             out.append(ImageData(to_rgb(ds.data), ds.targets.long(), list(ds.classes)))
         return out[0], out[1]
 
@@ -150,7 +151,7 @@ def _load_dtd(root: Path, size: int, download: bool) -> tuple[ImageData, ImageDa
     splits = {}
     for split in ("train", "val", "test"):
         ds = _torchvision("dtd", root, _download_hint("dtd/dtd/{images,labels}"),
-                          lambda: datasets.DTD(str(root), split=split, partition=1, download=download))
+                          partial(datasets.DTD, str(root), split=split, partition=1, download=download))
         splits[split] = decode_samples(ds, list(ds.classes), size)
     return concat([splits["train"], splits["val"]]), splits["test"]
 
@@ -162,7 +163,7 @@ def _load_flowers102(root: Path, size: int, download: bool) -> tuple[ImageData, 
     parts = []
     for split in ("train", "val", "test"):
         ds = _torchvision("flowers102", root, _download_hint("flowers-102/{jpg,imagelabels.mat,setid.mat}"),
-                          lambda: datasets.Flowers102(str(root), split=split, download=download))
+                          partial(datasets.Flowers102, str(root), split=split, download=download))
         parts.append(decode_samples(ds, list(ds.classes), size))
     data = concat(parts)
     train, test = per_class_split(data.labels)
@@ -302,7 +303,8 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
             train = load_image_folder(image_folder_split(folder, "train"), image_size)
             test_folder = folder / "test"
             if not test_folder.is_dir():
-                raise DataNotFoundError(f"image folder {test_folder} not found: expected {folder}/test/<class>/*.jpg|png")
+                raise DataNotFoundError(
+                    f"image folder {test_folder} not found: expected {folder}/test/<class>/*.jpg|png")
             test = load_image_folder(test_folder, image_size)
             if test.classes != train.classes:
                 raise UsageError(f"{folder}: train and test hold different class folders")

@@ -9,6 +9,8 @@ reference ones.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from torch import Tensor, nn
 
 SUPPORTED_SIZES = frozenset({32, 64, 224})
@@ -31,7 +33,8 @@ class Decoder(nn.Module):
         self.fc, self.shape, self.convs = fc, shape, convs
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.convs(self.fc(h).view(h.shape[0], *self.shape))
+        image: Tensor = self.convs(self.fc(h).view(h.shape[0], *self.shape))
+        return image
 
 
 def _fc(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -57,7 +60,7 @@ def build_decoder(in_dim: int, image_size: int, width_scale: float = 1.0) -> Dec
     if image_size == 224:
         chans = [c(x) for x in (64, 128, 128, 128, 64)]
         layers = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in pairwise(chans):
             layers += _up(c_in, c_out)
         convs = nn.Sequential(*layers, nn.ConvTranspose2d(chans[-1], 3, 3, 2, 1, output_padding=1))
         return Decoder(_fc(in_dim, chans[0] * 49), (chans[0], 7, 7), convs)

@@ -87,10 +87,10 @@ def _resnet_stages(block: type[nn.Module], layers: list[int], width: int) -> Res
     net.bn1 = nn.BatchNorm2d(width)
     net.relu = nn.ReLU(inplace=True)
     net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-    net.layer1 = net._make_layer(block, width, layers[0])  # type: ignore[arg-type]
-    net.layer2 = net._make_layer(block, 2 * width, layers[1], stride=2)  # type: ignore[arg-type]
-    net.layer3 = net._make_layer(block, 4 * width, layers[2], stride=2)  # type: ignore[arg-type]
-    net.layer4 = net._make_layer(block, 8 * width, layers[3], stride=2)  # type: ignore[arg-type]
+    net.layer1 = net._make_layer(block, width, layers[0])
+    net.layer2 = net._make_layer(block, 2 * width, layers[1], stride=2)
+    net.layer3 = net._make_layer(block, 4 * width, layers[2], stride=2)
+    net.layer4 = net._make_layer(block, 8 * width, layers[3], stride=2)
     # Convolutions keep PyTorch's default init (kaiming_uniform, a=sqrt(5)), as the official CIFAR /
     # STL-10 ResNet (modules/resnet.py) does; the ImageNet stem re-draws them (PooledResNet).
     return net

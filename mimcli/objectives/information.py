@@ -3,6 +3,8 @@ fp32 outside autocast (`precision.fp32_loss`)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -13,10 +15,10 @@ from mimcli.objectives.precision import fp32_loss
 @fp32_loss
 def reconstruction_loss(reconstruction: Tensor, target: Tensor, n_views: int) -> Tensor:
     """RC: mean-reduced MSE per view, summed over the views (rows are view-major: [v1; v2])."""
-    return sum(
+    return cast(Tensor, sum(
         F.mse_loss(r, t)
         for r, t in zip(reconstruction.chunk(n_views), target.chunk(n_views))
-    )
+    ))  # sum() of no terms would be 0
 
 
 @fp32_loss

@@ -65,7 +65,7 @@ class Group:
     def model(self) -> str:
         return self.runs[0].model
 
-    def order(self) -> tuple:
+    def order(self) -> tuple[int, int, float, int, str]:
         cfg = self.config
         return (METHOD_ORDER.index(cfg.method.name), REGULARIZER_ORDER.index(cfg.regularizer.kind),
                 self.runs[0].lam or 0.0, cfg.train.epochs, self.label)

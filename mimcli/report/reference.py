@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-from typing import Any
+from typing import Any, cast
 
 from mimcli.errors import UsageError
 from mimcli.report.constants import COMPARE
@@ -15,8 +15,9 @@ def load_reference(name: str) -> dict[str, Any]:
     if name not in COMPARE:
         raise UsageError(f"--compare {name!r}: choose one of {', '.join(COMPARE)}")
     text = (importlib.resources.files("mimcli") / "reference" / "paper.json").read_text()
-    return json.loads(text)["tables"][name]
+    table: dict[str, Any] = json.loads(text)["tables"][name]
+    return table
 
 
 def reference_value(reference: dict[str, Any], source: str, model: str, dataset: str) -> float | None:
-    return reference.get("sources", {}).get(source, {}).get(model, {}).get(dataset)
+    return cast(float | None, reference.get("sources", {}).get(source, {}).get(model, {}).get(dataset))

@@ -108,7 +108,7 @@ def sweep_cells(sweep: SweepTable, row: Row) -> list[str]:
     out = []
     for column in (sweep.table.primary, sweep.table.column(MEAN)):
         cell = row.cells.get(column.key) if column is not None else None
-        out.append("-" if cell is None else cell.text(column.digits))
+        out.append("-" if column is None or cell is None else cell.text(column.digits))
     return out
 
 
@@ -151,7 +151,7 @@ def markdown_table(table: AccuracyTable, compare: str | None) -> list[str]:
                 cell = row.cells.get(column.key)
                 ref = None if cell is None else cell.reference
                 cells.append("-" if ref is None else f"{ref:.{column.digits}f}")
-                cells.append("-" if ref is None else f"{cell.difference:+.{column.digits}f}")
+                cells.append("-" if cell is None or ref is None else f"{cell.difference:+.{column.digits}f}")
         lines.append(md_row(cells))
     return lines
 

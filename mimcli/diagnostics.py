@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from mimcli.config import RunConfig
 from mimcli.errors import UsageError
 from mimcli.data.augment import BatchAugment, normalize_only
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 from mimcli.objectives.mutual_information import (cosine_scores, gaussian_gram, infonce, ksg, label_gram,
                                                   renyi_mutual_information)
 

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from mimcli import distributed
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
 from mimcli.runs import BACKBONE, file_sha256, load_backbone, temporary_beside

@@ -21,7 +21,7 @@ from rich.table import Table
 from mimcli import distributed, provenance, runs
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 from mimcli.data.sampler import epoch_order
 from mimcli.data.source import BatchSource
 from mimcli.data.stream import ImageIndex

@@ -44,7 +44,8 @@ from mimcli import distributed
 from mimcli.data.images import ImageData
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
-from mimcli.runs import BACKBONE, file_sha256, load_backbone, temporary_beside
+from mimcli.runs import BACKBONE, file_sha256, temporary_beside
+from mimcli.weights import load_backbone
 
 FORMAT = 1
 LAYERS = ("layer2", "layer3", "layer4")
@@ -160,7 +161,7 @@ def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[fl
 class FeatureCache:
     """Features of one backbone checkpoint; `get(dataset)` -> (train, test) `Features`, cached on disk.
 
-    `backbone_loader` (default: `runs.load_backbone(run_dir, weights)`) is called at most once, and
+    `backbone_loader` (default: `weights.load_backbone(run_dir, weights)`) is called at most once, and
     only when some split is not cached yet.
     """
 

@@ -44,7 +44,8 @@ from mimcli.report.constants import (COMPARE, DAGGER, DATASET_ORDER, DISPLAY, EP
 from mimcli.report.groups import (Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs,
                                   settings)
 from mimcli.report.information_plots import information_records, write_information_plots
-from mimcli.report.plots import LOSS_SKIP, figure_colours, safe_name, write_plots
+from mimcli.report.naming import safe_name
+from mimcli.report.plots import LOSS_SKIP, figure_colours, write_plots
 from mimcli.report.reference import load_reference, reference_value
 from mimcli.report.render import (cell_text, markdown, markdown_table, md_escape, md_row, relative, rich_sweep,
                                   rich_tables, sweep_cells, sweep_headers, sweep_rows, to_csv, to_json)

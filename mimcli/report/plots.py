@@ -18,7 +18,8 @@ from typing import Any
 from mimcli.report.constants import LAMBDA, MEAN
 from mimcli.report.information_plots import write_information_plots
 from mimcli.report.naming import safe_name
-from mimcli.report.tables import Column, Report
+from mimcli.report.cells import Column
+from mimcli.report.tables import Report
 
 LOSS_SKIP = ("epoch", "lr", "images_per_s", "seconds", "train_acc")
 DPI = 200

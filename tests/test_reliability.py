@@ -263,7 +263,7 @@ def test_report_skips_a_broken_run_and_reports_the_rest(cli, tmp_path):
 
     good = tmp_path / "runs" / "good"
     train.pretrain(load_config(None, TINY_KEYS), good, console=quiet(), show_progress=False)
-    run_probes(good, ["shapes:shape"], "knn", None, None, None, "cpu", quiet())
+    run_probes(good, datasets=["shapes:shape"], protocol="knn", device="cpu", console=quiet())
     for name, damage in (("bad-config", runs.CONFIG), ("bad-status", runs.STATUS), ("bad-probe", runs.PROBE)):
         shutil.copytree(good, tmp_path / "runs" / name)
         (tmp_path / "runs" / name / damage).write_bytes(b"\xff\xfe\x80 not utf-8")
@@ -295,13 +295,13 @@ def test_flipped_bytes_in_cached_features_are_detected_and_rebuilt(template, tmp
 
     run_dir = tmp_path / "run"
     shutil.copytree(template, run_dir)
-    first = run_probes(run_dir, ["shapes:shape"], "linear", None, None, None, "cpu", quiet())
+    first = run_probes(run_dir, datasets=["shapes:shape"], protocol="linear", device="cpu", console=quiet())
     files = sorted((run_dir / "features").glob("*.h5"))
     assert len(files) == 2
     for path in files:
         flip_bytes_in_data(path)
     console = quiet()
-    second = run_probes(run_dir, ["shapes:shape"], "linear", None, None, None, "cpu", console)
+    second = run_probes(run_dir, datasets=["shapes:shape"], protocol="linear", device="cpu", console=console)
     said = console.file.getvalue()
     assert said.count("rebuilding") == 2 and "unreadable" in said, said
     assert second["results"][0]["metrics"] == first["results"][0]["metrics"]

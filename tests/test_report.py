@@ -451,8 +451,8 @@ def test_real_probe_results_feed_the_report(trained, tmp_path):
     probe = pytest.importorskip("mimcli.probe")
     run_dir = tmp_path / "runs" / "probed"
     shutil.copytree(trained, run_dir)
-    probe.run_probes(run_dir, ["shapes:shape", "shapes:position"], "linear", [4], [0], str(tmp_path / "data"),
-                     "cpu", quiet())
+    probe.run_probes(run_dir, datasets=["shapes:shape", "shapes:position"], protocol="linear", layers=[4], seeds=[0],
+                     data_root=str(tmp_path / "data"), device="cpu", console=quiet())
     written = json.loads((run_dir / runs.PROBE).read_text())["results"]
     (table,) = build_report([tmp_path / "runs"]).tables
     cells = table.rows[0].cells

@@ -288,22 +288,6 @@ def normalize_only(images: Tensor, cfg: Any, out_size: int) -> Tensor:
         return x.sub_(mean).div_(std)
 
 
-def torchvision_pipeline(cfg: Any, out_size: int) -> Any:
-    """The per-image torchvision (transforms.v2) Compose that BatchAugment reproduces, for uint8 (3, H, W)
-    tensors: the reference in the tests and the baseline in benchmarks/augment_speed.py."""
-    import torchvision.transforms.v2 as T
-
-    aug = _augment_section(cfg)
-    return T.Compose([
-        T.RandomResizedCrop(out_size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True),
-        T.RandomHorizontalFlip(aug.flip_p),
-        T.RandomApply([T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.jitter_p),
-        T.RandomGrayscale(aug.grayscale_p),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(aug.mean, aug.std),
-    ])
-
-
 class BatchAugment:
     """Random views of a uint8 batch, per-sample parameters, on the batch's device (see module doc)."""
 

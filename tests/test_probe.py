@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
 
 import pytest
 import torch
-from rich.console import Console
 from test_features import make_image_folder, make_run, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from mimcli.data.transfer import per_class_split, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
-from mimcli.probe import (
-    LinearParams,
-    Ridge,
-    fit_linear,
-    knn_predict,
-    knn_probe,
-    linear_probe,
-    regression_probe,
-    run_probes,
-)
+from mimcli.probe import LinearParams, Ridge, fit_linear, knn_predict, knn_probe, linear_probe, regression_probe, \
+    run_probes
 from mimcli.report.probe_table import print_probe_table
+from tests.conftest import quiet
 
 
 def blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,10 +143,6 @@ def run(tmp_path):
     folder = make_image_folder(tmp_path / "images", per_class=6)
     (tmp_path / "empty").mkdir()
     return run_dir, folder, str(tmp_path / "empty")
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=240)
 
 
 def never():

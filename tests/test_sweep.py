@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shlex
@@ -20,9 +19,9 @@ from mimcli.config import load_config
 from mimcli.errors import UsageError
 from mimcli.sweep import execute
 from mimcli.train import Trainer
+from tests.conftest import TINY_BASE, quiet
 
-TINY = ["model.width=8", "data.dataset='shapes'", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=32", "train.precision='fp32'", "train.device=cpu", "train.threads=1"]
+TINY = [*TINY_BASE, "train.batch_size=32", "train.device=cpu", "train.threads=1"]
 PROBED = [*TINY, "probe.datasets=['shapes:shape']", "probe.epochs=5"]
 UNPROBED = [*TINY, "probe.datasets=[]"]  # the presets probe seven real data sets
 
@@ -33,10 +32,6 @@ def restore_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=1000)
 
 
 def output(console: Console) -> str:

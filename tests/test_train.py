@@ -14,9 +14,9 @@ from mimcli.methods import Batch, byol_momentum
 from mimcli.models.pretrain import build_model
 from mimcli.train import Trainer, describe_model, pretrain
 from mimcli.weights import load_backbone
+from tests.conftest import TINY_KEYS
 
-TINY = ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=32", "train.epochs=1", "train.precision=fp32", "probe.datasets=[]"]
+TINY = TINY_KEYS
 DATA = generate_shapes(64, seed=0)
 
 

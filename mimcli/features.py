@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -46,6 +46,9 @@ from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
 from mimcli.runs import BACKBONE, file_sha256, temporary_beside
 from mimcli.weights import load_backbone
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 FORMAT = 1
 LAYERS = ("layer2", "layer3", "layer4")
@@ -166,7 +169,7 @@ class FeatureCache:
     """
 
     def __init__(self, run_dir: Path, weights: str = BACKBONE, device: str | torch.device = "auto",
-                 console: Any = None, backbone_loader: Callable[[], nn.Module] | None = None,
+                 console: Console | None = None, backbone_loader: Callable[[], nn.Module] | None = None,
                  batch_size: int = 512, normalize: str = "official") -> None:
         self.run_dir = Path(run_dir)
         self.normalize = normalize

@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from mimcli.config import AugmentSection
+    from mimcli.config import AugmentSection, RunConfig
 
 CROP_TRIES = 10
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
@@ -267,12 +267,12 @@ def _mean_std(aug: AugmentSection, device: torch.device) -> tuple[Tensor, Tensor
     return mean, std
 
 
-def _augment_section(cfg: Any) -> AugmentSection:
+def _augment_section(cfg: AugmentSection | RunConfig) -> AugmentSection:
     """Accept the AugmentSection itself or a whole run config that has one under `.augment`."""
-    return getattr(cfg, "augment", cfg)
+    return cast("AugmentSection", getattr(cfg, "augment", cfg))
 
 
-def normalize_only(images: Tensor, cfg: Any, out_size: int) -> Tensor:
+def normalize_only(images: Tensor, cfg: AugmentSection | RunConfig, out_size: int) -> Tensor:
     """The clean view for evaluation and probes: resize to out_size (antialiased bilinear, as
     torchvision's Resize) when needed, then Normalize(cfg.mean, cfg.std); uint8 in, float32 out."""
     _check_images(images)

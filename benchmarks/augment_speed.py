@@ -36,8 +36,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from torchvision_reference import torchvision_pipeline  # noqa: E402  (benchmarks/, the script's own folder)
+
 from mimcli.config import AugmentSection  # noqa: E402
-from mimcli.data.augment import BatchAugment, crop_weights, resample, torchvision_pipeline  # noqa: E402
+from mimcli.data.augment import BatchAugment, crop_weights, resample  # noqa: E402
 
 SIZE = 32
 BATCH = 512

@@ -40,7 +40,7 @@ from rich.table import Table
 from torch import nn
 
 from mimcli.config import load_config
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 from mimcli.data.transfer import resolve_dataset
 from mimcli.features import FeatureCache, channel_stats
 from mimcli.models.resnet import build_backbone

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_table import machine, markdown_table, update_section  # noqa: E402
 
 from mimcli.config import RunConfig, load_config  # noqa: E402
-from mimcli.data.datasets import ImageData  # noqa: E402
+from mimcli.data.images import ImageData  # noqa: E402
 from mimcli.data.source import MemorySource  # noqa: E402
 from mimcli.methods import Batch  # noqa: E402
 from mimcli.models.pretrain import build_model  # noqa: E402

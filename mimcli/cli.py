@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,7 @@ from mimcli.errors import UsageError
 
 if TYPE_CHECKING:
     from mimcli.config import RunConfig
+    from mimcli.probe.records import ProbeResult
 
 app = typer.Typer(
     name="mim",
@@ -126,8 +127,10 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
             extract_features_distributed(run_dir, config, console)
     if config.probe.datasets and on_rank_0:  # probes run on rank 0 alone, on the features cached above
         from mimcli.probe import run_probes
+        from mimcli.report.probe_table import print_probe_table
 
-        result = run_probes(run_dir, None, None, None, None, None, device=config.train.device, console=console)
+        result = run_probes(run_dir, device=config.train.device, console=console)
+        print_probe_table(result, console)
         _exit_if_partial(result, config.probe.datasets)
 
 
@@ -178,6 +181,7 @@ def probe(
 ) -> None:
     """Probe frozen features (cached in HDF5) on the source and transfer data sets."""
     from mimcli.probe import run_probes
+    from mimcli.report.probe_table import print_probe_table
 
     if protocol is not None and protocol not in ("linear", "knn", "regression"):
         raise UsageError(f"--protocol {protocol!r}: choose linear, knn or regression")
@@ -186,14 +190,15 @@ def probe(
         seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
-    result = run_probes(run_dir, _csv(datasets), protocol, layer_list, seed_list, data_root, device=device,
-                        console=console)
+    result = run_probes(run_dir, datasets=_csv(datasets), protocol=protocol, layers=layer_list, seeds=seed_list,
+                        data_root=data_root, device=device, console=console)
+    print_probe_table(result, console)
     from mimcli.runs import load_run_config
 
     _exit_if_partial(result, _csv(datasets) or load_run_config(run_dir).probe.datasets)
 
 
-def _exit_if_partial(result: dict[str, Any], names: list[str]) -> None:
+def _exit_if_partial(result: ProbeResult, names: list[str]) -> None:
     """A probe that could not reach some data set is a failure for a script: say which, exit 1."""
     from mimcli.probe import missing_datasets
 

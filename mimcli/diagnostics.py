@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment, normalize_only
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex
 from mimcli.errors import UsageError
 from mimcli.objectives.mutual_information import (

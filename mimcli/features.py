@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -22,10 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from mimcli import distributed
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
-from mimcli.runs import BACKBONE, file_sha256, load_backbone, temporary_beside
+from mimcli.runs import BACKBONE, file_sha256, temporary_beside
+from mimcli.weights import load_backbone
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 FORMAT = 1
 LAYERS = ("layer2", "layer3", "layer4")
@@ -141,12 +145,12 @@ def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[fl
 class FeatureCache:
     """Features of one backbone checkpoint; `get(dataset)` -> (train, test) `Features`, cached on disk.
 
-    `backbone_loader` (default: `runs.load_backbone(run_dir, weights)`) is called at most once, and
+    `backbone_loader` (default: `weights.load_backbone(run_dir, weights)`) is called at most once, and
     only when some split is not cached yet.
     """
 
     def __init__(self, run_dir: Path, weights: str = BACKBONE, device: str | torch.device = "auto",
-                 console: Any = None, backbone_loader: Callable[[], nn.Module] | None = None,
+                 console: Console | None = None, backbone_loader: Callable[[], nn.Module] | None = None,
                  batch_size: int = 512, normalize: str = "official") -> None:
         self.run_dir = Path(run_dir)
         self.normalize = normalize

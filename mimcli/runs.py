@@ -24,15 +24,12 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from mimcli.config import RunConfig, build_config, read_toml, to_toml
 from mimcli.errors import UsageError
-
-if TYPE_CHECKING:
-    from mimcli.models.resnet import PooledResNet
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -175,27 +172,3 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
-
-
-def load_backbone(run_dir: Path, weights: str = BACKBONE,
-                  map_location: str = "cpu") -> tuple[PooledResNet, RunConfig]:
-    """The trained backbone of a run, in eval mode, plus its config. Loads tensors only (weights_only)."""
-    from mimcli.models.resnet import build_backbone
-
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    path = run_dir / weights
-    if not path.is_file():
-        raise UsageError(f"{path} not found: has the run finished?")
-    backbone = build_backbone(config.model.backbone, config.model.width, config.data.image_size, config.model.stem)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # a torn, empty or foreign file
-        raise UsageError(f"cannot load {path}: {first_line(error)}") from None
-    try:
-        backbone.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as error:  # weights of another architecture or width
-        detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), first_line(error))
-        raise UsageError(f"cannot load {path}: it does not match {CONFIG} (model.backbone={config.model.backbone}, "
-                         f"model.width={config.model.width}): {detail}") from None
-    return backbone.eval(), config

@@ -21,12 +21,13 @@ from rich.table import Table
 from mimcli import distributed, provenance, runs
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 from mimcli.data.sampler import epoch_order
 from mimcli.data.source import BatchSource
 from mimcli.data.stream import ImageIndex
 from mimcli.diagnostics import Diagnostics
 from mimcli.errors import DivergedError, UsageError
+from mimcli.labels import describe_model
 from mimcli.logging_sinks import Sink, open_sinks
 from mimcli.methods import Batch
 from mimcli.models.pretrain import PretrainModel, build_model
@@ -376,14 +377,6 @@ def summary_table(config: RunConfig, run_dir: Path, results: list[EpochResult], 
         table.add_row("images/s (last epoch)", f"{last.images / last.seconds:.0f}")
     table.add_row("wall time", f"{seconds:.1f} s")
     return table
-
-
-def describe_model(config: RunConfig) -> str:
-    """The report's row label: 'SimCLR + RC', 'BYOL', 'Supervised + LBE'."""
-    names = {"simclr": "SimCLR", "byol": "BYOL", "barlow": "Barlow Twins", "supervised": "Supervised"}
-    label = names[config.method.name]
-    kind = config.regularizer.kind
-    return label if kind == "none" else f"{label} + {kind.upper() if kind != 'noise' else 'noise'}"
 
 
 def run_provenance(run_dir: Path, device: torch.device, resume: bool) -> dict[str, Any]:

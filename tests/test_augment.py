@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,8 +33,10 @@ from mimcli.data.augment import (
     normalize_only,
     resized_crop,
     sample_crop_boxes,
-    torchvision_pipeline,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from torchvision_reference import torchvision_pipeline
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -28,12 +28,11 @@ from mimcli.data.shapes import generate_shapes
 from mimcli.methods import Batch
 from mimcli.models.pretrain import build_model
 from mimcli.objectives import contrastive
+from tests.conftest import TINY_KEYS
 
 WORLD = 2
 B = 6  # samples per rank
-TINY = ["model.width=8", "data.dataset='shapes'", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=16", "train.epochs=1", "train.precision='fp32'", "train.channels_last=false",
-        "probe.datasets=[]"]
+TINY = [*TINY_KEYS, "train.batch_size=16", "train.channels_last=false"]
 # (method, regulariser, train.bn_stats): per_view (the official default) is global per view under DDP
 END_TO_END = [("simclr", "rc", "per_view"), ("barlow", "lbe", "per_view"), ("byol", "none", "per_view"),
               ("byol", "none", "joint")]

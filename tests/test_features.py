@@ -16,7 +16,8 @@ from mimcli.config import load_config
 from mimcli.data.transfer import resolve_dataset
 from mimcli.features import FeatureCache, channel_stats
 from mimcli.models.resnet import build_backbone
-from mimcli.runs import BACKBONE, load_backbone, save_config
+from mimcli.runs import BACKBONE, save_config
+from mimcli.weights import load_backbone
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,8 @@ from torch import nn
 
 from mimcli.config import RegularizerSection, load_config
 from mimcli.data import datasets
-from mimcli.data.datasets import ImageData, load_pretrain_data
+from mimcli.data.datasets import load_pretrain_data
+from mimcli.data.images import ImageData
 from mimcli.features import probe_normalization
 from mimcli.methods import Batch
 from mimcli.models.pretrain import build_model

@@ -30,6 +30,7 @@ from mimcli.objectives.mutual_information import (
 )
 from mimcli.report import run_report
 from mimcli.train import Trainer, pretrain
+from tests.conftest import TINY_KEYS
 
 
 def gaussians(n: int, dims: int, rho: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,9 +118,7 @@ def test_kernel_width_is_scale_free():
 # ------------------------------------------------------------------------------------------- diagnostics
 
 
-TINY = ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=32", "train.epochs=2", "train.precision=fp32", "probe.datasets=[]",
-        "train.diagnostics_images=32"]
+TINY = [*TINY_KEYS, "train.epochs=2", "train.diagnostics_images=32"]
 
 
 def test_interval_defaults_to_every_epoch_on_shapes_only():

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
 
 import pytest
 import torch
-from rich.console import Console
 from test_features import make_image_folder, make_run, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
@@ -17,6 +15,8 @@ from mimcli.data.transfer import per_class_split, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.probe import LinearParams, Ridge, fit_linear, knn_predict, knn_probe, linear_probe, regression_probe, \
     run_probes
+from mimcli.report.probe_table import print_probe_table
+from tests.conftest import quiet
 
 
 def blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,10 +145,6 @@ def run(tmp_path):
     return run_dir, folder, str(tmp_path / "empty")
 
 
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=240)
-
-
 def never():
     raise AssertionError("the backbone must not be loaded: the features are cached")
 
@@ -157,8 +153,8 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
     run_dir, folder, empty = run
     images = f"imagefolder:{folder}"
     console = quiet()
-    result = run_probes(run_dir, ["cifar10", images, "shapes:position"], "linear", [4], [0, 1], empty,
-                        "cpu", console)
+    result = run_probes(run_dir, datasets=["cifar10", images, "shapes:position"], protocol="linear", layers=[4],
+                        seeds=[0, 1], data_root=empty, device="cpu", console=console)
     written = json.loads((run_dir / "probe.json").read_text())
     assert written == result
     assert set(written) == {"format", "run", "checkpoint", "results"} and written["format"] == 1
@@ -176,12 +172,15 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
     assert folder_linear["cache_key"].endswith("/32px/layer4")
     assert position["task"] == "regression" and position["protocol"] == "regression"  # whatever protocol said
     assert set(position["metrics"]) == {"r2", "mse"} and (position["n_train"], position["n_test"]) == (200, 100)
+    print_probe_table(result, console)  # the rich table lives in report/, printed by the callers of run_probes
     table = console.file.getvalue()
     assert "missing" in table and "acc_val_selected" in table and "r2" in table
 
     # kNN and a different layer set on the same cached features: the backbone is never loaded.
-    run_probes(run_dir, [images], "knn", [2, 3, 4], None, empty, "cpu", quiet(), backbone_loader=never)
-    again = run_probes(run_dir, [images], "linear", [4], [5], empty, "cpu", quiet(), backbone_loader=never)
+    run_probes(run_dir, datasets=[images], protocol="knn", layers=[2, 3, 4], data_root=empty, device="cpu",
+               console=quiet(), backbone_loader=never)
+    again = run_probes(run_dir, datasets=[images], protocol="linear", layers=[4], seeds=[5], data_root=empty,
+                       device="cpu", console=quiet(), backbone_loader=never)
     records = {(r["dataset"], r["protocol"], tuple(r["layers"])): r for r in again["results"]}
     assert len(again["results"]) == 4
     assert records[(images, "knn", (2, 3, 4))]["metrics"]["acc"]["mean"] >= 0
@@ -206,16 +205,17 @@ def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):
     images = f"imagefolder:{folder}"
     (run_dir / "backbones").mkdir()
     shutil.copy(run_dir / "backbone.pt", run_dir / "backbones" / "epoch-1.pt")
-    epoch = run_probes(run_dir, [images], "knn", None, None, empty, "cpu", quiet(),
+    epoch = run_probes(run_dir, datasets=[images], protocol="knn", data_root=empty, device="cpu", console=quiet(),
                        weights="backbones/epoch-1.pt", out_name="probe-epoch-1.json")
     assert epoch["checkpoint"]["path"] == "backbones/epoch-1.pt"
     assert (run_dir / "probe-epoch-1.json").is_file() and not (run_dir / "probe.json").exists()
 
-    first = run_probes(run_dir, [images], "knn", None, None, empty, "cpu", quiet(), backbone_loader=never)
+    first = run_probes(run_dir, datasets=[images], protocol="knn", data_root=empty, device="cpu", console=quiet(),
+                       backbone_loader=never)
     assert first["results"][0]["cache_key"] == epoch["results"][0]["cache_key"]  # same bytes, same features
     make_run(tmp_path, seed=5, overrides=["probe.epochs=20"])  # retrained: other weights, same run dir
     console = quiet()
-    second = run_probes(run_dir, [images], "linear", None, None, empty, "cpu", console)
+    second = run_probes(run_dir, datasets=[images], protocol="linear", data_root=empty, device="cpu", console=console)
     assert second["checkpoint"]["sha256"] != first["checkpoint"]["sha256"]
     assert [r["protocol"] for r in second["results"]] == ["linear"]  # the stale kNN record is dropped
     assert "another checkpoint" in console.file.getvalue()
@@ -224,13 +224,14 @@ def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):
 def test_run_probes_rejects_bad_requests_before_any_work(run):
     run_dir, folder, empty = run
     with pytest.raises(UsageError, match="unknown probe dataset 'cifar11'"):
-        run_probes(run_dir, ["cifar10", "cifar11"], None, None, None, empty, "cpu", quiet())
+        run_probes(run_dir, datasets=["cifar10", "cifar11"], data_root=empty, device="cpu", console=quiet())
     with pytest.raises(UsageError, match="classification"):
-        run_probes(run_dir, [f"imagefolder:{folder}"], "regression", None, None, empty, "cpu", quiet())
+        run_probes(run_dir, datasets=[f"imagefolder:{folder}"], protocol="regression", data_root=empty, device="cpu",
+                   console=quiet())
     with pytest.raises(UsageError, match="layers"):
-        run_probes(run_dir, ["cifar10"], None, [1], None, empty, "cpu", quiet())
+        run_probes(run_dir, datasets=["cifar10"], layers=[1], data_root=empty, device="cpu", console=quiet())
     with pytest.raises(UsageError, match="nothing to probe"):
-        run_probes(run_dir, None, None, None, None, empty, "cpu", quiet())
+        run_probes(run_dir, data_root=empty, device="cpu", console=quiet())
     assert not (run_dir / "probe.json").exists() and not (run_dir / "features").exists()
 
 

@@ -21,9 +21,9 @@ from mimcli.progress import (
     make_progress,
 )
 from mimcli.train import Trainer, pretrain
+from tests.conftest import TINY_KEYS
 
-TINY = ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=16", "train.epochs=2", "train.precision=fp32", "probe.datasets=[]"]
+TINY = [*TINY_KEYS, "train.batch_size=16", "train.epochs=2"]
 DATA = generate_shapes(64, seed=0)  # 4 steps per epoch
 
 

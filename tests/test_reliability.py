@@ -8,7 +8,6 @@ says which promise each test proves.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -20,7 +19,6 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from rich.console import Console
 
 from mimcli import lock, runs, train
 from mimcli.config import load_config
@@ -29,22 +27,17 @@ from mimcli.models.resnet import build_backbone
 from mimcli.objectives.contrastive import barlow_twins_loss, byol_loss, nt_xent
 from mimcli.objectives.information import lbe_bound, reconstruction_loss
 from mimcli.objectives.precision import promote
-from tests.conftest import TINY
+from tests.conftest import TINY, TINY_KEYS, quiet
 
-TINY_KEYS = ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=64", "data.shapes.n_test=32",
-             "train.batch_size=32", "train.epochs=1", "train.precision=fp32", "probe.datasets=[]", "run.name=run"]
+RUN_KEYS = [*TINY_KEYS, "run.name=run"]
 RUN_FILES = [runs.CONFIG, runs.METRICS, runs.CHECKPOINT, runs.BACKBONE, runs.STATUS]
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=200)
 
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     """One finished tiny run, copied into every case's folder as run/."""
     run_dir = tmp_path_factory.mktemp("template") / "run"
-    train.pretrain(load_config(None, TINY_KEYS), run_dir, console=quiet(), show_progress=False)
+    train.pretrain(load_config(None, RUN_KEYS), run_dir, console=quiet(), show_progress=False)
     return run_dir
 
 
@@ -256,15 +249,15 @@ def test_resume_may_extend_epochs_and_keeps_the_recipe(cli, template, tmp_path):
     assert code == 0, err
     stored = runs.load_run_config(tmp_path / "run")
     assert stored.train.epochs == 2
-    assert stored.model_dump() == load_config(None, [*TINY_KEYS, *safe]).model_dump()
+    assert stored.model_dump() == load_config(None, [*RUN_KEYS, *safe]).model_dump()
 
 
 def test_report_skips_a_broken_run_and_reports_the_rest(cli, tmp_path):
     from mimcli.probe import run_probes
 
     good = tmp_path / "runs" / "good"
-    train.pretrain(load_config(None, TINY_KEYS), good, console=quiet(), show_progress=False)
-    run_probes(good, ["shapes:shape"], "knn", None, None, None, "cpu", quiet())
+    train.pretrain(load_config(None, RUN_KEYS), good, console=quiet(), show_progress=False)
+    run_probes(good, datasets=["shapes:shape"], protocol="knn", device="cpu", console=quiet())
     for name, damage in (("bad-config", runs.CONFIG), ("bad-status", runs.STATUS), ("bad-probe", runs.PROBE)):
         shutil.copytree(good, tmp_path / "runs" / name)
         (tmp_path / "runs" / name / damage).write_bytes(b"\xff\xfe\x80 not utf-8")
@@ -296,13 +289,13 @@ def test_flipped_bytes_in_cached_features_are_detected_and_rebuilt(template, tmp
 
     run_dir = tmp_path / "run"
     shutil.copytree(template, run_dir)
-    first = run_probes(run_dir, ["shapes:shape"], "linear", None, None, None, "cpu", quiet())
+    first = run_probes(run_dir, datasets=["shapes:shape"], protocol="linear", device="cpu", console=quiet())
     files = sorted((run_dir / "features").glob("*.h5"))
     assert len(files) == 2
     for path in files:
         flip_bytes_in_data(path)
     console = quiet()
-    second = run_probes(run_dir, ["shapes:shape"], "linear", None, None, None, "cpu", console)
+    second = run_probes(run_dir, datasets=["shapes:shape"], protocol="linear", device="cpu", console=console)
     said = console.file.getvalue()
     assert said.count("rebuilding") == 2 and "unreadable" in said, said
     assert second["results"][0]["metrics"] == first["results"][0]["metrics"]
@@ -320,7 +313,7 @@ def test_precision_auto_follows_the_cpu_and_both_branches_train(monkeypatch, tmp
     cpu = torch.device("cpu")
     assert train.resolve_precision("auto", cpu) == (torch.bfloat16 if fast_bf16 else None)
     assert train.resolve_precision("fp32", cpu) is None and train.resolve_precision("bf16", cpu) == torch.bfloat16
-    config = load_config(None, [*TINY_KEYS, "train.precision=auto", "method.name=barlow", "regularizer.kind=lbe"])
+    config = load_config(None, [*RUN_KEYS, "train.precision=auto", "method.name=barlow", "regularizer.kind=lbe"])
     trainer = train.Trainer(config, tmp_path, data=generate_shapes(64, seed=0))
     assert trainer.autocast_dtype == (torch.bfloat16 if fast_bf16 else None)
     result = trainer.train_epoch(None)
@@ -341,4 +334,4 @@ def test_losses_compute_in_at_least_fp32_and_keep_float64():
 
 def test_cli_tests_pin_precision():
     """Shared CLI arguments pin fp32, so a CLI test trains the same way on every CPU."""
-    assert "train.precision=fp32" in TINY and "train.precision=fp32" in TINY_KEYS
+    assert "train.precision=fp32" in TINY and "train.precision=fp32" in RUN_KEYS

@@ -24,15 +24,11 @@ from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.errors import UsageError
 from mimcli.report import MEAN, build_report, load_reference, markdown, records, rich_tables, run_report, to_csv
 from mimcli.train import pretrain
+from tests.conftest import TINY_BASE, quiet
 
 REFERENCE_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "REFERENCE.md"
-TINY = ["model.width=8", "data.dataset='shapes'", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=32", "train.epochs=1", "train.precision='fp32'", "regularizer.kind='rc'",
+TINY = [*TINY_BASE, "train.batch_size=32", "train.epochs=1", "regularizer.kind='rc'",
         "train.diagnostics_every=0"]  # information records have their own tests (test_information.py)
-
-
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=250, color_system=None)
 
 
 @pytest.fixture(scope="module")
@@ -451,8 +447,8 @@ def test_real_probe_results_feed_the_report(trained, tmp_path):
     probe = pytest.importorskip("mimcli.probe")
     run_dir = tmp_path / "runs" / "probed"
     shutil.copytree(trained, run_dir)
-    probe.run_probes(run_dir, ["shapes:shape", "shapes:position"], "linear", [4], [0], str(tmp_path / "data"),
-                     "cpu", quiet())
+    probe.run_probes(run_dir, datasets=["shapes:shape", "shapes:position"], protocol="linear", layers=[4], seeds=[0],
+                     data_root=str(tmp_path / "data"), device="cpu", console=quiet())
     written = json.loads((run_dir / runs.PROBE).read_text())["results"]
     (table,) = build_report([tmp_path / "runs"]).tables
     cells = table.rows[0].cells

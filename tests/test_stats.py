@@ -64,7 +64,7 @@ def test_spread_lines_compare_each_regularised_row_with_its_baseline():
     from types import SimpleNamespace as NS
 
     from mimcli.report.spread import spread_lines
-    from mimcli.report.tables import Cell, Column
+    from mimcli.report.cells import Cell, Column
 
     def row(label: str, kind: str, values: list[float], settings: dict) -> NS:
         config = NS(regularizer=NS(kind=kind), method=NS(name="simclr"))

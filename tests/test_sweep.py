@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shlex
@@ -15,13 +14,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from mimcli import runs, sweep
+from mimcli import lock, runs, sweep
 from mimcli.config import load_config
 from mimcli.errors import UsageError
+from mimcli.sweep import execute
 from mimcli.train import Trainer
+from tests.conftest import TINY_BASE, quiet
 
-TINY = ["model.width=8", "data.dataset='shapes'", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=32", "train.precision='fp32'", "train.device=cpu", "train.threads=1"]
+TINY = [*TINY_BASE, "train.batch_size=32", "train.device=cpu", "train.threads=1"]
 PROBED = [*TINY, "probe.datasets=['shapes:shape']", "probe.epochs=5"]
 UNPROBED = [*TINY, "probe.datasets=[]"]  # the presets probe seven real data sets
 
@@ -34,10 +34,6 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-def quiet() -> Console:
-    return Console(file=io.StringIO(), width=1000)
-
-
 def output(console: Console) -> str:
     return console.file.getvalue()
 
@@ -45,13 +41,13 @@ def output(console: Console) -> str:
 def counting_pretrain(monkeypatch) -> list[Path]:
     """Real training, recording the run directory of every call."""
     calls: list[Path] = []
-    real = sweep.pretrain
+    real = execute.pretrain
 
     def spy(config, run_dir, **kwargs):
         calls.append(Path(run_dir))
         return real(config, run_dir, **kwargs)
 
-    monkeypatch.setattr(sweep, "pretrain", spy)
+    monkeypatch.setattr(execute, "pretrain", spy)
     return calls
 
 
@@ -66,7 +62,7 @@ def fake_pretrain(monkeypatch) -> list[tuple[Path, bool]]:
         runs.save_config(run_dir, config)
         runs.write_json(run_dir / runs.STATUS, {"status": "finished", "epochs_done": config.train.epochs})
 
-    monkeypatch.setattr(sweep, "pretrain", fake)
+    monkeypatch.setattr(execute, "pretrain", fake)
     return calls
 
 
@@ -96,7 +92,7 @@ def test_lambda_sweep_trains_and_probes_every_point(tmp_path, monkeypatch):
         [record] = probe["results"]
         assert (record["dataset"], record["status"], record["n_test"]) == ("shapes:shape", "ok", 32)
         assert 0 <= record["metrics"]["acc_best_test"]["mean"] <= 100
-        assert not sweep.lock_path(run_dir).exists()
+        assert not lock.lock_path(run_dir).exists()
     assert reports == [([tmp_path / "lambda-simclr-rc"], {"fmt": "table", "console": console})]
 
     again = sweep.run_sweep(points, console=quiet(), show_progress=False, report=False)
@@ -122,7 +118,7 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypa
         sweep.run_sweep(points, console=quiet(), show_progress=False, report=False)
     assert runs.read_json(second / runs.STATUS)["status"] == "running"
     assert [r["epoch"] for r in runs.read_metrics(second)] == [1]
-    assert not sweep.lock_path(second).exists()  # released on the way out
+    assert not lock.lock_path(second).exists()  # released on the way out
     assert [sweep.point_state(p) for p in points] == ["finished", "interrupted"]
     before = snapshot(first)
     dry = sweep.run_sweep(points, dry_run=True, console=quiet())
@@ -189,7 +185,7 @@ def test_epochs_sweep_trains_once_and_probes_each_saved_epoch(tmp_path, monkeypa
 def write_lock(path: Path, pid: int, host: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
-                                "start": sweep._process_start(pid), "time": "earlier"}))
+                                "start": lock._process_start(pid), "time": "earlier"}))
 
 
 def test_live_lock_skips_the_point_and_a_dead_holders_lock_is_taken_over(tmp_path, fake_pretrain):
@@ -220,26 +216,26 @@ def test_live_lock_skips_the_point_and_a_dead_holders_lock_is_taken_over(tmp_pat
 
 def test_a_held_lock_excludes_a_second_holder_until_released(tmp_path):
     path = tmp_path / "point.lock"
-    with sweep.point_lock(path) as first:
+    with lock.point_lock(path) as first:
         assert first.held
-        with sweep.point_lock(path) as second:
+        with lock.point_lock(path) as second:
             assert not second.held
             assert second.holder["pid"] == os.getpid() and second.holder["host"] == socket.gethostname()
         assert path.exists()
     assert not path.exists()
-    with sweep.point_lock(path) as third:
+    with lock.point_lock(path) as third:
         assert third.held
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "start": sweep._process_start(os.getpid())}
-    assert sweep.holder_alive(me, path)
-    assert not sweep.holder_alive({**me, "start": "1"}, path)  # the pid now belongs to another process
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start": lock._process_start(os.getpid())}
+    assert lock.holder_alive(me, path)
+    assert not lock.holder_alive({**me, "start": "1"}, path)  # the pid now belongs to another process
 
 
 def test_dry_run_prints_exact_commands_and_trains_nothing(tmp_path, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("a dry run trained or probed")
 
-    monkeypatch.setattr(sweep, "pretrain", forbidden)
-    monkeypatch.setattr(sweep, "run_probes", forbidden)
+    monkeypatch.setattr(execute, "pretrain", forbidden)
+    monkeypatch.setattr(execute, "run_probes", forbidden)
     points = sweep.plan_sweep("lambda", ["simclr-rc", "simclr-lbe"], [0.01, "1"], [*PROBED, "train.epochs=1"],
                               out_root=tmp_path / "runs")
     console = quiet()

@@ -13,9 +13,10 @@ from mimcli.data.shapes import generate_shapes
 from mimcli.methods import Batch, byol_momentum
 from mimcli.models.pretrain import build_model
 from mimcli.train import Trainer, describe_model, pretrain
+from mimcli.weights import load_backbone
+from tests.conftest import TINY_KEYS
 
-TINY = ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=64", "data.shapes.n_test=32",
-        "train.batch_size=32", "train.epochs=1", "train.precision=fp32", "probe.datasets=[]"]
+TINY = TINY_KEYS
 DATA = generate_shapes(64, seed=0)
 
 
@@ -109,7 +110,7 @@ def test_run_directory_files(tmp_path):
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
     assert len(runs.read_metrics(run)) == 2
     assert runs.load_run_config(run) == config
-    backbone, _ = runs.load_backbone(run)
+    backbone, _ = load_backbone(run)
     assert not backbone.training
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "schedule", "epoch", "rng", "config"} <= set(state)

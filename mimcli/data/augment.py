@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from mimcli.config import AugmentSection
+    from mimcli.config import AugmentSection, RunConfig
 
 CROP_TRIES = 10
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
@@ -267,12 +267,12 @@ def _mean_std(aug: AugmentSection, device: torch.device) -> tuple[Tensor, Tensor
     return mean, std
 
 
-def _augment_section(cfg: Any) -> AugmentSection:
+def _augment_section(cfg: AugmentSection | RunConfig) -> AugmentSection:
     """Accept the AugmentSection itself or a whole run config that has one under `.augment`."""
-    return getattr(cfg, "augment", cfg)
+    return cast("AugmentSection", getattr(cfg, "augment", cfg))
 
 
-def normalize_only(images: Tensor, cfg: Any, out_size: int) -> Tensor:
+def normalize_only(images: Tensor, cfg: AugmentSection | RunConfig, out_size: int) -> Tensor:
     """The clean view for evaluation and probes: resize to out_size (antialiased bilinear, as
     torchvision's Resize) when needed, then Normalize(cfg.mean, cfg.std); uint8 in, float32 out."""
     _check_images(images)
@@ -286,22 +286,6 @@ def normalize_only(images: Tensor, cfg: Any, out_size: int) -> Tensor:
             x = resized_crop(images, full, out_size, gain=1.0 / 255.0).clamp_(0.0, 1.0)
         mean, std = _mean_std(aug, images.device)
         return x.sub_(mean).div_(std)
-
-
-def torchvision_pipeline(cfg: Any, out_size: int) -> Any:
-    """The per-image torchvision (transforms.v2) Compose that BatchAugment reproduces, for uint8 (3, H, W)
-    tensors: the reference in the tests and the baseline in benchmarks/augment_speed.py."""
-    import torchvision.transforms.v2 as T
-
-    aug = _augment_section(cfg)
-    return T.Compose([
-        T.RandomResizedCrop(out_size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True),
-        T.RandomHorizontalFlip(aug.flip_p),
-        T.RandomApply([T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.jitter_p),
-        T.RandomGrayscale(aug.grayscale_p),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(aug.mean, aug.std),
-    ])
 
 
 class BatchAugment:

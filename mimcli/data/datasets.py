@@ -7,7 +7,6 @@ see PIL images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Self, TypeVar
 
@@ -15,27 +14,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from mimcli.data.images import ImageData
+from mimcli.data.shapes import generate_shapes
 from mimcli.errors import DataNotFoundError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
-
-
-@dataclass
-class ImageData:
-    """uint8 images (N, 3, H, W), integer labels (-1 where unlabeled) and optional extra targets."""
-
-    images: Tensor
-    labels: Tensor
-    classes: list[str]
-    targets: dict[str, Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def select(self, index: Tensor) -> ImageData:
-        return ImageData(
-            self.images[index], self.labels[index], self.classes, {k: v[index] for k, v in self.targets.items()}
-        )
 
 
 def resize_uint8(images: Tensor, size: int) -> Tensor:
@@ -175,8 +158,6 @@ def load_split(name: str, root: str | Path, split: str, image_size: int, downloa
         folder = image_folder_split(root, "test" if split == "test" else "train")
         return load_image_folder(folder, image_size)
     elif name == "shapes":
-        from mimcli.data.shapes import generate_shapes
-
         n_train, n_test, seed = shapes_sizes
         data = generate_shapes(n_test if split == "test" else n_train, seed=seed + (1 if split == "test" else 0),
                                image_size=32)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 
 SHAPE_NAMES: list[str] = ["disc", "square", "triangle", "cross", "ring", "star", "diamond", "L", "T", "heart"]
 N_HUES = 8

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from mimcli.data.augment import BatchAugment
-from mimcli.data.datasets import ImageData
+from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex, StreamBatches, stream_steps
 
 

@@ -44,20 +44,22 @@ from mimcli.report.constants import (COMPARE, DAGGER, DATASET_ORDER, DISPLAY, EP
 from mimcli.report.groups import (Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs,
                                   settings)
 from mimcli.report.information_plots import information_records, write_information_plots
-from mimcli.report.plots import LOSS_SKIP, figure_colours, safe_name, write_plots
+from mimcli.report.naming import safe_name
+from mimcli.report.plots import LOSS_SKIP, figure_colours, write_plots
 from mimcli.report.reference import load_reference, reference_value
 from mimcli.report.render import (cell_text, markdown, markdown_table, md_escape, md_row, relative, rich_sweep,
                                   rich_tables, sweep_cells, sweep_headers, sweep_rows, to_csv, to_json)
-from mimcli.report.tables import (AccuracyTable, Cell, Column, Report, Row, Series, SweepPoint, SweepTable,
-                                  attach_reference, best_per_block, build_report, build_sweep, build_table,
-                                  column_order, describe_differences, is_source, majority, plural, protocol_lines,
-                                  shorten)
+from mimcli.report.accuracy import (attach_reference, best_per_block, build_table, column_order,
+                                    describe_differences, is_source, majority, plural, shorten)
+from mimcli.report.cells import AccuracyTable, Cell, Column, Row
+from mimcli.report.sweeps import SeriesPoint, Series, SweepTable, build_sweep
+from mimcli.report.tables import Report, build_report, protocol_lines
 
 
 __all__ = ["COMPARE", "DAGGER", "DATASET_ORDER", "DISPLAY", "EPOCHS", "FORMATS", "IGNORED_KEYS", "LAMBDA",
            "LOSS_SKIP", "MEAN", "METHOD_ORDER", "METHOD_USES", "METRICS", "MODEL_PROTOCOL", "PLOTS_HINT",
            "RECORD_FIELDS", "REGULARIZER_ORDER", "REGULARIZER_USES", "AccuracyTable", "Cell", "Column", "Group",
-           "Report", "Row", "Run", "Series", "SweepPoint", "SweepTable", "attach_reference", "best_per_block",
+           "Report", "Row", "Run", "Series", "SeriesPoint", "SweepTable", "attach_reference", "best_per_block",
            "build_report", "build_sweep", "build_table", "cell_text", "collect_runs", "column_order",
            "describe_differences", "describe_setting", "display_name", "distinguishing_labels", "figure_colours",
            "find_run_dirs", "flatten", "information_records", "frozen", "group_runs", "is_source", "load_reference", "load_run", "majority",

@@ -10,6 +10,7 @@ from typing import Any
 from mimcli import runs
 from mimcli.config import RunConfig
 from mimcli.errors import UsageError
+from mimcli.labels import describe_model
 from mimcli.report.constants import REGULARIZER_USES
 from mimcli.report.reference import reference_value
 
@@ -29,8 +30,6 @@ class Run:
 
     @property
     def model(self) -> str:
-        from mimcli.train import describe_model
-
         return describe_model(self.config)
 
     @property

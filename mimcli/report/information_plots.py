@@ -16,7 +16,7 @@ from typing import Any
 from mimcli.diagnostics import KEY
 from mimcli.report.collect import Run, source_key
 from mimcli.report.constants import DISPLAY
-from mimcli.report.plots import safe_name
+from mimcli.report.naming import safe_name
 
 PLANE_X, PLANE_Y = "z1_z2_renyi", "z_v_renyi"
 SHORT = {PLANE_X: "I(z1; z2)", PLANE_Y: "I(z; v)"}

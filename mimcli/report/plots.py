@@ -11,13 +11,15 @@ and the legend says so. Chance level is drawn where it is known (classification 
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from mimcli.report.constants import LAMBDA, MEAN
-from mimcli.report.tables import Column, Report
+from mimcli.report.information_plots import write_information_plots
+from mimcli.report.naming import safe_name
+from mimcli.report.cells import Column
+from mimcli.report.tables import Report
 
 LOSS_SKIP = ("epoch", "lr", "images_per_s", "seconds", "train_acc")
 DPI = 200
@@ -26,10 +28,6 @@ CLASSES = {"cifar10": 10, "cifar100": 100, "stl10": 10, "dtd": 47, "mnist": 10, 
            "flowers102": 102, "gtsrb": 43, "shapes:shape": 10, "shapes:hue": 8}
 LOSS_NAMES = {"loss": "total loss", "loss_method": "method loss", "loss_reg": "regulariser term",
               "mi_lbe": "LBE estimate of I(z, v)"}
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
 
 
 def figure_colours(n: int) -> list[Any]:
@@ -230,8 +228,6 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
         shared_legend(figure, axes, extra)
         axis = "lambda" if sweep.axis == LAMBDA else "epochs"
         save(figure, f"{axis}-{safe_name(sweep.table.source)}", sweep.title)
-    from mimcli.report.information_plots import write_information_plots  # imports this module
-
     written.extend(write_information_plots(report.runs, directory))
     return written
 

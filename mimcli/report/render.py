@@ -12,8 +12,10 @@ from typing import Any
 from rich.table import Table
 
 from mimcli.report.constants import DAGGER, MEAN, METRICS, RECORD_FIELDS
-from mimcli.report.tables import (AccuracyTable, Column, Report, Row, SweepTable, protocol_lines,
-                                  reference_label)
+from mimcli.report.accuracy import reference_label
+from mimcli.report.cells import AccuracyTable, Column, Row
+from mimcli.report.sweeps import SweepTable
+from mimcli.report.tables import Report, protocol_lines
 
 
 def cell_text(table: AccuracyTable, index: int, column: Column) -> str | None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from mimcli.report.stats import LEVEL, welch_interval
 
 if TYPE_CHECKING:
-    from mimcli.report.tables import AccuracyTable, Row
+    from mimcli.report.cells import AccuracyTable, Row
 
 
 def _without_regularizer(settings: dict[str, Any]) -> str:

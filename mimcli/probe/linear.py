@@ -1,0 +1,108 @@
+"""The paper's linear probe (docs/probing.md): every seed's model trained at once with hand-written
+gradients equal to nn.Linear + cross-entropy + SGD; best-test and validation-selected accuracy."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mimcli.config import ProbeSection
+from mimcli.probe.records import Summary
+from mimcli.probe.stats import one_cpu_thread, summary, val_split
+
+MOMENTUM = 0.9
+GAMMA = 0.1
+MILESTONES = (0.6, 0.8)  # fractions of the epochs: 60 and 80 of 100
+LINEAR_SELECTION = ("acc_best_test: trained on the whole train split, best test accuracy over epochs (paper); "
+                    "acc_val_selected: trained on a seeded 90% of the train split, test accuracy at the epoch "
+                    "with the best accuracy on the held-out 10% (earliest on ties)")
+
+
+@dataclass(frozen=True)
+class LinearParams:
+    epochs: int = 100
+    lr: float = 0.01
+    batch_size: int = 128
+    momentum: float = MOMENTUM
+    gamma: float = GAMMA
+
+    @property
+    def milestones(self) -> list[int]:
+        return [round(f * self.epochs) for f in MILESTONES]
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+
+    @classmethod
+    def from_config(cls, section: ProbeSection) -> LinearParams:
+        return cls(epochs=section.epochs, lr=section.lr, batch_size=section.batch_size)
+
+
+def fit_linear(x: Tensor, y: Tensor, pools: Tensor, seeds: list[int], n_classes: int, params: LinearParams,
+               evals: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """Train one linear classifier per row of `pools` (indices into x; equal lengths) at once.
+
+    Model s uses seeds[s] for its initialisation (nn.Linear's U(-1/sqrt(D), 1/sqrt(D)) for weight
+    and bias) and its per-epoch shuffles (drawn on the CPU, so every device sees the same batches);
+    the last batch of an epoch may be smaller. `evals` are (features (n, D) or (S, n, D), labels (n,)
+    or (S, n)); returns, for each, the accuracy in percent after every epoch, (S, epochs), on the CPU.
+
+    The bias is a weight on a constant-1 feature, and the step is written out by hand: with
+    g = (softmax - onehot) / B the cross-entropy gradient of the logits, torch.optim.SGD (momentum,
+    no dampening) does buf = m * buf + g^T x; w -= lr * buf. That is three kernels per step instead
+    of autograd's dozens, which is what makes 100 epochs take seconds on a CPU.
+    """
+    device = x.device
+    n_models, pool_size = pools.shape
+    dim = x.shape[1]
+    bound = 1 / math.sqrt(dim)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    weight = torch.stack([(torch.rand(n_classes, dim + 1, generator=g) * 2 - 1) * bound for g in generators])
+    weight = weight.to(device)
+    momentum = torch.zeros_like(weight)
+    x = torch.cat([x, torch.ones(len(x), 1, device=device, dtype=x.dtype)], dim=1)
+    evals = [(torch.cat([ex, torch.ones(*ex.shape[:-1], 1, device=device, dtype=ex.dtype)], -1), ey)
+             for ex, ey in evals]
+    minus_one = torch.full((n_models, 1, params.batch_size), -1.0, device=device)
+    pools = pools.to(device)
+    history = [torch.empty(n_models, params.epochs, device=device) for _ in evals]
+    with one_cpu_thread(device):
+        for epoch in range(params.epochs):
+            lr = params.lr_at(epoch)
+            order = torch.stack([torch.randperm(pool_size, generator=g) for g in generators]).to(device)
+            epoch_index = pools.gather(1, order)
+            for start in range(0, pool_size, params.batch_size):
+                index = epoch_index[:, start:start + params.batch_size]
+                size = index.shape[1]
+                xb = x.index_select(0, index.flatten()).view(n_models, size, -1)  # (S, B, D + 1)
+                yb = y.index_select(0, index.flatten()).view(n_models, 1, size)
+                grad = torch.bmm(weight, xb.transpose(1, 2)).softmax(1)  # (S, C, B): classes along dim 1
+                grad.scatter_add_(1, yb, minus_one[:, :, :size])
+                torch.baddbmm(momentum, grad, xb, beta=params.momentum, alpha=1 / size, out=momentum)
+                weight.sub_(momentum, alpha=lr)
+            for (ex, ey), acc in zip(evals, history):
+                predicted = torch.matmul(weight, ex.transpose(-1, -2)).argmax(1)  # (S, C, n) -> (S, n)
+                acc[:, epoch] = (predicted == ey).float().mean(-1) * 100
+    return [acc.cpu() for acc in history]
+
+
+def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seeds: list[int],
+                 params: LinearParams, n_classes: int | None = None) -> dict[str, Summary]:
+    """{"acc_best_test": summary, "acc_val_selected": summary} over seeds (see the module docstring)."""
+    n_classes = n_classes or int(max(train_y.max(), test_y.max())) + 1
+    n = train_x.shape[0]
+    everything = torch.arange(n).expand(len(seeds), n)
+    (paper_test,) = fit_linear(train_x, train_y, everything, seeds, n_classes, params, [(test_x, test_y)])
+    splits = [val_split(n, seed) for seed in seeds]
+    fit_index = torch.stack([fit for fit, _ in splits])
+    val_index = torch.stack([val for _, val in splits]).to(train_x.device)
+    val_acc, honest_test = fit_linear(train_x, train_y, fit_index, seeds, n_classes, params,
+                                      [(train_x[val_index], train_y[val_index]), (test_x, test_y)])
+    chosen = val_acc.argmax(1, keepdim=True)  # first maximum: the earliest best epoch
+    return {
+        "acc_best_test": summary(paper_test.max(1).values.tolist()),
+        "acc_val_selected": summary(honest_test.gather(1, chosen).flatten().tolist()),
+    }

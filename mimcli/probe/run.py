@@ -1,0 +1,182 @@
+"""Probes on cached frozen features: linear (the paper's protocol), kNN, and ridge regression.
+
+- linear: one linear layer on the raw (not standardised, as in the paper) pooled features; SGD
+  lr 0.01, momentum 0.9, 100 epochs, batch 128, lr x0.1 at 60% and 80% of the epochs; test
+  accuracy after every epoch. Two numbers per seed:
+    acc_best_test     the paper's: model trained on the whole train split, best test accuracy
+                      over the epochs (selected on the test set, optimistic);
+    acc_val_selected  honest: a second model trained on 90% of the train split (seeded), the
+                      epoch with the best accuracy on the held-out 10% (earliest on ties), its
+                      test accuracy.
+  Every model of a group is trained at once (one batched matmul per step), with hand-written
+  gradients equal to nn.Linear + cross-entropy + torch.optim.SGD, on the features' device.
+- knn: k = 200, cosine similarity, votes weighted by exp(sim / 0.1), as the InstDisc / SimCLR
+  kNN monitor; deterministic, so one value.
+- regression (chosen automatically for regression data sets): closed-form ridge with an
+  intercept; alpha = a * mean eigenvalue of the centred Gram matrix, a from a log grid chosen by
+  MSE on a seeded 10% validation split, then refit on the whole train split. Reports test MSE and
+  R^2 (per target dimension, averaged).
+
+Accuracies are in percent. Each metric is {"mean", "std" (sample std, 0 for one seed), "values"}.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mimcli.config import RunConfig
+from mimcli.data.transfer import TransferDataset, resolve_dataset
+from mimcli.errors import DataNotFoundError, UsageError
+from mimcli.features import FeatureCache, layer_names
+from mimcli.models.resnet import PooledResNet
+from mimcli.probe.knn import KNN_K, KNN_TEMPERATURE, knn_probe
+from mimcli.probe.linear import LINEAR_SELECTION, LinearParams, linear_probe
+from mimcli.probe.records import ProbeRecord, ProbeResult
+from mimcli.probe.ridge import RIDGE_GRID, RIDGE_SELECTION, regression_probe
+from mimcli.probe.stats import VAL_FRACTION
+from mimcli.runs import BACKBONE, PROBE, load_run_config, read_json, write_json
+
+FORMAT = 1
+PROTOCOLS = ("linear", "knn", "regression")
+
+
+def _record(dataset: TransferDataset, protocol: str, layers: list[int]) -> ProbeRecord:
+    return {"dataset": dataset.name, "task": dataset.task, "protocol": protocol, "layers": layers,
+            "status": "ok", "message": None, "metrics": {}, "params": {}, "cache_key": None,
+            "n_train": None, "n_test": None, "seconds": None}
+
+
+def _params(protocol: str, linear: LinearParams, seeds: list[int]) -> dict[str, Any]:
+    if protocol == "linear":
+        return {"epochs": linear.epochs, "lr": linear.lr, "momentum": linear.momentum,
+                "batch_size": linear.batch_size, "milestones": linear.milestones, "gamma": linear.gamma,
+                "selection": LINEAR_SELECTION, "val_fraction": VAL_FRACTION, "seeds": seeds}
+    if protocol == "knn":
+        return {"k": KNN_K, "temperature": KNN_TEMPERATURE, "similarity": "cosine", "weighting": "exp(sim/T)"}
+    return {"alphas": list(RIDGE_GRID), "selection": RIDGE_SELECTION, "val_fraction": VAL_FRACTION, "seeds": seeds}
+
+
+def probe_dataset(dataset: TransferDataset, cache: FeatureCache, protocol: str, layers: list[int],
+                  seeds: list[int], linear: LinearParams) -> ProbeRecord:
+    """One probe record; a data set that is not on disk (and not cached) gives status 'missing'."""
+    protocol = "regression" if dataset.task == "regression" else protocol
+    record = _record(dataset, protocol, layers)
+    record["params"] = _params(protocol, linear, seeds)
+    start = time.perf_counter()
+    try:
+        train, test = cache.get(dataset)
+    except DataNotFoundError as error:
+        record.update(status="missing", message=str(error), seconds=round(time.perf_counter() - start, 3))
+        return record
+    device = cache.device
+    train_x, test_x = train.matrix(layers).to(device), test.matrix(layers).to(device)
+    train_y, test_y = train.target(dataset.target).to(device), test.target(dataset.target).to(device)
+    if protocol == "linear":
+        record["metrics"] = linear_probe(train_x, train_y, test_x, test_y, seeds, linear)
+    elif protocol == "knn":
+        record["metrics"] = knn_probe(train_x, train_y, test_x, test_y)
+    else:
+        record["metrics"] = regression_probe(train_x, train_y, test_x, test_y, seeds)
+    record.update(cache_key=cache.key(dataset.source, dataset.image_size, layers), n_train=len(train),
+                  n_test=len(test), seconds=round(time.perf_counter() - start, 3))
+    return record
+
+
+def _existing(path: Path, sha256: str, console: Console) -> list[ProbeRecord]:
+    """Records already in probe.json for the same checkpoint (others are stale and dropped, with a warning)."""
+    if not path.is_file():
+        return []
+    try:
+        data = read_json(path)
+        results, previous = list(data["results"]), data["checkpoint"]["sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+        console.print(f"[yellow]warning:[/yellow] {path} is unreadable ({error}); starting it afresh")
+        return []
+    if previous != sha256:
+        console.print(f"[yellow]warning:[/yellow] {path} holds results of another checkpoint "
+                      f"({previous[:16]}); replacing them")
+        return []
+    return results
+
+
+def merge_records(results: list[ProbeRecord], record: ProbeRecord) -> list[ProbeRecord]:
+    """Replace the record with the same (dataset, protocol, layers), else append."""
+    def same(other: ProbeRecord) -> bool:
+        return (other.get("dataset"), other.get("protocol"), other.get("layers")) == (
+            record["dataset"], record["protocol"], record["layers"])
+
+    return [record if same(r) else r for r in results] if any(map(same, results)) else [*results, record]
+
+
+def run_probes(run_dir: Path, *, datasets: list[str] | None = None, protocol: str | None = None,
+               layers: list[int] | None = None, seeds: list[int] | None = None, data_root: str | None = None,
+               device: str = "auto", console: Console | None = None, weights: str = BACKBONE,
+               out_name: str = PROBE, backbone_loader: Callable[[], PooledResNet] | None = None) -> ProbeResult:
+    """Probe a run's backbone (or `weights`, e.g. backbones/epoch-100.pt) on data sets; merge into `out_name`.
+
+    Every None falls back to the run's [probe] section (data_root: data.root). probe.json is
+    rewritten atomically after each data set, so finished results survive a later failure.
+    Printing the result is the caller's (mimcli.report.probe_table.print_probe_table).
+    """
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    section = config.probe
+    names = list(datasets if datasets is not None else section.datasets)
+    if not names:
+        raise UsageError("nothing to probe: pass --datasets or set probe.datasets in the run's config")
+    protocol = protocol or section.protocol
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"unknown probe protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    layers = sorted(set(layers or section.layers))
+    layer_names(layers)
+    seeds = list(dict.fromkeys(seeds or section.seeds))
+    shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
+    bound = [resolve_dataset(name, root=data_root or config.data.root, image_size=config.data.image_size,
+                             download=config.data.download, shapes=shapes, pretrain_dataset=config.data.dataset)
+             for name in names]
+    if protocol == "regression":
+        wrong = [d.name for d in bound if d.task != "regression"]
+        if wrong:
+            raise UsageError(f"protocol 'regression' needs continuous targets; {', '.join(wrong)} are "
+                             "classification data sets (use linear or knn)")
+    console = console or Console()
+    cache = FeatureCache(run_dir, weights, device, console, backbone_loader, normalize=section.normalize)
+    path = run_dir / out_name
+    result: ProbeResult = {"format": FORMAT, "run": run_dir.resolve().name,
+              "checkpoint": {"path": weights, "sha256": cache.sha256},
+              "results": _existing(path, cache.sha256, console)}
+    linear = LinearParams.from_config(section)
+    for dataset in bound:
+        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear)
+        result["results"] = merge_records(result["results"], record)
+        write_json(path, result)
+    return result
+
+
+def missing_datasets(result: ProbeResult, names: list[str]) -> list[str]:
+    """Which of `names` have a 'missing' record in a probe result (data not on disk): a partial probe."""
+    def key(name: str) -> str:
+        kind, sep, arg = name.partition(":")
+        return kind.lower() + sep + arg
+
+    gone = {key(r["dataset"]) for r in result.get("results", []) if r.get("status") == "missing"}
+    return [name for name in names if key(name) in gone]
+
+
+def extract_features_distributed(run_dir: Path, config: RunConfig, console: Console | None = None) -> None:
+    """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
+    so that `run_probes` on rank 0 then reads only the cache."""
+    shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
+    cache = FeatureCache(run_dir, BACKBONE, config.train.device, console, None, normalize=config.probe.normalize)
+    for name in config.probe.datasets:
+        dataset = resolve_dataset(name, root=config.data.root, image_size=config.data.image_size,
+                                  download=config.data.download, shapes=shapes, pretrain_dataset=config.data.dataset)
+        try:
+            cache.get(dataset)
+        except DataNotFoundError:
+            pass  # rank 0's run_probes reports it as missing

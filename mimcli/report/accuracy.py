@@ -1,0 +1,186 @@
+"""Building one accuracy table per source data set: cells from probe records, best per block,
+reference numbers and duplicate seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from typing import Any
+
+from mimcli.config import RunConfig
+from mimcli.report.collect import Run, preferred_record, probe_signature, record_value
+from mimcli.report.constants import DAGGER, DATASET_ORDER, MEAN, MODEL_PROTOCOL
+from mimcli.report.groups import Group, distinguishing_labels, frozen
+from mimcli.report.reference import reference_value
+from mimcli.report.cells import AccuracyTable, Cell, Column, Row
+from mimcli.report.spread import spread_lines
+
+
+def is_source(dataset: str, config: RunConfig) -> bool:
+    kind, _, arg = dataset.partition(":")
+    if config.data.dataset == "imagefolder":
+        return kind == "imagefolder" and os.path.normpath(arg) == os.path.normpath(config.data.root)
+    return kind == config.data.dataset
+
+
+def column_order(column: Column) -> tuple:
+    index = DATASET_ORDER.index(column.key) if column.key in DATASET_ORDER else len(DATASET_ORDER)
+    return ({"source": 0, "transfer": 1, "mean": 2}[column.role], index, column.key)
+
+
+def majority(signatures: list[str]) -> str:
+    return Counter(signatures).most_common(1)[0][0]
+
+
+def describe_differences(dicts: list[dict[str, Any]], unit: str) -> str:
+    """'model.width: 8 (2 rows), 16 (1 row)' for the keys whose values differ."""
+    parts = []
+    for key in sorted({k for d in dicts for k in d}):
+        counts = Counter(frozen(d.get(key)) for d in dicts)
+        if len(counts) > 1:
+            shown = ", ".join(f"{shorten(json.loads(v))} ({plural(n, unit)})" for v, n in counts.items())
+            parts.append(f"{key}: {shown}")
+    return "; ".join(parts)
+
+
+def plural(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def shorten(value: Any, width: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def build_table(source: str, groups: list[Group], metric: str, warnings: list[str],
+                reference: dict[str, Any] | None = None) -> AccuracyTable:
+    """The accuracy table of one source data set (rows: groups; columns: probe data sets + transfer mean)."""
+    labels = distinguishing_labels([(g.model, g.settings) for g in groups])
+    for group, label in zip(groups, labels):
+        group.label = label
+    groups = sorted(groups, key=Group.order)
+    config = groups[0].config
+    # every run's chosen record per data set
+    chosen: dict[int, dict[str, dict[str, Any]]] = {}
+    tasks: dict[str, str] = {}
+    for group in groups:
+        for run in group.runs:
+            per_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for record in run.records:
+                per_dataset[record["dataset"]].append(record)
+            picks = {name: preferred_record(recs, metric) for name, recs in per_dataset.items()}
+            chosen[id(run)] = {name: rec for name, rec in picks.items() if rec is not None}
+            for name, rec in chosen[id(run)].items():
+                tasks.setdefault(name, "regression" if rec.get("protocol") == "regression" else "classification")
+    columns = [Column(name, task, "source" if is_source(name, config) else "transfer") for name, task in tasks.items()]
+    transfer = sorted((c for c in columns if c.role == "transfer" and c.task == "classification"), key=column_order)
+    if transfer:
+        columns.append(Column(MEAN, "mean", "mean"))
+    columns.sort(key=column_order)
+    table = AccuracyTable(source, columns, [])
+    # cells, with per-column probe-protocol checks
+    signatures: dict[str, dict[int, str]] = defaultdict(dict)
+    for group in groups:
+        for run in group.runs:
+            for name, rec in chosen[id(run)].items():
+                signatures[name][id(run)] = frozen(probe_signature(rec))
+    for group in groups:
+        cells: dict[str, Cell] = {}
+        for column in columns:
+            if column.role == "mean":
+                continue
+            picked = [(run, chosen[id(run)].get(column.key)) for run in group.runs]
+            values = [record_value(rec, metric) for _, rec in picked if rec is not None]
+            if values:
+                common = majority(list(signatures[column.key].values()))
+                flagged = any(rec is not None and signatures[column.key][id(run)] != common for run, rec in picked)
+                cells[column.key] = Cell(values, flagged)
+        if transfer:
+            means = []
+            for run in group.runs:
+                values = [record_value(chosen[id(run)][c.key], metric) for c in transfer if c.key in chosen[id(run)]]
+                if len(values) == len(transfer):
+                    means.append(sum(values) / len(values))
+            if means:
+                cells[MEAN] = Cell(means, any(cells[c.key].flagged for c in transfer if c.key in cells))
+            if len(means) < len(group.runs):
+                warnings.append(f"{table.title}: {group.label}: transfer mean over {len(means)} of {len(group.runs)} "
+                                f"runs (the others lack a transfer data set)")
+        table.rows.append(Row(group, cells))
+    # model-level protocol (backbone, width, image size, stem) across rows
+    protocols = [{k: g.settings.get(k) for k in MODEL_PROTOCOL} for g in groups]
+    common = majority([frozen(p) for p in protocols])
+    for row, protocol in zip(table.rows, protocols):
+        row.flagged = frozen(protocol) != common
+    if any(row.flagged for row in table.rows):
+        warnings.append(f"{table.title}: rows trained with different protocols, marked {DAGGER}: "
+                        f"{describe_differences(protocols, 'row')}")
+    for column in columns:
+        sigs = signatures.get(column.key, {})
+        if len(set(sigs.values())) > 1:
+            described = describe_differences([json.loads(s) for s in sigs.values()], "run")
+            warnings.append(f"{table.title}: column {column.header} mixes probe protocols, marked {DAGGER}: "
+                            f"{described}")
+    table.best = best_per_block(table)
+    table.spread = spread_lines(table)
+    if reference is not None:
+        attach_reference(table, reference)
+    return table
+
+
+def best_per_block(table: AccuracyTable) -> set[tuple[int, str]]:
+    """(row index, column) of the best value (as printed) per block of rows sharing a base method."""
+    best = set()
+    blocks: dict[str, list[int]] = defaultdict(list)
+    for index, row in enumerate(table.rows):
+        blocks[row.block].append(index)
+    for indices in blocks.values():
+        for column in table.columns:
+            shown = {i: round(table.rows[i].cells[column.key].mean, column.digits)
+                     for i in indices if column.key in table.rows[i].cells}
+            if len(shown) < 2:
+                continue
+            top = max(shown.values())
+            best.update((i, column.key) for i, value in shown.items() if value == top)
+    return best
+
+
+def attach_reference(table: AccuracyTable, reference: dict[str, Any]) -> None:
+    transfer = [c.key for c in table.columns if c.role == "transfer" and c.task == "classification"]
+    for row in table.rows:
+        model = row.group.model
+        for key, cell in row.cells.items():
+            if key == MEAN:
+                refs = [reference_value(reference, table.source, model, k) for k in transfer]
+                cell.reference = sum(refs) / len(refs) if refs and None not in refs else None
+            else:
+                cell.reference = reference_value(reference, table.source, model, key)
+    if table.has_reference:
+        table.notes.append(f"Reference: {reference_label(reference)}: {reference.get('protocol')}.")
+        ours = sorted({row.group.config.train.epochs for row in table.rows})
+        if reference.get("epochs") and ours != [reference["epochs"]]:
+            table.notes.append(f"Our runs trained {', '.join(map(str, ours))} epochs, the reference "
+                               f"{reference['epochs']}.")
+    else:
+        table.notes.append(f"No {reference_label(reference)} numbers exist for {table.title}: "
+                           "comparison left out.")
+
+
+def reference_label(reference: dict[str, Any]) -> str:
+    """'paper (Wang et al., CVPR 2022), 200 epochs': which reference, at what training length."""
+    epochs = reference.get("epochs")
+    return f"{reference.get('title')}" + (f", {epochs} epochs" if epochs else "")
+
+
+def drop_duplicate_seeds(groups: list[Group], warnings: list[str]) -> None:
+    """Pool a row only over different training seeds: runs with the same seed and settings are repeats
+    of one measurement, so the first (by name) is kept and the others are named in a warning."""
+    for group in groups:
+        kept: dict[int, Run] = {}
+        for run in group.runs:
+            first = kept.setdefault(run.config.train.seed, run)
+            if first is not run:
+                warnings.append(f"{run.name} repeats {first.name} (same config, train.seed={run.config.train.seed}): "
+                                "counted once; pool over different seeds")
+        group.runs = list(kept.values())

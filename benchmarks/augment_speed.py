@@ -36,10 +36,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torchvision_reference import torchvision_pipeline  # noqa: E402  (benchmarks/, the script's own folder)
+from torchvision_reference import torchvision_pipeline
 
-from mimcli.config import AugmentSection  # noqa: E402
-from mimcli.data.augment import BatchAugment, crop_weights, resample  # noqa: E402
+from mimcli.config import AugmentSection
+from mimcli.data.augment import BatchAugment, crop_weights, resample
 
 SIZE = 32
 BATCH = 512
@@ -72,15 +72,17 @@ def _best_seconds(fn: Callable[[], object], device: str, repeats: int, warmup: i
 def _torchvision_pil(cfg: AugmentSection) -> Callable[[torch.Tensor], torch.Tensor]:
     import torchvision.transforms as T1
 
-    return T1.Compose([
-        T1.ToPILImage(),
-        T1.RandomResizedCrop(SIZE, scale=cfg.crop_scale, ratio=cfg.crop_ratio),
-        T1.RandomHorizontalFlip(cfg.flip_p),
-        T1.RandomApply([T1.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter_p),
-        T1.RandomGrayscale(cfg.grayscale_p),
-        T1.ToTensor(),
-        T1.Normalize(cfg.mean, cfg.std),
-    ])
+    return T1.Compose(
+        [
+            T1.ToPILImage(),
+            T1.RandomResizedCrop(SIZE, scale=cfg.crop_scale, ratio=cfg.crop_ratio),
+            T1.RandomHorizontalFlip(cfg.flip_p),
+            T1.RandomApply([T1.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter_p),
+            T1.RandomGrayscale(cfg.grayscale_p),
+            T1.ToTensor(),
+            T1.Normalize(cfg.mean, cfg.std),
+        ]
+    )
 
 
 def _kornia(cfg: AugmentSection, device: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -123,8 +125,10 @@ def _crop_backends(aug: BatchAugment, images: torch.Tensor) -> dict[str, Callabl
     def roi_align() -> torch.Tensor:
         from torchvision.ops import roi_align as roi
 
-        rois = torch.stack([torch.arange(batch, device=images.device, dtype=torch.float32), left, top,
-                            left + width, top + height], dim=1)
+        rois = torch.stack(
+            [torch.arange(batch, device=images.device, dtype=torch.float32), left, top, left + width, top + height],
+            dim=1,
+        )
         out = roi(images.float().div_(255), rois, (SIZE, SIZE), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
         return torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)
 
@@ -154,8 +158,9 @@ def measure(device: str, quick: bool) -> list[dict]:
 
     def per_image(name: str, transform: Callable[[torch.Tensor], torch.Tensor], source: torch.Tensor) -> None:
         subset = source[:per_image_count]
-        seconds = _best_seconds(lambda: torch.stack([transform(image) for image in subset]), device,
-                                per_image_repeats, warmup=1)
+        seconds = _best_seconds(
+            lambda: torch.stack([transform(image) for image in subset]), device, per_image_repeats, warmup=1
+        )
         timings.append((name, per_image_count, seconds))
 
     batched("mimcli BatchAugment (batched)", lambda: aug(images, generator))
@@ -193,8 +198,10 @@ def markdown(rows: list[dict]) -> str:
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['device']} | {r['threads']} | {r['method']} | {r['views_per_s']:,.0f} | "
-                     f"{r['ms_per_512']:.1f} | {r['ratio']:.1f}x | {r['views_per_cpu_s']:,.0f} |")
+        lines.append(
+            f"| {r['device']} | {r['threads']} | {r['method']} | {r['views_per_s']:,.0f} | "
+            f"{r['ms_per_512']:.1f} | {r['ratio']:.1f}x | {r['views_per_cpu_s']:,.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -214,9 +221,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from docs_table import machine, update_section
 
-        text = (f"## Augmentation alone: {machine()}\n\n`python benchmarks/augment_speed.py --write"
-                f"{' --threads ' + str(args.threads) if args.threads else ''}`: two views per image, 32x32 uint8, "
-                f"batch {BATCH}, best of repeats.\n\n{markdown(rows)}")
+        text = (
+            f"## Augmentation alone: {machine()}\n\n`python benchmarks/augment_speed.py --write"
+            f"{' --threads ' + str(args.threads) if args.threads else ''}`: two views per image, 32x32 uint8, "
+            f"batch {BATCH}, best of repeats.\n\n{markdown(rows)}"
+        )
         print(f"wrote {update_section('augment_speed', text)}")
 
     from rich.console import Console
@@ -226,8 +235,15 @@ def main(argv: list[str] | None = None) -> None:
     for column in ("device", "threads", "method", "views/s", "ms / 512", "vs tv v2", "views / CPU s"):
         table.add_column(column, justify="left" if column in ("device", "method") else "right", no_wrap=True)
     for r in rows:
-        table.add_row(r["device"], str(r["threads"]), r["method"], f"{r['views_per_s']:,.0f}",
-                      f"{r['ms_per_512']:.1f}", f"{r['ratio']:.1f}x", f"{r['views_per_cpu_s']:,.0f}")
+        table.add_row(
+            r["device"],
+            str(r["threads"]),
+            r["method"],
+            f"{r['views_per_s']:,.0f}",
+            f"{r['ms_per_512']:.1f}",
+            f"{r['ratio']:.1f}x",
+            f"{r['views_per_cpu_s']:,.0f}",
+        )
     console = Console(width=max(Console().width, 140))
     console.print(table)
     ours = {r["device"]: r for r in rows if r["method"].startswith("mimcli")}

@@ -57,22 +57,40 @@ def main() -> None:
                 measures.append(time.perf_counter() - start)
     epoch, measure = statistics.median(epochs), statistics.median(measures)
     scaled = f" (measured on {images} images, x {scale:.1f})" if scale != 1 else ""
-    rows = [{"what": f"training epoch, {full.data.shapes.n_train} images{scaled}", "seconds": epoch,
-             "share of epoch (%)": 100.0},
-            {"what": f"diagnostics ({config.train.diagnostics_images} images, all estimators)", "seconds": measure,
-             "share of epoch (%)": 100 * measure / epoch}]
+    rows = [
+        {
+            "what": f"training epoch, {full.data.shapes.n_train} images{scaled}",
+            "seconds": epoch,
+            "share of epoch (%)": 100.0,
+        },
+        {
+            "what": f"diagnostics ({config.train.diagnostics_images} images, all estimators)",
+            "seconds": measure,
+            "share of epoch (%)": 100 * measure / epoch,
+        },
+    ]
     table = markdown_table(rows, ["what", "seconds", "share of epoch (%)"])
     print(table)
     if args.write:
-        options = "".join(f" --{k} {v}" for k, v in (("epochs", args.epochs), ("repeats", args.repeats),
-                                                        ("images", args.images), ("threads", args.threads)) if v)
-        body = (f"## Information-plane diagnostics (issue 17): {machine()}\n\n"
-                f"`python benchmarks/diagnostics_cost.py{options} --write`: preset `{args.preset}` "
-                f"({full.data.shapes.n_train} images, {config.model.backbone} width {config.model.width}, "
-                f"batch {config.train.batch_size}, precision {config.train.precision}); medians over "
-                f"{args.epochs} epochs and {args.epochs * args.repeats} diagnostics calls.\n\n{table}\n\n"
-                "The diagnostics run three fp32 forward passes of the fixed batch in eval mode and a few "
-                "eigendecompositions of 256 x 256 matrices; `train.diagnostics_every` spaces them out.")
+        options = "".join(
+            f" --{k} {v}"
+            for k, v in (
+                ("epochs", args.epochs),
+                ("repeats", args.repeats),
+                ("images", args.images),
+                ("threads", args.threads),
+            )
+            if v
+        )
+        body = (
+            f"## Information-plane diagnostics (issue 17): {machine()}\n\n"
+            f"`python benchmarks/diagnostics_cost.py{options} --write`: preset `{args.preset}` "
+            f"({full.data.shapes.n_train} images, {config.model.backbone} width {config.model.width}, "
+            f"batch {config.train.batch_size}, precision {config.train.precision}); medians over "
+            f"{args.epochs} epochs and {args.epochs * args.repeats} diagnostics calls.\n\n{table}\n\n"
+            "The diagnostics run three fp32 forward passes of the fixed batch in eval mode and a few "
+            "eigendecompositions of 256 x 256 matrices; `train.diagnostics_every` spaces them out."
+        )
         print(f"wrote {update_section('diagnostics_cost', body)}")
 
 

@@ -43,9 +43,18 @@ def loss_curves(dry: bool, device: str) -> dict[str, Any]:
     data = generate_shapes(n, seed=0)
     curves = {}
     for label, precision, channels_last in (("fp32 eager", "fp32", False), ("bf16 channels_last", "auto", True)):
-        config = load_config(None, [f"model.width={width}", "regularizer.kind='rc'", "train.batch_size=128",
-                                    f"train.epochs={epochs}", f"train.precision='{precision}'",
-                                    f"train.channels_last={str(channels_last).lower()}", f"train.device='{device}'"])
+        config = load_config(
+            None,
+            [
+                f"model.width={width}",
+                "regularizer.kind='rc'",
+                "train.batch_size=128",
+                f"train.epochs={epochs}",
+                f"train.precision='{precision}'",
+                f"train.channels_last={str(channels_last).lower()}",
+                f"train.device='{device}'",
+            ],
+        )
         trainer = Trainer(config, Path("/nonexistent"), data=data)
         curves[label] = [round(trainer.train_epoch(None).terms["loss"], 4) for _ in range(epochs)]
     a, b = curves.values()
@@ -54,9 +63,18 @@ def loss_curves(dry: bool, device: str) -> dict[str, Any]:
 
 
 def epoch_time(kind: str, width: int, batch: int, compile_: bool, n_images: int, device: str) -> dict[str, Any]:
-    config = load_config(None, [f"model.width={width}", f"regularizer.kind='{kind}'", f"train.batch_size={batch}",
-                                "train.epochs=10", f"train.compile={str(compile_).lower()}", f"train.device='{device}'",
-                                "train.log_every=1000000"])
+    config = load_config(
+        None,
+        [
+            f"model.width={width}",
+            f"regularizer.kind='{kind}'",
+            f"train.batch_size={batch}",
+            "train.epochs=10",
+            f"train.compile={str(compile_).lower()}",
+            f"train.device='{device}'",
+            "train.log_every=1000000",
+        ],
+    )
     trainer = Trainer(config, Path("/nonexistent"), data=synthetic_images(batch * 3))
     trainer.train_epoch(None)  # warm-up: compilation, cuDNN autotuning, allocator
     trainer.data = synthetic_images(n_images, seed=1)
@@ -70,9 +88,15 @@ def epoch_time(kind: str, width: int, batch: int, compile_: bool, n_images: int,
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     memory = torch.cuda.max_memory_allocated() / 2**30 if trainer.device.type == "cuda" else 0.0
-    return {"method": {"none": "SimCLR", "rc": "SimCLR + RC", "lbe": "SimCLR + LBE"}[kind], "width": width,
-            "batch": batch, "compile": compile_, "s/epoch (50k)": seconds * 50_000 / n_images,
-            "img/s": result.images / seconds, "peak GiB": memory}
+    return {
+        "method": {"none": "SimCLR", "rc": "SimCLR + RC", "lbe": "SimCLR + LBE"}[kind],
+        "width": width,
+        "batch": batch,
+        "compile": compile_,
+        "s/epoch (50k)": seconds * 50_000 / n_images,
+        "img/s": result.images / seconds,
+        "peak GiB": memory,
+    }
 
 
 def floor_seconds() -> float | None:
@@ -98,8 +122,14 @@ def main() -> None:
     for kind, width in cases[:1] if args.dry_run else cases:
         for compile_ in (False,) if args.dry_run else (False, True):
             try:
-                row = epoch_time(kind, 8 if args.dry_run else width, 32 if args.dry_run else 512, compile_,
-                                 128 if args.dry_run else 50_000, device)
+                row = epoch_time(
+                    kind,
+                    8 if args.dry_run else width,
+                    32 if args.dry_run else 512,
+                    compile_,
+                    128 if args.dry_run else 50_000,
+                    device,
+                )
             except Exception as error:  # one failing variant must not cost the whole lease
                 row = {"method": kind, "width": width, "compile": compile_, "error": str(error).splitlines()[0]}
             print(json.dumps(row), flush=True)
@@ -107,10 +137,12 @@ def main() -> None:
     report["epochs"] = rows
     report["floor_s_per_epoch"] = floor_seconds()
     table = markdown_table(rows, ["method", "width", "batch", "compile", "s/epoch (50k)", "img/s", "peak GiB"])
-    text = (f"## GPU check: {report['machine']}\n\n`python benchmarks/gpu_check.py`. Loss curves (fp32 eager vs "
-            f"bf16 channels_last, first epochs): {report['loss_curves']['curves']} (max relative gap "
-            f"{report['loss_curves']['max_relative_gap']:.3f}).\n\n{table}\n\nArithmetic floor: "
-            f"{report['floor_s_per_epoch'] or 'n/a'} s per epoch.")
+    text = (
+        f"## GPU check: {report['machine']}\n\n`python benchmarks/gpu_check.py`. Loss curves (fp32 eager vs "
+        f"bf16 channels_last, first epochs): {report['loss_curves']['curves']} (max relative gap "
+        f"{report['loss_curves']['max_relative_gap']:.3f}).\n\n{table}\n\nArithmetic floor: "
+        f"{report['floor_s_per_epoch'] or 'n/a'} s per epoch."
+    )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))

@@ -61,8 +61,9 @@ def main() -> None:
             values["KSG"].append(ksg(x, y).item())
             values["InfoNCE"].append(infonce(cosine_scores(x, y)).item())
             values["Renyi"].append(renyi_mutual_information(gaussian_gram(x), gaussian_gram(y)).item())
-            values["Renyi, Silverman"].append(renyi_mutual_information(gaussian_gram(x, silverman(x)),
-                                                                       gaussian_gram(y, silverman(y))).item())
+            values["Renyi, Silverman"].append(
+                renyi_mutual_information(gaussian_gram(x, silverman(x)), gaussian_gram(y, silverman(y))).item()
+            )
         row: dict[str, object] = {"d": dims, "rho": rho, "true I": gaussian_mutual_information(rho, dims)}
         for name, found in values.items():
             t = torch.tensor(found, dtype=torch.float64)
@@ -72,8 +73,10 @@ def main() -> None:
     table = markdown_table(rows, columns)
     print(table)
     if args.write:
-        body = (f"Mean ± standard deviation over {args.seeds} seeds, N = {args.n}, nats "
-                f"({machine()}; `python benchmarks/information_estimators.py --write`).\n\n{table}")
+        body = (
+            f"Mean ± standard deviation over {args.seeds} seeds, N = {args.n}, nats "
+            f"({machine()}; `python benchmarks/information_estimators.py --write`).\n\n{table}"
+        )
         print(f"wrote {update_section('information_estimators', body, DOC)}")
 
 

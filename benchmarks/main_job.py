@@ -41,8 +41,9 @@ def scores(run: Path) -> dict[str, float]:
 
 def mim(args: list[str], folder: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, "-m", "mimcli", *args], cwd=folder, capture_output=True, text=True,
-                          check=False, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mimcli", *args], cwd=folder, capture_output=True, text=True, check=False, env=env
+    )
 
 
 def main() -> None:
@@ -59,25 +60,46 @@ def main() -> None:
         if done.returncode != 0:
             sys.exit(f"main job failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
         load_after = os.getloadavg()[0]
-        init = mim(["pretrain", "--preset", "quickstart", *sets, "--set", "train.epochs=0", "--out", "runs/init",
-                    "--no-progress"], folder)
+        init = mim(
+            [
+                "pretrain",
+                "--preset",
+                "quickstart",
+                *sets,
+                "--set",
+                "train.epochs=0",
+                "--out",
+                "runs/init",
+                "--no-progress",
+            ],
+            folder,
+        )
         if init.returncode != 0:
             sys.exit(f"random-init probe failed: {init.stderr.strip().splitlines()[-1:]}")
         runs = {p.parent.name: scores(p.parent) for p in Path(folder, "runs").glob("*/probe.json")}
         runs.update({p.parent.name: scores(p.parent) for p in Path(folder, "runs").glob("*/*/probe.json")})
-    rows = [f"| {LABELS.get(name, name)} | {s['shape']:.2f} | {s['hue']:.2f} | {s['position']:.3f} |"
-            for name in LABELS if (s := runs.get(name))]
+    rows = [
+        f"| {LABELS.get(name, name)} | {s['shape']:.2f} | {s['hue']:.2f} | {s['position']:.3f} |"
+        for name in LABELS
+        if (s := runs.get(name))
+    ]
     table = "\n".join(["| model | shape (shared) | hue (non-shared) | position R² |", "|---|---:|---:|---:|", *rows])
     print(table)
     simclr, base = runs["kind-none"], runs["init"]
     checks = [
-        (f"SimCLR shape {simclr['shape']:.1f} % >= {SHAPE_TARGET:.0f} % (random init {base['shape']:.1f} %)",
-         simclr["shape"] >= SHAPE_TARGET),
-        (f"SimCLR hue {simclr['hue']:.1f} % <= random init {base['hue']:.1f} % - {HUE_DROP_TARGET:.0f}",
-         simclr["hue"] <= base["hue"] - HUE_DROP_TARGET),
-        (f"{seconds:.0f} s wall < {SECONDS_TARGET:.0f} s "
-         f"(load average {load_before:.1f} before, {load_after:.1f} after)",
-         seconds < SECONDS_TARGET),
+        (
+            f"SimCLR shape {simclr['shape']:.1f} % >= {SHAPE_TARGET:.0f} % (random init {base['shape']:.1f} %)",
+            simclr["shape"] >= SHAPE_TARGET,
+        ),
+        (
+            f"SimCLR hue {simclr['hue']:.1f} % <= random init {base['hue']:.1f} % - {HUE_DROP_TARGET:.0f}",
+            simclr["hue"] <= base["hue"] - HUE_DROP_TARGET,
+        ),
+        (
+            f"{seconds:.0f} s wall < {SECONDS_TARGET:.0f} s "
+            f"(load average {load_before:.1f} before, {load_after:.1f} after)",
+            seconds < SECONDS_TARGET,
+        ),
     ]
     for text, ok in checks:
         print(f"{'meets' if ok else 'MISSES'}: {text}")
@@ -86,9 +108,11 @@ def main() -> None:
     print(line)
     if args.write:
         verdicts = "\n".join(f"- {'meets' if ok else 'misses'}: {text}" for text, ok in checks)
-        text = (f"## Main job: {machine()}\n\n`python benchmarks/main_job.py --write"
-                f"{''.join(' --set ' + o for o in args.set)}`, in an empty folder (three runs trained and probed, "
-                f"table printed; random init probed afterwards, untimed).\n\n{line}.\n\n{table}\n\n{verdicts}")
+        text = (
+            f"## Main job: {machine()}\n\n`python benchmarks/main_job.py --write"
+            f"{''.join(' --set ' + o for o in args.set)}`, in an empty folder (three runs trained and probed, "
+            f"table printed; random init probed afterwards, untimed).\n\n{line}.\n\n{table}\n\n{verdicts}"
+        )
         print(f"wrote {update_section('main_job', text)}")
 
 

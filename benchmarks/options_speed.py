@@ -29,9 +29,20 @@ OPTIONS = [("per_view", "fp32"), ("joint", "fp32"), ("per_view", "autocast"), ("
 
 
 def config(method: str, kind: str, bn: str, loss: str, width: int, batch: int, device: str) -> RunConfig:
-    return load_config(None, [f"model.width={width}", f"method.name='{method}'", f"regularizer.kind='{kind}'",
-                              f"train.batch_size={batch}", f"train.bn_stats='{bn}'", f"train.loss_precision='{loss}'",
-                              f"train.device='{device}'", "train.epochs=1000", "train.log_every=1000000"])
+    return load_config(
+        None,
+        [
+            f"model.width={width}",
+            f"method.name='{method}'",
+            f"regularizer.kind='{kind}'",
+            f"train.batch_size={batch}",
+            f"train.bn_stats='{bn}'",
+            f"train.loss_precision='{loss}'",
+            f"train.device='{device}'",
+            "train.epochs=1000",
+            "train.log_every=1000000",
+        ],
+    )
 
 
 def measure(width: int, batch: int, steps: int, rounds: int, device: str) -> list[dict[str, Any]]:
@@ -43,15 +54,19 @@ def measure(width: int, batch: int, steps: int, rounds: int, device: str) -> lis
             for bn, loss in OPTIONS:
                 cfg = config(method, kind, bn, loss, width, batch, device)
                 speeds.setdefault((method, kind, bn, loss), []).append(time_mim(cfg, steps, warmup=2))
-                print(f"{method} + {kind}, {bn}, {loss}: {speeds[(method, kind, bn, loss)][-1]:.1f} img/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{method} + {kind}, {bn}, {loss}: {speeds[(method, kind, bn, loss)][-1]:.1f} img/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     rows = []
     for (method, kind, bn, loss), values in speeds.items():
         base = statistics.median(speeds[(method, kind, "per_view", "fp32")])
         speed = statistics.median(values)
         label = method if kind == "none" else f"{method} + {kind}"
-        rows.append({"model": label, "bn_stats": bn, "loss_precision": loss, "img_per_s": speed,
-                     "vs_official": speed / base})
+        rows.append(
+            {"model": label, "bn_stats": bn, "loss_precision": loss, "img_per_s": speed, "vs_official": speed / base}
+        )
     return rows
 
 
@@ -69,10 +84,15 @@ def main() -> None:
     print(table)
     if args.write:
         command = "python benchmarks/options_speed.py --write"
-        body = [f"## Fidelity options: {machine()}", "",
-                f"`{command}`: ResNet-18 width {args.width}, batch {args.batch}, train.precision auto, median of "
-                f"{args.rounds} interleaved rounds of {args.steps} steps. vs_official = speed / the official "
-                "defaults' (per_view, fp32). Images/s counts images (each trained as two views).", "", table]
+        body = [
+            f"## Fidelity options: {machine()}",
+            "",
+            f"`{command}`: ResNet-18 width {args.width}, batch {args.batch}, train.precision auto, median of "
+            f"{args.rounds} interleaved rounds of {args.steps} steps. vs_official = speed / the official "
+            "defaults' (per_view, fp32). Images/s counts images (each trained as two views).",
+            "",
+            table,
+        ]
         print(f"wrote {update_section('options_speed', chr(10).join(body))}")
 
 

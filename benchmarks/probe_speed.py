@@ -81,8 +81,9 @@ def encode(backbone: nn.Module, images: torch.Tensor, shift: torch.Tensor, scale
     return backbone((images.float() / 255 - shift) / scale)["layer4"]
 
 
-def reference_probe(backbone: nn.Module, train: ImageData, test: ImageData, params: LinearParams,
-                    seed: int = SEED) -> list[float]:
+def reference_probe(
+    backbone: nn.Module, train: ImageData, test: ImageData, params: LinearParams, seed: int = SEED
+) -> list[float]:
     """The re-encoding protocol; returns the test accuracy (%) after every epoch."""
     mean, std = channel_stats(train.images)
     shift, scale = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
@@ -106,8 +107,10 @@ def reference_probe(backbone: nn.Module, train: ImageData, test: ImageData, para
             optimizer.step()
         schedule.step()
         with torch.no_grad():
-            correct = sum((head(encode(backbone, chunk, shift, scale)).argmax(1) == labels).sum().item()
-                          for chunk, labels in zip(test.images.split(512), test.labels.split(512)))
+            correct = sum(
+                (head(encode(backbone, chunk, shift, scale)).argmax(1) == labels).sum().item()
+                for chunk, labels in zip(test.images.split(512), test.labels.split(512))
+            )
         history.append(correct / len(test) * 100)
     return history
 
@@ -121,7 +124,8 @@ def load_images(root: Path, quick: bool) -> tuple[str, Any]:
         return name, resolve_dataset(f"imagefolder:{folder}", root=root, image_size=32)
     sizes = (per_class[0] * 10, per_class[1] * 10, 0)
     return f"shapes:shape, {sizes[0]} train / {sizes[1]} test", resolve_dataset(
-        "shapes:shape", root=root, image_size=32, shapes=sizes)
+        "shapes:shape", root=root, image_size=32, shapes=sizes
+    )
 
 
 def measure(quick: bool = False) -> list[dict[str, Any]]:
@@ -143,18 +147,41 @@ def measure(quick: bool = False) -> list[dict[str, Any]]:
         for label in ("cached, first: extract + probe", "cached, hit: read + probe"):
             start = time.perf_counter()
             features_train, features_test = FeatureCache(run_dir).get(in_memory)
-            metrics = linear_probe(features_train.matrix([4]), features_train.labels, features_test.matrix([4]),
-                                   features_test.labels, [SEED], params)
+            metrics = linear_probe(
+                features_train.matrix([4]),
+                features_train.labels,
+                features_test.matrix([4]),
+                features_test.labels,
+                [SEED],
+                params,
+            )
             runs.append((label, time.perf_counter() - start, metrics))
 
     common = {"data": description, "epochs": params.epochs, "width": WIDTH, "threads": torch.get_num_threads()}
-    rows = [{"method": "reference: re-encode each epoch", "seconds": reference_s, "speedup": 1.0,
-             "acc_best_test": max(reference), "acc_val_selected": None, "delta_best_test": 0.0, **common}]
+    rows = [
+        {
+            "method": "reference: re-encode each epoch",
+            "seconds": reference_s,
+            "speedup": 1.0,
+            "acc_best_test": max(reference),
+            "acc_val_selected": None,
+            "delta_best_test": 0.0,
+            **common,
+        }
+    ]
     for label, seconds, metrics in runs:
         best = metrics["acc_best_test"]["mean"]
-        rows.append({"method": label, "seconds": seconds, "speedup": reference_s / seconds, "acc_best_test": best,
-                     "acc_val_selected": metrics["acc_val_selected"]["mean"],
-                     "delta_best_test": best - max(reference), **common})
+        rows.append(
+            {
+                "method": label,
+                "seconds": seconds,
+                "speedup": reference_s / seconds,
+                "acc_best_test": best,
+                "acc_val_selected": metrics["acc_val_selected"]["mean"],
+                "delta_best_test": best - max(reference),
+                **common,
+            }
+        )
     return rows
 
 
@@ -166,20 +193,31 @@ def measure_features_only(n: int = 50_000, dim: int = 512, classes: int = 10, n_
     features = (centres[labels] + 3 * torch.randn(n + n_test, dim, generator=generator)).relu()
     start, cpu = time.perf_counter(), time.process_time()
     linear_probe(features[:n], labels[:n], features[n:], labels[n:], [SEED], LinearParams())
-    return {"shape": f"{n} x {dim} train, {n_test} test, {classes} classes", "seconds": time.perf_counter() - start,
-            "cpu_seconds": time.process_time() - cpu}
+    return {
+        "shape": f"{n} x {dim} train, {n_test} test, {classes} classes",
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu,
+    }
 
 
 def print_rows(rows: list[dict[str, Any]], console: Console) -> None:
     first = rows[0]
-    table = Table(title=f"linear probe, {first['epochs']} epochs: {first['data']}, ResNet-18 width {first['width']}, "
-                        f"{first['threads']} thread(s)")
+    table = Table(
+        title=f"linear probe, {first['epochs']} epochs: {first['data']}, ResNet-18 width {first['width']}, "
+        f"{first['threads']} thread(s)"
+    )
     for column in ("method", "seconds", "x faster", "acc best-test %", "delta vs reference", "acc val-selected %"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         val = "-" if row["acc_val_selected"] is None else f"{row['acc_val_selected']:.2f}"
-        table.add_row(row["method"], f"{row['seconds']:.2f}", f"{row['speedup']:.1f}", f"{row['acc_best_test']:.2f}",
-                      f"{row['delta_best_test']:+.2f}", val)
+        table.add_row(
+            row["method"],
+            f"{row['seconds']:.2f}",
+            f"{row['speedup']:.1f}",
+            f"{row['acc_best_test']:.2f}",
+            f"{row['delta_best_test']:+.2f}",
+            val,
+        )
     console.print(table)
 
 
@@ -197,8 +235,10 @@ def main() -> None:
     lines = []
     if not args.quick:
         large = measure_features_only()
-        lines.append(f"linear_probe alone (2 models x 100 epochs) on {large['shape']}: "
-                     f"{large['seconds']:.1f} s wall, {large['cpu_seconds']:.1f} s CPU")
+        lines.append(
+            f"linear_probe alone (2 models x 100 epochs) on {large['shape']}: "
+            f"{large['seconds']:.1f} s wall, {large['cpu_seconds']:.1f} s CPU"
+        )
         console.print(lines[-1])
     if args.write:
         import sys
@@ -207,10 +247,12 @@ def main() -> None:
         from docs_table import machine, markdown_table, update_section
 
         columns = ["method", "seconds", "speedup", "acc_best_test", "delta_best_test", "acc_val_selected"]
-        text = (f"## Linear probe on cached features: {machine()}\n\n`python benchmarks/probe_speed.py --write"
-                f"{' --threads ' + str(args.threads) if args.threads else ''}`: {rows[0]['epochs']} epochs, "
-                f"{rows[0]['data']}, ResNet-18 width {rows[0]['width']}.\n\n{markdown_table(rows, columns)}\n\n"
-                + "\n".join(lines))
+        text = (
+            f"## Linear probe on cached features: {machine()}\n\n`python benchmarks/probe_speed.py --write"
+            f"{' --threads ' + str(args.threads) if args.threads else ''}`: {rows[0]['epochs']} epochs, "
+            f"{rows[0]['data']}, ResNet-18 width {rows[0]['width']}.\n\n{markdown_table(rows, columns)}\n\n"
+            + "\n".join(lines)
+        )
         console.print(f"wrote {update_section('probe_speed', text)}")
 
 

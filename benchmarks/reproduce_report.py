@@ -38,15 +38,22 @@ ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 MODELS = {"simclr": "SimCLR", "simclr-rc": "SimCLR + RC", "simclr-lbe": "SimCLR + LBE"}
 REPORT_LINEAR = {"SimCLR": 76.91, "SimCLR + RC": 77.31, "SimCLR + LBE": 76.74}  # report, Table (30 epochs)
 TRANSFER = ["dtd", "mnist", "fashionmnist", "cub200", "flowers102", "gtsrb"]
-DRY = ["model.width=8", "train.epochs=1", "train.batch_size=32", "probe.epochs=2", "train.device='cpu'",
-       "train.threads=1"]
+DRY = [
+    "model.width=8",
+    "train.epochs=1",
+    "train.batch_size=32",
+    "probe.epochs=2",
+    "train.device='cpu'",
+    "train.threads=1",
+]
 
 
 def extract(archive: Path, target: Path, per_class: int | None) -> Path:
     """Unpack the archive (all of it, or the first `per_class` train and test JPEGs of each class)."""
     with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers()
-                   if per_class is None or not m.isfile() or int(Path(m.name).stem) < per_class]
+        members = [
+            m for m in tar.getmembers() if per_class is None or not m.isfile() or int(Path(m.name).stem) < per_class
+        ]
         tar.extractall(target, members=members, filter="data")
     return target / "cifar10-jpeg"
 
@@ -66,8 +73,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", type=Path, default=ARCHIVE, help="cifar10-jpeg.tar.gz (shared/data)")
     parser.add_argument("--out", type=Path, required=True, help="folder for reproduce_report.json and .md")
-    parser.add_argument("--runs", type=Path, default=None,
-                        help="keep the three runs here (default: a temporary folder, so checkpoints do not travel)")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="keep the three runs here (default: a temporary folder, so checkpoints do not travel)",
+    )
     parser.add_argument("--transfer-root", default="data", help="where transfer data sets (dtd, mnist, ...) live")
     parser.add_argument("--epochs", type=int, default=30, help="pretraining epochs (the report's 30)")
     parser.add_argument("--dry-run", action="store_true", help="20 images per class, width 8, 1 epoch, CPU")
@@ -85,21 +96,37 @@ def main() -> None:
         probes = [f"imagefolder:{root}", f"colourstats:{root}", *transfer]
         for preset, label in MODELS.items():
             run = (args.runs or Path(scratch) / "runs") / preset
-            sets = ["data.dataset='imagefolder'", f"data.root='{root}'", "data.download=false",
-                    f"probe.datasets={json.dumps(probes)}", f"train.epochs={args.epochs}",
-                    *(DRY if args.dry_run else [])]
+            sets = [
+                "data.dataset='imagefolder'",
+                f"data.root='{root}'",
+                "data.download=false",
+                f"probe.datasets={json.dumps(probes)}",
+                f"train.epochs={args.epochs}",
+                *(DRY if args.dry_run else []),
+            ]
             began = time.perf_counter()
-            mim("pretrain", "--preset", preset, *[x for s in sets for x in ("--set", s)], "--out", str(run),
-                "--force", "--no-progress")
+            mim(
+                "pretrain",
+                "--preset",
+                preset,
+                *[x for s in sets for x in ("--set", s)],
+                "--out",
+                str(run),
+                "--force",
+                "--no-progress",
+            )
             if transfer:  # transfer sets live elsewhere: probe them with their own root, missing is recorded
                 mim("probe", str(run), "--datasets", ",".join(transfer), "--data-root", args.transfer_root)
             found = results(run)
             source = found[f"imagefolder:{root}"]["metrics"]
-            row: dict[str, Any] = {"model": label, "cifar10 (ours)": source["acc_best_test"]["mean"],
-                                   "cifar10 (report)": REPORT_LINEAR[label],
-                                   "difference": source["acc_best_test"]["mean"] - REPORT_LINEAR[label],
-                                   "cifar10 val-selected": source["acc_val_selected"]["mean"],
-                                   "colour R²": found[f"colourstats:{root}"]["metrics"]["r2"]["mean"]}
+            row: dict[str, Any] = {
+                "model": label,
+                "cifar10 (ours)": source["acc_best_test"]["mean"],
+                "cifar10 (report)": REPORT_LINEAR[label],
+                "difference": source["acc_best_test"]["mean"] - REPORT_LINEAR[label],
+                "cifar10 val-selected": source["acc_val_selected"]["mean"],
+                "colour R²": found[f"colourstats:{root}"]["metrics"]["r2"]["mean"],
+            }
             for name in transfer:
                 record = found.get(name, {})
                 row[name] = record["metrics"]["acc_best_test"]["mean"] if record.get("status") == "ok" else None
@@ -109,13 +136,19 @@ def main() -> None:
     seconds = time.perf_counter() - start
     columns = list(rows[0])
     table = markdown_table(rows, columns)
-    mode = "dry run (CPU, 20 images per class, width 8, 1 epoch: checks the script, not the numbers)" \
-        if args.dry_run else f"ResNet-18, CIFAR-10 JPEGs, {args.epochs} epochs, batch 256, Adam 3e-4, lambda 1"
-    text = (f"## Report's 30-epoch table: {machine()}\n\n`python benchmarks/reproduce_report.py`: {mode}. "
-            f"Linear probe, best test accuracy over 100 epochs (the report's rule). {seconds:.0f} s in all."
-            f"\n\n{table}")
-    (args.out / "reproduce_report.json").write_text(json.dumps({"machine": machine(), "dry_run": args.dry_run,
-                                                                "seconds": seconds, "rows": rows}, indent=2))
+    mode = (
+        "dry run (CPU, 20 images per class, width 8, 1 epoch: checks the script, not the numbers)"
+        if args.dry_run
+        else f"ResNet-18, CIFAR-10 JPEGs, {args.epochs} epochs, batch 256, Adam 3e-4, lambda 1"
+    )
+    text = (
+        f"## Report's 30-epoch table: {machine()}\n\n`python benchmarks/reproduce_report.py`: {mode}. "
+        f"Linear probe, best test accuracy over 100 epochs (the report's rule). {seconds:.0f} s in all."
+        f"\n\n{table}"
+    )
+    (args.out / "reproduce_report.json").write_text(
+        json.dumps({"machine": machine(), "dry_run": args.dry_run, "seconds": seconds, "rows": rows}, indent=2)
+    )
     (args.out / "reproduce_report.md").write_text(text + "\n")
     if args.write and not args.dry_run:
         update_section("reproduce_report", text)

@@ -25,21 +25,59 @@ BASE = ["--preset", "quickstart"]
 # name -> overrides on top of the quickstart preset (what each line of the design table tried)
 DESIGNS: dict[str, list[str]] = {
     "old-quickstart": ["data.shapes.n_train=2000", "train.epochs=8", "model.width=16", "train.lr=1e-3"],
-    "w16-16px-10ep-lr2e-3-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=10",
-                                 "model.width=16", "train.lr=2e-3", "train.schedule=cosine"],
-    "w16-16px-10ep-lr4e-3-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=10",
-                                 "model.width=16", "train.lr=4e-3", "train.schedule=cosine"],
-    "w8-16px-15ep-lr2e-3-cos": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=15",
-                                "model.width=8", "train.lr=2e-3", "train.schedule=cosine"],
-    "w16-16px-b64-10ep-lr2e-3-cos-t0.2": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=10",
-                                          "model.width=16", "train.batch_size=64", "train.lr=2e-3",
-                                          "train.schedule=cosine", "method.temperature=0.2"],
-    "w16-16px-b64-10ep-lr2e-3-cos-crop0.2": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=10",
-                                             "model.width=16", "train.batch_size=64", "train.lr=2e-3",
-                                             "train.schedule=cosine", "augment.crop_scale=[0.2,1.0]"],
-    "w8-16px-15ep-lr5e-3-cos-crop0.2": ["data.shapes.n_train=5000", "data.image_size=16", "train.epochs=15",
-                                        "model.width=8", "train.lr=5e-3", "train.schedule=cosine",
-                                        "augment.crop_scale=[0.2,1.0]"],
+    "w16-16px-10ep-lr2e-3-cos": [
+        "data.shapes.n_train=5000",
+        "data.image_size=16",
+        "train.epochs=10",
+        "model.width=16",
+        "train.lr=2e-3",
+        "train.schedule=cosine",
+    ],
+    "w16-16px-10ep-lr4e-3-cos": [
+        "data.shapes.n_train=5000",
+        "data.image_size=16",
+        "train.epochs=10",
+        "model.width=16",
+        "train.lr=4e-3",
+        "train.schedule=cosine",
+    ],
+    "w8-16px-15ep-lr2e-3-cos": [
+        "data.shapes.n_train=5000",
+        "data.image_size=16",
+        "train.epochs=15",
+        "model.width=8",
+        "train.lr=2e-3",
+        "train.schedule=cosine",
+    ],
+    "w16-16px-b64-10ep-lr2e-3-cos-t0.2": [
+        "data.shapes.n_train=5000",
+        "data.image_size=16",
+        "train.epochs=10",
+        "model.width=16",
+        "train.batch_size=64",
+        "train.lr=2e-3",
+        "train.schedule=cosine",
+        "method.temperature=0.2",
+    ],
+    "w16-16px-b64-10ep-lr2e-3-cos-crop0.2": [
+        "data.shapes.n_train=5000",
+        "data.image_size=16",
+        "train.epochs=10",
+        "model.width=16",
+        "train.batch_size=64",
+        "train.lr=2e-3",
+        "train.schedule=cosine",
+        "augment.crop_scale=[0.2,1.0]",
+    ],
+    "w8-16px-15ep-lr5e-3-cos-crop0.2": [
+        "data.shapes.n_train=5000",
+        "data.image_size=16",
+        "train.epochs=15",
+        "model.width=8",
+        "train.lr=5e-3",
+        "train.schedule=cosine",
+        "augment.crop_scale=[0.2,1.0]",
+    ],
 }
 
 
@@ -79,10 +117,12 @@ def main() -> None:
         init_name = "init-" + "-".join(o.split("=")[1] for o in sorted(arch))
         init, _, _ = train_and_probe(Path(args.out) / init_name, [*arch, "train.epochs=0"])
         wall = time.perf_counter() - start
-        print(f"{name} | {' '.join(overrides)} | train {seconds:.0f} s | wall {wall:.0f} s | load {load:.1f} | "
-              f"shape {trained['shape']:.1f} (init {init['shape']:.1f}) | hue {trained['hue']:.1f} "
-              f"(init {init['hue']:.1f}) | position {trained['position']:.3f} (init {init['position']:.3f})",
-              flush=True)
+        print(
+            f"{name} | {' '.join(overrides)} | train {seconds:.0f} s | wall {wall:.0f} s | load {load:.1f} | "
+            f"shape {trained['shape']:.1f} (init {init['shape']:.1f}) | hue {trained['hue']:.1f} "
+            f"(init {init['hue']:.1f}) | position {trained['position']:.3f} (init {init['position']:.3f})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,19 @@ from mimcli.train import Trainer
 
 
 def epoch_rate(root: Path, loader: str, images: int, batch: int, workers: int) -> dict[str, object]:
-    config = load_config("imagenet-simclr", [f"data.root='{root}'", f"data.loader={loader}", f"data.workers={workers}",
-                                             f"data.subset={images}", f"train.batch_size={batch}", "train.epochs=2",
-                                             "train.log_every=1000000", "probe.datasets=[]"])
+    config = load_config(
+        "imagenet-simclr",
+        [
+            f"data.root='{root}'",
+            f"data.loader={loader}",
+            f"data.workers={workers}",
+            f"data.subset={images}",
+            f"train.batch_size={batch}",
+            "train.epochs=2",
+            "train.log_every=1000000",
+            "probe.datasets=[]",
+        ],
+    )
     trainer = Trainer(config, Path(tempfile.gettempdir()) / "unused")
     trainer.train_epoch(None)  # warm-up: cuDNN autotuning, allocator, worker start
     if trainer.device.type == "cuda":
@@ -49,9 +59,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_photos(Path(tmp), args.images)
         rows = [epoch_rate(Path(tmp), loader, args.images, args.batch, args.workers) for loader in ("memory", "stream")]
-    body = (f"## Stream mode on a GPU, ResNet-50 224 px: {machine()}\n\n"
-            f"`python benchmarks/stream_gpu.py --images {args.images} --batch {args.batch} --workers {args.workers} "
-            f"--write` (SimCLR, bf16, 500 x 375 JPEGs):\n\n{markdown_table(rows, ['loader', 'images/s', 'epoch s'])}\n")
+    body = (
+        f"## Stream mode on a GPU, ResNet-50 224 px: {machine()}\n\n"
+        f"`python benchmarks/stream_gpu.py --images {args.images} --batch {args.batch} --workers {args.workers} "
+        f"--write` (SimCLR, bf16, 500 x 375 JPEGs):\n\n{markdown_table(rows, ['loader', 'images/s', 'epoch s'])}\n"
+    )
     print(body)
     if args.write:
         update_section("stream-gpu", body)

@@ -71,16 +71,27 @@ def stream_pass(root: str) -> dict[str, float]:
     order = epoch_order(len(index), 0, BATCH)[:STEPS]
     views = sum(len(v) for v, _ in source.batches(order, 0, torch.Generator().manual_seed(0)))
     seconds = time.perf_counter() - start
-    return {"images": len(index), "views": views, "seconds": seconds,
-            "main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {
+        "images": len(index),
+        "views": views,
+        "seconds": seconds,
+        "main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
 
 
 def measure_memory(root: Path) -> dict[str, float]:
-    code = f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import stream_memory as s; " \
-           f"print(json.dumps(s.stream_pass({str(root)!r})))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import stream_memory as s; "
+        f"print(json.dumps(s.stream_pass({str(root)!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -91,16 +102,34 @@ def measure_speed(root: Path) -> list[dict[str, object]]:
 
     rows = []
     for loader in ("memory", "stream"):
-        config = load_config(None, ["model.width=8", "data.dataset=imagefolder", f"data.root='{root}'",
-                                    f"data.image_size={SIZE}", f"data.loader={loader}", f"data.workers={WORKERS}",
-                                    f"data.subset={SPEED_IMAGES}", f"train.batch_size={BATCH}", "train.epochs=1",
-                                    "train.log_every=1000000", "probe.datasets=[]"])
+        config = load_config(
+            None,
+            [
+                "model.width=8",
+                "data.dataset=imagefolder",
+                f"data.root='{root}'",
+                f"data.image_size={SIZE}",
+                f"data.loader={loader}",
+                f"data.workers={WORKERS}",
+                f"data.subset={SPEED_IMAGES}",
+                f"train.batch_size={BATCH}",
+                "train.epochs=1",
+                "train.log_every=1000000",
+                "probe.datasets=[]",
+            ],
+        )
         start = time.perf_counter()
         trainer = Trainer(config, Path(tempfile.gettempdir()) / "unused")
         setup = time.perf_counter() - start
         result = trainer.train_epoch(None)
-        rows.append({"loader": loader, "setup s (decode all / index)": setup,
-                     "epoch images/s": result.images / result.seconds, "epoch s": result.seconds})
+        rows.append(
+            {
+                "loader": loader,
+                "setup s (decode all / index)": setup,
+                "epoch images/s": result.images / result.seconds,
+                "epoch s": result.seconds,
+            }
+        )
     rows.append({"loader": "stream / memory", "epoch images/s": rows[1]["epoch images/s"] / rows[0]["epoch images/s"]})
     return rows
 
@@ -121,15 +150,17 @@ def main() -> None:
     memory_table = markdown_table(memory_rows, ["images", "views", "seconds", "main_mib", "worker_mib"])
     speed_table = markdown_table(speed_rows, ["loader", "setup s (decode all / index)", "epoch images/s", "epoch s"])
     load = os.getloadavg()[0]
-    body = (f"## Stream mode: memory and speed: {machine()}\n\n"
-            f"`python benchmarks/stream_memory.py --write` (500 x 375 JPEGs; load average {load:.1f} at the end of "
-            f"the run: the cores were shared with other jobs, so the speeds are noisy). Peak RSS (MiB) of a "
-            f"{STEPS}-step stream pass ({BATCH} images x 2 views at {SIZE} px, "
-            f"{WORKERS} workers), training process and largest worker:\n\n{memory_table}\n\n"
-            f"8k - 1k images: **{growth:+.1f} MiB** in the training process, {worker_growth:+.1f} MiB per worker "
-            f"(limit 100 MB).\n\nOne epoch on {SPEED_IMAGES} of the same images (SimCLR, ResNet-18 width 8, {SIZE} px, "
-            f"batch {BATCH}); memory mode's setup decodes every image once, stream mode's lists the files:\n\n"
-            f"{speed_table}\n")
+    body = (
+        f"## Stream mode: memory and speed: {machine()}\n\n"
+        f"`python benchmarks/stream_memory.py --write` (500 x 375 JPEGs; load average {load:.1f} at the end of "
+        f"the run: the cores were shared with other jobs, so the speeds are noisy). Peak RSS (MiB) of a "
+        f"{STEPS}-step stream pass ({BATCH} images x 2 views at {SIZE} px, "
+        f"{WORKERS} workers), training process and largest worker:\n\n{memory_table}\n\n"
+        f"8k - 1k images: **{growth:+.1f} MiB** in the training process, {worker_growth:+.1f} MiB per worker "
+        f"(limit 100 MB).\n\nOne epoch on {SPEED_IMAGES} of the same images (SimCLR, ResNet-18 width 8, {SIZE} px, "
+        f"batch {BATCH}); memory mode's setup decodes every image once, stream mode's lists the files:\n\n"
+        f"{speed_table}\n"
+    )
     print(body)
     if args.write:
         print(f"wrote {update_section('stream-memory', body)}")

@@ -15,11 +15,13 @@ from mimcli.config import AugmentSection
 def torchvision_pipeline(aug: AugmentSection, out_size: int) -> T.Compose:
     """The per-image torchvision (transforms.v2) Compose that BatchAugment reproduces, for uint8 (3, H, W)
     tensors: the oracle in tests/test_augment.py and the baseline in benchmarks/augment_speed.py."""
-    return T.Compose([
-        T.RandomResizedCrop(out_size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True),
-        T.RandomHorizontalFlip(aug.flip_p),
-        T.RandomApply([T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.jitter_p),
-        T.RandomGrayscale(aug.grayscale_p),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(aug.mean, aug.std),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(out_size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True),
+            T.RandomHorizontalFlip(aug.flip_p),
+            T.RandomApply([T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.jitter_p),
+            T.RandomGrayscale(aug.grayscale_p),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(aug.mean, aug.std),
+        ]
+    )

@@ -21,14 +21,14 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section  # noqa: E402
+from docs_table import machine, markdown_table, update_section
 
-from mimcli.config import RunConfig, load_config  # noqa: E402
-from mimcli.data.images import ImageData  # noqa: E402
-from mimcli.data.source import MemorySource  # noqa: E402
-from mimcli.methods import Batch  # noqa: E402
-from mimcli.models.pretrain import build_model  # noqa: E402
-from mimcli.train import Trainer, resolve_precision  # noqa: E402
+from mimcli.config import RunConfig, load_config
+from mimcli.data.images import ImageData
+from mimcli.data.source import MemorySource
+from mimcli.methods import Batch
+from mimcli.models.pretrain import build_model
+from mimcli.train import Trainer, resolve_precision
 
 
 def synthetic_images(n: int, size: int = 32, seed: int = 0) -> ImageData:
@@ -41,9 +41,18 @@ def synthetic_images(n: int, size: int = 32, seed: int = 0) -> ImageData:
 
 
 def bench_config(width: int, kind: str, batch: int, precision: str, device: str) -> RunConfig:
-    return load_config(None, [f"model.width={width}", f"regularizer.kind='{kind}'", f"train.batch_size={batch}",
-                              f"train.precision='{precision}'", f"train.device='{device}'", "train.epochs=1000",
-                              "train.log_every=1000000"])
+    return load_config(
+        None,
+        [
+            f"model.width={width}",
+            f"regularizer.kind='{kind}'",
+            f"train.batch_size={batch}",
+            f"train.precision='{precision}'",
+            f"train.device='{device}'",
+            "train.epochs=1000",
+            "train.log_every=1000000",
+        ],
+    )
 
 
 def time_mim(config: RunConfig, steps: int, warmup: int) -> float:
@@ -67,14 +76,16 @@ class PilTwoViews(torch.utils.data.Dataset):
 
         aug = config.augment
         self.images = [T.functional.to_pil_image(image) for image in data.images]
-        self.transform = T.Compose([
-            T.RandomResizedCrop(config.data.image_size, scale=aug.crop_scale, ratio=aug.crop_ratio),
-            T.RandomHorizontalFlip(aug.flip_p),
-            T.RandomApply([T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.jitter_p),
-            T.RandomGrayscale(aug.grayscale_p),
-            T.ToTensor(),
-            T.Normalize(aug.mean, aug.std),
-        ])
+        self.transform = T.Compose(
+            [
+                T.RandomResizedCrop(config.data.image_size, scale=aug.crop_scale, ratio=aug.crop_ratio),
+                T.RandomHorizontalFlip(aug.flip_p),
+                T.RandomApply([T.ColorJitter(aug.brightness, aug.contrast, aug.saturation, aug.hue)], p=aug.jitter_p),
+                T.RandomGrayscale(aug.grayscale_p),
+                T.ToTensor(),
+                T.Normalize(aug.mean, aug.std),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -92,8 +103,9 @@ def time_reference(config: RunConfig, steps: int, warmup: int, workers: int) -> 
     model = build_model(config, 10).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
     dataset = PilTwoViews(synthetic_images(batch * (steps + warmup)), config)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers, persistent_workers=False
+    )
     start = 0.0
     for step, (x1, x2) in enumerate(loader):
         if step == warmup:
@@ -104,7 +116,9 @@ def time_reference(config: RunConfig, steps: int, warmup: int, workers: int) -> 
         clean = {name: torch.cat([f1[name], f2[name]]) for name in f1}
         batch_ = Batch(torch.cat([x1, x2]), torch.zeros(batch, dtype=torch.long, device=device), 2)
         noisy = model.regularizer.perturb(clean)
-        loss = model.method.loss(noisy, batch_)["method"] + model.lam * model.regularizer.loss(clean, noisy, batch_)["reg"]
+        loss = (
+            model.method.loss(noisy, batch_)["method"] + model.lam * model.regularizer.loss(clean, noisy, batch_)["reg"]
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -134,11 +148,18 @@ def measure(quick: bool, device: str = "auto") -> list[dict[str, Any]]:
         reference = time_reference(fp32, steps, warmup, workers=0 if on_cuda else 1)
         mim_fp32 = time_mim(fp32, steps, warmup)
         mim_auto = time_mim(auto, steps, warmup) if dtype is not None else mim_fp32
-        rows.append({"model": f"ResNet-18 w{width}", "method": label, "batch": batch,
-                     "reference img/s": reference, "mim fp32 img/s": mim_fp32,
-                     f"mim {'bf16' if dtype else 'fp32'} img/s": mim_auto,
-                     "speedup": mim_auto / reference,
-                     "s/epoch (50k, mim)": 50_000 / mim_auto})
+        rows.append(
+            {
+                "model": f"ResNet-18 w{width}",
+                "method": label,
+                "batch": batch,
+                "reference img/s": reference,
+                "mim fp32 img/s": mim_fp32,
+                f"mim {'bf16' if dtype else 'fp32'} img/s": mim_auto,
+                "speedup": mim_auto / reference,
+                "s/epoch (50k, mim)": 50_000 / mim_auto,
+            }
+        )
     return rows
 
 
@@ -166,19 +187,29 @@ def main() -> None:
     if not args.skip_augment and not args.quick:
         from augment_speed import measure as measure_augment
 
-        augment_rows = measure_augment("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu",
-                                       quick=False)
+        augment_rows = measure_augment(
+            "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu", quick=False
+        )
         console.print(markdown_table(augment_rows, list(augment_rows[0])))
     if args.write:
-        body = [f"## Training step ({'quick' if args.quick else 'full'}): {machine()}", "",
-                "`python benchmarks/train_speed.py --write`. Reference = torchvision per-image PIL transforms "
-                "in a DataLoader (1 worker on CPU), fp32 eager, one forward pass per view. mim = the real "
-                "`Trainer.train_epoch`: uint8 data on the device, batched augmentation, both views in one pass, "
-                "channels_last, bf16 autocast where the device has fast bf16. Images/s counts images (each "
-                "trained as two views).", "", markdown_table(rows, columns)]
+        body = [
+            f"## Training step ({'quick' if args.quick else 'full'}): {machine()}",
+            "",
+            "`python benchmarks/train_speed.py --write`. Reference = torchvision per-image PIL transforms "
+            "in a DataLoader (1 worker on CPU), fp32 eager, one forward pass per view. mim = the real "
+            "`Trainer.train_epoch`: uint8 data on the device, batched augmentation, both views in one pass, "
+            "channels_last, bf16 autocast where the device has fast bf16. Images/s counts images (each "
+            "trained as two views).",
+            "",
+            markdown_table(rows, columns),
+        ]
         if augment_rows:
-            body += ["", "Augmentation alone (two views per image):", "",
-                     markdown_table(augment_rows, list(augment_rows[0]))]
+            body += [
+                "",
+                "Augmentation alone (two views per image):",
+                "",
+                markdown_table(augment_rows, list(augment_rows[0])),
+            ]
         console.print(f"wrote {update_section('train_speed', chr(10).join(body))}")
     speedup = rows[0]["speedup"] if args.quick else min(r["speedup"] for r in rows)
     print(f"speedup: {speedup:.2f}x")

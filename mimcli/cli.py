@@ -41,14 +41,28 @@ SetOption = Annotated[
 ]
 OutOption = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<run name>).")]
 ResumeOption = Annotated[bool, typer.Option("--resume", help="Continue the run in the run directory.")]
-ForceOption = Annotated[bool, typer.Option(
-    "--force", help="Replace an existing mim run (a folder mim wrote, nothing else in it) and start over.")]
-QuietOption = Annotated[bool, typer.Option(
-    "--no-progress", help="No live bar: one flushed line per epoch (and every train.print_every steps), for logs.")]
-GpusOption = Annotated[int, typer.Option(
-    "--gpus", min=1, help="Train on N GPUs of this machine: re-runs the command under torchrun "
-    "(python -m torch.distributed.run --standalone --nproc_per_node N). Several nodes: call torchrun yourself "
-    "(docs/distributed.md).")]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Replace an existing mim run (a folder mim wrote, nothing else in it) and start over."
+    ),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-progress", help="No live bar: one flushed line per epoch (and every train.print_every steps), for logs."
+    ),
+]
+GpusOption = Annotated[
+    int,
+    typer.Option(
+        "--gpus",
+        min=1,
+        help="Train on N GPUs of this machine: re-runs the command under torchrun "
+        "(python -m torch.distributed.run --standalone --nproc_per_node N). Several nodes: call torchrun yourself "
+        "(docs/distributed.md).",
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -60,8 +74,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                                   help="Print mim's version and exit.")] = False) -> None:
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print mim's version and exit.")
+    ] = False,
+) -> None:
     """Pretrain, probe and report self-supervised representations, with and without I(z, v) regularisers."""
 
 
@@ -88,15 +105,32 @@ def _relaunch_under_torchrun(gpus: int) -> None:
             next(rest, None)
         elif not arg.startswith("--gpus="):
             args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-               "-m", "mimcli", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(gpus),
+        "-m",
+        "mimcli",
+        *args,
+    ]
     where = "" if torch.cuda.is_available() else " (no CUDA device: CPU processes, gloo)"
     err_console.print(f"launching {gpus} processes{where}: {shlex.join(command)}", highlight=False, soft_wrap=True)
     raise typer.Exit(subprocess.call(command))
 
 
-def _train(preset: str | None, overrides: list[str] | None, out: Path | None, resume: bool, force: bool,
-           quiet: bool, expect_supervised: bool, gpus: int = 1) -> None:
+def _train(
+    preset: str | None,
+    overrides: list[str] | None,
+    out: Path | None,
+    resume: bool,
+    force: bool,
+    quiet: bool,
+    expect_supervised: bool,
+    gpus: int = 1,
+) -> None:
     import contextlib
     import os
 
@@ -135,16 +169,29 @@ def _train(preset: str | None, overrides: list[str] | None, out: Path | None, re
 
 
 @app.command()
-def pretrain(preset: PresetOption = None, set_: SetOption = None, out: OutOption = None, resume: ResumeOption = False,
-             force: ForceOption = False, no_progress: QuietOption = False, gpus: GpusOption = 1) -> None:
+def pretrain(
+    preset: PresetOption = None,
+    set_: SetOption = None,
+    out: OutOption = None,
+    resume: ResumeOption = False,
+    force: ForceOption = False,
+    no_progress: QuietOption = False,
+    gpus: GpusOption = 1,
+) -> None:
     """Self-supervised pretraining (SimCLR, BYOL, Barlow Twins) with an optional regulariser."""
     _train(preset, set_, out, resume, force, no_progress, expect_supervised=False, gpus=gpus)
 
 
 @app.command()
-def supervised(preset: PresetOption = "supervised", set_: SetOption = None, out: OutOption = None,
-               resume: ResumeOption = False, force: ForceOption = False, no_progress: QuietOption = False,
-               gpus: GpusOption = 1) -> None:
+def supervised(
+    preset: PresetOption = "supervised",
+    set_: SetOption = None,
+    out: OutOption = None,
+    resume: ResumeOption = False,
+    force: ForceOption = False,
+    no_progress: QuietOption = False,
+    gpus: GpusOption = 1,
+) -> None:
     """Supervised pretraining (cross-entropy, one view) with an optional regulariser."""
     _train(preset, set_, out, resume, force, no_progress, expect_supervised=True, gpus=gpus)
 
@@ -176,7 +223,8 @@ def probe(
     layers: Annotated[str | None, typer.Option(help="Pooled blocks to probe: 4 or 2,3,4 (concatenated).")] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated probe seeds (mean and std reported).")] = None,
     data_root: Annotated[
-        str | None, typer.Option(help="Where torchvision data sets live (default: data.root).")] = None,
+        str | None, typer.Option(help="Where torchvision data sets live (default: data.root).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
 ) -> None:
     """Probe frozen features (cached in HDF5) on the source and transfer data sets."""
@@ -190,8 +238,16 @@ def probe(
         seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
-    result = run_probes(run_dir, datasets=_csv(datasets), protocol=protocol, layers=layer_list, seeds=seed_list,
-                        data_root=data_root, device=device, console=console)
+    result = run_probes(
+        run_dir,
+        datasets=_csv(datasets),
+        protocol=protocol,
+        layers=layer_list,
+        seeds=seed_list,
+        data_root=data_root,
+        device=device,
+        console=console,
+    )
     print_probe_table(result, console)
     from mimcli.runs import load_run_config
 
@@ -204,9 +260,13 @@ def _exit_if_partial(result: ProbeResult, names: list[str]) -> None:
 
     missing = missing_datasets(result, names)
     if missing:
-        err_console.print(f"error: {len(missing)} of {len(names)} data sets could not be probed (not found: "
-                          f"{', '.join(missing)}); the others are saved in probe.json", markup=False,
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"error: {len(missing)} of {len(names)} data sets could not be probed (not found: "
+            f"{', '.join(missing)}); the others are saved in probe.json",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 
@@ -216,8 +276,10 @@ def sweep(
     preset: Annotated[list[str], typer.Option("--preset", "-p", help="Base preset(s) (repeatable).")],
     values: Annotated[str | None, typer.Option(help="Comma-separated values to sweep (not for grid).")] = None,
     set_: SetOption = None,
-    set_values: Annotated[list[str] | None, typer.Option(
-        "--set-values", help="Grid axis section.key=v1,v2,... (repeatable; the grid is their product).")] = None,
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option("--set-values", help="Grid axis section.key=v1,v2,... (repeatable; the grid is their product)."),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder holding sweeps.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Sweep folder name (default <kind>-<preset>).")] = None,
     shard: Annotated[str | None, typer.Option(help="I/N: run only every N-th point, from the I-th.")] = None,
@@ -227,8 +289,9 @@ def sweep(
     """A grid of runs, each pretrained and probed; finished points are skipped, interrupted ones resumed."""
     from mimcli.sweep import sweep as run_sweep
 
-    outcomes = run_sweep(kind, preset, values, set_, set_values, out, name, shard, dry_run, console,
-                         show_progress=not no_progress)
+    outcomes = run_sweep(
+        kind, preset, values, set_, set_values, out, name, shard, dry_run, console, show_progress=not no_progress
+    )
     locked = [o for o in outcomes if o.status == "skipped-locked"]
     if locked:
         err_console.print(f"{len(locked)} point(s) are being trained by another process; rerun to finish them")
@@ -238,13 +301,15 @@ def sweep(
 @app.command()
 def report(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Run directories or folders holding them (default runs/).")] = None,
+        list[Path] | None, typer.Argument(help="Run directories or folders holding them (default runs/).")
+    ] = None,
     format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json | csv.")] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
     plots: Annotated[Path | None, typer.Option(help="Folder for the figures, PDF + PNG (needs mim[plots]).")] = None,
     compare: Annotated[str | None, typer.Option(help="paper | report: reference numbers beside each cell.")] = None,
     metric: Annotated[
-        str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")] = "acc_best_test",
+        str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")
+    ] = "acc_best_test",
 ) -> None:
     """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs."""
     from mimcli.report import run_report

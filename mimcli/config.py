@@ -34,8 +34,11 @@ def check_folder_name(value: str) -> str:
 class RunSection(Section):
     name: str = Field("run", description="Run name; the default output directory is runs/<name>.")
     description: str = Field("", description="One line shown by `mim presets`.")
-    reproduces: str = Field("", description="Which table and row of the paper / report this recipe reproduces, "
-                            "at what length (shown by `mim presets`).")
+    reproduces: str = Field(
+        "",
+        description="Which table and row of the paper / report this recipe reproduces, "
+        "at what length (shown by `mim presets`).",
+    )
     out: str | None = Field(None, description="Run directory (default runs/<name>).")
 
     @field_validator("name")
@@ -62,10 +65,13 @@ class DataSection(Section):
     image_size: int = Field(32, gt=0, description="Training crop size in pixels (32 CIFAR, 64 STL-10).")
     download: bool = Field(True, description="Download torchvision data sets on first use.")
     stl10_split: Literal["unlabeled", "unlabeled+train"] = Field(
-        "unlabeled", description="STL-10 pretraining images: unlabeled (official, 100k) or unlabeled+train (105k).")
+        "unlabeled", description="STL-10 pretraining images: unlabeled (official, 100k) or unlabeled+train (105k)."
+    )
     loader: Literal["auto", "memory", "stream"] = Field(
-        "auto", description="memory: decode once into RAM; stream: decode per batch from the files (imagefolder); "
-        "auto: stream when the decoded set would exceed data.memory_gb.")
+        "auto",
+        description="memory: decode once into RAM; stream: decode per batch from the files (imagefolder); "
+        "auto: stream when the decoded set would exceed data.memory_gb.",
+    )
     memory_gb: float = Field(8.0, gt=0, description="auto's budget for the decoded uint8 set, in GiB.")
     workers: int = Field(4, ge=0, description="Stream mode: decoding processes per rank (0: in the training process).")
     shapes: ShapesSection = Field(default_factory=ShapesSection)
@@ -127,10 +133,14 @@ class RegularizerSection(Section):
     lam: float = Field(1.0, alias="lambda", ge=0, description="Weight of the I(z, v) term.")
     sigma: float = Field(0.1, ge=0, description="Noise on pooled features (lbe, mib, noise).")
     rho: float | None = Field(
-        None, gt=0, description="LBE distance scale exp(-rho * ||z_k - f(v_l)||^2); default as the official "
-        "code: 1/20 (0.05), 1/80 (0.0125) at 224 px (ImageNet).")
+        None,
+        gt=0,
+        description="LBE distance scale exp(-rho * ||z_k - f(v_l)||^2); default as the official "
+        "code: 1/20 (0.05), 1/80 (0.0125) at 224 px (ImageNet).",
+    )
     block_weights: dict[str, float] | None = Field(
-        None, description="LBE weight per pooled block; default as the official code: layer2 0.25, layer3 0.5, "
+        None,
+        description="LBE weight per pooled block; default as the official code: layer2 0.25, layer3 0.5, "
         "layer4 1 (224 px / ImageNet: layer4 only).",
     )
 
@@ -157,23 +167,29 @@ class TrainSection(Section):
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     schedule: Literal["constant", "cosine", "warmup_cosine"] = Field(
-        "constant", description="cosine: per epoch; warmup_cosine: linear warm-up then cosine, per step (LARS recipe).")
+        "constant", description="cosine: per epoch; warmup_cosine: linear warm-up then cosine, per step (LARS recipe)."
+    )
     warmup_epochs: float = Field(0.0, ge=0, description="warmup_cosine: epochs of linear warm-up.")
-    checkpoint_steps: int = Field(0, ge=0, description="Also checkpoint every N steps inside an epoch (0: at epoch ends).")
+    checkpoint_steps: int = Field(
+        0, ge=0, description="Also checkpoint every N steps inside an epoch (0: at epoch ends)."
+    )
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     channels_last: bool = True
     bn_stats: Literal["per_view", "joint"] = Field(
-        "per_view", description="BatchNorm statistics in pretraining: per_view (official: each view on its own, "
-        "computed in one pass) or joint (all views as one batch).")
+        "per_view",
+        description="BatchNorm statistics in pretraining: per_view (official: each view on its own, "
+        "computed in one pass) or joint (all views as one batch).",
+    )
     loss_precision: Literal["fp32", "autocast"] = Field(
-        "fp32", description="fp32: losses outside autocast (official); autocast: loss matmuls in the autocast dtype.")
+        "fp32", description="fp32: losses outside autocast (official); autocast: loss matmuls in the autocast dtype."
+    )
     compile: bool = False
     log_every: int = Field(50, gt=0, description="Steps between loss read-backs (no host sync otherwise).")
     print_every: int = Field(0, ge=0, description="Without a terminal: also print a line every N steps (0: per epoch).")
     log: list[Literal["jsonl", "tensorboard"]] = Field(
-        default_factory=lambda: ["jsonl"],
+        default_factory=lambda: ["jsonl"],  # type: ignore[arg-type]  # pydantic validates the literal
         description="Where metrics go: jsonl (metrics.jsonl, always) and optionally tensorboard (mim[tensorboard]).",
     )
     save_epochs: list[int] = Field(default_factory=list, description="Also keep backbone weights at these epochs.")
@@ -200,8 +216,10 @@ class ProbeSection(Section):
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.01, gt=0)
     normalize: Literal["official", "train_stats"] = Field(
-        "official", description="Probe image normalisation: official (the reference's per-data-set constants; "
-        "CIFAR and shapes with the training (0.5, 0.5)) or train_stats (each set's train-split statistics).")
+        "official",
+        description="Probe image normalisation: official (the reference's per-data-set constants; "
+        "CIFAR and shapes with the training (0.5, 0.5)) or train_stats (each set's train-split statistics).",
+    )
 
 
 class RunConfig(Section):

@@ -63,15 +63,18 @@ class Diagnostics:
     factors: dict[str, Tensor]
 
     @classmethod
-    def build(cls, config: RunConfig, data: ImageData | ImageIndex, augment: BatchAugment, device: torch.device
-              ) -> Diagnostics | None:
+    def build(
+        cls, config: RunConfig, data: ImageData | ImageIndex, augment: BatchAugment, device: torch.device
+    ) -> Diagnostics | None:
         """None when diagnostics are off for this run."""
         every = diagnostics_interval(config)
         if every <= 0:
             return None
         if not isinstance(data, ImageData):
-            raise UsageError("train.diagnostics_every needs the images in memory: set data.loader='memory' "
-                             "or train.diagnostics_every=0")
+            raise UsageError(
+                "train.diagnostics_every needs the images in memory: set data.loader='memory' "
+                "or train.diagnostics_every=0"
+            )
         seed = config.train.seed + SEED_OFFSET
         count = min(config.train.diagnostics_images, len(data))
         index = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count]
@@ -104,8 +107,9 @@ class Diagnostics:
         return {KEY: estimates}
 
 
-def information_estimates(z1: Tensor, z2: Tensor, z: Tensor, pixels: Tensor, factors: dict[str, Tensor]
-                          ) -> dict[str, float]:
+def information_estimates(
+    z1: Tensor, z2: Tensor, z: Tensor, pixels: Tensor, factors: dict[str, Tensor]
+) -> dict[str, float]:
     """Every estimate the diagnostics record, from features and the things they are compared with."""
     gram_z1, gram_z2, gram_z, gram_v = (gaussian_gram(t) for t in (z1, z2, z, pixels))
     out = {

@@ -101,7 +101,7 @@ class _GatherWithGrad(torch.autograd.Function):
         grad = grad.clone(memory_format=torch.contiguous_format)  # autograd may share the incoming one
         dist.all_reduce(grad)  # small tensors (projections, BatchNorm statistics): all_reduce is enough
         rows = grad.shape[0] // world_size()
-        return grad[rank() * rows:(rank() + 1) * rows]
+        return grad[rank() * rows : (rank() + 1) * rows]
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
@@ -168,7 +168,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         m2 = (xf - mean.view(shape)).square().sum(dims)
         count = mean.new_full((1,), x.numel() / channels)
         stats = gather_with_grad(torch.cat([count, mean, m2]).unsqueeze(0))
-        counts, means, m2s = stats[:, :1], stats[:, 1:1 + channels], stats[:, 1 + channels:]
+        counts, means, m2s = stats[:, :1], stats[:, 1 : 1 + channels], stats[:, 1 + channels :]
         total = counts.sum()
         mean = (counts * means).sum(0) / total
         m2 = m2s.sum(0) + (counts * (means - mean).square()).sum(0)
@@ -195,7 +195,8 @@ def _to_global_batchnorm(module: nn.Module) -> nn.Module:
         setattr(module, "synced", True)  # noqa: B010
         return module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-            module, (GlobalBatchNorm, nn.SyncBatchNorm)):
+        module, (GlobalBatchNorm, nn.SyncBatchNorm)
+    ):
         return swap_batchnorm(module, GlobalBatchNorm)
     for name, child in module.named_children():
         module.add_module(name, _to_global_batchnorm(child))

@@ -104,8 +104,9 @@ def norm_kind(source: str, mode: str = "official") -> str:
     return NORM
 
 
-def probe_normalization(source: str, train_images: Tensor, mode: str = "official"
-                        ) -> tuple[list[float], list[float], str]:
+def probe_normalization(
+    source: str, train_images: Tensor, mode: str = "official"
+) -> tuple[list[float], list[float], str]:
     """(mean, std, kind) for a probe data set's images."""
     kind = norm_kind(source, mode)
     if kind == OFFICIAL_NORM:
@@ -118,8 +119,14 @@ def probe_normalization(source: str, train_images: Tensor, mode: str = "official
 
 
 @torch.no_grad()
-def extract(backbone: nn.Module, images: Tensor, mean: list[float], std: list[float], device: torch.device,
-            batch_size: int = 512) -> dict[str, Tensor]:
+def extract(
+    backbone: nn.Module,
+    images: Tensor,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    batch_size: int = 512,
+) -> dict[str, Tensor]:
     """Pooled layer2/3/4 features of uint8 images (eval mode; bf16 autocast on CUDA), float32 on the CPU.
 
     With a process group up, every rank encodes its contiguous share and all get every row, in order.
@@ -149,9 +156,16 @@ class FeatureCache:
     only when some split is not cached yet.
     """
 
-    def __init__(self, run_dir: Path, weights: str = BACKBONE, device: str | torch.device = "auto",
-                 console: Console | None = None, backbone_loader: Callable[[], nn.Module] | None = None,
-                 batch_size: int = 512, normalize: str = "official") -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        weights: str = BACKBONE,
+        device: str | torch.device = "auto",
+        console: Console | None = None,
+        backbone_loader: Callable[[], nn.Module] | None = None,
+        batch_size: int = 512,
+        normalize: str = "official",
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.normalize = normalize
         self.weights = weights
@@ -252,15 +266,27 @@ class FeatureCache:
         path.unlink(missing_ok=True)
         return None
 
-    def _build(self, dataset: TransferDataset, split: str, data: ImageData, mean: list[float],
-               std: list[float], norm: str) -> Features:
-        self._say(f"extracting {dataset.name} {split} features: {len(data)} images at {dataset.image_size} px "
-                  f"on {self.device}")
+    def _build(
+        self, dataset: TransferDataset, split: str, data: ImageData, mean: list[float], std: list[float], norm: str
+    ) -> Features:
+        self._say(
+            f"extracting {dataset.name} {split} features: {len(data)} images at {dataset.image_size} px "
+            f"on {self.device}"
+        )
         layers = extract(self.backbone(), data.images, mean, std, self.device, self.batch_size)
         meta = {
-            "format": FORMAT, "checkpoint_sha256": self.sha256, "checkpoint": self.weights, "source": dataset.source,
-            "split": split, "image_size": dataset.image_size, "n": len(data), "classes": json.dumps(data.classes),
-            "norm": norm, "norm_mean": mean, "norm_std": std, "device": str(self.device),
+            "format": FORMAT,
+            "checkpoint_sha256": self.sha256,
+            "checkpoint": self.weights,
+            "source": dataset.source,
+            "split": split,
+            "image_size": dataset.image_size,
+            "n": len(data),
+            "classes": json.dumps(data.classes),
+            "norm": norm,
+            "norm_mean": mean,
+            "norm_std": std,
+            "device": str(self.device),
             "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32",
         }
         features = Features(layers, data.labels.clone(), dict(data.targets), list(data.classes), meta)

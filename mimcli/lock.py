@@ -85,8 +85,15 @@ class PointLock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
-                                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv})
+        self.text = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "start": _process_start(os.getpid()),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "argv": sys.argv,
+            }
+        )
         self.held = False
         self.holder: dict[str, Any] | None = None  # the live holder when acquire() failed
         self.took_over: dict[str, Any] | None = None  # the dead holder whose lock was taken over
@@ -163,8 +170,6 @@ def point_lock(path: Path) -> Iterator[PointLock]:
         yield lock
     finally:
         lock.release()
-
-
 
 
 @contextmanager

@@ -51,8 +51,11 @@ class TensorBoardSink(Sink):
     def epoch(self, global_step: int, record: dict[str, Any]) -> None:
         for name, value in record.items():
             # nested groups (the information-plane diagnostics under "info") become info/<key>
-            values = {f"{name}/{key}": v for key, v in value.items()} if isinstance(value, dict) \
+            values = (
+                {f"{name}/{key}": v for key, v in value.items()}
+                if isinstance(value, dict)
                 else {f"epoch/{name}": value}
+            )
             for tag, number in values.items():
                 if isinstance(number, (int, float)) and not isinstance(number, bool):
                     self.writer.add_scalar(tag, number, global_step)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -66,8 +66,9 @@ class BarlowTwins(Method):
 
     def loss(self, features: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         z1, z2 = self.projector(features["layer4"]).chunk(2)
-        return {"method": contrastive.barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2),
-                                                        self.offdiag_weight)}
+        return {
+            "method": contrastive.barlow_twins_loss(gather_with_grad(z1), gather_with_grad(z2), self.offdiag_weight)
+        }
 
 
 def byol_momentum(base: float, epoch: int, epochs: int) -> float:

@@ -14,8 +14,9 @@ from mimcli.config import TrainSection
 class LARS(torch.optim.Optimizer):
     """SGD with momentum and layer-wise trust ratios (You et al.); biases and norms are not adapted."""
 
-    def __init__(self, params: ParamsT, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.001) -> None:
+    def __init__(
+        self, params: ParamsT, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+    ) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta})
 
     @torch.no_grad()
@@ -38,8 +39,9 @@ class LARS(torch.optim.Optimizer):
         return None
 
 
-def build_optimizer(model: nn.Module, cfg: TrainSection, global_batch: int, device: torch.device
-                    ) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, cfg: TrainSection, global_batch: int, device: torch.device
+) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         # One fused kernel for all parameters instead of a dozen small ops each (CUDA and CPU).
@@ -65,8 +67,9 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainSection,
-                   steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainSection, steps_per_epoch: int = 1
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Constant (the paper's CIFAR recipe) or cosine to zero, stepped once per epoch; or warm-up +
     cosine stepped once per optimiser step (the ImageNet LARS recipe)."""
     if cfg.schedule == "warmup_cosine":

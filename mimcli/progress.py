@@ -98,10 +98,14 @@ class PlainProgress(TrainingProgress):
     def step(self) -> None:
         super().step()
         if self.every and self.epoch_step % self.every == 0 and self.epoch_step < self.steps_per_epoch:
-            parts = [f"epoch {self.epoch + 1}/{self.epochs}", f"step {self.epoch_step}/{self.steps_per_epoch}",
-                     format_terms(self.terms), f"{self.images_per_s():.0f} img/s",
-                     f"elapsed {format_duration(time.perf_counter() - self.run_start)}",
-                     f"ETA {format_duration(self.run_eta())}"]
+            parts = [
+                f"epoch {self.epoch + 1}/{self.epochs}",
+                f"step {self.epoch_step}/{self.steps_per_epoch}",
+                format_terms(self.terms),
+                f"{self.images_per_s():.0f} img/s",
+                f"elapsed {format_duration(time.perf_counter() - self.run_start)}",
+                f"ETA {format_duration(self.run_eta())}",
+            ]
             self.end_epoch("  ".join(part for part in parts if part))
 
 
@@ -110,9 +114,16 @@ class LiveProgress(TrainingProgress):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[terms]}"), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn())
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[terms]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
         self.bar = Progress(*columns, console=self.console, transient=True, refresh_per_second=4)
         self.bar.start()
         self.run_task: TaskID = self.bar.add_task("run", total=self.run_steps, rate="", terms="")
@@ -122,8 +133,9 @@ class LiveProgress(TrainingProgress):
         super().start_epoch(epoch)
         if self.epoch_task is not None:
             self.bar.remove_task(self.epoch_task)
-        self.epoch_task = self.bar.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps_per_epoch,
-                                            rate="", terms="")
+        self.epoch_task = self.bar.add_task(
+            f"epoch {epoch + 1}/{self.epochs}", total=self.steps_per_epoch, rate="", terms=""
+        )
 
     def step(self) -> None:
         super().step()
@@ -142,8 +154,9 @@ class LiveProgress(TrainingProgress):
         self.bar.stop()
 
 
-def make_progress(console: Console, live: bool, epochs: int, start_epoch: int, steps_per_epoch: int,
-                  batch_images: int, every: int = 0) -> TrainingProgress:
+def make_progress(
+    console: Console, live: bool, epochs: int, start_epoch: int, steps_per_epoch: int, batch_images: int, every: int = 0
+) -> TrainingProgress:
     """The live bar on a terminal when wanted, plain lines otherwise."""
     args = (console, epochs, start_epoch, steps_per_epoch, batch_images)
     if live and console.is_terminal:

@@ -7,7 +7,7 @@ training mode only) and returns one term `reg`, already signed so that the total
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +86,7 @@ class LowerBound(Regularizer):
     def loss(self, clean: Features, noisy: Features, batch: Batch) -> dict[str, Tensor]:
         from mimcli.distributed import gather_with_grad
 
-        bound = sum(
+        bound: Tensor = sum(  # type: ignore[assignment]  # a sum of Tensors (block_weights is never empty)
             weight * information.lbe_bound(gather_with_grad(noisy[name]), gather_with_grad(clean[name]), self.rho)
             for name, weight in self.block_weights.items()
         )

@@ -43,12 +43,26 @@ RUN_ENTRIES = frozenset({CONFIG, METRICS, CHECKPOINT, BACKBONE, STATUS, PROBE, F
 TEMPORARY = re.compile(r"^\..+\.tmp$")  # what temporary_beside names, left by a crash
 # Keys --resume may change: how long to train, where and how fast, what is logged and probed. None of
 # them changes what the finished epochs computed, so config.toml still describes the weights.
-RESUME_SAFE_KEYS = ("train.epochs", "train.device", "train.threads", "train.log_every", "train.save_epochs",
-                    "train.compile", "run.description", "run.out", "probe.",
-                    # where and how often progress, trackers and diagnostics are written, and how many processes
-                    # decode images: none of them changes a weight (tests/test_information.py, test_stream.py)
-                    "run.reproduces", "train.log", "train.print_every", "train.diagnostics_every",
-                    "train.diagnostics_images", "train.checkpoint_steps", "data.workers")
+RESUME_SAFE_KEYS = (
+    "train.epochs",
+    "train.device",
+    "train.threads",
+    "train.log_every",
+    "train.save_epochs",
+    "train.compile",
+    "run.description",
+    "run.out",
+    "probe.",
+    # where and how often progress, trackers and diagnostics are written, and how many processes
+    # decode images: none of them changes a weight (tests/test_information.py, test_stream.py)
+    "run.reproduces",
+    "train.log",
+    "train.print_every",
+    "train.diagnostics_every",
+    "train.diagnostics_images",
+    "train.checkpoint_steps",
+    "data.workers",
+)
 
 
 def _umask() -> int:
@@ -137,8 +151,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
 def config_diff(stored: RunConfig, planned: RunConfig, allowed: tuple[str, ...] = ()) -> list[str]:
     """'key old there, new planned' for every key that differs, less those starting with an `allowed` prefix."""
     a, b = dict(_flatten(stored.to_dict())), dict(_flatten(planned.to_dict()))
-    return [f"{key} {a.get(key)!r} there, {b.get(key)!r} planned" for key in sorted(a.keys() | b.keys())
-            if a.get(key) != b.get(key) and not key.startswith(allowed or ("\0",))]
+    return [
+        f"{key} {a.get(key)!r} there, {b.get(key)!r} planned"
+        for key in sorted(a.keys() | b.keys())
+        if a.get(key) != b.get(key) and not key.startswith(allowed or ("\0",))
+    ]
 
 
 def save_config(run_dir: Path, config: RunConfig) -> None:

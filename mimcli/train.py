@@ -69,8 +69,13 @@ class EpochResult:
     lr: float
 
     def record(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, **self.terms, "lr": self.lr, "images_per_s": self.images / self.seconds,
-                "seconds": self.seconds}
+        return {
+            "epoch": self.epoch,
+            **self.terms,
+            "lr": self.lr,
+            "images_per_s": self.images / self.seconds,
+            "seconds": self.seconds,
+        }
 
 
 @dataclass
@@ -95,16 +100,19 @@ class Trainer:
         self.model: PretrainModel = build_model(cfg, num_classes=max(len(self.data.classes), 1))
         if self.model.method.needs_labels and bool((self.data.labels < 0).any()):
             raise UsageError(
-                f"method.name={cfg.method.name!r} needs labels, but {cfg.data.dataset} has unlabeled images")
+                f"method.name={cfg.method.name!r} needs labels, but {cfg.data.dataset} has unlabeled images"
+            )
         self.model.to(self.device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         world = distributed.world_size()
         self.per_rank_batch = min(cfg.train.batch_size, len(self.data) // world)
         if self.per_rank_batch < 2:
-            why = (f"train.batch_size={cfg.train.batch_size}: batch norm needs at least 2 images per batch"
-                   if cfg.train.batch_size < 2 else
-                   f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes")
+            why = (
+                f"train.batch_size={cfg.train.batch_size}: batch norm needs at least 2 images per batch"
+                if cfg.train.batch_size < 2
+                else f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes"
+            )
             raise UsageError(why)
         self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
         self.steps_per_epoch = len(self.data) // (self.per_rank_batch * world)
@@ -112,11 +120,13 @@ class Trainer:
         self.schedule_per_step = schedule_per_step(cfg.train)
         self.augment = BatchAugment(cfg.augment, cfg.data.image_size)
         self.source: BatchSource = build_source(cfg, self.data, self.device, self.augment, self.model.method.n_views)
-        self.train_model: torch.nn.Module = distributed.wrap_model(self.model, self.device,
-                                                                    self.model.method.sync_batchnorm)
+        self.train_model: torch.nn.Module = distributed.wrap_model(
+            self.model, self.device, self.model.method.sync_batchnorm
+        )
         self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
-        self.diagnostics = Diagnostics.build(cfg, self.data, self.augment, self.device) \
-            if distributed.is_main() else None
+        self.diagnostics = (
+            Diagnostics.build(cfg, self.data, self.augment, self.device) if distributed.is_main() else None
+        )
         self.epoch = 0
         self.provenance: dict[str, Any] = {}  # merged into every run.json write (see pretrain)
         self.step = 0  # optimiser steps done inside the current epoch (non-zero only mid-epoch)
@@ -127,9 +137,16 @@ class Trainer:
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "rng": rng,
-                "config": self.config.to_dict(), "step": self.step, "epoch_state": self.epoch_state}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "epoch": self.epoch,
+            "rng": rng,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "epoch_state": self.epoch_state,
+        }
 
     def save_checkpoint(self) -> None:
         if not distributed.is_main():
@@ -165,8 +182,13 @@ class Trainer:
         """This rank's index batches (steps, B) for an epoch: a seeded permutation, sharded, last partial
         batch dropped."""
         assert self.data is not None  # loaded in __post_init__
-        return epoch_order(len(self.data), epoch_seed(self.config.train.seed, epoch), self.per_rank_batch,
-                           distributed.world_size(), distributed.rank())
+        return epoch_order(
+            len(self.data),
+            epoch_seed(self.config.train.seed, epoch),
+            self.per_rank_batch,
+            distributed.world_size(),
+            distributed.rank(),
+        )
 
     def is_log_point(self, step: int, steps: int) -> bool:
         """Steps at which the running loss is read back from the device (the only host syncs in an epoch)."""
@@ -211,8 +233,11 @@ class Trainer:
             self.step = step
             if cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0 and step < len(batches):
                 self.check_finite(dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist())), epoch)
-                self.epoch_state = {"torch": torch.get_rng_state(), "augment": augment_rng.get_state(),
-                                    "sums": {name: value.cpu() for name, value in sums.items()}}
+                self.epoch_state = {
+                    "torch": torch.get_rng_state(),
+                    "augment": augment_rng.get_state(),
+                    "sums": {name: value.cpu() for name, value in sums.items()},
+                }
                 self.save_checkpoint()
             if (progress is not None or sinks) and self.is_log_point(step, len(batches)):
                 running = dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist()))
@@ -237,9 +262,11 @@ class Trainer:
         """Stop before a diverged state is saved: the last good checkpoint stays as it was."""
         bad = [name for name, value in terms.items() if not math.isfinite(value)]
         if bad:
-            raise DivergedError(f"training diverged: {', '.join(bad)} became {terms[bad[0]]} in epoch "
-                                f"{epoch + 1}; {runs.CHECKPOINT} still holds epoch {epoch} or a step before "
-                                "(try a smaller train.lr)")
+            raise DivergedError(
+                f"training diverged: {', '.join(bad)} became {terms[bad[0]]} in epoch "
+                f"{epoch + 1}; {runs.CHECKPOINT} still holds epoch {epoch} or a step before "
+                "(try a smaller train.lr)"
+            )
 
     def measure(self) -> dict[str, Any]:
         """Information-plane estimates for metrics.jsonl when due (mimcli.diagnostics), else {}."""
@@ -253,8 +280,19 @@ class Trainer:
         train = self.config.train
         steps = self.steps_per_epoch
         sinks = open_sinks(train.log, self.run_dir, purge_step=self.epoch * steps) if main else []
-        progress = make_progress(self.console, show_progress, train.epochs, self.epoch, steps,
-                                 self.per_rank_batch * distributed.world_size(), train.print_every) if main else None
+        progress = (
+            make_progress(
+                self.console,
+                show_progress,
+                train.epochs,
+                self.epoch,
+                steps,
+                self.per_rank_batch * distributed.world_size(),
+                train.print_every,
+            )
+            if main
+            else None
+        )
         try:
             while self.epoch < train.epochs:
                 result = self.train_epoch(progress, sinks)
@@ -265,8 +303,9 @@ class Trainer:
                     for sink in sinks:
                         sink.epoch(self.epoch * steps, record)
                     self.save_checkpoint()
-                    runs.write_json(self.run_dir / runs.STATUS, {**self.provenance, "status": "running",
-                                                                 "epochs_done": self.epoch})
+                    runs.write_json(
+                        self.run_dir / runs.STATUS, {**self.provenance, "status": "running", "epochs_done": self.epoch}
+                    )
                 if progress is not None:
                     progress.end_epoch(format_epoch(result, train.epochs))
         finally:
@@ -288,15 +327,26 @@ def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
         if resolve_loader(data.loader, len(index), data.image_size, data.memory_gb) == "stream":
             return index
     elif data.loader == "stream":
-        raise UsageError(f"data.loader='stream' reads image files: data.dataset={data.dataset!r} has none "
-                         "(use 'imagefolder', or data.loader='memory')")
+        raise UsageError(
+            f"data.loader='stream' reads image files: data.dataset={data.dataset!r} has none "
+            "(use 'imagefolder', or data.loader='memory')"
+        )
     shapes = data.shapes
-    return load_pretrain_data(data.dataset, data.root, data.image_size, data.subset, cfg.train.seed, data.download,
-                              (shapes.n_train, shapes.n_test, shapes.seed), data.stl10_split)
+    return load_pretrain_data(
+        data.dataset,
+        data.root,
+        data.image_size,
+        data.subset,
+        cfg.train.seed,
+        data.download,
+        (shapes.n_train, shapes.n_test, shapes.seed),
+        data.stl10_split,
+    )
 
 
-def build_source(cfg: RunConfig, data: ImageData | ImageIndex, device: torch.device, augment: BatchAugment,
-                 n_views: int) -> BatchSource:
+def build_source(
+    cfg: RunConfig, data: ImageData | ImageIndex, device: torch.device, augment: BatchAugment, n_views: int
+) -> BatchSource:
     from mimcli.data.source import MemorySource, StreamSource
 
     if isinstance(data, ImageIndex):
@@ -337,8 +387,10 @@ def check_run_dir(run_dir: Path, config: RunConfig, resume: bool, force: bool) -
             allowed = tuple(key for key in allowed if key != "train.epochs")
         diff = runs.config_diff(runs.load_run_config(run_dir), config, allowed)
         if diff:
-            raise UsageError(f"--resume must train the recipe that produced the weights; it differs in "
-                             f"{'; '.join(diff)} (only {', '.join(allowed)}* may change)")
+            raise UsageError(
+                f"--resume must train the recipe that produced the weights; it differs in "
+                f"{'; '.join(diff)} (only {', '.join(allowed)}* may change)"
+            )
         return False
     if not (force and exists):
         return False
@@ -346,8 +398,10 @@ def check_run_dir(run_dir: Path, config: RunConfig, resume: bool, force: bool) -
         raise UsageError(f"--force replaces only a mim run (config.toml and run.json), and {run_dir} is not one")
     foreign = runs.foreign_entries(run_dir)
     if foreign:
-        raise UsageError(f"--force: {run_dir} also holds files mim did not write ({', '.join(foreign[:5])}); "
-                         "move them or choose another --out")
+        raise UsageError(
+            f"--force: {run_dir} also holds files mim did not write ({', '.join(foreign[:5])}); "
+            "move them or choose another --out"
+        )
     return True
 
 
@@ -393,8 +447,14 @@ def run_provenance(run_dir: Path, device: torch.device, resume: bool) -> dict[st
     return info
 
 
-def pretrain(config: RunConfig, run_dir: Path, resume: bool = False, force: bool = False,
-             console: Console | None = None, show_progress: bool = True) -> list[EpochResult]:
+def pretrain(
+    config: RunConfig,
+    run_dir: Path,
+    resume: bool = False,
+    force: bool = False,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> list[EpochResult]:
     """Train a run to config.train.epochs in run_dir (resuming from its checkpoint if asked)."""
     console = console or Console()
     replace = check_run_dir(run_dir, config, resume, force)
@@ -406,17 +466,25 @@ def pretrain(config: RunConfig, run_dir: Path, resume: bool = False, force: bool
     if distributed.is_main():
         runs.save_config(run_dir, config)
         trainer.provenance = run_provenance(run_dir, trainer.device, resume)
-        runs.write_json(run_dir / runs.STATUS, {**trainer.provenance, "status": "running",
-                                                "epochs_done": trainer.epoch})
+        runs.write_json(
+            run_dir / runs.STATUS, {**trainer.provenance, "status": "running", "epochs_done": trainer.epoch}
+        )
     start = time.perf_counter()
     results = trainer.fit(show_progress)
     seconds = time.perf_counter() - start
     if distributed.is_main():
         if trainer.epoch == 0 or not (run_dir / runs.BACKBONE).exists():
             trainer.save_checkpoint()
-        runs.write_json(run_dir / runs.STATUS, {**trainer.provenance, "status": "finished",
-                                                "epochs_done": trainer.epoch, "train_seconds": seconds,
-                                                "finished_at": provenance.now()})
+        runs.write_json(
+            run_dir / runs.STATUS,
+            {
+                **trainer.provenance,
+                "status": "finished",
+                "epochs_done": trainer.epoch,
+                "train_seconds": seconds,
+                "finished_at": provenance.now(),
+            },
+        )
         console.print(summary_table(config, run_dir, results, seconds))
     distributed.barrier()  # the run directory is complete when any rank returns
     return results

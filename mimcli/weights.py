@@ -16,8 +16,7 @@ from mimcli.models.resnet import PooledResNet, build_backbone
 from mimcli.runs import BACKBONE, CONFIG, first_line, load_run_config
 
 
-def load_backbone(run_dir: Path, weights: str = BACKBONE,
-                  map_location: str = "cpu") -> tuple[PooledResNet, RunConfig]:
+def load_backbone(run_dir: Path, weights: str = BACKBONE, map_location: str = "cpu") -> tuple[PooledResNet, RunConfig]:
     """The trained backbone of a run, in eval mode, plus its config. Loads tensors only (weights_only)."""
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
@@ -33,6 +32,8 @@ def load_backbone(run_dir: Path, weights: str = BACKBONE,
         backbone.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:  # weights of another architecture or width
         detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), first_line(error))
-        raise UsageError(f"cannot load {path}: it does not match {CONFIG} (model.backbone={config.model.backbone}, "
-                         f"model.width={config.model.width}): {detail}") from None
+        raise UsageError(
+            f"cannot load {path}: it does not match {CONFIG} (model.backbone={config.model.backbone}, "
+            f"model.width={config.model.width}): {detail}"
+        ) from None
     return backbone.eval(), config

@@ -33,8 +33,13 @@ def cli(monkeypatch, capsys):
 
 # The smallest network and data set every CPU test trains on (`--set` keys). fp32: precision=auto would
 # pick bf16 on AMX/AVX512-BF16 CPUs only, and a test's numbers must not depend on the CPU.
-TINY_BASE = ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=64", "data.shapes.n_test=32",
-             "train.precision=fp32"]
+TINY_BASE = [
+    "model.width=8",
+    "data.dataset=shapes",
+    "data.shapes.n_train=64",
+    "data.shapes.n_test=32",
+    "train.precision=fp32",
+]
 # One short training, no probes: what most tests run; a test file adds the keys it varies after these
 # (a later --set of the same key wins).
 TINY_KEYS = [*TINY_BASE, "train.batch_size=32", "train.epochs=1", "probe.datasets=[]"]

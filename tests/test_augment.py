@@ -146,10 +146,12 @@ def test_resized_crop_matches_torchvision_up_and_down():
     boxes = torch.tensor([[0, 0, 40, 48], [3, 5, 11, 7], [10, 0, 30, 48], [0, 17, 40, 31], [39, 47, 1, 1]])
     for out_size in (16, 32, 64):
         got = resized_crop(images, boxes, out_size, gain=1 / 255)
-        expected = torch.stack([
-            TF.resized_crop(image.float() / 255, *box.tolist(), [out_size, out_size], antialias=True)
-            for image, box in zip(images, boxes)
-        ])
+        expected = torch.stack(
+            [
+                TF.resized_crop(image.float() / 255, *box.tolist(), [out_size, out_size], antialias=True)
+                for image, box in zip(images, boxes)
+            ]
+        )
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     flipped = resized_crop(images, boxes, 24, flip=torch.tensor([True, False, True, True, False]))
     plain = resized_crop(images, boxes, 24)
@@ -168,8 +170,12 @@ def test_apply_equals_torchvision_functional_chain_for_sampled_params():
     params = aug.sample_params(48, 28, 36, "cpu", torch.Generator().manual_seed(7))
     assert params.jitter.any() and (~params.jitter).any() and params.gray.any() and params.flip.any()
     got = aug.apply(images, params)
-    ops = {BRIGHTNESS: TF.adjust_brightness, CONTRAST: TF.adjust_contrast, SATURATION: TF.adjust_saturation,
-           HUE: TF.adjust_hue}
+    ops = {
+        BRIGHTNESS: TF.adjust_brightness,
+        CONTRAST: TF.adjust_contrast,
+        SATURATION: TF.adjust_saturation,
+        HUE: TF.adjust_hue,
+    }
     expected = []
     for i, image in enumerate(images.float() / 255):
         top, left, height, width = params.boxes[i].tolist()
@@ -240,10 +246,12 @@ def test_brightness_alone_matches_adjust_brightness():
     images = smooth_images(20)
     params = aug.sample_params(20, 32, 32, "cpu", torch.Generator().manual_seed(0))
     assert (params.factors[:, BRIGHTNESS].std() > 0.1) and (params.factors[:, 1:3] == 1).all()
-    expected = torch.stack([
-        TF.normalize(TF.adjust_brightness(image.float() / 255, float(f)), list(cfg.mean), list(cfg.std))
-        for image, f in zip(images, params.factors[:, BRIGHTNESS])
-    ])
+    expected = torch.stack(
+        [
+            TF.normalize(TF.adjust_brightness(image.float() / 255, float(f)), list(cfg.mean), list(cfg.std))
+            for image, f in zip(images, params.factors[:, BRIGHTNESS])
+        ]
+    )
     torch.testing.assert_close(aug.apply(images, params), expected, atol=1e-5, rtol=0)
 
 

@@ -10,8 +10,23 @@ from mimcli.errors import UsageError
 
 def test_every_preset_validates_and_round_trips():
     presets = list_presets()
-    for name in ["simclr", "byol", "barlow", "simclr-rc", "simclr-lbe", "byol-rc", "byol-lbe", "barlow-rc",
-                 "barlow-lbe", "simclr-mib", "simclr-ip", "simclr-noise", "simclr-stl10", "supervised", "cpu-tiny"]:
+    for name in [
+        "simclr",
+        "byol",
+        "barlow",
+        "simclr-rc",
+        "simclr-lbe",
+        "byol-rc",
+        "byol-lbe",
+        "barlow-rc",
+        "barlow-lbe",
+        "simclr-mib",
+        "simclr-ip",
+        "simclr-noise",
+        "simclr-stl10",
+        "supervised",
+        "cpu-tiny",
+    ]:
         assert name in presets
     import tomllib
 
@@ -37,8 +52,9 @@ def test_multi_line_description_and_quotes_survive_config_toml(tmp_path):
     from mimcli import runs
 
     preset = tmp_path / "mine.toml"
-    preset.write_text('[run]\ndescription = """\nfirst line\nsecond "quoted" line \\\\ backslash\n\ttab"""\n'
-                      '[train]\nepochs = 1\n')
+    preset.write_text(
+        '[run]\ndescription = """\nfirst line\nsecond "quoted" line \\\\ backslash\n\ttab"""\n[train]\nepochs = 1\n'
+    )
     config = load_config(str(preset))
     assert config.run.description == 'first line\nsecond "quoted" line \\ backslash\n\ttab'
     runs.save_config(tmp_path / "run", config)
@@ -56,8 +72,16 @@ def test_preset_lambdas_follow_reference():
 
 
 def test_overrides_are_typed_and_validated():
-    config = load_config("simclr", ["train.epochs=3", "data.subset=100", "regularizer.lambda=0.5",
-                                    "data.root=/tmp/x", "probe.datasets=['cifar10','dtd']"])
+    config = load_config(
+        "simclr",
+        [
+            "train.epochs=3",
+            "data.subset=100",
+            "regularizer.lambda=0.5",
+            "data.root=/tmp/x",
+            "probe.datasets=['cifar10','dtd']",
+        ],
+    )
     assert config.train.epochs == 3 and config.data.subset == 100
     assert config.regularizer.lam == 0.5 and config.data.root == "/tmp/x"
     assert config.probe.datasets == ["cifar10", "dtd"]
@@ -101,7 +125,7 @@ def test_unknown_preset_lists_known_ones():
 
 def test_unreadable_toml_names_the_line(tmp_path):
     path = tmp_path / "broken.toml"
-    path.write_text('[train]\nepochs = 3\nbatch_size = = 2\n')
+    path.write_text("[train]\nepochs = 3\nbatch_size = = 2\n")
     with pytest.raises(UsageError) as error:
         load_config(str(path))
     assert "line 3" in str(error.value)
@@ -146,4 +170,5 @@ def test_every_preset_says_what_it_reproduces_and_paper_presets_differ_only_in_l
     paper = [n for n in presets if n.startswith("paper-")]
     assert len(paper) == 27  # Table 1 (3 methods x 3 variants x CIFAR-10 / STL-10) + IP, MIB, noise + 6 supervised
     assert load_config("paper-barlow-lbe-stl10").run.reproduces == (
-        "paper Table 1 (STL-10 pretraining), row Barlow + LBE, 200 epochs")
+        "paper Table 1 (STL-10 pretraining), row Barlow + LBE, 200 epochs"
+    )

@@ -49,9 +49,23 @@ def test_flat_folder_of_images_is_unlabeled_pretraining_data(tmp_path, cli):
     assert data.images.shape == (40, 3, 8, 8) and data.classes == []
     assert data.labels.tolist() == [-1] * 40
     assert data.images[5, 1].float().mean().item() == pytest.approx(10, abs=0.5)  # img05: green = 2*5
-    common = ["--set", "data.dataset=imagefolder", "--set", f"data.root='{tmp_path / 'flat'}'",
-              "--set", "data.image_size=32", "--set", "model.width=8", "--set", "train.batch_size=16",
-              "--set", "train.epochs=1", "--set", "probe.datasets=[]", "--no-progress"]
+    common = [
+        "--set",
+        "data.dataset=imagefolder",
+        "--set",
+        f"data.root='{tmp_path / 'flat'}'",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "model.width=8",
+        "--set",
+        "train.batch_size=16",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "probe.datasets=[]",
+        "--no-progress",
+    ]
     code, _, err = cli("pretrain", "--preset", "simclr", *common, "--out", str(tmp_path / "run"))
     assert code == 0, err
     from mimcli import runs
@@ -72,24 +86,47 @@ def test_seeded_subset_is_fixed_and_seed_dependent(tmp_path):
 
 def test_missing_torchvision_dataset_fails_with_exit_2_naming_the_path(cli, tmp_path):
     root = tmp_path / "nowhere"
-    code, _, err = cli("pretrain", "--preset", "simclr", "--set", f"data.root='{root}'", "--set", "data.download=false",
-                       "--set", "model.width=8", "--out", str(tmp_path / "run"), "--no-progress")
+    code, _, err = cli(
+        "pretrain",
+        "--preset",
+        "simclr",
+        "--set",
+        f"data.root='{root}'",
+        "--set",
+        "data.download=false",
+        "--set",
+        "model.width=8",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    )
     assert code == 2 and str(root) in err and "cifar-10-batches-py" in err
     assert err.strip().count("\n") == 0
 
 
 def test_empty_image_folder_fails_with_exit_2(cli, tmp_path):
     (tmp_path / "imgs" / "train" / "cls").mkdir(parents=True)
-    code, _, err = cli("pretrain", "--preset", "simclr", "--set", "data.dataset=imagefolder",
-                       "--set", f"data.root='{tmp_path / 'imgs'}'", "--out", str(tmp_path / "run"), "--no-progress")
+    code, _, err = cli(
+        "pretrain",
+        "--preset",
+        "simclr",
+        "--set",
+        "data.dataset=imagefolder",
+        "--set",
+        f"data.root='{tmp_path / 'imgs'}'",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    )
     assert code == 2 and "no images found" in err
 
 
 def extract_cifar_subset(target: Path, per_class: int) -> Path:
     """Unpack the first `per_class` training JPEGs of each class from the shared archive."""
     with tarfile.open(CIFAR_JPEG) as archive:
-        members = [m for m in archive.getmembers() if m.isfile() and "/train/" in m.name
-                   and int(Path(m.name).stem) < per_class]
+        members = [
+            m for m in archive.getmembers() if m.isfile() and "/train/" in m.name and int(Path(m.name).stem) < per_class
+        ]
         archive.extractall(target, members=members, filter="data")
     return target / "cifar10-jpeg"
 
@@ -99,10 +136,28 @@ def extract_cifar_subset(target: Path, per_class: int) -> Path:
 def test_tiny_pretrain_on_the_real_cifar10_jpegs(cli, tmp_path):
     root = extract_cifar_subset(tmp_path / "data", per_class=60)
     out = tmp_path / "run"
-    code, _, err = cli("pretrain", "--preset", "simclr", "--set", "data.dataset=imagefolder",
-                       "--set", f"data.root='{root}'", "--set", "model.width=8", "--set", "data.subset=512",
-                       "--set", "train.epochs=1", "--set", "train.batch_size=128", "--set", "probe.datasets=[]",
-                       "--out", str(out), "--no-progress")
+    code, _, err = cli(
+        "pretrain",
+        "--preset",
+        "simclr",
+        "--set",
+        "data.dataset=imagefolder",
+        "--set",
+        f"data.root='{root}'",
+        "--set",
+        "model.width=8",
+        "--set",
+        "data.subset=512",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=128",
+        "--set",
+        "probe.datasets=[]",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert code == 0, err
     for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "backbone.pt", "run.json"):
         assert (out / name).is_file(), name

@@ -34,17 +34,23 @@ WORLD = 2
 B = 6  # samples per rank
 TINY = [*TINY_KEYS, "train.batch_size=16", "train.channels_last=false"]
 # (method, regulariser, train.bn_stats): per_view (the official default) is global per view under DDP
-END_TO_END = [("simclr", "rc", "per_view"), ("barlow", "lbe", "per_view"), ("byol", "none", "per_view"),
-              ("byol", "none", "joint")]
+END_TO_END = [
+    ("simclr", "rc", "per_view"),
+    ("barlow", "lbe", "per_view"),
+    ("byol", "none", "per_view"),
+    ("byol", "none", "joint"),
+]
 CLOSE = {"rtol": 1e-4, "atol": 1e-6}
 
 
 def tiny(method: str, kind: str = "none", *extra: str):
-    return load_config(None, [*TINY, f"method.name={method!r}", f"regularizer.kind={kind!r}",
-                              "regularizer.sigma=0.0", *extra])
+    return load_config(
+        None, [*TINY, f"method.name={method!r}", f"regularizer.kind={kind!r}", "regularizer.sigma=0.0", *extra]
+    )
 
 
 # --------------------------------------------------------------------------------------------- harness
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -54,8 +60,14 @@ def free_port() -> int:
 
 def _worker(rank: int, fn, port: int, out: Path, args: tuple) -> None:
     """One rank: torchrun's env vars, then fn(rank, out, *args) (which brings the process group up)."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        LOCAL_WORLD_SIZE=str(WORLD),
+    )
     torch.set_num_threads(1)
     result = fn(rank, out, *args)
     torch.save(result, out / f"rank{rank}.pt")
@@ -74,11 +86,14 @@ def rows(rank: int) -> slice:
 
 # --------------------------------------------------------------------------------------------- loss level
 
+
 def global_inputs() -> dict[str, torch.Tensor]:
     """2B samples' worth of fixed features: z1, z2 (projections) and per-block clean/noisy views."""
     generator = torch.Generator().manual_seed(0)
-    inputs = {"z1": torch.randn(WORLD * B, 16, generator=generator),
-              "z2": torch.randn(WORLD * B, 16, generator=generator)}
+    inputs = {
+        "z1": torch.randn(WORLD * B, 16, generator=generator),
+        "z2": torch.randn(WORLD * B, 16, generator=generator),
+    }
     regularizer = build_model(tiny("simclr", "lbe"), 10).regularizer
     for name in regularizer.block_weights:
         dim = {"layer2": 16, "layer3": 32, "layer4": 64}[name]
@@ -94,8 +109,13 @@ def losses(inputs: dict[str, torch.Tensor], take: slice) -> dict[str, tuple]:
     leaves = {k: v[take].clone().requires_grad_() for k, v in inputs.items()}
     g = distributed.gather_with_grad
     regularizer = build_model(tiny("simclr", "lbe"), 10).regularizer
-    views = {kind: {name: torch.cat([leaves[f"{kind}.{name}.1"], leaves[f"{kind}.{name}.2"]])
-                    for name in regularizer.block_weights} for kind in ("clean", "noisy")}
+    views = {
+        kind: {
+            name: torch.cat([leaves[f"{kind}.{name}.1"], leaves[f"{kind}.{name}.2"]])
+            for name in regularizer.block_weights
+        }
+        for kind in ("clean", "noisy")
+    }
     values = {
         "simclr": contrastive.nt_xent(g(leaves["z1"]), g(leaves["z2"]), 0.5),
         "barlow": contrastive.barlow_twins_loss(g(leaves["z1"]), g(leaves["z2"])),
@@ -106,8 +126,10 @@ def losses(inputs: dict[str, torch.Tensor], take: slice) -> dict[str, tuple]:
         for leaf in leaves.values():
             leaf.grad = None
         value.backward(retain_graph=True)
-        result[name] = (value.detach(), {k: leaf.grad.clone() if leaf.grad is not None else None
-                                         for k, leaf in leaves.items()})
+        result[name] = (
+            value.detach(),
+            {k: leaf.grad.clone() if leaf.grad is not None else None for k, leaf in leaves.items()},
+        )
     return result
 
 
@@ -140,14 +162,20 @@ def one_step(trainer, take: slice) -> dict:
     trainer.train_model.train()
     terms = trainer.step_fn(batch)
     terms["loss"].backward()
-    return {"loss": terms["loss"].detach(),
-            "grads": {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None},
-            "buffers": {n: b.clone() for n, b in trainer.model.named_buffers()},
-            "global_bn": [type(m).__name__ for m in trainer.model.modules()
-                          if type(m) is distributed.GlobalBatchNorm or getattr(m, "synced", False)]}
+    return {
+        "loss": terms["loss"].detach(),
+        "grads": {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None},
+        "buffers": {n: b.clone() for n, b in trainer.model.named_buffers()},
+        "global_bn": [
+            type(m).__name__
+            for m in trainer.model.modules()
+            if type(m) is distributed.GlobalBatchNorm or getattr(m, "synced", False)
+        ],
+    }
 
 
 # --------------------------------------------------------------------------------------------- features
+
 
 def feature_setup(root: Path):
     """A random width-8 backbone saved as ROOT/backbone.pt, 37 random images, two data sets sharing images."""
@@ -158,8 +186,10 @@ def feature_setup(root: Path):
     backbone = build_backbone("resnet18", 8, 32, "cifar")
     torch.save(backbone.state_dict(), root / runs.BACKBONE)
     images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    datasets = [resolve_dataset(f"shapes:{task}", root=root, image_size=32, download=False, shapes=(37, 21, 0))
-                for task in ("shape", "hue")]
+    datasets = [
+        resolve_dataset(f"shapes:{task}", root=root, image_size=32, download=False, shapes=(37, 21, 0))
+        for task in ("shape", "hue")
+    ]
     return backbone, images, datasets
 
 
@@ -170,6 +200,7 @@ def extract_features(backbone, images) -> dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------------------------- one spawn, many checks
+
 
 def _checks(rank: int, out: Path) -> dict:
     """Everything that needs a process group but no CLI."""
@@ -185,8 +216,9 @@ def _checks(rank: int, out: Path) -> dict:
                 trainer = Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), out / f"{method}-{bn}", data=DATA)
                 result[f"{method}-{kind}-{bn}"] = one_step(trainer, rows(rank))
         supervised = Trainer(tiny("supervised"), out / "supervised", data=DATA).model
-        result["supervised_bn"] = [type(m).__name__ for m in supervised.modules()
-                                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        result["supervised_bn"] = [
+            type(m).__name__ for m in supervised.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]
         backbone, images, datasets = feature_setup(out)
         result["extract"] = extract_features(backbone, images)
         writes, write = [], FeatureCache._write
@@ -300,9 +332,11 @@ def _commands(rank: int, out: Path, commands: list[list[str]]) -> dict:
 def test_two_rank_pretrain_writes_on_rank_0_only_and_resumes_exactly(tmp_path):
     halves, straight = tmp_path / "halves", tmp_path / "straight"
     base = ["pretrain", "--preset", "simclr", *CLI_TINY, "--no-progress"]
-    commands = [[*base, "--out", str(halves)],
-                [*base, "--out", str(halves), "--resume", "--set", "train.epochs=2"],
-                [*base, "--out", str(straight), "--set", "train.epochs=2"]]
+    commands = [
+        [*base, "--out", str(halves)],
+        [*base, "--out", str(halves), "--resume", "--set", "train.epochs=2"],
+        [*base, "--out", str(straight), "--set", "train.epochs=2"],
+    ]
     ranks = spawn(_commands, tmp_path / "spawn", commands)
     assert [r["codes"] for r in ranks] == [[0, 0, 0]] * WORLD
     assert ranks[1]["writes"] == [] and ranks[0]["writes"]
@@ -330,8 +364,20 @@ def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch, cli):
     args = ["--preset", "simclr", "--set", "train.epochs=1", "--no-progress"]
     code, _, err = cli("pretrain", "--gpus", "2", *args)
     assert code == 3, err  # torchrun's exit status
-    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                      "-m", "mimcli", "pretrain", *args]]
+    assert calls == [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "mimcli",
+            "pretrain",
+            *args,
+        ]
+    ]
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     code, _, err = cli("pretrain", *args, "--gpus=2")
@@ -344,9 +390,24 @@ def test_gpus_2_trains_and_probes_through_torchrun(tmp_path):
     import subprocess
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "mimcli", "pretrain", "--preset", "simclr", "--gpus", "2", *CLI_TINY,
-               "--set", "probe.datasets=['shapes:shape']", "--set", "probe.protocol='knn'", "--no-progress",
-               "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "mimcli",
+        "pretrain",
+        "--preset",
+        "simclr",
+        "--gpus",
+        "2",
+        *CLI_TINY,
+        "--set",
+        "probe.datasets=['shapes:shape']",
+        "--set",
+        "probe.protocol='knn'",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -31,16 +31,27 @@ def one_thread():
 
 
 def hue_accuracy(kind: str, train, test) -> float:
-    config = load_config(None, ["data.dataset='shapes'", "model.width=8", "train.batch_size=128", "train.lr=1e-3",
-                                f"regularizer.kind='{kind}'", "train.precision='fp32'", "train.seed=0"])
+    config = load_config(
+        None,
+        [
+            "data.dataset='shapes'",
+            "model.width=8",
+            "train.batch_size=128",
+            "train.lr=1e-3",
+            f"regularizer.kind='{kind}'",
+            "train.precision='fp32'",
+            "train.seed=0",
+        ],
+    )
     trainer = Trainer(config, Path("/unused"), data=train)
     for _ in range(4):
         trainer.train_epoch(None)
     backbone = trainer.model.backbone.eval()
     with torch.no_grad():
         features = [backbone(normalize_only(d.images, config.augment, 32))["layer4"].float() for d in (train, test)]
-    result = linear_probe(features[0], train.targets["hue"], features[1], test.targets["hue"], [0],
-                          LinearParams(epochs=30))
+    result = linear_probe(
+        features[0], train.targets["hue"], features[1], test.targets["hue"], [0], LinearParams(epochs=30)
+    )
     return result["acc_best_test"]["mean"]
 
 

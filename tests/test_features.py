@@ -32,8 +32,17 @@ def one_thread():
 def make_run(root: Path, seed: int = 0, overrides: list[str] | None = None) -> Path:
     """A run directory with a random width-8 ResNet-18 (no training loop involved)."""
     run_dir = root / "run"
-    config = load_config(None, ["model.width=8", "data.dataset=shapes", "data.shapes.n_train=200",
-                                "data.shapes.n_test=100", "data.download=false", *(overrides or [])])
+    config = load_config(
+        None,
+        [
+            "model.width=8",
+            "data.dataset=shapes",
+            "data.shapes.n_train=200",
+            "data.shapes.n_test=100",
+            "data.download=false",
+            *(overrides or []),
+        ],
+    )
     save_config(run_dir, config)
     torch.manual_seed(seed)
     backbone = build_backbone(config.model.backbone, config.model.width, config.data.image_size, config.model.stem)

@@ -26,8 +26,17 @@ from mimcli.regularizers import build_regularizer
 def _bn_net() -> nn.Module:
     """BatchNorm2d and BatchNorm1d, as in a backbone followed by a head."""
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)).double()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 6),
+        nn.BatchNorm1d(6),
+        nn.ReLU(),
+        nn.Linear(6, 2),
+    ).double()
 
 
 def test_per_view_batchnorm_equals_two_separate_forwards():
@@ -69,7 +78,8 @@ def test_per_view_batchnorm_is_plain_batchnorm_outside_a_pass_and_in_eval():
 
 def test_pretrain_model_uses_per_view_statistics_everywhere_by_default():
     config = load_config(
-        None, ["model.width=8", "method.name='byol'", "regularizer.kind='rc'", "data.dataset='shapes'"])
+        None, ["model.width=8", "method.name='byol'", "regularizer.kind='rc'", "data.dataset='shapes'"]
+    )
     model = build_model(config, num_classes=1)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms and all(isinstance(m, PerViewBatchNorm) for m in norms)  # backbone, heads, target, decoder
@@ -117,9 +127,10 @@ def test_imagenet_convolutions_use_the_official_fan_out_normal_init():
 
 
 def test_stl10_pretrains_on_the_unlabeled_split_only(monkeypatch, tmp_path):
-    splits = {"unlabeled": ImageData(torch.full((6, 3, 96, 96), 1, dtype=torch.uint8), torch.full((6,), -1), ["a"]),
-              "train": ImageData(torch.full((4, 3, 96, 96), 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.long),
-                                 ["a"])}
+    splits = {
+        "unlabeled": ImageData(torch.full((6, 3, 96, 96), 1, dtype=torch.uint8), torch.full((6,), -1), ["a"]),
+        "train": ImageData(torch.full((4, 3, 96, 96), 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ["a"]),
+    }
     monkeypatch.setattr(datasets, "load_stl10", lambda root, split, download: copy.deepcopy(splits[split]))
     official = load_pretrain_data("stl10", str(tmp_path), 64, None, 0, False)
     assert len(official) == 6 and bool((official.images == 1).all())
@@ -128,17 +139,22 @@ def test_stl10_pretrains_on_the_unlabeled_split_only(monkeypatch, tmp_path):
     assert load_config(None, []).data.stl10_split == "unlabeled"
 
 
-@pytest.mark.parametrize(("source", "mean", "std"), [
-    # transcribed from the official data_statistics.py
-    ("cifar10", [0.5] * 3, [0.5] * 3), ("cifar100", [0.5] * 3, [0.5] * 3),
-    ("stl10", [0.491, 0.482, 0.447], [0.247, 0.244, 0.262]),
-    ("dtd", [0.533, 0.474, 0.426], [0.261, 0.250, 0.259]),
-    ("mnist", [0.170] * 3, [0.320] * 3), ("fashionmnist", [0.348] * 3, [0.347] * 3),
-    ("cub200", [0.483, 0.491, 0.424], [0.228, 0.224, 0.259]),
-    ("flowers102", [0.518, 0.410, 0.329], [0.296, 0.249, 0.285]),
-    ("gtsrb", [0.335, 0.291, 0.295], [0.267, 0.249, 0.251]),
-    ("shapes-20000-5000-s0", [0.5] * 3, [0.5] * 3),  # pretrained with Normalize(0.5, 0.5), like CIFAR
-])
+@pytest.mark.parametrize(
+    ("source", "mean", "std"),
+    [
+        # transcribed from the official data_statistics.py
+        ("cifar10", [0.5] * 3, [0.5] * 3),
+        ("cifar100", [0.5] * 3, [0.5] * 3),
+        ("stl10", [0.491, 0.482, 0.447], [0.247, 0.244, 0.262]),
+        ("dtd", [0.533, 0.474, 0.426], [0.261, 0.250, 0.259]),
+        ("mnist", [0.170] * 3, [0.320] * 3),
+        ("fashionmnist", [0.348] * 3, [0.347] * 3),
+        ("cub200", [0.483, 0.491, 0.424], [0.228, 0.224, 0.259]),
+        ("flowers102", [0.518, 0.410, 0.329], [0.296, 0.249, 0.285]),
+        ("gtsrb", [0.335, 0.291, 0.295], [0.267, 0.249, 0.251]),
+        ("shapes-20000-5000-s0", [0.5] * 3, [0.5] * 3),  # pretrained with Normalize(0.5, 0.5), like CIFAR
+    ],
+)
 def test_probe_normalisation_per_data_set(source, mean, std):
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     got_mean, got_std, _ = probe_normalization(source, images)
@@ -154,10 +170,14 @@ def test_an_image_folder_is_probed_with_its_train_statistics():
     assert kind == "train-split statistics" and mean == pytest.approx((images.double() / 255).mean((0, 2, 3)).tolist())
 
 
-@pytest.mark.parametrize(("size", "rho", "blocks"), [
-    (32, 1 / 20, ("layer2", "layer3", "layer4")), (64, 1 / 20, ("layer2", "layer3", "layer4")),
-    (224, 1 / 80, ("layer4",)),  # mi_estimators.py: "/20.  # 80 for ImageNet"; main.py: layer4 only on ImageNet
-])
+@pytest.mark.parametrize(
+    ("size", "rho", "blocks"),
+    [
+        (32, 1 / 20, ("layer2", "layer3", "layer4")),
+        (64, 1 / 20, ("layer2", "layer3", "layer4")),
+        (224, 1 / 80, ("layer4",)),  # mi_estimators.py: "/20.  # 80 for ImageNet"; main.py: layer4 only on ImageNet
+    ],
+)
 def test_lbe_rho_and_blocks_follow_the_resolution(size, rho, blocks):
     backbone = build_backbone("resnet18", 8, size)
     lbe = build_regularizer(RegularizerSection(kind="lbe"), backbone, size, 2)
@@ -185,15 +205,31 @@ def test_byol_model_sums_the_two_directions():
 # Epochs: every line says 200, so the paper-<name> presets train 200 and <name> keeps everything else at the
 # report's 30 epochs. The RC decoder and LBE rho follow data.image_size (tested above).
 OFFICIAL_SCRIPTS = {
-    "simclr": (256, None, None), "simclr-rc": (256, 1.0, None), "simclr-lbe": (256, 1.0, 0.1),
-    "simclr-ip": (256, 5e-4, None), "simclr-mib": (256, 5e-4, 0.1),
-    "simclr-stl10": (256, None, None), "simclr-rc-stl10": (256, 1.0, None), "simclr-lbe-stl10": (256, 1.0, 0.1),
-    "byol": (128, None, None), "byol-rc": (128, 0.1, None), "byol-lbe": (128, 0.1, 0.1),
-    "byol-stl10": (256, None, None), "byol-rc-stl10": (256, 0.1, None), "byol-lbe-stl10": (256, 0.1, 0.1),
-    "barlow": (128, None, None), "barlow-rc": (128, 1.0, None), "barlow-lbe": (128, 1.0, 0.1),
-    "barlow-stl10": (256, None, None), "barlow-rc-stl10": (256, 1.0, None), "barlow-lbe-stl10": (256, 1.0, 0.1),
-    "supervised": (256, None, None), "supervised-rc": (256, 0.001, None), "supervised-lbe": (256, 0.1, 0.01),
-    "supervised-cifar100": (256, None, None), "supervised-rc-cifar100": (256, 0.01, None),
+    "simclr": (256, None, None),
+    "simclr-rc": (256, 1.0, None),
+    "simclr-lbe": (256, 1.0, 0.1),
+    "simclr-ip": (256, 5e-4, None),
+    "simclr-mib": (256, 5e-4, 0.1),
+    "simclr-stl10": (256, None, None),
+    "simclr-rc-stl10": (256, 1.0, None),
+    "simclr-lbe-stl10": (256, 1.0, 0.1),
+    "byol": (128, None, None),
+    "byol-rc": (128, 0.1, None),
+    "byol-lbe": (128, 0.1, 0.1),
+    "byol-stl10": (256, None, None),
+    "byol-rc-stl10": (256, 0.1, None),
+    "byol-lbe-stl10": (256, 0.1, 0.1),
+    "barlow": (128, None, None),
+    "barlow-rc": (128, 1.0, None),
+    "barlow-lbe": (128, 1.0, 0.1),
+    "barlow-stl10": (256, None, None),
+    "barlow-rc-stl10": (256, 1.0, None),
+    "barlow-lbe-stl10": (256, 1.0, 0.1),
+    "supervised": (256, None, None),
+    "supervised-rc": (256, 0.001, None),
+    "supervised-lbe": (256, 0.1, 0.01),
+    "supervised-cifar100": (256, None, None),
+    "supervised-rc-cifar100": (256, 0.01, None),
     "supervised-lbe-cifar100": (256, 1.0, 0.01),
 }
 
@@ -217,9 +253,14 @@ def test_paper_presets_match_the_official_scripts(preset, prefix, epochs):
     assert config.method.proj_dim is None and config.method.hidden_dim == 512  # the method's own default, below
 
 
-@pytest.mark.parametrize(("method", "dims"), [("simclr", [(512, 512), (512, 128)]),
-                                              ("byol", [(512, 512), (512, 128), (128, 128), (128, 128)]),
-                                              ("barlow", [(512, 512), (512, 1024)])])
+@pytest.mark.parametrize(
+    ("method", "dims"),
+    [
+        ("simclr", [(512, 512), (512, 128)]),
+        ("byol", [(512, 512), (512, 128), (128, 128), (128, 128)]),
+        ("barlow", [(512, 512), (512, 1024)]),
+    ],
+)
 def test_heads_have_the_official_sizes(method, dims):
     """--projection_dim 128 (SimCLR, BYOL; BYOL's predictor 128 -> 128) and 1024 (BarTwins) in main.sh."""
     model = build_model(load_config(None, [f"method.name={method!r}"]), num_classes=1)

@@ -18,14 +18,33 @@ PACKAGE = Path(mimcli.__file__).parent
 # (layer, module prefixes). A module may import from its own layer or an earlier one. Prefixes match
 # whole dotted components ("mimcli.data" covers mimcli.data.shapes, not mimcli.database); the longest wins.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("mimcli", "mimcli.errors", "mimcli.provenance", "mimcli.lock", "mimcli.progress",
-              "mimcli.logging_sinks", "mimcli.distributed")),
+    (
+        "base",
+        (
+            "mimcli",
+            "mimcli.errors",
+            "mimcli.provenance",
+            "mimcli.lock",
+            "mimcli.progress",
+            "mimcli.logging_sinks",
+            "mimcli.distributed",
+        ),
+    ),
     ("config", ("mimcli.config", "mimcli.runs")),
     ("data", ("mimcli.data",)),
     ("models", ("mimcli.models",)),
     ("objectives", ("mimcli.objectives",)),
-    ("methods", ("mimcli.methods", "mimcli.regularizers", "mimcli.labels", "mimcli.diagnostics", "mimcli.optim",
-                 "mimcli.weights")),
+    (
+        "methods",
+        (
+            "mimcli.methods",
+            "mimcli.regularizers",
+            "mimcli.labels",
+            "mimcli.diagnostics",
+            "mimcli.optim",
+            "mimcli.weights",
+        ),
+    ),
     ("train", ("mimcli.train",)),
     ("features", ("mimcli.features",)),
     ("probe", ("mimcli.probe",)),
@@ -70,7 +89,9 @@ def imports(path: Path, package: str | None = None) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])])
+                base = ".".join(
+                    [*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])]
+                )
             found.add(base)
             # `from mimcli import runs` imports the module mimcli.runs, not just the package
             found.update(f"{base}.{alias.name}" for alias in node.names if module_exists(f"{base}.{alias.name}"))
@@ -111,8 +132,11 @@ def test_imports_flow_one_way():
         for target in sorted(targets):
             if target == "mimcli" and module != "mimcli":
                 continue  # the package itself only holds __version__
-            if layer(target) > layer(module) and (module, target) not in ALLOWED and \
-                    not any((module, prefix) in ALLOWED for prefix in _prefixes(target)):
+            if (
+                layer(target) > layer(module)
+                and (module, target) not in ALLOWED
+                and not any((module, prefix) in ALLOWED for prefix in _prefixes(target))
+            ):
                 wrong.append(f"{module} ({LAYERS[layer(module)][0]}) imports {target} ({LAYERS[layer(target)][0]})")
             for source, forbidden in FORBIDDEN:
                 if covers(source, module) and covers(forbidden, target):
@@ -127,8 +151,10 @@ def _prefixes(name: str) -> list[str]:
 
 def test_no_import_cycles():
     graph = edges()
-    graph = {module: {t for t in targets if t in graph and t != module and t != "mimcli"}
-             for module, targets in graph.items()}
+    graph = {
+        module: {t for t in targets if t in graph and t != module and t != "mimcli"}
+        for module, targets in graph.items()
+    }
     # a package's __init__ re-exporting its own submodules is not a cycle with them
     graph = {module: {t for t in targets if not covers(module, t)} for module, targets in graph.items()}
     cycles = []
@@ -140,7 +166,7 @@ def test_no_import_cycles():
         stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(target):], target]))
+                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
             elif target not in state:
                 visit(target)
         stack.pop()
@@ -154,21 +180,32 @@ def test_no_import_cycles():
 
 def test_no_stale_allowances():
     graph = edges()
-    stale = [f"{a} -> {b}" for a, b in sorted(ALLOWED)
-             if a in graph and not any(covers(b, target) for target in graph[a])]
+    stale = [
+        f"{a} -> {b}" for a, b in sorted(ALLOWED) if a in graph and not any(covers(b, target) for target in graph[a])
+    ]
     assert not stale, "these imports are gone: delete them from ALLOWED\n" + "\n".join(stale)
 
 
 def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     source = tmp_path / "mod.py"
-    source.write_text("import torch\n\ndef f():\n    from mimcli.train import pretrain\n    import mimcli.sweep\n"
-                      "    from . import runs\n    from .data.shapes import generate_shapes\n")
-    assert imports(source, package="mimcli") == {"mimcli.train", "mimcli.sweep", "mimcli", "mimcli.runs",
-                                                  "mimcli.data.shapes"}
+    source.write_text(
+        "import torch\n\ndef f():\n    from mimcli.train import pretrain\n    import mimcli.sweep\n"
+        "    from . import runs\n    from .data.shapes import generate_shapes\n"
+    )
+    assert imports(source, package="mimcli") == {
+        "mimcli.train",
+        "mimcli.sweep",
+        "mimcli",
+        "mimcli.runs",
+        "mimcli.data.shapes",
+    }
 
 
 def test_report_does_not_load_training():
-    code = "import sys, mimcli.report, mimcli.report.collect; print(sorted(m for m in sys.modules if m.startswith('mimcli')))"
+    code = (
+        "import sys, mimcli.report, mimcli.report.collect; "
+        "print(sorted(m for m in sys.modules if m.startswith('mimcli')))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for module in ("mimcli.train", "mimcli.methods", "mimcli.regularizers", "mimcli.sweep"):
         assert f"'{module}'" not in loaded and f"'{module}." not in loaded, loaded

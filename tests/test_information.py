@@ -63,7 +63,7 @@ def test_infonce_with_the_optimal_critic_approaches_the_gaussian_mi():
     # the log density ratio is the optimal critic; for I << log N the bound is nearly tight
     rho, n = 0.5, 1024
     x, y = gaussians(n, 1, rho)
-    scores = (-(y.T - rho * x) ** 2 / (2 * (1 - rho**2)) + y.T**2 / 2)  # log p(y_j | x_i) - log p(y_j)
+    scores = -((y.T - rho * x) ** 2) / (2 * (1 - rho**2)) + y.T**2 / 2  # log p(y_j | x_i) - log p(y_j)
     estimate = infonce(scores).item()
     truth = gaussian_mutual_information(rho, 1)
     assert estimate == pytest.approx(truth, abs=0.05)
@@ -140,8 +140,16 @@ def test_measurement_touches_neither_model_nor_rng(tmp_path):
     assert trainer.model.backbone.training
     first.pop("seconds"), again.pop("seconds")
     assert first == again  # fixed images, fixed views
-    assert set(first) == {"z1_z2_renyi", "z1_z2_infonce", "z1_z2_ksg", "z_v_renyi", "z_v_ksg", "z_shape_renyi",
-                          "z_hue_renyi", "z_position_renyi"}
+    assert set(first) == {
+        "z1_z2_renyi",
+        "z1_z2_infonce",
+        "z1_z2_ksg",
+        "z_v_renyi",
+        "z_v_ksg",
+        "z_shape_renyi",
+        "z_hue_renyi",
+        "z_position_renyi",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +181,25 @@ def probed_copy(run: Path, dest: Path, overrides: list[str]) -> Path:
     shutil.copytree(run, dest)
     runs.save_config(dest, build_config(apply_overrides(runs.load_run_config(run).to_dict(), overrides)))
     metrics = {"acc_best_test": {"mean": 50.0, "std": 0.0, "values": [50.0]}}
-    runs.write_json(dest / runs.PROBE, {"format": 1, "run": dest.name, "checkpoint": {"path": runs.BACKBONE},
-                                        "results": [{"dataset": "shapes:shape", "task": "classification",
-                                                     "protocol": "linear", "layers": [4], "status": "ok",
-                                                     "metrics": metrics, "params": {}}]})
+    runs.write_json(
+        dest / runs.PROBE,
+        {
+            "format": 1,
+            "run": dest.name,
+            "checkpoint": {"path": runs.BACKBONE},
+            "results": [
+                {
+                    "dataset": "shapes:shape",
+                    "task": "classification",
+                    "protocol": "linear",
+                    "layers": [4],
+                    "status": "ok",
+                    "metrics": metrics,
+                    "params": {},
+                }
+            ],
+        },
+    )
     return dest
 
 
@@ -208,7 +231,8 @@ def test_report_records_and_plots(trained, tmp_path):
 
 
 def test_diagnostics_off_writes_no_estimates(tmp_path):
-    pretrain(load_config(None, [*TINY, "train.epochs=1", "train.diagnostics_every=0"]), tmp_path / "r",
-             show_progress=False)
+    pretrain(
+        load_config(None, [*TINY, "train.epochs=1", "train.diagnostics_every=0"]), tmp_path / "r", show_progress=False
+    )
     assert [KEY in m for m in runs.read_metrics(tmp_path / "r")] == [False]
     assert Diagnostics.build(load_config(None, ["data.dataset=cifar10"]), None, None, torch.device("cpu")) is None  # type: ignore[arg-type]

@@ -135,5 +135,5 @@ def test_lbe_bound_grows_when_points_spread():
 
 def test_mse_between_views_is_element_mean():
     features = torch.tensor([[1.0, 2.0], [0.0, 0.0], [1.0, 0.0], [2.0, 2.0]])  # views: rows 0-1 and 2-3
-    expected = ((0 ** 2 + 2 ** 2) + (2 ** 2 + 2 ** 2)) / 4
+    expected = ((0**2 + 2**2) + (2**2 + 2**2)) / 4
     assert mse_between_views(features, 2).item() == pytest.approx(expected)

@@ -40,8 +40,9 @@ def test_lars_step_equals_a_hand_computation():
     trust2 = eta * w1.norm() / d2.norm()
     mu = m * trust * torch.tensor(d) + trust2 * d2
     torch.testing.assert_close(w.detach(), w1 - lr * mu, rtol=1e-6, atol=1e-9)
-    torch.testing.assert_close(b.detach(), torch.tensor([0.75 - lr * 1.9 * 0.5, -2.125 - lr * 1.9 * 0.25]),
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        b.detach(), torch.tensor([0.75 - lr * 1.9 * 0.5, -2.125 - lr * 1.9 * 0.25]), rtol=1e-6, atol=0
+    )
 
 
 def test_lars_zero_weights_fall_back_to_a_trust_ratio_of_one():
@@ -61,8 +62,16 @@ def test_lars_lr_is_per_256_images():
 
 
 def test_warmup_then_cosine_per_step():
-    config = load_config(None, ["train.schedule=warmup_cosine", "train.warmup_epochs=0.5", "train.epochs=2",
-                                "train.lr=1.0", "train.optimizer=sgd"])
+    config = load_config(
+        None,
+        [
+            "train.schedule=warmup_cosine",
+            "train.warmup_epochs=0.5",
+            "train.epochs=2",
+            "train.lr=1.0",
+            "train.optimizer=sgd",
+        ],
+    )
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
     schedule = build_schedule(optimizer, config.train, steps_per_epoch=10)  # 5 warm-up steps of 20
     lrs = []
@@ -83,13 +92,25 @@ def test_imagenet_presets_train_streamed_on_a_generated_folder(cli, tmp_path, pr
     make_imagenet(tmp_path / "imagenet")  # 18 JPEGs of several aspect ratios in train/<wnid>/
     config = load_config(preset)
     assert (config.model.backbone, config.train.batch_size, config.data.image_size) == ("resnet50", 1024, 224)
-    assert config.regularizer.lam == {"imagenet-simclr": 1.0, "imagenet-simclr-rc": 0.1,
-                                      "imagenet-simclr-lbe": 1.0}[preset]
+    assert (
+        config.regularizer.lam
+        == {"imagenet-simclr": 1.0, "imagenet-simclr-rc": 0.1, "imagenet-simclr-lbe": 1.0}[preset]
+    )
     out = tmp_path / "run"
-    tiny = ["model.width=4", "data.image_size=32", "train.batch_size=8", "train.epochs=1", "data.workers=0",
-            "train.precision=fp32", "data.loader=stream", f"data.root='{tmp_path / 'imagenet'}'", "probe.datasets=[]"]
-    code, _, err = cli("pretrain", "--preset", preset, *[a for s in tiny for a in ("--set", s)], "--no-progress",
-                       "--out", str(out))
+    tiny = [
+        "model.width=4",
+        "data.image_size=32",
+        "train.batch_size=8",
+        "train.epochs=1",
+        "data.workers=0",
+        "train.precision=fp32",
+        "data.loader=stream",
+        f"data.root='{tmp_path / 'imagenet'}'",
+        "probe.datasets=[]",
+    ]
+    code, _, err = cli(
+        "pretrain", "--preset", preset, *[a for s in tiny for a in ("--set", s)], "--no-progress", "--out", str(out)
+    )
     assert code == 0, err
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and math.isfinite(metrics[0]["loss"])

@@ -13,8 +13,16 @@ from torch import nn
 
 from mimcli.data.transfer import per_class_split, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
-from mimcli.probe import LinearParams, Ridge, fit_linear, knn_predict, knn_probe, linear_probe, regression_probe, \
-    run_probes
+from mimcli.probe import (
+    LinearParams,
+    Ridge,
+    fit_linear,
+    knn_predict,
+    knn_probe,
+    linear_probe,
+    regression_probe,
+    run_probes,
+)
 from mimcli.report.probe_table import print_probe_table
 from tests.conftest import quiet
 
@@ -99,8 +107,9 @@ def test_knn_equals_brute_force():
     for k in (1, 7, 200):
         expected = brute_force_knn(train_x, train_y, test_x, k, 0.1, 3)
         assert knn_predict(train_x, train_y, test_x, 3, k=k, chunk=4).tolist() == expected
-    expected_acc = sum(p == t for p, t in zip(brute_force_knn(train_x, train_y, test_x, 200, 0.1, 3),
-                                              test_y.tolist())) / 25 * 100
+    expected_acc = (
+        sum(p == t for p, t in zip(brute_force_knn(train_x, train_y, test_x, 200, 0.1, 3), test_y.tolist())) / 25 * 100
+    )
     assert knn_probe(train_x, train_y, test_x, test_y)["acc"]["values"] == [pytest.approx(expected_acc)]
 
 
@@ -153,8 +162,16 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
     run_dir, folder, empty = run
     images = f"imagefolder:{folder}"
     console = quiet()
-    result = run_probes(run_dir, datasets=["cifar10", images, "shapes:position"], protocol="linear", layers=[4],
-                        seeds=[0, 1], data_root=empty, device="cpu", console=console)
+    result = run_probes(
+        run_dir,
+        datasets=["cifar10", images, "shapes:position"],
+        protocol="linear",
+        layers=[4],
+        seeds=[0, 1],
+        data_root=empty,
+        device="cpu",
+        console=console,
+    )
     written = json.loads((run_dir / "probe.json").read_text())
     assert written == result
     assert set(written) == {"format", "run", "checkpoint", "results"} and written["format"] == 1
@@ -177,10 +194,27 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
     assert "missing" in table and "acc_val_selected" in table and "r2" in table
 
     # kNN and a different layer set on the same cached features: the backbone is never loaded.
-    run_probes(run_dir, datasets=[images], protocol="knn", layers=[2, 3, 4], data_root=empty, device="cpu",
-               console=quiet(), backbone_loader=never)
-    again = run_probes(run_dir, datasets=[images], protocol="linear", layers=[4], seeds=[5], data_root=empty,
-                       device="cpu", console=quiet(), backbone_loader=never)
+    run_probes(
+        run_dir,
+        datasets=[images],
+        protocol="knn",
+        layers=[2, 3, 4],
+        data_root=empty,
+        device="cpu",
+        console=quiet(),
+        backbone_loader=never,
+    )
+    again = run_probes(
+        run_dir,
+        datasets=[images],
+        protocol="linear",
+        layers=[4],
+        seeds=[5],
+        data_root=empty,
+        device="cpu",
+        console=quiet(),
+        backbone_loader=never,
+    )
     records = {(r["dataset"], r["protocol"], tuple(r["layers"])): r for r in again["results"]}
     assert len(again["results"]) == 4
     assert records[(images, "knn", (2, 3, 4))]["metrics"]["acc"]["mean"] >= 0
@@ -190,8 +224,9 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
 
 def test_a_partial_probe_exits_non_zero_and_keeps_what_it_could_probe(run, cli):
     run_dir, folder, empty = run
-    code, _, err = cli("probe", str(run_dir), "--datasets", f"cifar10,imagefolder:{folder}", "--data-root", empty,
-                       "--device", "cpu")
+    code, _, err = cli(
+        "probe", str(run_dir), "--datasets", f"cifar10,imagefolder:{folder}", "--data-root", empty, "--device", "cpu"
+    )
     assert code == 1
     assert "1 of 2 data sets could not be probed" in err and "cifar10" in err
     statuses = {r["dataset"]: r["status"] for r in json.loads((run_dir / "probe.json").read_text())["results"]}
@@ -205,13 +240,28 @@ def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):
     images = f"imagefolder:{folder}"
     (run_dir / "backbones").mkdir()
     shutil.copy(run_dir / "backbone.pt", run_dir / "backbones" / "epoch-1.pt")
-    epoch = run_probes(run_dir, datasets=[images], protocol="knn", data_root=empty, device="cpu", console=quiet(),
-                       weights="backbones/epoch-1.pt", out_name="probe-epoch-1.json")
+    epoch = run_probes(
+        run_dir,
+        datasets=[images],
+        protocol="knn",
+        data_root=empty,
+        device="cpu",
+        console=quiet(),
+        weights="backbones/epoch-1.pt",
+        out_name="probe-epoch-1.json",
+    )
     assert epoch["checkpoint"]["path"] == "backbones/epoch-1.pt"
     assert (run_dir / "probe-epoch-1.json").is_file() and not (run_dir / "probe.json").exists()
 
-    first = run_probes(run_dir, datasets=[images], protocol="knn", data_root=empty, device="cpu", console=quiet(),
-                       backbone_loader=never)
+    first = run_probes(
+        run_dir,
+        datasets=[images],
+        protocol="knn",
+        data_root=empty,
+        device="cpu",
+        console=quiet(),
+        backbone_loader=never,
+    )
     assert first["results"][0]["cache_key"] == epoch["results"][0]["cache_key"]  # same bytes, same features
     make_run(tmp_path, seed=5, overrides=["probe.epochs=20"])  # retrained: other weights, same run dir
     console = quiet()
@@ -226,8 +276,14 @@ def test_run_probes_rejects_bad_requests_before_any_work(run):
     with pytest.raises(UsageError, match="unknown probe dataset 'cifar11'"):
         run_probes(run_dir, datasets=["cifar10", "cifar11"], data_root=empty, device="cpu", console=quiet())
     with pytest.raises(UsageError, match="classification"):
-        run_probes(run_dir, datasets=[f"imagefolder:{folder}"], protocol="regression", data_root=empty, device="cpu",
-                   console=quiet())
+        run_probes(
+            run_dir,
+            datasets=[f"imagefolder:{folder}"],
+            protocol="regression",
+            data_root=empty,
+            device="cpu",
+            console=quiet(),
+        )
     with pytest.raises(UsageError, match="layers"):
         run_probes(run_dir, datasets=["cifar10"], layers=[1], data_root=empty, device="cpu", console=quiet())
     with pytest.raises(UsageError, match="nothing to probe"):

@@ -71,8 +71,7 @@ def test_without_a_terminal_one_flushed_line_per_epoch_and_every_n_steps(tmp_pat
     assert f"loss {metrics[0]['loss']:.4f}" in lines[0] and "img/s" in lines[0]
 
     console, buffer = log_console()
-    pretrain(load_config(None, [*TINY, "train.print_every=2"]), tmp_path / "b", console=console,
-             show_progress=False)
+    pretrain(load_config(None, [*TINY, "train.print_every=2"]), tmp_path / "b", console=console, show_progress=False)
     lines = [line for line in buffer.getvalue().splitlines() if line.startswith("epoch ")]
     steps = [line for line in lines if " step " in line]
     assert [line.split()[3] for line in steps] == ["2/4", "2/4"]  # step 4 is the epoch line itself
@@ -124,8 +123,9 @@ def test_metrics_jsonl_cannot_be_switched_off():
 
 
 def test_run_json_records_what_reproduction_needs(tmp_path):
-    pretrain(load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "run", console=log_console()[0],
-             show_progress=False)
+    pretrain(
+        load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "run", console=log_console()[0], show_progress=False
+    )
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     import torch
 
@@ -136,8 +136,9 @@ def test_run_json_records_what_reproduction_needs(tmp_path):
     assert info["device"] == "cpu" and info["device_name"]
     assert info["status"] == "finished" and info["started_at"] <= info["finished_at"]
     assert isinstance(info["command"], list)
-    head = subprocess.run(["git", "-C", str(provenance.SOURCE), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=False)
+    head = subprocess.run(
+        ["git", "-C", str(provenance.SOURCE), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
     assert info["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     # resuming keeps the first start and records the new one
     first = info["started_at"]

@@ -45,12 +45,20 @@ def _official(fc: tuple[int, int], convs: list[tuple[int, int, int, int]]) -> li
     return [*layers, ("ConvT", *convs[-1], True)]
 
 
-@pytest.mark.parametrize(("size", "in_dim", "expected"), [
-    (32, 512, _official((512, 16 * 64), [(64, 256, 2, 1), (256, 128, 2, 1), (128, 64, 2, 1), (64, 3, 1, 0)])),
-    (64, 512, _official((512, 16 * 128), [(128, 128, 2, 1)] * 4 + [(128, 3, 1, 0)])),
-    (224, 2048, _official((2048, 49 * 64), [(64, 128, 2, 1), (128, 128, 2, 1), (128, 128, 2, 1), (128, 64, 2, 1),
-                                           (64, 3, 2, 1)])),
-])
+@pytest.mark.parametrize(
+    ("size", "in_dim", "expected"),
+    [
+        (32, 512, _official((512, 16 * 64), [(64, 256, 2, 1), (256, 128, 2, 1), (128, 64, 2, 1), (64, 3, 1, 0)])),
+        (64, 512, _official((512, 16 * 128), [(128, 128, 2, 1)] * 4 + [(128, 3, 1, 0)])),
+        (
+            224,
+            2048,
+            _official(
+                (2048, 49 * 64), [(64, 128, 2, 1), (128, 128, 2, 1), (128, 128, 2, 1), (128, 64, 2, 1), (64, 3, 2, 1)]
+            ),
+        ),
+    ],
+)
 def test_reference_decoders_at_full_width(size, in_dim, expected):
     assert _layers(build_decoder(in_dim, size)) == expected
 

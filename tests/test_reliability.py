@@ -71,8 +71,12 @@ def wider_backbone(root: Path) -> None:
 
 def locked_by_a_live_process(root: Path) -> None:
     """The lock a running `mim pretrain` holds (this test process stands in for it: it is alive)."""
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "start": lock._process_start(os.getpid()),
-              "time": "earlier"}
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "start": lock._process_start(os.getpid()),
+        "time": "earlier",
+    }
     lock.lock_path(root / "run").write_text(json.dumps(holder))
 
 
@@ -93,56 +97,121 @@ T = [*TINY]
 RUN = tuple(f"run/{name}" for name in RUN_FILES)
 CASES = {
     # --force replaces only a mim run, and only after config, data and model were built
-    "force-non-run": Case(["pretrain", *T, "--out", "{tmp}/precious", "--force"], 2, "replaces only a mim run",
-                          ("precious/t.txt",), precious),
+    "force-non-run": Case(
+        ["pretrain", *T, "--out", "{tmp}/precious", "--force"],
+        2,
+        "replaces only a mim run",
+        ("precious/t.txt",),
+        precious,
+    ),
     "force-cwd": Case(["pretrain", *T, "--out", "{tmp}", "--force"], 2, "replaces only a mim run", RUN),
-    "force-foreign-file": Case(["pretrain", *T, "--out", "{tmp}/run", "--force"], 2, "notes.txt",
-                               (*RUN, "run/notes.txt"), foreign_file_in_run),
-    "force-data-typo": Case(["pretrain", *T, "--out", "{tmp}/run", "--force", "--set", "data.dataset=cifar10",
-                             "--set", "data.root='{tmp}/typo'", "--set", "data.download=false"], 2, "not found", RUN),
+    "force-foreign-file": Case(
+        ["pretrain", *T, "--out", "{tmp}/run", "--force"], 2, "notes.txt", (*RUN, "run/notes.txt"), foreign_file_in_run
+    ),
+    "force-data-typo": Case(
+        [
+            "pretrain",
+            *T,
+            "--out",
+            "{tmp}/run",
+            "--force",
+            "--set",
+            "data.dataset=cifar10",
+            "--set",
+            "data.root='{tmp}/typo'",
+            "--set",
+            "data.download=false",
+        ],
+        2,
+        "not found",
+        RUN,
+    ),
     "no-flag-existing": Case(["pretrain", *T, "--out", "{tmp}/run"], 2, "--resume", RUN),
-    "locked": Case(["pretrain", *T, "--out", "{tmp}/run", "--force"], 2, f"in use by pid {os.getpid()}", RUN,
-                   locked_by_a_live_process),
+    "locked": Case(
+        ["pretrain", *T, "--out", "{tmp}/run", "--force"],
+        2,
+        f"in use by pid {os.getpid()}",
+        RUN,
+        locked_by_a_live_process,
+    ),
     # names that would leave the output folder
     "empty-run-name": Case(["pretrain", *T, "--set", "run.name=''", "--force"], 2, "plain folder name"),
     "dotdot-run-name": Case(["pretrain", *T, "--set", "run.name='..'", "--force"], 2, "plain folder name"),
     "slash-run-name": Case(["pretrain", *T, "--set", "run.name='a/b'"], 2, "plain folder name"),
-    "sweep-name": Case(["sweep", "seeds", "-p", "simclr", "--values", "1", "--name", "../x", "--out", "{tmp}",
-                        "--dry-run"], 2, "plain folder name"),
+    "sweep-name": Case(
+        ["sweep", "seeds", "-p", "simclr", "--values", "1", "--name", "../x", "--out", "{tmp}", "--dry-run"],
+        2,
+        "plain folder name",
+    ),
     # --resume trains the recipe that produced the weights
-    "resume-other-lr": Case(["pretrain", *T, "--out", "{tmp}/run", "--resume", "--set", "train.lr=0.1",
-                             "--set", "train.seed=7"], 2, "train.lr 0.0003 there, 0.1 planned; train.seed", RUN),
-    "resume-other-preset": Case(["pretrain", "--preset", "cpu-tiny", *T, "--out", "{tmp}/run", "--resume"], 2,
-                                "differs in", RUN),
+    "resume-other-lr": Case(
+        ["pretrain", *T, "--out", "{tmp}/run", "--resume", "--set", "train.lr=0.1", "--set", "train.seed=7"],
+        2,
+        "train.lr 0.0003 there, 0.1 planned; train.seed",
+        RUN,
+    ),
+    "resume-other-preset": Case(
+        ["pretrain", "--preset", "cpu-tiny", *T, "--out", "{tmp}/run", "--resume"], 2, "differs in", RUN
+    ),
     # non-finite numbers
-    "lambda-inf": Case(["pretrain", *T, "--set", "regularizer.kind=rc", "--set", "regularizer.lambda=inf"], 2,
-                       "regularizer.lambda: Input should be a finite number"),
+    "lambda-inf": Case(
+        ["pretrain", *T, "--set", "regularizer.kind=rc", "--set", "regularizer.lambda=inf"],
+        2,
+        "regularizer.lambda: Input should be a finite number",
+    ),
     "lr-nan": Case(["pretrain", *T, "--set", "train.lr=nan"], 2, "train.lr: Input should be a finite number"),
-    "sweep-inf": Case(["sweep", "lambda", "-p", "simclr-rc", "--values", "0.1,inf", "--out", "{tmp}", "--dry-run"],
-                      2, "'inf' is not a finite number"),
+    "sweep-inf": Case(
+        ["sweep", "lambda", "-p", "simclr-rc", "--values", "0.1,inf", "--out", "{tmp}", "--dry-run"],
+        2,
+        "'inf' is not a finite number",
+    ),
     # paths that cannot be written
     "out-is-file": Case(["pretrain", *T, "--out", "{tmp}/file.txt"], 2, "is a file", ("file.txt",), a_file),
-    "out-under-file": Case(["pretrain", *T, "--out", "{tmp}/file.txt/run"], 2, "file.txt is a file, not a folder",
-                           ("file.txt",), a_file),
-    "sweep-out-file": Case(["sweep", "seeds", "-p", "simclr", "--values", "1", *T[:-1], "--out", "{tmp}/file.txt"],
-                           2, "Not a directory", ("file.txt",), a_file),
+    "out-under-file": Case(
+        ["pretrain", *T, "--out", "{tmp}/file.txt/run"], 2, "file.txt is a file, not a folder", ("file.txt",), a_file
+    ),
+    "sweep-out-file": Case(
+        ["sweep", "seeds", "-p", "simclr", "--values", "1", *T[:-1], "--out", "{tmp}/file.txt"],
+        2,
+        "Not a directory",
+        ("file.txt",),
+        a_file,
+    ),
     "report-out-dir": Case(["report", "{tmp}/run", "--out", "{tmp}/plots"], 2, "is a directory", RUN, plots_dir),
-    "report-plots-file": Case(["report", "{tmp}/run", "--plots", "{tmp}/file.txt"], 2, "not a folder",
-                              ("file.txt", *RUN), a_file),
+    "report-plots-file": Case(
+        ["report", "{tmp}/run", "--plots", "{tmp}/file.txt"], 2, "not a folder", ("file.txt", *RUN), a_file
+    ),
     "probe-out-under-file": Case(["probe", "{tmp}/file.txt/run"], 2, "not a run directory", ("file.txt",), a_file),
     # untrusted files in a run directory
-    "empty-backbone": Case(["probe", "{tmp}/run", "--datasets", "shapes:shape"], 2, "cannot load",
-                           ("run/config.toml",), empty(runs.BACKBONE)),
-    "empty-checkpoint": Case(["pretrain", *T, "--out", "{tmp}/run", "--resume"], 2, "cannot resume",
-                             ("run/config.toml", "run/backbone.pt"), empty(runs.CHECKPOINT)),
-    "wrong-shapes": Case(["probe", "{tmp}/run", "--datasets", "shapes:shape"], 2, "size mismatch",
-                         ("run/config.toml", "run/backbone.pt"), wider_backbone),
+    "empty-backbone": Case(
+        ["probe", "{tmp}/run", "--datasets", "shapes:shape"],
+        2,
+        "cannot load",
+        ("run/config.toml",),
+        empty(runs.BACKBONE),
+    ),
+    "empty-checkpoint": Case(
+        ["pretrain", *T, "--out", "{tmp}/run", "--resume"],
+        2,
+        "cannot resume",
+        ("run/config.toml", "run/backbone.pt"),
+        empty(runs.CHECKPOINT),
+    ),
+    "wrong-shapes": Case(
+        ["probe", "{tmp}/run", "--datasets", "shapes:shape"],
+        2,
+        "size mismatch",
+        ("run/config.toml", "run/backbone.pt"),
+        wider_backbone,
+    ),
     "config-not-utf8": Case(["probe", "{tmp}/run"], 2, "cannot read", ("run/config.toml",), not_utf8(runs.CONFIG)),
-    "resume-config-not-utf8": Case(["pretrain", *T, "--out", "{tmp}/run", "--resume"], 2, "cannot read",
-                                   RUN, not_utf8(runs.CONFIG)),
+    "resume-config-not-utf8": Case(
+        ["pretrain", *T, "--out", "{tmp}/run", "--resume"], 2, "cannot read", RUN, not_utf8(runs.CONFIG)
+    ),
     # what is wrong, said plainly
-    "supervised-batch-1": Case(["supervised", *T, "--set", "train.batch_size=1", "--out", "{tmp}/new"], 2,
-                               "batch norm needs at least 2 images"),
+    "supervised-batch-1": Case(
+        ["supervised", *T, "--set", "train.batch_size=1", "--out", "{tmp}/new"], 2, "batch norm needs at least 2 images"
+    ),
 }
 
 
@@ -244,8 +313,14 @@ def test_force_replaces_a_run_only_once_the_new_one_starts(cli, template, tmp_pa
 def test_resume_may_extend_epochs_and_keeps_the_recipe(cli, template, tmp_path):
     shutil.copytree(template, tmp_path / "run")
     safe = ["train.epochs=2", "train.print_every=1", "train.diagnostics_every=0", "data.workers=0"]
-    code, _, err = cli("pretrain", "--out", str(tmp_path / "run"), "--resume", "--no-progress",
-                       *[arg for key in safe for arg in ("--set", key)])
+    code, _, err = cli(
+        "pretrain",
+        "--out",
+        str(tmp_path / "run"),
+        "--resume",
+        "--no-progress",
+        *[arg for key in safe for arg in ("--set", key)],
+    )
     assert code == 0, err
     stored = runs.load_run_config(tmp_path / "run")
     assert stored.train.epochs == 2
@@ -327,8 +402,13 @@ def test_losses_compute_in_at_least_fp32_and_keep_float64():
     assert promote(torch.ones(2, dtype=torch.float64)).dtype == torch.float64
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(8, 5, generator=generator, dtype=torch.float64) for _ in range(2))
-    for loss in (barlow_twins_loss(a, b), nt_xent(a, b), byol_loss(a, b), lbe_bound(a, b),
-                 reconstruction_loss(torch.cat([a, b]), torch.cat([b, a]), 2)):
+    for loss in (
+        barlow_twins_loss(a, b),
+        nt_xent(a, b),
+        byol_loss(a, b),
+        lbe_bound(a, b),
+        reconstruction_loss(torch.cat([a, b]), torch.cat([b, a]), 2),
+    ):
         assert loss.dtype == torch.float64
 
 

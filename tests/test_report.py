@@ -27,8 +27,13 @@ from mimcli.train import pretrain
 from tests.conftest import TINY_BASE, quiet
 
 REFERENCE_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "REFERENCE.md"
-TINY = [*TINY_BASE, "train.batch_size=32", "train.epochs=1", "regularizer.kind='rc'",
-        "train.diagnostics_every=0"]  # information records have their own tests (test_information.py)
+TINY = [
+    *TINY_BASE,
+    "train.batch_size=32",
+    "train.epochs=1",
+    "regularizer.kind='rc'",
+    "train.diagnostics_every=0",
+]  # information records have their own tests (test_information.py)
 
 
 @pytest.fixture(scope="module")
@@ -41,34 +46,87 @@ def trained(tmp_path_factory) -> Path:
 
 def linear(dataset: str, best: float, val: float | None = None, epochs: int = 100, seeds=(0,)) -> dict:
     val = best - 1 if val is None else val
-    return {"dataset": dataset, "task": "classification", "protocol": "linear", "layers": [4], "status": "ok",
-            "message": None,
-            "metrics": {"acc_best_test": {"mean": best, "std": 0.0, "values": [best]},
-                        "acc_val_selected": {"mean": val, "std": 0.0, "values": [val]}},
-            "params": {"epochs": epochs, "lr": 0.01, "momentum": 0.9, "batch_size": 128,
-                       "milestones": [int(epochs * 0.6), int(epochs * 0.8)], "gamma": 0.1,
-                       "selection": "best test / val-selected", "val_fraction": 0.1, "seeds": list(seeds)},
-            "cache_key": "k", "n_train": 100, "n_test": 50, "seconds": 0.1}
+    return {
+        "dataset": dataset,
+        "task": "classification",
+        "protocol": "linear",
+        "layers": [4],
+        "status": "ok",
+        "message": None,
+        "metrics": {
+            "acc_best_test": {"mean": best, "std": 0.0, "values": [best]},
+            "acc_val_selected": {"mean": val, "std": 0.0, "values": [val]},
+        },
+        "params": {
+            "epochs": epochs,
+            "lr": 0.01,
+            "momentum": 0.9,
+            "batch_size": 128,
+            "milestones": [int(epochs * 0.6), int(epochs * 0.8)],
+            "gamma": 0.1,
+            "selection": "best test / val-selected",
+            "val_fraction": 0.1,
+            "seeds": list(seeds),
+        },
+        "cache_key": "k",
+        "n_train": 100,
+        "n_test": 50,
+        "seconds": 0.1,
+    }
 
 
 def regression(dataset: str, r2: float) -> dict:
-    return {"dataset": dataset, "task": "regression", "protocol": "regression", "layers": [4], "status": "ok",
-            "message": None, "metrics": {"r2": {"mean": r2, "std": 0.0, "values": [r2]},
-                                         "mse": {"mean": 0.01, "std": 0.0, "values": [0.01]}},
-            "params": {"alphas": [1.0], "selection": "ridge", "val_fraction": 0.1, "seeds": [0]},
-            "cache_key": "k", "n_train": 100, "n_test": 50, "seconds": 0.1}
+    return {
+        "dataset": dataset,
+        "task": "regression",
+        "protocol": "regression",
+        "layers": [4],
+        "status": "ok",
+        "message": None,
+        "metrics": {
+            "r2": {"mean": r2, "std": 0.0, "values": [r2]},
+            "mse": {"mean": 0.01, "std": 0.0, "values": [0.01]},
+        },
+        "params": {"alphas": [1.0], "selection": "ridge", "val_fraction": 0.1, "seeds": [0]},
+        "cache_key": "k",
+        "n_train": 100,
+        "n_test": 50,
+        "seconds": 0.1,
+    }
 
 
 def knn(dataset: str, acc: float) -> dict:
-    return {"dataset": dataset, "task": "classification", "protocol": "knn", "layers": [4], "status": "ok",
-            "message": None, "metrics": {"acc": {"mean": acc, "std": 0.0, "values": [acc]}},
-            "params": {"k": 200, "temperature": 0.1}, "cache_key": "k", "n_train": 100, "n_test": 50, "seconds": 0.1}
+    return {
+        "dataset": dataset,
+        "task": "classification",
+        "protocol": "knn",
+        "layers": [4],
+        "status": "ok",
+        "message": None,
+        "metrics": {"acc": {"mean": acc, "std": 0.0, "values": [acc]}},
+        "params": {"k": 200, "temperature": 0.1},
+        "cache_key": "k",
+        "n_train": 100,
+        "n_test": 50,
+        "seconds": 0.1,
+    }
 
 
 def missing(dataset: str) -> dict:
-    return {"dataset": dataset, "task": "classification", "protocol": "linear", "layers": [4], "status": "missing",
-            "message": f"{dataset} not found", "metrics": {}, "params": {}, "cache_key": None, "n_train": None,
-            "n_test": None, "seconds": 0.0}
+    return {
+        "dataset": dataset,
+        "task": "classification",
+        "protocol": "linear",
+        "layers": [4],
+        "status": "missing",
+        "message": f"{dataset} not found",
+        "metrics": {},
+        "params": {},
+        "cache_key": None,
+        "n_train": None,
+        "n_test": None,
+        "seconds": 0.0,
+    }
 
 
 def variant(trained: Path, dest: Path, overrides: list[str], results: list[dict]) -> Path:
@@ -76,21 +134,40 @@ def variant(trained: Path, dest: Path, overrides: list[str], results: list[dict]
     shutil.copytree(trained, dest, ignore=shutil.ignore_patterns(runs.PROBE))
     raw = apply_overrides(runs.load_run_config(trained).to_dict(), overrides)
     runs.save_config(dest, build_config(raw))
-    runs.write_json(dest / runs.PROBE, {"format": 1, "run": dest.name,
-                                        "checkpoint": {"path": "backbone.pt",
-                                                       "sha256": runs.file_sha256(dest / runs.BACKBONE)},
-                                        "results": results})
+    runs.write_json(
+        dest / runs.PROBE,
+        {
+            "format": 1,
+            "run": dest.name,
+            "checkpoint": {"path": "backbone.pt", "sha256": runs.file_sha256(dest / runs.BACKBONE)},
+            "results": results,
+        },
+    )
     return dest
 
 
-def cifar(kind: str = "none", method: str = "simclr", seed: int = 0, lam: float = 1.0, epochs: int = 1,
-          extra: list[str] | None = None) -> list[str]:
-    return ["data.dataset='cifar10'", f"method.name='{method}'", f"regularizer.kind='{kind}'",
-            f"regularizer.lambda={lam}", f"train.seed={seed}", f"train.epochs={epochs}", *(extra or [])]
+def cifar(
+    kind: str = "none",
+    method: str = "simclr",
+    seed: int = 0,
+    lam: float = 1.0,
+    epochs: int = 1,
+    extra: list[str] | None = None,
+) -> list[str]:
+    return [
+        "data.dataset='cifar10'",
+        f"method.name='{method}'",
+        f"regularizer.kind='{kind}'",
+        f"regularizer.lambda={lam}",
+        f"train.seed={seed}",
+        f"train.epochs={epochs}",
+        *(extra or []),
+    ]
 
 
 def grid(trained: Path, root: Path) -> Path:
     """CIFAR-10 runs: SimCLR (2 seeds), + RC, + LBE, BYOL, BYOL + RC; cifar10, dtd, mnist probed."""
+
     def probes(c10: float, dtd: float, mnist: float) -> list[dict]:
         return [linear("cifar10", c10), linear("dtd", dtd), linear("mnist", mnist)]
 
@@ -147,19 +224,33 @@ def test_best_per_block_bolds_ties_and_the_mean(trained, tmp_path):
     variant(trained, root / "b", cifar("rc"), [linear("cifar10", 80.0), linear("dtd", 20.0)])
     (table,) = build_report([root]).tables
     assert {(table.rows[i].group.label, k) for i, k in table.best} == {
-        ("SimCLR", "cifar10"), ("SimCLR + RC", "cifar10"), ("SimCLR", "dtd"), ("SimCLR", MEAN)}
+        ("SimCLR", "cifar10"),
+        ("SimCLR + RC", "cifar10"),
+        ("SimCLR", "dtd"),
+        ("SimCLR", MEAN),
+    }
 
 
 def test_metric_choice_knn_and_regression_columns(trained, tmp_path):
     root = tmp_path / "runs"
-    results = [linear("shapes:shape", 90.0, val=88.0), linear("shapes:hue", 40.0, val=39.0),
-               regression("shapes:position", 0.8766), knn("cifar10", 55.5), knn("mnist", 70.0)]
+    results = [
+        linear("shapes:shape", 90.0, val=88.0),
+        linear("shapes:hue", 40.0, val=39.0),
+        regression("shapes:position", 0.8766),
+        knn("cifar10", 55.5),
+        knn("mnist", 70.0),
+    ]
     variant(trained, root / "shapes-run", ["regularizer.kind='none'"], results)
     (table,) = build_report([root]).tables
     assert table.source == "shapes"
     assert [(c.key, c.role) for c in table.columns] == [
-        ("shapes:shape", "source"), ("shapes:hue", "source"), ("shapes:position", "source"),
-        ("cifar10", "transfer"), ("mnist", "transfer"), (MEAN, "mean")]
+        ("shapes:shape", "source"),
+        ("shapes:hue", "source"),
+        ("shapes:position", "source"),
+        ("cifar10", "transfer"),
+        ("mnist", "transfer"),
+        (MEAN, "mean"),
+    ]
     cells = table.rows[0].cells
     assert cells["shapes:position"].text(3) == "0.877" and table.column("shapes:position").header.endswith("(R²)")
     assert cells["cifar10"].mean == 55.5 and cells[MEAN].mean == pytest.approx((55.5 + 70.0) / 2)
@@ -173,18 +264,26 @@ def test_lambda_in_labels_and_lambda_table(trained, tmp_path):
     root = tmp_path / "runs"
     variant(trained, root / "base", cifar(), [linear("cifar10", 80.0), linear("dtd", 30.0)])
     for lam, (c10, dtd) in {0.1: (80.5, 32.0), 1.0: (81.0, 34.0), 10.0: (79.0, 31.0)}.items():
-        variant(trained, root / "sweep" / f"rc-{lam}", cifar("rc", lam=lam),
-                [linear("cifar10", c10), linear("dtd", dtd)])
+        variant(
+            trained, root / "sweep" / f"rc-{lam}", cifar("rc", lam=lam), [linear("cifar10", c10), linear("dtd", dtd)]
+        )
     report = build_report([root])
     (table,) = report.tables
-    assert [r.group.label for r in table.rows] == ["SimCLR", "SimCLR + RC (λ=0.1)", "SimCLR + RC (λ=1)",
-                                                   "SimCLR + RC (λ=10)"]
+    assert [r.group.label for r in table.rows] == [
+        "SimCLR",
+        "SimCLR + RC (λ=0.1)",
+        "SimCLR + RC (λ=1)",
+        "SimCLR + RC (λ=10)",
+    ]
     (sweep,) = report.sweeps
     assert sweep.symbol == "λ" and [b.group.label for b in sweep.baselines] == ["SimCLR"]
     (series,) = sweep.series
     assert series.label == "SimCLR + RC"
     assert [(p.x, p.row.cells["cifar10"].mean, p.row.cells[MEAN].mean) for p in series.points] == [
-        (0.1, 80.5, 32.0), (1.0, 81.0, 34.0), (10.0, 79.0, 31.0)]
+        (0.1, 80.5, 32.0),
+        (1.0, 81.0, 34.0),
+        (10.0, 79.0, 31.0),
+    ]
     text = markdown(report, [root], None, None, tmp_path)
     assert "## Accuracy against λ: CIFAR10 pretraining" in text
     assert "| SimCLR + RC | 0.1 | 80.50 | 32.00 | 1 |" in text
@@ -195,11 +294,18 @@ def test_epochs_table(trained, tmp_path):
     root = tmp_path / "runs"
     for method, kind, values in (("simclr", "none", (80.0, 78.0, 75.0)), ("simclr", "rc", (80.0, 80.5, 81.0))):
         for epochs, dtd in zip((100, 200, 400), values):
-            variant(trained, root / f"{kind}-{epochs}", cifar(kind, method, epochs=epochs),
-                    [linear("cifar10", 85.0), linear("dtd", dtd)])
+            variant(
+                trained,
+                root / f"{kind}-{epochs}",
+                cifar(kind, method, epochs=epochs),
+                [linear("cifar10", 85.0), linear("dtd", dtd)],
+            )
     report = build_report([root])
-    assert [r.group.label for r in report.tables[0].rows][:3] == ["SimCLR (100 ep)", "SimCLR (200 ep)",
-                                                                 "SimCLR (400 ep)"]
+    assert [r.group.label for r in report.tables[0].rows][:3] == [
+        "SimCLR (100 ep)",
+        "SimCLR (200 ep)",
+        "SimCLR (400 ep)",
+    ]
     (sweep,) = report.sweeps
     assert sweep.symbol == "epochs" and [s.label for s in sweep.series] == ["SimCLR", "SimCLR + RC"]
     assert [(p.x, p.row.cells[MEAN].mean) for p in sweep.series[0].points] == [(100, 80.0), (200, 78.0), (400, 75.0)]
@@ -251,15 +357,19 @@ def parse_reference_md(text: str) -> dict[str, dict[str, dict[str, float]]]:
     analysis = re.search(r"Analysis table .*?: \+IP (.*?); SimCLR with noise (.*?); \+MIB (.*?)\.\s", flat)
     for name, numbers in zip(("SimCLR + IP", "SimCLR with noise", "SimCLR + MIB"), analysis.groups()):
         found["CIFAR10"][name] = dict(zip(["CIFAR10", *columns], map(float, numbers.split(" / "))))
-    supervised = re.search(r"CIFAR-10 ([\d. /]+); \+RC ([\d. /]+); \+LBE ([\d. /]+)\. CIFAR-100 ([\d. /]+); "
-                           r"\+RC ([\d. /]+); \+LBE ([\d. /]+)\.", flat)
+    supervised = re.search(
+        r"CIFAR-10 ([\d. /]+); \+RC ([\d. /]+); \+LBE ([\d. /]+)\. CIFAR-100 ([\d. /]+); "
+        r"\+RC ([\d. /]+); \+LBE ([\d. /]+)\.",
+        flat,
+    )
     for index, numbers in enumerate(supervised.groups()):
         source = "CIFAR10" if index < 3 else "CIFAR100"
         name = ["Supervised", "Supervised + RC", "Supervised + LBE"][index % 3]
         found.setdefault(source, {})[name] = dict(zip([source, *columns], map(float, numbers.strip().split(" / "))))
     report = re.search(r"measured: SimCLR (\d+\.\d+),\s*SimCLR \+ RC (\d+\.\d+), SimCLR \+ LBE (\d+\.\d+)", flat)
-    found["report"] = {m: {"CIFAR10": float(v)} for m, v in zip(("SimCLR", "SimCLR + RC", "SimCLR + LBE"),
-                                                                 report.groups())}
+    found["report"] = {
+        m: {"CIFAR10": float(v)} for m, v in zip(("SimCLR", "SimCLR + RC", "SimCLR + LBE"), report.groups())
+    }
     return found
 
 
@@ -273,7 +383,7 @@ def test_reference_json_matches_reference_md():
     def ours(name: str) -> str:
         for paper, label in models.items():
             if name == paper or name.startswith(paper + " + "):
-                return label + name[len(paper):]
+                return label + name[len(paper) :]
         return name
 
     checked = 0
@@ -302,9 +412,21 @@ def test_json_and_csv_records(trained, tmp_path):
     rows = json.loads(console.file.getvalue())
     assert len(rows) == 6 * 3
     first = next(r for r in rows if r["run"].endswith("byol-rc") and r["dataset"] == "dtd")
-    assert first == {"run": first["run"], "model": "BYOL + RC", "method": "byol", "regularizer": "rc", "lambda": 0.1,
-                     "epochs": 1, "seed": 0, "dataset": "dtd", "task": "classification", "metric": "acc_best_test",
-                     "value": 34.0, "protocol": "linear", "layers": [4]}
+    assert first == {
+        "run": first["run"],
+        "model": "BYOL + RC",
+        "method": "byol",
+        "regularizer": "rc",
+        "lambda": 0.1,
+        "epochs": 1,
+        "seed": 0,
+        "dataset": "dtd",
+        "task": "classification",
+        "metric": "acc_best_test",
+        "value": 34.0,
+        "protocol": "linear",
+        "layers": [4],
+    }
     plain = next(r for r in rows if r["run"].endswith("simclr-s1") and r["dataset"] == "cifar10")
     assert plain["lambda"] is None and plain["seed"] == 1 and plain["value"] == 86.0
 
@@ -326,15 +448,24 @@ def test_terminal_table_and_markdown_document(trained, tmp_path):
     assert "protocol" in text and "resnet18, width 8" in text
 
     out = tmp_path / "report" / "report.md"
-    run_report([root], fmt="markdown", out=out, plots=tmp_path / "report" / "plots", console=quiet(),
-               err_console=quiet())
+    run_report(
+        [root], fmt="markdown", out=out, plots=tmp_path / "report" / "plots", console=quiet(), err_console=quiet()
+    )
     document = out.read_text()
     assert document.startswith("# Linear-probe report")
-    for expected in ("## Protocol", "**backbone**: resnet18, width 8, stem auto", "**epochs**: 1",
-                     "**batch size**: 32", "**training seeds**: 0, 1", "epochs 100, lr 0.01, momentum 0.9",
-                     "batch_size 128", "probe seeds [0]", "**linear selection**: best test / val-selected",
-                     "## CIFAR10 pretraining",
-                     "![Linear probe per model: CIFAR10 pretraining](plots/accuracy-cifar10.png)"):
+    for expected in (
+        "## Protocol",
+        "**backbone**: resnet18, width 8, stem auto",
+        "**epochs**: 1",
+        "**batch size**: 32",
+        "**training seeds**: 0, 1",
+        "epochs 100, lr 0.01, momentum 0.9",
+        "batch_size 128",
+        "probe seeds [0]",
+        "**linear selection**: best test / val-selected",
+        "## CIFAR10 pretraining",
+        "![Linear probe per model: CIFAR10 pretraining](plots/accuracy-cifar10.png)",
+    ):
         assert expected in document, expected
     for link in re.findall(r"\]\(([^)]+\.png)\)", document):
         assert (out.parent / link).is_file(), link
@@ -348,11 +479,19 @@ def test_plots_are_pdf_and_png_at_200_dpi_with_one_loss_figure_per_folder(traine
 
     root = tmp_path / "runs"
     for lam in (0.1, 1.0):
-        variant(trained, root / "lambda" / f"rc-{lam}", cifar("rc", lam=lam),
-                [linear("cifar10", 80 + lam), linear("dtd", 30.0)])
+        variant(
+            trained,
+            root / "lambda" / f"rc-{lam}",
+            cifar("rc", lam=lam),
+            [linear("cifar10", 80 + lam), linear("dtd", 30.0)],
+        )
     for epochs in (1, 2):
-        variant(trained, root / "epochs" / f"ep-{epochs}", cifar(epochs=epochs, extra=["train.batch_size=64"]),
-                [linear("cifar10", 80.0), linear("dtd", 30.0 + epochs)])
+        variant(
+            trained,
+            root / "epochs" / f"ep-{epochs}",
+            cifar(epochs=epochs, extra=["train.batch_size=64"]),
+            [linear("cifar10", 80.0), linear("dtd", 30.0 + epochs)],
+        )
     plots = tmp_path / "plots"
     report = run_report([root], plots=plots, console=quiet(), err_console=quiet())
     names = sorted(p.name for p in plots.iterdir())
@@ -408,9 +547,13 @@ def test_malformed_and_unfinished_runs_are_skipped_with_a_warning(trained, tmp_p
     assert [r.path.name for r in report.runs] == ["good"]
     assert report.tables[0].rows[0].cells["cifar10"].values == [80.0]
     warnings = err.file.getvalue()
-    for name, reason in (("bad-config", "unreadable config.toml"), ("running", "unfinished (running, 0 of 1 epochs)"),
-                         ("unprobed", "no probe results"), ("torn", "unreadable probe.json"),
-                         ("retrained", "probe.json is stale")):
+    for name, reason in (
+        ("bad-config", "unreadable config.toml"),
+        ("running", "unfinished (running, 0 of 1 epochs)"),
+        ("unprobed", "no probe results"),
+        ("torn", "unreadable probe.json"),
+        ("retrained", "probe.json is stale"),
+    ):
         assert re.search(rf"skipped \S*{name}: {re.escape(reason)}", warnings), (name, warnings)
     assert re.search(r"good: no probe result for dtd \(missing\)", warnings)
 
@@ -428,8 +571,12 @@ def test_mixed_protocols_are_flagged(trained, tmp_path):
     root = tmp_path / "runs"
     variant(trained, root / "a", cifar(), [linear("cifar10", 80.0), linear("dtd", 30.0)])
     variant(trained, root / "b", cifar("rc"), [linear("cifar10", 81.0), linear("dtd", 31.0)])
-    variant(trained, root / "c", cifar("lbe", extra=["model.width=16"]),
-            [linear("cifar10", 82.0), linear("dtd", 32.0, epochs=10)])
+    variant(
+        trained,
+        root / "c",
+        cifar("lbe", extra=["model.width=16"]),
+        [linear("cifar10", 82.0), linear("dtd", 32.0, epochs=10)],
+    )
     report = build_report([root])
     table = report.tables[0]
     assert [r.label for r in table.rows] == ["SimCLR", "SimCLR + RC", "SimCLR + LBE†"]
@@ -437,8 +584,9 @@ def test_mixed_protocols_are_flagged(trained, tmp_path):
     assert lbe.cells["dtd"].flagged and lbe.cells[MEAN].flagged and not lbe.cells["cifar10"].flagged
     assert lbe.cells["dtd"].text(2) == "32.00†"
     assert any("different protocols" in w and "model.width: 8 (2 rows), 16 (1 row)" in w for w in report.warnings)
-    assert any("column DTD mixes probe protocols" in w and "epochs: 100 (2 runs), 10 (1 run)" in w
-               for w in report.warnings)
+    assert any(
+        "column DTD mixes probe protocols" in w and "epochs: 100 (2 runs), 10 (1 run)" in w for w in report.warnings
+    )
     text = markdown(report, [root], None, None, tmp_path)
     assert "| SimCLR + LBE† | 1 | **82.00** | **32.00†** |" in text and "## Warnings" in text
 
@@ -447,8 +595,16 @@ def test_real_probe_results_feed_the_report(trained, tmp_path):
     probe = pytest.importorskip("mimcli.probe")
     run_dir = tmp_path / "runs" / "probed"
     shutil.copytree(trained, run_dir)
-    probe.run_probes(run_dir, datasets=["shapes:shape", "shapes:position"], protocol="linear", layers=[4], seeds=[0],
-                     data_root=str(tmp_path / "data"), device="cpu", console=quiet())
+    probe.run_probes(
+        run_dir,
+        datasets=["shapes:shape", "shapes:position"],
+        protocol="linear",
+        layers=[4],
+        seeds=[0],
+        data_root=str(tmp_path / "data"),
+        device="cpu",
+        console=quiet(),
+    )
     written = json.loads((run_dir / runs.PROBE).read_text())["results"]
     (table,) = build_report([tmp_path / "runs"]).tables
     cells = table.rows[0].cells
@@ -471,8 +627,12 @@ def wide_grid(trained: Path, root: Path) -> Path:
     """CIFAR-10 runs probed on all seven data sets of the paper's Table 1, with long row labels."""
     names = ["cifar10", "dtd", "mnist", "fashionmnist", "cub200", "flowers102", "gtsrb"]
     for lam, seed, base in ((0.1, 0, 80.0), (0.1, 1, 81.0), (1.0, 0, 79.0)):
-        variant(trained, root / f"lbe-{lam}-{seed}", cifar("lbe", lam=lam, seed=seed),
-                [linear(n, base + i) for i, n in enumerate(names)])
+        variant(
+            trained,
+            root / f"lbe-{lam}-{seed}",
+            cifar("lbe", lam=lam, seed=seed),
+            [linear(n, base + i) for i, n in enumerate(names)],
+        )
     return root
 
 
@@ -482,8 +642,18 @@ def test_tables_stay_readable_at_80_and_120_columns(trained, tmp_path, width):
     text = rendered(report, width)
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= width
-    for expected in ("SimCLR + LBE (λ=0.1)", "SimCLR + LBE (λ=1)", "80.50 ± 0.71", "86.50 ± 0.71*",
-                     "TrafficSigns", "VGGFlower", "CUBirds", "transfer mean", "CIFAR10", "FaMNIST"):
+    for expected in (
+        "SimCLR + LBE (λ=0.1)",
+        "SimCLR + LBE (λ=1)",
+        "80.50 ± 0.71",
+        "86.50 ± 0.71*",
+        "TrafficSigns",
+        "VGGFlower",
+        "CUBirds",
+        "transfer mean",
+        "CIFAR10",
+        "FaMNIST",
+    ):
         assert expected in text, (width, expected)
     parts = re.findall(r"CIFAR10 pretraining \((\d)/(\d)\)", text)
     if width == 80:

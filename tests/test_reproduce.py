@@ -20,9 +20,24 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_report.
 @pytest.mark.skipif(not CIFAR_JPEG.exists(), reason=f"needs the shared CIFAR-10 JPEGs at {CIFAR_JPEG}")
 def test_reproduce_report_dry_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1])}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--archive", str(CIFAR_JPEG),
-                           "--out", str(tmp_path), "--runs", str(tmp_path / "runs")],
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--dry-run",
+            "--archive",
+            str(CIFAR_JPEG),
+            "--out",
+            str(tmp_path),
+            "--runs",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "reproduce_report.json").read_text())
     assert result["dry_run"] is True

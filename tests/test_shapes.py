@@ -117,8 +117,9 @@ def test_other_sizes_and_empty():
     big = generate_shapes(20, seed=1, image_size=64)
     assert big.images.shape == (20, 3, 64, 64)
     assert torch.equal(big.labels, generate_shapes(20, seed=1).labels)  # the same latents, drawn at 64 px
-    torch.testing.assert_close(big.targets["position"], generate_shapes(20, seed=1).targets["position"],
-                               atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        big.targets["position"], generate_shapes(20, seed=1).targets["position"], atol=0.02, rtol=0
+    )
     empty = generate_shapes(0)
     assert empty.images.shape == (0, 3, 32, 32) and empty.targets["position"].shape == (0, 2)
     with pytest.raises(ValueError):
@@ -224,4 +225,3 @@ def test_load_split_uses_the_generator():
     train_split = load_split("shapes", "unused-root", "train", 64, shapes_sizes=(30, 12, 7))
     assert train_split.images.shape == (30, 3, 64, 64)
     assert torch.equal(train_split.labels, generate_shapes(30, seed=7).labels)
-

@@ -9,10 +9,20 @@ import pytest
 from mimcli.report.stats import incomplete_beta, std, t_cdf, t_quantile, welch_interval
 
 
-@pytest.mark.parametrize("df, expected", [
-    # two-sided 95 % critical values, NIST/SEMATECH e-Handbook of Statistical Methods, table 1.3.6.7.2
-    (1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (5, 2.571), (10, 2.228), (30, 2.042), (100, 1.984),
-])
+@pytest.mark.parametrize(
+    "df, expected",
+    [
+        # two-sided 95 % critical values, NIST/SEMATECH e-Handbook of Statistical Methods, table 1.3.6.7.2
+        (1, 12.706),
+        (2, 4.303),
+        (3, 3.182),
+        (4, 2.776),
+        (5, 2.571),
+        (10, 2.228),
+        (30, 2.042),
+        (100, 1.984),
+    ],
+)
 def test_t_quantile_matches_the_published_table(df, expected):
     assert t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4)
     assert t_quantile(0.025, df) == pytest.approx(-expected, abs=5e-4)
@@ -27,7 +37,7 @@ def test_t_cdf_closed_forms():
         assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
     # I_x(1, 1) = x and I_x(a, 1) = x^a
     assert incomplete_beta(1.0, 1.0, 0.3) == pytest.approx(0.3, abs=1e-12)
-    assert incomplete_beta(2.5, 1.0, 0.6) == pytest.approx(0.6 ** 2.5, abs=1e-12)
+    assert incomplete_beta(2.5, 1.0, 0.6) == pytest.approx(0.6**2.5, abs=1e-12)
 
 
 def test_welch_interval_by_hand():
@@ -63,8 +73,8 @@ def test_n_one_has_no_interval_and_std_zero():
 def test_spread_lines_compare_each_regularised_row_with_its_baseline():
     from types import SimpleNamespace as NS
 
-    from mimcli.report.spread import spread_lines
     from mimcli.report.cells import Cell, Column
+    from mimcli.report.spread import spread_lines
 
     def row(label: str, kind: str, values: list[float], settings: dict) -> NS:
         config = NS(regularizer=NS(kind=kind), method=NS(name="simclr"))
@@ -72,16 +82,22 @@ def test_spread_lines_compare_each_regularised_row_with_its_baseline():
         return NS(label=label, group=group, cells={"shapes:hue": Cell(values)})
 
     base = {"model.width": 16}
-    table = NS(columns=[Column("shapes:hue", "classification", "source")], rows=[
-        row("SimCLR", "none", [10.0, 11.0, 12.0], base),
-        row("SimCLR (w8)", "none", [0.0, 0.0, 0.0], {"model.width": 8}),
-        row("SimCLR + RC", "rc", [15.0, 16.0, 17.0], {**base, "regularizer.kind": "rc"}),
-        row("SimCLR + LBE", "lbe", [30.0], {**base, "regularizer.kind": "lbe"}),
-    ])
+    table = NS(
+        columns=[Column("shapes:hue", "classification", "source")],
+        rows=[
+            row("SimCLR", "none", [10.0, 11.0, 12.0], base),
+            row("SimCLR (w8)", "none", [0.0, 0.0, 0.0], {"model.width": 8}),
+            row("SimCLR + RC", "rc", [15.0, 16.0, 17.0], {**base, "regularizer.kind": "rc"}),
+            row("SimCLR + LBE", "lbe", [30.0], {**base, "regularizer.kind": "lbe"}),
+        ],
+    )
     lines = spread_lines(table)
     assert lines[0] == "n = 1 (no spread is known, no error bar drawn): SimCLR + LBE."
     # + RC vs SimCLR (same width, not the width-8 row): +5 with df 4, half-width 2.776445 * sqrt(2/3) = 2.2669
-    assert lines[1] == ("SimCLR + RC - SimCLR (n 3 vs 3; 95% Welch t-interval over training seeds): "
-                        "shapes:hue +5.00 [+2.73, +7.27].")
-    assert lines[2] == ("SimCLR + LBE - SimCLR (n 1 vs 3; 95% Welch t-interval over training seeds): "
-                        "shapes:hue +19.00 (no interval: n = 1).")
+    assert lines[1] == (
+        "SimCLR + RC - SimCLR (n 3 vs 3; 95% Welch t-interval over training seeds): shapes:hue +5.00 [+2.73, +7.27]."
+    )
+    assert lines[2] == (
+        "SimCLR + LBE - SimCLR (n 1 vs 3; 95% Welch t-interval over training seeds): "
+        "shapes:hue +19.00 (no interval: n = 1)."
+    )

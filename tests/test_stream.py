@@ -58,7 +58,8 @@ def test_imagenet_layout_train_and_flat_val(tmp_path):
     assert val.labels.tolist() == [0, 1, 2, 0, 1, 2]
     (tmp_path / "val_labels.txt").unlink()
     (tmp_path / "LOC_val_solution.csv").write_text(
-        "ImageId,PredictionString\n" + "".join(f"img{i:04d},n003 1 2 3 4\n" for i in range(6)))
+        "ImageId,PredictionString\n" + "".join(f"img{i:04d},n003 1 2 3 4\n" for i in range(6))
+    )
     assert index_split(tmp_path, "val").labels.tolist() == [2] * 6
 
 
@@ -98,9 +99,17 @@ def test_crop_is_torchvision_random_resized_crop_of_the_original_image(tmp_path)
         for j, i in enumerate(range(4, 8)):
             image = Image.open(index.path(i)).convert("RGB")
             width, height = image.size
-            row = u[v, j:j + 1]
-            top, left, h, w = sample_crop_boxes(row[:, :CROP_TRIES], row[:, CROP_TRIES:2 * CROP_TRIES], row[:, -2],
-                                                row[:, -1], height, width, scale, ratio)[0].tolist()
+            row = u[v, j : j + 1]
+            top, left, h, w = sample_crop_boxes(
+                row[:, :CROP_TRIES],
+                row[:, CROP_TRIES : 2 * CROP_TRIES],
+                row[:, -2],
+                row[:, -1],
+                height,
+                width,
+                scale,
+                ratio,
+            )[0].tolist()
             assert top >= 0 and top + h <= height and left >= 0 and left + w <= width
             non_square_boxes += h != w
             expected = TF.resized_crop(image, top, left, h, w, [16, 16], InterpolationMode.BILINEAR)
@@ -121,10 +130,23 @@ def test_views_do_not_depend_on_the_number_of_workers(tmp_path):
 
 
 def stream_config(root: Path, *extra: str):
-    return load_config(None, ["model.width=8", "data.dataset=imagefolder", f"data.root='{root}'",
-                              "data.image_size=16", "data.loader=stream", "data.workers=0", "train.batch_size=4",
-                              "train.epochs=2", "train.precision=fp32", "train.channels_last=false",
-                              "probe.datasets=[]", *extra])
+    return load_config(
+        None,
+        [
+            "model.width=8",
+            "data.dataset=imagefolder",
+            f"data.root='{root}'",
+            "data.image_size=16",
+            "data.loader=stream",
+            "data.workers=0",
+            "train.batch_size=4",
+            "train.epochs=2",
+            "train.precision=fp32",
+            "train.channels_last=false",
+            "probe.datasets=[]",
+            *extra,
+        ],
+    )
 
 
 class Interrupted(Exception):
@@ -136,8 +158,14 @@ def test_trainer_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
     from mimcli.train import Trainer
 
     make_imagenet(tmp_path / "data")  # 18 images, batch 4: 4 steps per epoch
-    config = stream_config(tmp_path / "data", "train.checkpoint_steps=2", "train.optimizer=lars",
-                           "train.lr=0.3", "train.schedule=warmup_cosine", "train.warmup_epochs=1")
+    config = stream_config(
+        tmp_path / "data",
+        "train.checkpoint_steps=2",
+        "train.optimizer=lars",
+        "train.lr=0.3",
+        "train.schedule=warmup_cosine",
+        "train.warmup_epochs=1",
+    )
     straight = Trainer(config, tmp_path / "a")
     assert type(straight.source).__name__ == "StreamSource"
     straight.fit(show_progress=False)
@@ -168,6 +196,7 @@ def test_stream_needs_image_files(cli):
 
 # --------------------------------------------------------------------------------------------- 2 gloo ranks
 
+
 def _sharded(rank: int, out: Path, root: str) -> dict:
     import torch.distributed as dist
 
@@ -192,8 +221,9 @@ def _sharded(rank: int, out: Path, root: str) -> dict:
         state = rng.get_state()
         rng = torch.Generator().set_state(state)
         resumed = list(source.batches(result["orders"][0], seed, rng, start_step=1))
-        result["equal_tail"] = all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-                                   for a, b in zip(straight[1:], resumed))
+        result["equal_tail"] = all(
+            torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(straight[1:], resumed)
+        )
         result["tail_steps"] = len(resumed)
         return result
     finally:

@@ -81,8 +81,10 @@ def test_lambda_sweep_trains_and_probes_every_point(tmp_path, monkeypatch):
     console = quiet()
     outcomes = sweep.run_sweep(points, console=console, show_progress=False)
     assert [(o.status, o.trained, o.probed) for o in outcomes] == [("ran", True, True)] * 2
-    assert calls == [tmp_path / "lambda-simclr-rc" / "simclr-rc" / "lambda-0.01",
-                     tmp_path / "lambda-simclr-rc" / "simclr-rc" / "lambda-0.1"]
+    assert calls == [
+        tmp_path / "lambda-simclr-rc" / "simclr-rc" / "lambda-0.01",
+        tmp_path / "lambda-simclr-rc" / "simclr-rc" / "lambda-0.1",
+    ]
     for run_dir, lam in zip(calls, (0.01, 0.1)):
         config = runs.load_run_config(run_dir)
         assert (config.regularizer.kind, config.regularizer.lam) == ("rc", lam)
@@ -126,8 +128,10 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypa
     assert dry[0].commands == [] and dry[1].commands[0].endswith(f"--out {second} --resume")
 
     outcomes = sweep.run_sweep(points, console=quiet(), show_progress=False, report=False)
-    assert [(o.status, o.trained, o.resumed) for o in outcomes] == [("skipped-finished", False, False),
-                                                                    ("ran", True, True)]
+    assert [(o.status, o.trained, o.resumed) for o in outcomes] == [
+        ("skipped-finished", False, False),
+        ("ran", True, True),
+    ]
     assert calls == [first, second, second]
     assert snapshot(first) == before
     assert [r["epoch"] for r in runs.read_metrics(second)] == [1, 2]
@@ -138,14 +142,26 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypa
 def test_shards_cover_the_grid_exactly_once(tmp_path, fake_pretrain):
     grid = ["train.lr=0.1,0.01,0.001", "train.seed=0,1"]
     points = sweep.plan_sweep("grid", "simclr", None, UNPROBED, grid, out_root=tmp_path)
-    assert [p.name for p in points] == ["lr-0.1_seed-0", "lr-0.1_seed-1", "lr-0.01_seed-0", "lr-0.01_seed-1",
-                                        "lr-0.001_seed-0", "lr-0.001_seed-1"]
+    assert [p.name for p in points] == [
+        "lr-0.1_seed-0",
+        "lr-0.1_seed-1",
+        "lr-0.01_seed-0",
+        "lr-0.01_seed-1",
+        "lr-0.001_seed-0",
+        "lr-0.001_seed-1",
+    ]
     assert [(p.config.train.lr, p.config.train.seed) for p in points] == [
-        (0.1, 0), (0.1, 1), (0.01, 0), (0.01, 1), (0.001, 0), (0.001, 1)]
+        (0.1, 0),
+        (0.1, 1),
+        (0.01, 0),
+        (0.01, 1),
+        (0.001, 0),
+        (0.001, 1),
+    ]
     sweep.run_sweep(points, shard="1/2", console=quiet(), report=False)
     shard_one = [d for d, _ in fake_pretrain]
     sweep.run_sweep(points, shard=(2, 2), console=quiet(), report=False)
-    shard_two = [d for d, _ in fake_pretrain[len(shard_one):]]
+    shard_two = [d for d, _ in fake_pretrain[len(shard_one) :]]
     assert shard_one == [points[i].run_dir for i in (0, 2, 4)]
     assert shard_two == [points[i].run_dir for i in (1, 3, 5)]
     for spec in ("2/1", "0/2", "1/0", "x", "1-2"):
@@ -160,8 +176,11 @@ def test_epochs_sweep_trains_once_and_probes_each_saved_epoch(tmp_path, monkeypa
     outcomes = sweep.run_sweep(points, console=quiet(), show_progress=False, report=False)
     source = tmp_path / "epochs-simclr" / "epochs-3"
     assert calls == [source]
-    assert [(o.status, o.trained, o.probed) for o in outcomes] == [("ran", True, True), ("ran", False, True),
-                                                                    ("ran", False, True)]
+    assert [(o.status, o.trained, o.probed) for o in outcomes] == [
+        ("ran", True, True),
+        ("ran", False, True),
+        ("ran", False, True),
+    ]
     assert runs.load_run_config(source).train.save_epochs == [1, 2]
     weights, hashes = [], []
     for point, epoch in zip(points, (1, 2, 3)):
@@ -184,8 +203,11 @@ def test_epochs_sweep_trains_once_and_probes_each_saved_epoch(tmp_path, monkeypa
 
 def write_lock(path: Path, pid: int, host: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
-                                "start": lock._process_start(pid), "time": "earlier"}))
+    path.write_text(
+        json.dumps(
+            {"pid": pid, "host": host or socket.gethostname(), "start": lock._process_start(pid), "time": "earlier"}
+        )
+    )
 
 
 def test_live_lock_skips_the_point_and_a_dead_holders_lock_is_taken_over(tmp_path, fake_pretrain):
@@ -236,8 +258,9 @@ def test_dry_run_prints_exact_commands_and_trains_nothing(tmp_path, monkeypatch)
 
     monkeypatch.setattr(execute, "pretrain", forbidden)
     monkeypatch.setattr(execute, "run_probes", forbidden)
-    points = sweep.plan_sweep("lambda", ["simclr-rc", "simclr-lbe"], [0.01, "1"], [*PROBED, "train.epochs=1"],
-                              out_root=tmp_path / "runs")
+    points = sweep.plan_sweep(
+        "lambda", ["simclr-rc", "simclr-lbe"], [0.01, "1"], [*PROBED, "train.epochs=1"], out_root=tmp_path / "runs"
+    )
     console = quiet()
     outcomes = sweep.run_sweep(points, dry_run=True, console=console)
     assert not (tmp_path / "runs").exists()
@@ -253,17 +276,25 @@ def test_dry_run_prints_exact_commands_and_trains_nothing(tmp_path, monkeypatch)
         assert out == point.run_dir
         assert load_config(point.preset, sets) == point.config  # the command trains exactly this config
     assert points[3].config.regularizer.lam == 1.0 and points[3].config.regularizer.kind == "lbe"
-    assert commands[0].endswith("--set regularizer.lambda=0.01 --out " +
-                                str(tmp_path / "runs" / "lambda-simclr-rc+simclr-lbe" / "simclr-rc" / "lambda-0.01"))
+    assert commands[0].endswith(
+        "--set regularizer.lambda=0.01 --out "
+        + str(tmp_path / "runs" / "lambda-simclr-rc+simclr-lbe" / "simclr-rc" / "lambda-0.01")
+    )
 
 
 def test_regularizers_sweep_takes_each_kinds_preset_lambda():
     simclr = sweep.plan_sweep("regularizers", "simclr", "none,rc,mib", UNPROBED)
     assert [(p.name, p.config.regularizer.kind, p.config.regularizer.lam) for p in simclr] == [
-        ("kind-none", "none", 1.0), ("kind-rc", "rc", 1.0), ("kind-mib", "mib", 0.0005)]
+        ("kind-none", "none", 1.0),
+        ("kind-rc", "rc", 1.0),
+        ("kind-mib", "mib", 0.0005),
+    ]
     byol = sweep.plan_sweep("regularizers", "byol", None, UNPROBED)  # default kinds; no byol-mib preset
     assert [(p.config.regularizer.kind, p.config.regularizer.lam) for p in byol] == [
-        ("none", 1.0), ("rc", 0.1), ("lbe", 0.1)]
+        ("none", 1.0),
+        ("rc", 0.1),
+        ("lbe", 0.1),
+    ]
     assert sweep.plan_sweep("regularizers", "byol", "mib", UNPROBED)[0].config.regularizer.lam == 1.0
     user = sweep.plan_sweep("regularizers", "byol", "rc,lbe", [*UNPROBED, "regularizer.lambda=0.3"])
     assert [p.config.regularizer.lam for p in user] == [0.3, 0.3]
@@ -271,27 +302,31 @@ def test_regularizers_sweep_takes_each_kinds_preset_lambda():
 
 
 def test_existing_run_of_another_config_is_refused(tmp_path, fake_pretrain):
-    sweep.run_sweep(sweep.plan_sweep("seeds", "simclr", "0", UNPROBED, out_root=tmp_path), console=quiet(),
-                    report=False)
+    sweep.run_sweep(
+        sweep.plan_sweep("seeds", "simclr", "0", UNPROBED, out_root=tmp_path), console=quiet(), report=False
+    )
     changed = sweep.plan_sweep("seeds", "simclr", "0", [*UNPROBED, "train.lr=0.1"], out_root=tmp_path)
     with pytest.raises(UsageError, match=r"train.lr 0.0003 there, 0.1 planned"):
         sweep.run_sweep(changed, console=quiet(), report=False)
     assert len(fake_pretrain) == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (("width", "simclr", "1"), "unknown sweep kind 'width'"),
-    (("lambda", "simclr-rc", ""), "needs --values"),
-    (("seeds", [], "1"), "at least one --preset"),
-    (("lambda", "simclr-rc", "0.1,big"), "'big' is not a number"),
-    (("epochs", "simclr", "1.5"), "'1.5' is not an integer"),
-    (("epochs", "simclr", "0,2"), "not a positive number"),
-    (("lambda", "simclr", "0.1"), "regularizer.kind='none'"),
-    (("lambda", "simclr-rc", "-1"), "regularizer.lambda"),
-    (("regularizers", "simclr", "rc,vib"), "unknown regulariser 'vib'"),
-    (("grid", "simclr", None), "needs at least one --set-values"),
-    (("grid", "simclr", "1"), "takes its values from --set-values"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("width", "simclr", "1"), "unknown sweep kind 'width'"),
+        (("lambda", "simclr-rc", ""), "needs --values"),
+        (("seeds", [], "1"), "at least one --preset"),
+        (("lambda", "simclr-rc", "0.1,big"), "'big' is not a number"),
+        (("epochs", "simclr", "1.5"), "'1.5' is not an integer"),
+        (("epochs", "simclr", "0,2"), "not a positive number"),
+        (("lambda", "simclr", "0.1"), "regularizer.kind='none'"),
+        (("lambda", "simclr-rc", "-1"), "regularizer.lambda"),
+        (("regularizers", "simclr", "rc,vib"), "unknown regulariser 'vib'"),
+        (("grid", "simclr", None), "needs at least one --set-values"),
+        (("grid", "simclr", "1"), "takes its values from --set-values"),
+    ],
+)
 def test_bad_input_is_one_usage_error(args, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):
         sweep.plan_sweep(*args, UNPROBED)

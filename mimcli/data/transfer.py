@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import torch
 
+from mimcli.data.images import ImageData
 from mimcli.data.datasets import (
-    ImageData,
     _missing,
     image_folder_split,
     load_image_folder,

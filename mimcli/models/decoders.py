@@ -48,8 +48,9 @@ def build_decoder(in_dim: int, image_size: int, width_scale: float = 1.0) -> Dec
 
     if image_size == 32:
         fc = _fc(in_dim, c(64) * 16)
-        convs = nn.Sequential(*_up(c(64), c(256)), *_up(c(256), c(128)), *_up(c(128), c(64)),
-                              nn.ConvTranspose2d(c(64), 3, 3, 1, 1))
+        convs = nn.Sequential(
+            *_up(c(64), c(256)), *_up(c(256), c(128)), *_up(c(128), c(64)), nn.ConvTranspose2d(c(64), 3, 3, 1, 1)
+        )
         return Decoder(fc, (c(64), 4, 4), convs)
     if image_size == 64:
         layers: list[nn.Module] = []

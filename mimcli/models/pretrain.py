@@ -15,8 +15,14 @@ from mimcli.regularizers import Regularizer, build_regularizer
 class PretrainModel(nn.Module):
     """forward(batch) -> every loss term; `loss` = method + lambda * regulariser."""
 
-    def __init__(self, backbone: PooledResNet, method: Method, regularizer: Regularizer, lam: float,
-                 precision: LossPrecision = "fp32") -> None:
+    def __init__(
+        self,
+        backbone: PooledResNet,
+        method: Method,
+        regularizer: Regularizer,
+        lam: float,
+        precision: LossPrecision = "fp32",
+    ) -> None:
         super().__init__()
         self.backbone, self.method, self.regularizer, self.lam = backbone, method, regularizer, lam
         self.loss_precision = precision

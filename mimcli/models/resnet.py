@@ -70,8 +70,9 @@ class PooledResNet(nn.Module):
         l2 = self.layer2(x)
         l3 = self.layer3(l2)
         l4 = self.layer4(l3)
-        return {name: torch.flatten(nn.functional.adaptive_avg_pool2d(t, 1), 1) for name, t in
-                zip(BLOCKS, (l2, l3, l4))}
+        return {
+            name: torch.flatten(nn.functional.adaptive_avg_pool2d(t, 1), 1) for name, t in zip(BLOCKS, (l2, l3, l4))
+        }
 
 
 def _resnet_stages(block: type[nn.Module], layers: list[int], width: int) -> ResNet:

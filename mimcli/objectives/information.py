@@ -15,10 +15,9 @@ from mimcli.objectives.precision import fp32_loss
 @fp32_loss
 def reconstruction_loss(reconstruction: Tensor, target: Tensor, n_views: int) -> Tensor:
     """RC: mean-reduced MSE per view, summed over the views (rows are view-major: [v1; v2])."""
-    return cast(Tensor, sum(
-        F.mse_loss(r, t)
-        for r, t in zip(reconstruction.chunk(n_views), target.chunk(n_views))
-    ))  # sum() of no terms would be 0
+    return cast(
+        Tensor, sum(F.mse_loss(r, t) for r, t in zip(reconstruction.chunk(n_views), target.chunk(n_views)))
+    )  # sum() of no terms would be 0
 
 
 @fp32_loss

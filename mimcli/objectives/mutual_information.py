@@ -65,9 +65,11 @@ def ksg(x: Tensor, y: Tensor, k: int = 3) -> Tensor:
     n_x = (dx < epsilon).sum(1) - 1
     n_y = (dy < epsilon).sum(1) - 1
     digamma = torch.special.digamma
-    estimate: Tensor = (digamma(torch.tensor(float(k), dtype=torch.float64))
-                        + digamma(torch.tensor(float(n), dtype=torch.float64))
-                        - (digamma(n_x.double() + 1) + digamma(n_y.double() + 1)).mean())
+    estimate: Tensor = (
+        digamma(torch.tensor(float(k), dtype=torch.float64))
+        + digamma(torch.tensor(float(n), dtype=torch.float64))
+        - (digamma(n_x.double() + 1) + digamma(n_y.double() + 1)).mean()
+    )
     return estimate
 
 

@@ -16,9 +16,11 @@ from mimcli.probe.stats import one_cpu_thread, summary, val_split
 MOMENTUM = 0.9
 GAMMA = 0.1
 MILESTONES = (0.6, 0.8)  # fractions of the epochs: 60 and 80 of 100
-LINEAR_SELECTION = ("acc_best_test: trained on the whole train split, best test accuracy over epochs (paper); "
-                    "acc_val_selected: trained on a seeded 90% of the train split, test accuracy at the epoch "
-                    "with the best accuracy on the held-out 10% (earliest on ties)")
+LINEAR_SELECTION = (
+    "acc_best_test: trained on the whole train split, best test accuracy over epochs (paper); "
+    "acc_val_selected: trained on a seeded 90% of the train split, test accuracy at the epoch "
+    "with the best accuracy on the held-out 10% (earliest on ties)"
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,15 @@ class LinearParams:
         return cls(epochs=section.epochs, lr=section.lr, batch_size=section.batch_size)
 
 
-def fit_linear(x: Tensor, y: Tensor, pools: Tensor, seeds: list[int], n_classes: int, params: LinearParams,
-               evals: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+def fit_linear(
+    x: Tensor,
+    y: Tensor,
+    pools: Tensor,
+    seeds: list[int],
+    n_classes: int,
+    params: LinearParams,
+    evals: list[tuple[Tensor, Tensor]],
+) -> list[Tensor]:
     """Train one linear classifier per row of `pools` (indices into x; equal lengths) at once.
 
     Model s uses seeds[s] for its initialisation (nn.Linear's U(-1/sqrt(D), 1/sqrt(D)) for weight
@@ -64,8 +73,9 @@ def fit_linear(x: Tensor, y: Tensor, pools: Tensor, seeds: list[int], n_classes:
     weight = weight.to(device)
     momentum = torch.zeros_like(weight)
     x = torch.cat([x, torch.ones(len(x), 1, device=device, dtype=x.dtype)], dim=1)
-    evals = [(torch.cat([ex, torch.ones(*ex.shape[:-1], 1, device=device, dtype=ex.dtype)], -1), ey)
-             for ex, ey in evals]
+    evals = [
+        (torch.cat([ex, torch.ones(*ex.shape[:-1], 1, device=device, dtype=ex.dtype)], -1), ey) for ex, ey in evals
+    ]
     minus_one = torch.full((n_models, 1, params.batch_size), -1.0, device=device)
     pools = pools.to(device)
     history = [torch.empty(n_models, params.epochs, device=device) for _ in evals]
@@ -75,7 +85,7 @@ def fit_linear(x: Tensor, y: Tensor, pools: Tensor, seeds: list[int], n_classes:
             order = torch.stack([torch.randperm(pool_size, generator=g) for g in generators]).to(device)
             epoch_index = pools.gather(1, order)
             for start in range(0, pool_size, params.batch_size):
-                index = epoch_index[:, start:start + params.batch_size]
+                index = epoch_index[:, start : start + params.batch_size]
                 size = index.shape[1]
                 xb = x.index_select(0, index.flatten()).view(n_models, size, -1)  # (S, B, D + 1)
                 yb = y.index_select(0, index.flatten()).view(n_models, 1, size)
@@ -89,8 +99,15 @@ def fit_linear(x: Tensor, y: Tensor, pools: Tensor, seeds: list[int], n_classes:
     return [acc.cpu() for acc in history]
 
 
-def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seeds: list[int],
-                 params: LinearParams, n_classes: int | None = None) -> dict[str, Summary]:
+def linear_probe(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    seeds: list[int],
+    params: LinearParams,
+    n_classes: int | None = None,
+) -> dict[str, Summary]:
     """{"acc_best_test": summary, "acc_val_selected": summary} over seeds (see the module docstring)."""
     n_classes = n_classes or int(max(train_y.max(), test_y.max())) + 1
     n = train_x.shape[0]
@@ -99,8 +116,15 @@ def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tenso
     splits = [val_split(n, seed) for seed in seeds]
     fit_index = torch.stack([fit for fit, _ in splits])
     val_index = torch.stack([val for _, val in splits]).to(train_x.device)
-    val_acc, honest_test = fit_linear(train_x, train_y, fit_index, seeds, n_classes, params,
-                                      [(train_x[val_index], train_y[val_index]), (test_x, test_y)])
+    val_acc, honest_test = fit_linear(
+        train_x,
+        train_y,
+        fit_index,
+        seeds,
+        n_classes,
+        params,
+        [(train_x[val_index], train_y[val_index]), (test_x, test_y)],
+    )
     chosen = val_acc.argmax(1, keepdim=True)  # first maximum: the earliest best epoch
     return {
         "acc_best_test": summary(paper_test.max(1).values.tolist()),

@@ -9,8 +9,10 @@ from mimcli.probe.records import Summary
 from mimcli.probe.stats import one_cpu_thread, summary, val_split
 
 RIDGE_GRID = tuple(10.0**e for e in range(-6, 3))  # alpha / mean eigenvalue
-RIDGE_SELECTION = ("alpha = a * mean eigenvalue of the centred train Gram matrix, a in 1e-6..1e2 chosen by MSE on a "
-                   "seeded 10% validation split, then refit on the whole train split; r2 averaged over target dims")
+RIDGE_SELECTION = (
+    "alpha = a * mean eigenvalue of the centred train Gram matrix, a in 1e-6..1e2 chosen by MSE on a "
+    "seeded 10% validation split, then refit on the whole train split; r2 averaged over target dims"
+)
 
 
 class Ridge:
@@ -27,7 +29,8 @@ class Ridge:
     def predict(self, x: Tensor, relative_alpha: float) -> Tensor:
         shrink = 1 / (self.eigenvalues.clamp_min(0) + relative_alpha * self.scale)
         coef = self.eigenvectors @ (self.projected * shrink.unsqueeze(1))
-        return (x.double() - self.x_mean) @ coef + self.y_mean
+        prediction: Tensor = (x.double() - self.x_mean) @ coef + self.y_mean
+        return prediction
 
 
 def r2_score(y: Tensor, predicted: Tensor) -> float:
@@ -38,8 +41,9 @@ def r2_score(y: Tensor, predicted: Tensor) -> float:
     return (1 - residual / total).mean().item()
 
 
-def regression_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seeds: list[int]
-                     ) -> dict[str, Summary]:
+def regression_probe(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, seeds: list[int]
+) -> dict[str, Summary]:
     """{"r2", "mse"} on the test split; alpha chosen per seed on a seeded 10% validation split."""
     test_target = test_y.double().reshape(len(test_y), -1)
     r2s, mses = [], []

@@ -22,6 +22,7 @@ Accuracies are in percent. Each metric is {"mean", "std" (sample std, 0 for one 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,23 +47,48 @@ PROTOCOLS = ("linear", "knn", "regression")
 
 
 def _record(dataset: TransferDataset, protocol: str, layers: list[int]) -> ProbeRecord:
-    return {"dataset": dataset.name, "task": dataset.task, "protocol": protocol, "layers": layers,
-            "status": "ok", "message": None, "metrics": {}, "params": {}, "cache_key": None,
-            "n_train": None, "n_test": None, "seconds": None}
+    return {
+        "dataset": dataset.name,
+        "task": dataset.task,
+        "protocol": protocol,
+        "layers": layers,
+        "status": "ok",
+        "message": None,
+        "metrics": {},
+        "params": {},
+        "cache_key": None,
+        "n_train": None,
+        "n_test": None,
+        "seconds": None,
+    }
 
 
 def _params(protocol: str, linear: LinearParams, seeds: list[int]) -> dict[str, Any]:
     if protocol == "linear":
-        return {"epochs": linear.epochs, "lr": linear.lr, "momentum": linear.momentum,
-                "batch_size": linear.batch_size, "milestones": linear.milestones, "gamma": linear.gamma,
-                "selection": LINEAR_SELECTION, "val_fraction": VAL_FRACTION, "seeds": seeds}
+        return {
+            "epochs": linear.epochs,
+            "lr": linear.lr,
+            "momentum": linear.momentum,
+            "batch_size": linear.batch_size,
+            "milestones": linear.milestones,
+            "gamma": linear.gamma,
+            "selection": LINEAR_SELECTION,
+            "val_fraction": VAL_FRACTION,
+            "seeds": seeds,
+        }
     if protocol == "knn":
         return {"k": KNN_K, "temperature": KNN_TEMPERATURE, "similarity": "cosine", "weighting": "exp(sim/T)"}
     return {"alphas": list(RIDGE_GRID), "selection": RIDGE_SELECTION, "val_fraction": VAL_FRACTION, "seeds": seeds}
 
 
-def probe_dataset(dataset: TransferDataset, cache: FeatureCache, protocol: str, layers: list[int],
-                  seeds: list[int], linear: LinearParams) -> ProbeRecord:
+def probe_dataset(
+    dataset: TransferDataset,
+    cache: FeatureCache,
+    protocol: str,
+    layers: list[int],
+    seeds: list[int],
+    linear: LinearParams,
+) -> ProbeRecord:
     """One probe record; a data set that is not on disk (and not cached) gives status 'missing'."""
     protocol = "regression" if dataset.task == "regression" else protocol
     record = _record(dataset, protocol, layers)
@@ -71,7 +97,8 @@ def probe_dataset(dataset: TransferDataset, cache: FeatureCache, protocol: str, 
     try:
         train, test = cache.get(dataset)
     except DataNotFoundError as error:
-        record.update(status="missing", message=str(error), seconds=round(time.perf_counter() - start, 3))
+        record["status"], record["message"] = "missing", str(error)
+        record["seconds"] = round(time.perf_counter() - start, 3)
         return record
     device = cache.device
     train_x, test_x = train.matrix(layers).to(device), test.matrix(layers).to(device)
@@ -82,8 +109,9 @@ def probe_dataset(dataset: TransferDataset, cache: FeatureCache, protocol: str, 
         record["metrics"] = knn_probe(train_x, train_y, test_x, test_y)
     else:
         record["metrics"] = regression_probe(train_x, train_y, test_x, test_y, seeds)
-    record.update(cache_key=cache.key(dataset.source, dataset.image_size, layers), n_train=len(train),
-                  n_test=len(test), seconds=round(time.perf_counter() - start, 3))
+    record["cache_key"] = cache.key(dataset.source, dataset.image_size, layers)
+    record["n_train"], record["n_test"] = len(train), len(test)
+    record["seconds"] = round(time.perf_counter() - start, 3)
     return record
 
 
@@ -98,25 +126,40 @@ def _existing(path: Path, sha256: str, console: Console) -> list[ProbeRecord]:
         console.print(f"[yellow]warning:[/yellow] {path} is unreadable ({error}); starting it afresh")
         return []
     if previous != sha256:
-        console.print(f"[yellow]warning:[/yellow] {path} holds results of another checkpoint "
-                      f"({previous[:16]}); replacing them")
+        console.print(
+            f"[yellow]warning:[/yellow] {path} holds results of another checkpoint ({previous[:16]}); replacing them"
+        )
         return []
     return results
 
 
 def merge_records(results: list[ProbeRecord], record: ProbeRecord) -> list[ProbeRecord]:
     """Replace the record with the same (dataset, protocol, layers), else append."""
+
     def same(other: ProbeRecord) -> bool:
         return (other.get("dataset"), other.get("protocol"), other.get("layers")) == (
-            record["dataset"], record["protocol"], record["layers"])
+            record["dataset"],
+            record["protocol"],
+            record["layers"],
+        )
 
     return [record if same(r) else r for r in results] if any(map(same, results)) else [*results, record]
 
 
-def run_probes(run_dir: Path, *, datasets: list[str] | None = None, protocol: str | None = None,
-               layers: list[int] | None = None, seeds: list[int] | None = None, data_root: str | None = None,
-               device: str = "auto", console: Console | None = None, weights: str = BACKBONE,
-               out_name: str = PROBE, backbone_loader: Callable[[], PooledResNet] | None = None) -> ProbeResult:
+def run_probes(
+    run_dir: Path,
+    *,
+    datasets: list[str] | None = None,
+    protocol: str | None = None,
+    layers: list[int] | None = None,
+    seeds: list[int] | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+    console: Console | None = None,
+    weights: str = BACKBONE,
+    out_name: str = PROBE,
+    backbone_loader: Callable[[], PooledResNet] | None = None,
+) -> ProbeResult:
     """Probe a run's backbone (or `weights`, e.g. backbones/epoch-100.pt) on data sets; merge into `out_name`.
 
     Every None falls back to the run's [probe] section (data_root: data.root). probe.json is
@@ -136,20 +179,33 @@ def run_probes(run_dir: Path, *, datasets: list[str] | None = None, protocol: st
     layer_names(layers)
     seeds = list(dict.fromkeys(seeds or section.seeds))
     shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
-    bound = [resolve_dataset(name, root=data_root or config.data.root, image_size=config.data.image_size,
-                             download=config.data.download, shapes=shapes, pretrain_dataset=config.data.dataset)
-             for name in names]
+    bound = [
+        resolve_dataset(
+            name,
+            root=data_root or config.data.root,
+            image_size=config.data.image_size,
+            download=config.data.download,
+            shapes=shapes,
+            pretrain_dataset=config.data.dataset,
+        )
+        for name in names
+    ]
     if protocol == "regression":
         wrong = [d.name for d in bound if d.task != "regression"]
         if wrong:
-            raise UsageError(f"protocol 'regression' needs continuous targets; {', '.join(wrong)} are "
-                             "classification data sets (use linear or knn)")
+            raise UsageError(
+                f"protocol 'regression' needs continuous targets; {', '.join(wrong)} are "
+                "classification data sets (use linear or knn)"
+            )
     console = console or Console()
     cache = FeatureCache(run_dir, weights, device, console, backbone_loader, normalize=section.normalize)
     path = run_dir / out_name
-    result: ProbeResult = {"format": FORMAT, "run": run_dir.resolve().name,
-              "checkpoint": {"path": weights, "sha256": cache.sha256},
-              "results": _existing(path, cache.sha256, console)}
+    result: ProbeResult = {
+        "format": FORMAT,
+        "run": run_dir.resolve().name,
+        "checkpoint": {"path": weights, "sha256": cache.sha256},
+        "results": _existing(path, cache.sha256, console),
+    }
     linear = LinearParams.from_config(section)
     for dataset in bound:
         record = probe_dataset(dataset, cache, protocol, layers, seeds, linear)
@@ -160,6 +216,7 @@ def run_probes(run_dir: Path, *, datasets: list[str] | None = None, protocol: st
 
 def missing_datasets(result: ProbeResult, names: list[str]) -> list[str]:
     """Which of `names` have a 'missing' record in a probe result (data not on disk): a partial probe."""
+
     def key(name: str) -> str:
         kind, sep, arg = name.partition(":")
         return kind.lower() + sep + arg
@@ -174,9 +231,13 @@ def extract_features_distributed(run_dir: Path, config: RunConfig, console: Cons
     shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
     cache = FeatureCache(run_dir, BACKBONE, config.train.device, console, None, normalize=config.probe.normalize)
     for name in config.probe.datasets:
-        dataset = resolve_dataset(name, root=config.data.root, image_size=config.data.image_size,
-                                  download=config.data.download, shapes=shapes, pretrain_dataset=config.data.dataset)
-        try:
+        dataset = resolve_dataset(
+            name,
+            root=config.data.root,
+            image_size=config.data.image_size,
+            download=config.data.download,
+            shapes=shapes,
+            pretrain_dataset=config.data.dataset,
+        )
+        with contextlib.suppress(DataNotFoundError):  # rank 0's run_probes reports it as missing
             cache.get(dataset)
-        except DataNotFoundError:
-            pass  # rank 0's run_probes reports it as missing

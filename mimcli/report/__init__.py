@@ -36,42 +36,166 @@ from rich.table import Table
 
 from mimcli import runs
 from mimcli.errors import UsageError
-from mimcli.report.collect import (Run, collect_runs, display_name, find_run_dirs, load_run, metric_key,
-                                   preferred_record, probe_signature, record_value, records, source_key, stale)
-from mimcli.report.constants import (COMPARE, DAGGER, DATASET_ORDER, DISPLAY, EPOCHS, FORMATS, IGNORED_KEYS, LAMBDA,
-                                     MEAN, METHOD_ORDER, METHOD_USES, METRICS, MODEL_PROTOCOL, PLOTS_HINT,
-                                     RECORD_FIELDS, REGULARIZER_ORDER, REGULARIZER_USES)
-from mimcli.report.groups import (Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs,
-                                  settings)
+from mimcli.report.accuracy import (
+    attach_reference,
+    best_per_block,
+    build_table,
+    column_order,
+    describe_differences,
+    is_source,
+    majority,
+    plural,
+    shorten,
+)
+from mimcli.report.cells import AccuracyTable, Cell, Column, Row
+from mimcli.report.collect import (
+    Run,
+    collect_runs,
+    display_name,
+    find_run_dirs,
+    load_run,
+    metric_key,
+    preferred_record,
+    probe_signature,
+    record_value,
+    records,
+    source_key,
+    stale,
+)
+from mimcli.report.constants import (
+    COMPARE,
+    DAGGER,
+    DATASET_ORDER,
+    DISPLAY,
+    EPOCHS,
+    FORMATS,
+    IGNORED_KEYS,
+    LAMBDA,
+    MEAN,
+    METHOD_ORDER,
+    METHOD_USES,
+    METRICS,
+    MODEL_PROTOCOL,
+    PLOTS_HINT,
+    RECORD_FIELDS,
+    REGULARIZER_ORDER,
+    REGULARIZER_USES,
+)
+from mimcli.report.groups import Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs, settings
 from mimcli.report.information_plots import information_records, write_information_plots
 from mimcli.report.naming import safe_name
 from mimcli.report.plots import LOSS_SKIP, figure_colours, write_plots
 from mimcli.report.reference import load_reference, reference_value
-from mimcli.report.render import (cell_text, markdown, markdown_table, md_escape, md_row, relative, rich_sweep,
-                                  rich_tables, sweep_cells, sweep_headers, sweep_rows, to_csv, to_json)
-from mimcli.report.accuracy import (attach_reference, best_per_block, build_table, column_order,
-                                    describe_differences, is_source, majority, plural, shorten)
-from mimcli.report.cells import AccuracyTable, Cell, Column, Row
-from mimcli.report.sweeps import SeriesPoint, Series, SweepTable, build_sweep
+from mimcli.report.render import (
+    cell_text,
+    markdown,
+    markdown_table,
+    md_escape,
+    md_row,
+    relative,
+    rich_sweep,
+    rich_tables,
+    sweep_cells,
+    sweep_headers,
+    sweep_rows,
+    to_csv,
+    to_json,
+)
+from mimcli.report.sweeps import Series, SeriesPoint, SweepTable, build_sweep
 from mimcli.report.tables import Report, build_report, protocol_lines
 
+__all__ = [
+    "COMPARE",
+    "DAGGER",
+    "DATASET_ORDER",
+    "DISPLAY",
+    "EPOCHS",
+    "FORMATS",
+    "IGNORED_KEYS",
+    "LAMBDA",
+    "LOSS_SKIP",
+    "MEAN",
+    "METHOD_ORDER",
+    "METHOD_USES",
+    "METRICS",
+    "MODEL_PROTOCOL",
+    "PLOTS_HINT",
+    "RECORD_FIELDS",
+    "REGULARIZER_ORDER",
+    "REGULARIZER_USES",
+    "AccuracyTable",
+    "Cell",
+    "Column",
+    "Group",
+    "Report",
+    "Row",
+    "Run",
+    "Series",
+    "SeriesPoint",
+    "SweepTable",
+    "attach_reference",
+    "best_per_block",
+    "build_report",
+    "build_sweep",
+    "build_table",
+    "cell_text",
+    "collect_runs",
+    "column_order",
+    "describe_differences",
+    "describe_setting",
+    "display_name",
+    "distinguishing_labels",
+    "figure_colours",
+    "find_run_dirs",
+    "flatten",
+    "frozen",
+    "group_runs",
+    "information_records",
+    "is_source",
+    "load_reference",
+    "load_run",
+    "majority",
+    "markdown",
+    "markdown_table",
+    "md_escape",
+    "md_row",
+    "metric_key",
+    "plural",
+    "preferred_record",
+    "probe_signature",
+    "protocol_lines",
+    "record_value",
+    "records",
+    "reference_value",
+    "relative",
+    "rich_sweep",
+    "rich_tables",
+    "run_report",
+    "safe_name",
+    "settings",
+    "shorten",
+    "source_key",
+    "stale",
+    "sweep_cells",
+    "sweep_headers",
+    "sweep_rows",
+    "to_csv",
+    "to_json",
+    "write_information_plots",
+    "write_plots",
+]
 
-__all__ = ["COMPARE", "DAGGER", "DATASET_ORDER", "DISPLAY", "EPOCHS", "FORMATS", "IGNORED_KEYS", "LAMBDA",
-           "LOSS_SKIP", "MEAN", "METHOD_ORDER", "METHOD_USES", "METRICS", "MODEL_PROTOCOL", "PLOTS_HINT",
-           "RECORD_FIELDS", "REGULARIZER_ORDER", "REGULARIZER_USES", "AccuracyTable", "Cell", "Column", "Group",
-           "Report", "Row", "Run", "Series", "SeriesPoint", "SweepTable", "attach_reference", "best_per_block",
-           "build_report", "build_sweep", "build_table", "cell_text", "collect_runs", "column_order",
-           "describe_differences", "describe_setting", "display_name", "distinguishing_labels", "figure_colours",
-           "find_run_dirs", "flatten", "information_records", "frozen", "group_runs", "is_source", "load_reference", "load_run", "majority",
-           "markdown", "markdown_table", "md_escape", "md_row", "metric_key", "plural", "preferred_record",
-           "probe_signature", "protocol_lines", "record_value", "records", "reference_value", "relative",
-           "rich_sweep", "rich_tables", "run_report", "safe_name", "settings", "shorten", "source_key", "stale",
-           "sweep_cells", "sweep_headers", "sweep_rows", "to_csv", "to_json", "write_information_plots", "write_plots"]
 
-
-def run_report(paths: list[Path], fmt: str = "table", out: Path | None = None, plots: Path | None = None,
-               compare: str | None = None, metric: str = "acc_best_test", console: Console | None = None,
-               err_console: Console | None = None) -> Report:
+def run_report(
+    paths: list[Path],
+    fmt: str = "table",
+    out: Path | None = None,
+    plots: Path | None = None,
+    compare: str | None = None,
+    metric: str = "acc_best_test",
+    console: Console | None = None,
+    err_console: Console | None = None,
+) -> Report:
     """`mim report`: tables (rich | markdown | json | csv) to `out` or the console, PNGs to `plots`.
 
     Warnings and notes go to `err_console` (stderr by default), so JSON / CSV / markdown on stdout

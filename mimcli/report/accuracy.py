@@ -9,11 +9,11 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from mimcli.config import RunConfig
+from mimcli.report.cells import AccuracyTable, Cell, Column, Row
 from mimcli.report.collect import Run, preferred_record, probe_signature, record_value
 from mimcli.report.constants import DAGGER, DATASET_ORDER, MEAN, MODEL_PROTOCOL
 from mimcli.report.groups import Group, distinguishing_labels, frozen
 from mimcli.report.reference import reference_value
-from mimcli.report.cells import AccuracyTable, Cell, Column, Row
 from mimcli.report.spread import spread_lines
 
 
@@ -24,7 +24,7 @@ def is_source(dataset: str, config: RunConfig) -> bool:
     return kind == config.data.dataset
 
 
-def column_order(column: Column) -> tuple:
+def column_order(column: Column) -> tuple[Any, ...]:
     index = DATASET_ORDER.index(column.key) if column.key in DATASET_ORDER else len(DATASET_ORDER)
     return ({"source": 0, "transfer": 1, "mean": 2}[column.role], index, column.key)
 
@@ -53,8 +53,9 @@ def shorten(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def build_table(source: str, groups: list[Group], metric: str, warnings: list[str],
-                reference: dict[str, Any] | None = None) -> AccuracyTable:
+def build_table(
+    source: str, groups: list[Group], metric: str, warnings: list[str], reference: dict[str, Any] | None = None
+) -> AccuracyTable:
     """The accuracy table of one source data set (rows: groups; columns: probe data sets + transfer mean)."""
     labels = distinguishing_labels([(g.model, g.settings) for g in groups])
     for group, label in zip(groups, labels):
@@ -91,7 +92,7 @@ def build_table(source: str, groups: list[Group], metric: str, warnings: list[st
             if column.role == "mean":
                 continue
             picked = [(run, chosen[id(run)].get(column.key)) for run in group.runs]
-            values = [record_value(rec, metric) for _, rec in picked if rec is not None]
+            values = [v for _, rec in picked if rec is not None and (v := record_value(rec, metric)) is not None]
             if values:
                 common = majority(list(signatures[column.key].values()))
                 flagged = any(rec is not None and signatures[column.key][id(run)] != common for run, rec in picked)
@@ -99,14 +100,20 @@ def build_table(source: str, groups: list[Group], metric: str, warnings: list[st
         if transfer:
             means = []
             for run in group.runs:
-                values = [record_value(chosen[id(run)][c.key], metric) for c in transfer if c.key in chosen[id(run)]]
+                values = [
+                    v
+                    for c in transfer
+                    if c.key in chosen[id(run)] and (v := record_value(chosen[id(run)][c.key], metric)) is not None
+                ]
                 if len(values) == len(transfer):
                     means.append(sum(values) / len(values))
             if means:
                 cells[MEAN] = Cell(means, any(cells[c.key].flagged for c in transfer if c.key in cells))
             if len(means) < len(group.runs):
-                warnings.append(f"{table.title}: {group.label}: transfer mean over {len(means)} of {len(group.runs)} "
-                                f"runs (the others lack a transfer data set)")
+                warnings.append(
+                    f"{table.title}: {group.label}: transfer mean over {len(means)} of {len(group.runs)} "
+                    f"runs (the others lack a transfer data set)"
+                )
         table.rows.append(Row(group, cells))
     # model-level protocol (backbone, width, image size, stem) across rows
     protocols = [{k: g.settings.get(k) for k in MODEL_PROTOCOL} for g in groups]
@@ -114,14 +121,17 @@ def build_table(source: str, groups: list[Group], metric: str, warnings: list[st
     for row, protocol in zip(table.rows, protocols):
         row.flagged = frozen(protocol) != common
     if any(row.flagged for row in table.rows):
-        warnings.append(f"{table.title}: rows trained with different protocols, marked {DAGGER}: "
-                        f"{describe_differences(protocols, 'row')}")
+        warnings.append(
+            f"{table.title}: rows trained with different protocols, marked {DAGGER}: "
+            f"{describe_differences(protocols, 'row')}"
+        )
     for column in columns:
         sigs = signatures.get(column.key, {})
         if len(set(sigs.values())) > 1:
             described = describe_differences([json.loads(s) for s in sigs.values()], "run")
-            warnings.append(f"{table.title}: column {column.header} mixes probe protocols, marked {DAGGER}: "
-                            f"{described}")
+            warnings.append(
+                f"{table.title}: column {column.header} mixes probe protocols, marked {DAGGER}: {described}"
+            )
     table.best = best_per_block(table)
     table.spread = spread_lines(table)
     if reference is not None:
@@ -131,14 +141,17 @@ def build_table(source: str, groups: list[Group], metric: str, warnings: list[st
 
 def best_per_block(table: AccuracyTable) -> set[tuple[int, str]]:
     """(row index, column) of the best value (as printed) per block of rows sharing a base method."""
-    best = set()
+    best: set[tuple[int, str]] = set()
     blocks: dict[str, list[int]] = defaultdict(list)
     for index, row in enumerate(table.rows):
         blocks[row.block].append(index)
     for indices in blocks.values():
         for column in table.columns:
-            shown = {i: round(table.rows[i].cells[column.key].mean, column.digits)
-                     for i in indices if column.key in table.rows[i].cells}
+            shown = {
+                i: round(table.rows[i].cells[column.key].mean, column.digits)
+                for i in indices
+                if column.key in table.rows[i].cells
+            }
             if len(shown) < 2:
                 continue
             top = max(shown.values())
@@ -153,18 +166,19 @@ def attach_reference(table: AccuracyTable, reference: dict[str, Any]) -> None:
         for key, cell in row.cells.items():
             if key == MEAN:
                 refs = [reference_value(reference, table.source, model, k) for k in transfer]
-                cell.reference = sum(refs) / len(refs) if refs and None not in refs else None
+                known = [r for r in refs if r is not None]
+                cell.reference = sum(known) / len(known) if refs and len(known) == len(refs) else None
             else:
                 cell.reference = reference_value(reference, table.source, model, key)
     if table.has_reference:
         table.notes.append(f"Reference: {reference_label(reference)}: {reference.get('protocol')}.")
         ours = sorted({row.group.config.train.epochs for row in table.rows})
         if reference.get("epochs") and ours != [reference["epochs"]]:
-            table.notes.append(f"Our runs trained {', '.join(map(str, ours))} epochs, the reference "
-                               f"{reference['epochs']}.")
+            table.notes.append(
+                f"Our runs trained {', '.join(map(str, ours))} epochs, the reference {reference['epochs']}."
+            )
     else:
-        table.notes.append(f"No {reference_label(reference)} numbers exist for {table.title}: "
-                           "comparison left out.")
+        table.notes.append(f"No {reference_label(reference)} numbers exist for {table.title}: comparison left out.")
 
 
 def reference_label(reference: dict[str, Any]) -> str:
@@ -181,6 +195,8 @@ def drop_duplicate_seeds(groups: list[Group], warnings: list[str]) -> None:
         for run in group.runs:
             first = kept.setdefault(run.config.train.seed, run)
             if first is not run:
-                warnings.append(f"{run.name} repeats {first.name} (same config, train.seed={run.config.train.seed}): "
-                                "counted once; pool over different seeds")
+                warnings.append(
+                    f"{run.name} repeats {first.name} (same config, train.seed={run.config.train.seed}): "
+                    "counted once; pool over different seeds"
+                )
         group.runs = list(kept.values())

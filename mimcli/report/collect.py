@@ -14,7 +14,6 @@ from mimcli.labels import describe_model
 from mimcli.report.constants import REGULARIZER_USES
 from mimcli.report.reference import reference_value
 
-
 # --------------------------------------------------------------------------------------------- runs
 
 
@@ -70,36 +69,51 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
     try:
         config = runs.load_run_config(path)
     except UsageError as error:
-        return skip(f"unreadable {runs.CONFIG} ({error})")
+        skip(f"unreadable {runs.CONFIG} ({error})")
+        return None
     try:
         status = runs.read_json(path / runs.STATUS)
     except FileNotFoundError:
-        return skip(f"no {runs.STATUS} (not written by `mim pretrain`)")
+        skip(f"no {runs.STATUS} (not written by `mim pretrain`)")
+        return None
     except (OSError, ValueError) as error:
-        return skip(f"unreadable {runs.STATUS} ({error})")
+        skip(f"unreadable {runs.STATUS} ({error})")
+        return None
     if not isinstance(status, dict) or status.get("status") != "finished":
         state = status.get("status", "?") if isinstance(status, dict) else "?"
         done = status.get("epochs_done", "?") if isinstance(status, dict) else "?"
-        return skip(f"unfinished ({state}, {done} of {config.train.epochs} epochs)")
+        skip(f"unfinished ({state}, {done} of {config.train.epochs} epochs)")
+        return None
     probe_path = path / runs.PROBE
     if not probe_path.is_file():
-        return skip(f"no probe results (run `mim probe {name}`)")
+        skip(f"no probe results (run `mim probe {name}`)")
+        return None
     try:
         probe = runs.read_json(probe_path)
         results = probe["results"]
         if not isinstance(results, list):
             raise TypeError("results is not a list")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return skip(f"unreadable {runs.PROBE} ({error})")
+        skip(f"unreadable {runs.PROBE} ({error})")
+        return None
     if stale(path, probe):
-        return skip(f"{runs.PROBE} is stale: the backbone changed after probing (run `mim probe {name}` again)")
-    records = [r for r in results if isinstance(r, dict) and r.get("status") == "ok"
-               and isinstance(r.get("dataset"), str) and isinstance(r.get("metrics"), dict) and r["metrics"]]
+        skip(f"{runs.PROBE} is stale: the backbone changed after probing (run `mim probe {name}` again)")
+        return None
+    records = [
+        r
+        for r in results
+        if isinstance(r, dict)
+        and r.get("status") == "ok"
+        and isinstance(r.get("dataset"), str)
+        and isinstance(r.get("metrics"), dict)
+        and r["metrics"]
+    ]
     failed = [f"{r.get('dataset', '?')} ({r.get('status', '?')})" for r in results if r not in records]
     if failed:
         warnings.append(f"{name}: no probe result for {', '.join(failed)}")
     if not records:
-        return skip("no probe results with status ok")
+        skip("no probe results with status ok")
+        return None
     return Run(path, name, config, records, runs.read_metrics(path))
 
 
@@ -111,7 +125,7 @@ def stale(path: Path, probe: dict[str, Any]) -> bool:
         return False
     if weights.stat().st_mtime <= (path / runs.PROBE).stat().st_mtime:
         return False
-    return runs.file_sha256(weights) != checkpoint["sha256"]
+    return bool(runs.file_sha256(weights) != checkpoint["sha256"])
 
 
 def collect_runs(paths: list[Path], warnings: list[str] | None = None) -> list[Run]:
@@ -129,7 +143,7 @@ def collect_runs(paths: list[Path], warnings: list[str] | None = None) -> list[R
 
 def metric_key(record: dict[str, Any], metric: str) -> str:
     """The number a probe record contributes: linear -> `metric`, knn -> acc, regression -> r2."""
-    return {"linear": metric, "knn": "acc", "regression": "r2"}.get(record.get("protocol"), metric)
+    return {"linear": metric, "knn": "acc", "regression": "r2"}.get(str(record.get("protocol")), metric)
 
 
 def record_value(record: dict[str, Any], metric: str) -> float | None:
@@ -151,8 +165,9 @@ def probe_signature(record: dict[str, Any]) -> dict[str, Any]:
     return {"protocol": record.get("protocol"), "layers": record.get("layers"), **params}
 
 
-def records(runs_: list[Run], metric: str = "acc_best_test", reference: dict[str, Any] | None = None
-            ) -> list[dict[str, Any]]:
+def records(
+    runs_: list[Run], metric: str = "acc_best_test", reference: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Tidy records, one per (run, probe record): the JSON / CSV output."""
     out = []
     for run in runs_:
@@ -161,11 +176,21 @@ def records(runs_: list[Run], metric: str = "acc_best_test", reference: dict[str
             value = record_value(record, metric)
             if value is None:
                 continue
-            row = {"run": run.name, "model": run.model, "method": cfg.method.name,
-                   "regularizer": cfg.regularizer.kind, "lambda": run.lam, "epochs": cfg.train.epochs,
-                   "seed": cfg.train.seed, "dataset": record["dataset"], "task": record.get("task"),
-                   "metric": metric_key(record, metric), "value": value, "protocol": record.get("protocol"),
-                   "layers": record.get("layers")}
+            row = {
+                "run": run.name,
+                "model": run.model,
+                "method": cfg.method.name,
+                "regularizer": cfg.regularizer.kind,
+                "lambda": run.lam,
+                "epochs": cfg.train.epochs,
+                "seed": cfg.train.seed,
+                "dataset": record["dataset"],
+                "task": record.get("task"),
+                "metric": metric_key(record, metric),
+                "value": value,
+                "protocol": record.get("protocol"),
+                "layers": record.get("layers"),
+            }
             if reference is not None:
                 ref = reference_value(reference, source_key(cfg), run.model, record["dataset"])
                 row["reference"] = ref

@@ -8,29 +8,87 @@ METRICS = {
     "acc_val_selected": "test accuracy at the epoch chosen on a held-out 10% of the train split (honest)",
 }
 COMPARE = ("paper", "report")
-RECORD_FIELDS = ("run", "model", "method", "regularizer", "lambda", "epochs", "seed", "dataset", "task", "metric",
-                 "value", "protocol", "layers")
+RECORD_FIELDS = (
+    "run",
+    "model",
+    "method",
+    "regularizer",
+    "lambda",
+    "epochs",
+    "seed",
+    "dataset",
+    "task",
+    "metric",
+    "value",
+    "protocol",
+    "layers",
+)
 MEAN = "transfer mean"
 DAGGER = "†"
 PLOTS_HINT = "plots need matplotlib: pip install 'mim[plots]'"
 
-DATASET_ORDER = ("cifar10", "cifar100", "stl10", "dtd", "mnist", "fashionmnist", "cub200", "flowers102", "gtsrb",
-                 "shapes:shape", "shapes:hue", "shapes:position")
-DISPLAY = {"cifar10": "CIFAR10", "cifar100": "CIFAR100", "stl10": "STL10", "dtd": "DTD", "mnist": "MNIST",
-           "fashionmnist": "FaMNIST", "cub200": "CUBirds", "flowers102": "VGGFlower", "gtsrb": "TrafficSigns",
-           "shapes": "shapes", "imagefolder": "image folder"}
+DATASET_ORDER = (
+    "cifar10",
+    "cifar100",
+    "stl10",
+    "dtd",
+    "mnist",
+    "fashionmnist",
+    "cub200",
+    "flowers102",
+    "gtsrb",
+    "shapes:shape",
+    "shapes:hue",
+    "shapes:position",
+)
+DISPLAY = {
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "stl10": "STL10",
+    "dtd": "DTD",
+    "mnist": "MNIST",
+    "fashionmnist": "FaMNIST",
+    "cub200": "CUBirds",
+    "flowers102": "VGGFlower",
+    "gtsrb": "TrafficSigns",
+    "shapes": "shapes",
+    "imagefolder": "image folder",
+}
 METHOD_ORDER = ("simclr", "byol", "barlow", "supervised")
 REGULARIZER_ORDER = ("none", "rc", "lbe", "mib", "ip", "noise")
 
 # Config keys that never split runs into different rows: names, paths and execution details.
-IGNORED_KEYS = ("run.", "probe.", "train.seed", "train.device", "train.threads", "train.log", "train.print_every",
-                "train.compile", "train.channels_last", "train.precision", "train.save_epochs", "data.download",
-                "train.diagnostics_every", "train.diagnostics_images")
+IGNORED_KEYS = (
+    "run.",
+    "probe.",
+    "train.seed",
+    "train.device",
+    "train.threads",
+    "train.log",
+    "train.print_every",
+    "train.compile",
+    "train.channels_last",
+    "train.precision",
+    "train.save_epochs",
+    "data.download",
+    "train.diagnostics_every",
+    "train.diagnostics_images",
+)
 # The regulariser / method keys each kind actually reads (the rest are defaults that do nothing).
-REGULARIZER_USES = {"none": (), "noise": ("sigma",), "rc": ("lambda",),
-                    "lbe": ("lambda", "sigma", "rho", "block_weights"), "mib": ("lambda", "sigma"), "ip": ("lambda",)}
-METHOD_USES = {"simclr": ("temperature", "hidden_dim", "proj_dim"), "byol": ("base_momentum", "hidden_dim", "proj_dim"),
-               "barlow": ("offdiag_weight", "hidden_dim", "proj_dim"), "supervised": ()}
+REGULARIZER_USES = {
+    "none": (),
+    "noise": ("sigma",),
+    "rc": ("lambda",),
+    "lbe": ("lambda", "sigma", "rho", "block_weights"),
+    "mib": ("lambda", "sigma"),
+    "ip": ("lambda",),
+}
+METHOD_USES = {
+    "simclr": ("temperature", "hidden_dim", "proj_dim"),
+    "byol": ("base_momentum", "hidden_dim", "proj_dim"),
+    "barlow": ("offdiag_weight", "hidden_dim", "proj_dim"),
+    "supervised": (),
+}
 MODEL_PROTOCOL = ("model.backbone", "model.width", "model.stem", "data.image_size")
 LAMBDA = "regularizer.lambda"
 EPOCHS = "train.epochs"

@@ -9,8 +9,15 @@ from typing import Any
 
 from mimcli.config import RunConfig
 from mimcli.report.collect import Run
-from mimcli.report.constants import (EPOCHS, IGNORED_KEYS, LAMBDA, METHOD_ORDER, METHOD_USES, REGULARIZER_ORDER,
-                                     REGULARIZER_USES)
+from mimcli.report.constants import (
+    EPOCHS,
+    IGNORED_KEYS,
+    LAMBDA,
+    METHOD_ORDER,
+    METHOD_USES,
+    REGULARIZER_ORDER,
+    REGULARIZER_USES,
+)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -67,8 +74,13 @@ class Group:
 
     def order(self) -> tuple[int, int, float, int, str]:
         cfg = self.config
-        return (METHOD_ORDER.index(cfg.method.name), REGULARIZER_ORDER.index(cfg.regularizer.kind),
-                self.runs[0].lam or 0.0, cfg.train.epochs, self.label)
+        return (
+            METHOD_ORDER.index(cfg.method.name),
+            REGULARIZER_ORDER.index(cfg.regularizer.kind),
+            self.runs[0].lam or 0.0,
+            cfg.train.epochs,
+            self.label,
+        )
 
 
 def group_runs(runs_: list[Run]) -> list[Group]:
@@ -100,8 +112,7 @@ def distinguishing_labels(items: list[tuple[str, dict[str, Any]]], exclude: tupl
         if len(indices) < 2:
             continue
         keys = sorted({k for i in indices for k in items[i][1]}, key=lambda k: (k != LAMBDA, k != EPOCHS, k))
-        differing = [k for k in keys if k not in exclude
-                     and len({frozen(items[i][1].get(k)) for i in indices}) > 1]
+        differing = [k for k in keys if k not in exclude and len({frozen(items[i][1].get(k)) for i in indices}) > 1]
         for i in indices:
             parts = [describe_setting(k, items[i][1].get(k)) for k in differing]
             labels[i] = f"{model} ({', '.join(parts)})" if parts else model

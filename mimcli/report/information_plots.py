@@ -40,11 +40,24 @@ def information_records(runs_: list[Run]) -> list[dict[str, Any]]:
             for name, value in estimates.items():
                 if name == "seconds" or not isinstance(value, (int, float)):
                     continue
-                out.append({"run": run.name, "model": run.model, "method": cfg.method.name,
-                            "regularizer": cfg.regularizer.kind, "lambda": run.lam, "epochs": cfg.train.epochs,
-                            "seed": cfg.train.seed, "dataset": source_key(cfg), "task": "information",
-                            "metric": f"info:{name}", "value": float(value), "protocol": None, "layers": [4],
-                            "epoch": epoch})
+                out.append(
+                    {
+                        "run": run.name,
+                        "model": run.model,
+                        "method": cfg.method.name,
+                        "regularizer": cfg.regularizer.kind,
+                        "lambda": run.lam,
+                        "epochs": cfg.train.epochs,
+                        "seed": cfg.train.seed,
+                        "dataset": source_key(cfg),
+                        "task": "information",
+                        "metric": f"info:{name}",
+                        "value": float(value),
+                        "protocol": None,
+                        "layers": [4],
+                        "epoch": epoch,
+                    }
+                )
     return out
 
 
@@ -54,7 +67,7 @@ def factor_names(runs_: list[Run]) -> list[str]:
         for _, estimates in trajectory(run):
             for key in estimates:
                 if key.startswith(FACTOR_PREFIX) and key.endswith(FACTOR_SUFFIX) and key not in NOT_FACTORS:
-                    names.setdefault(key[len(FACTOR_PREFIX):-len(FACTOR_SUFFIX)])
+                    names.setdefault(key[len(FACTOR_PREFIX) : -len(FACTOR_SUFFIX)])
     return list(names)
 
 
@@ -99,10 +112,27 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
             points = [(e, v) for e, v in trajectory(run) if PLANE_X in v and PLANE_Y in v]
             xs, ys = [v[PLANE_X] for _, v in points], [v[PLANE_Y] for _, v in points]
             axes.plot(xs, ys, color=colours(index % 10), linewidth=1.2, alpha=0.8, zorder=1)
-            axes.scatter(xs, ys, c=[e for e, _ in points], cmap=cmap, norm=norm, marker=markers[index % len(markers)],
-                         edgecolors=colours(index % 10), linewidths=1.0, s=40, zorder=2, label=name_of(run))
-            axes.annotate("end", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize="x-small",
-                          color=colours(index % 10))
+            axes.scatter(
+                xs,
+                ys,
+                c=[e for e, _ in points],
+                cmap=cmap,
+                norm=norm,
+                marker=markers[index % len(markers)],
+                edgecolors=colours(index % 10),
+                linewidths=1.0,
+                s=40,
+                zorder=2,
+                label=name_of(run),
+            )
+            axes.annotate(
+                "end",
+                (xs[-1], ys[-1]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize="x-small",
+                color=colours(index % 10),
+            )
         axes.set(xlabel=LABELS[PLANE_X], ylabel=LABELS[PLANE_Y], title=DISPLAY.get(source, source))
         axes.legend(fontsize="small")
     bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(panels), label="epoch")
@@ -117,8 +147,14 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
         for axes, key in zip(row, (PLANE_X, PLANE_Y)):
             for index, run in enumerate(by_source[source]):
                 series = [(e, v[key]) for e, v in trajectory(run) if key in v]
-                axes.plot([p[0] for p in series], [p[1] for p in series], marker=markers[index % len(markers)],
-                          markersize=3, color=colours(index % 10), label=name_of(run))
+                axes.plot(
+                    [p[0] for p in series],
+                    [p[1] for p in series],
+                    marker=markers[index % len(markers)],
+                    markersize=3,
+                    color=colours(index % 10),
+                    label=name_of(run),
+                )
             axes.set(xlabel="epoch", ylabel=LABELS[key], title=f"{DISPLAY.get(source, source)}: {SHORT[key]}")
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         row[1].legend(fontsize="small")
@@ -134,8 +170,14 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
             key = f"{FACTOR_PREFIX}{factor}{FACTOR_SUFFIX}"
             for index, run in enumerate(by_source[source]):
                 series = [(e, v[key]) for e, v in trajectory(run) if key in v]
-                axes.plot([p[0] for p in series], [p[1] for p in series], marker=markers[index % len(markers)],
-                          markersize=3, color=colours(index % 10), label=name_of(run))
+                axes.plot(
+                    [p[0] for p in series],
+                    [p[1] for p in series],
+                    marker=markers[index % len(markers)],
+                    markersize=3,
+                    color=colours(index % 10),
+                    label=name_of(run),
+                )
             axes.set(xlabel="epoch", ylabel=f"I(z; {factor})  [Renyi, nats]", title=factor)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.legend(fontsize="small")

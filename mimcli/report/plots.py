@@ -15,19 +15,34 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mimcli.report.cells import Column
 from mimcli.report.constants import LAMBDA, MEAN
 from mimcli.report.information_plots import write_information_plots
 from mimcli.report.naming import safe_name
-from mimcli.report.cells import Column
 from mimcli.report.tables import Report
 
 LOSS_SKIP = ("epoch", "lr", "images_per_s", "seconds", "train_acc")
 DPI = 200
 # Classes per classification task, for the chance line (100 / classes %).
-CLASSES = {"cifar10": 10, "cifar100": 100, "stl10": 10, "dtd": 47, "mnist": 10, "fashionmnist": 10, "cub200": 200,
-           "flowers102": 102, "gtsrb": 43, "shapes:shape": 10, "shapes:hue": 8}
-LOSS_NAMES = {"loss": "total loss", "loss_method": "method loss", "loss_reg": "regulariser term",
-              "mi_lbe": "LBE estimate of I(z, v)"}
+CLASSES = {
+    "cifar10": 10,
+    "cifar100": 100,
+    "stl10": 10,
+    "dtd": 47,
+    "mnist": 10,
+    "fashionmnist": 10,
+    "cub200": 200,
+    "flowers102": 102,
+    "gtsrb": 43,
+    "shapes:shape": 10,
+    "shapes:hue": 8,
+}
+LOSS_NAMES = {
+    "loss": "total loss",
+    "loss_method": "method loss",
+    "loss_reg": "regulariser term",
+    "mi_lbe": "LBE estimate of I(z, v)",
+}
 
 
 def figure_colours(n: int) -> list[Any]:
@@ -76,8 +91,14 @@ def shared_legend(figure: Any, axes: list[Any], extra: list[tuple[Any, str]] | N
     for handle, label in extra or []:
         seen.setdefault(label, handle)
     if seen:
-        figure.legend(list(seen.values()), list(seen.keys()), loc="outside lower center",
-                      ncols=min(len(seen), 3), fontsize="small", frameon=False)
+        figure.legend(
+            list(seen.values()),
+            list(seen.keys()),
+            loc="outside lower center",
+            ncols=min(len(seen), 3),
+            fontsize="small",
+            frameon=False,
+        )
 
 
 def run_labels(report: Report) -> dict[int, str]:
@@ -129,9 +150,13 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
             if any(other[: len(run.metrics)] == run.metrics for _, other in curves):
                 continue  # an epochs-sweep point cut from a longer run: the same curve
             curves.append((labels.get(id(run), run.model), run.metrics))
-        terms = [k for k in dict.fromkeys(k for _, ms in curves for m in ms for k in m) if k not in LOSS_SKIP
-                 and all(isinstance(m.get(k, 0.0), (int, float)) for _, ms in curves for m in ms)
-                 and any(m.get(k, 0.0) != 0 for _, ms in curves for m in ms)]  # a term no run uses: no panel
+        terms = [
+            k
+            for k in dict.fromkeys(k for _, ms in curves for m in ms for k in m)
+            if k not in LOSS_SKIP
+            and all(isinstance(m.get(k, 0.0), (int, float)) for _, ms in curves for m in ms)
+            and any(m.get(k, 0.0) != 0 for _, ms in curves for m in ms)
+        ]  # a term no run uses: no panel
         if not terms:
             continue
         figure = new_figure(len(terms))
@@ -140,8 +165,14 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
         for ax, term in zip(axes, terms):
             for colour, (label, metrics) in zip(colours, curves):
                 curve = [(m["epoch"], m[term]) for m in metrics if term in m and "epoch" in m]
-                ax.plot([c[0] for c in curve], [c[1] for c in curve], color=colour, label=label,
-                        marker="o" if len(curve) <= 20 else None, markersize=3)
+                ax.plot(
+                    [c[0] for c in curve],
+                    [c[1] for c in curve],
+                    color=colour,
+                    label=label,
+                    marker="o" if len(curve) <= 20 else None,
+                    markersize=3,
+                )
             ax.set(xlabel="epoch", ylabel="mean over the epoch", title=LOSS_NAMES.get(term, term))
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         shared_legend(figure, axes)
@@ -165,17 +196,27 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
                     continue
                 n = len(cell.values)
                 any_single |= n < 2
-                ax.bar(index, cell.mean, 0.8, color=colours[index], edgecolor="black",
-                       linewidth=0.5, hatch="///" if n < 2 else None,
-                       yerr=cell.std if n >= 2 else None, capsize=3)
+                ax.bar(
+                    index,
+                    cell.mean,
+                    0.8,
+                    color=colours[index],
+                    edgecolor="black",
+                    linewidth=0.5,
+                    hatch="///" if n < 2 else None,
+                    yerr=cell.std if n >= 2 else None,
+                    capsize=3,
+                )
             level = chance(column)
             if level is not None:
                 ax.axhline(level, color="black", linestyle=":", linewidth=1)
                 any_chance = True
             ax.set_xticks([])
             ax.set(ylabel=axis_label(column, report.metric), title=panel_title(column))
-        extra: list[tuple[Any, str]] = [(Patch(facecolor=colour, edgecolor="black", linewidth=0.5), row.label)
-                                        for colour, row in zip(colours, table.rows)]
+        extra: list[tuple[Any, str]] = [
+            (Patch(facecolor=colour, edgecolor="black", linewidth=0.5), row.label)
+            for colour, row in zip(colours, table.rows)
+        ]
         extra += [(single, "hatched: a single run (no error bar)")] if any_single else []
         extra += [(chance_handle, "chance")] if any_chance else []
         shared_legend(figure, axes, extra)
@@ -204,8 +245,9 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
                         ax.plot([x], [cell.mean], marker="o", markerfacecolor="white", color=colour)
             for style, row in zip(("--", "-.", (0, (5, 1))) * len(sweep.baselines), sweep.baselines):
                 if column.key in row.cells:
-                    ax.axhline(row.cells[column.key].mean, linestyle=style, color="grey",
-                               label=f"baseline: {row.group.label}")
+                    ax.axhline(
+                        row.cells[column.key].mean, linestyle=style, color="grey", label=f"baseline: {row.group.label}"
+                    )
             level = chance(column)
             if level is not None:
                 ax.axhline(level, color="black", linestyle=":", linewidth=1)
@@ -219,15 +261,24 @@ def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | Non
                     ax.set_xscale("symlog", linthresh=min(positive))
             else:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set(xlabel="λ" if sweep.axis == LAMBDA else "pretraining epochs",
-                   ylabel=axis_label(column, report.metric), title=panel_title(column))
-        hollow = Line2D([], [], marker="o", markerfacecolor="white", color="black", linestyle="",
-                        label="hollow: a single run (no error bar)")
-        extra = ([(hollow, "hollow: a single run (no error bar)")] if any_single else [])
+            ax.set(
+                xlabel="λ" if sweep.axis == LAMBDA else "pretraining epochs",
+                ylabel=axis_label(column, report.metric),
+                title=panel_title(column),
+            )
+        hollow = Line2D(
+            [],
+            [],
+            marker="o",
+            markerfacecolor="white",
+            color="black",
+            linestyle="",
+            label="hollow: a single run (no error bar)",
+        )
+        extra = [(hollow, "hollow: a single run (no error bar)")] if any_single else []
         extra += [(chance_handle, "chance")] if any_chance else []
         shared_legend(figure, axes, extra)
         axis = "lambda" if sweep.axis == LAMBDA else "epochs"
         save(figure, f"{axis}-{safe_name(sweep.table.source)}", sweep.title)
     written.extend(write_information_plots(report.runs, directory))
     return written
-

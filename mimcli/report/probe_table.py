@@ -20,8 +20,11 @@ def print_probe_table(result: ProbeResult, console: Console | None = None) -> No
     console = console or Console()
     table = Table(title=f"probes: {result.get('run', '')} ({result.get('checkpoint', {}).get('path', '')})")
     for column in ("dataset", "protocol", "layers", "metric", "value", "n train/test", "s", "status"):
-        table.add_column(column, justify="right" if column in ("value", "s") else "left",
-                         no_wrap=column in ("metric", "value", "status"))
+        table.add_column(
+            column,
+            justify="right" if column in ("value", "s") else "left",
+            no_wrap=column in ("metric", "value", "status"),
+        )
     notes = []
     for record in result.get("results", []):
         metrics = record.get("metrics") or {}
@@ -32,8 +35,16 @@ def print_probe_table(result: ProbeResult, console: Console | None = None) -> No
             notes.append(f"[red]{record['dataset']}[/red] ({record['protocol']}): {record['message']}")
         sizes = f"{record['n_train']}/{record['n_test']}" if record.get("n_train") is not None else "-"
         seconds = f"{record['seconds']:.1f}" if record.get("seconds") is not None else "-"
-        table.add_row(record["dataset"], record["protocol"], ",".join(map(str, record["layers"])), names, values,
-                      sizes, seconds, status)
+        table.add_row(
+            record["dataset"],
+            record["protocol"],
+            ",".join(map(str, record["layers"])),
+            names,
+            values,
+            sizes,
+            seconds,
+            status,
+        )
     console.print(table)
     for note in notes:
         console.print(note, highlight=False)

@@ -11,9 +11,9 @@ from typing import Any
 
 from rich.table import Table
 
-from mimcli.report.constants import DAGGER, MEAN, METRICS, RECORD_FIELDS
 from mimcli.report.accuracy import reference_label
 from mimcli.report.cells import AccuracyTable, Column, Row
+from mimcli.report.constants import DAGGER, MEAN, METRICS, RECORD_FIELDS
 from mimcli.report.sweeps import SweepTable
 from mimcli.report.tables import Report, protocol_lines
 
@@ -26,11 +26,15 @@ def cell_text(table: AccuracyTable, index: int, column: Column) -> str | None:
 def column_chunks(table: AccuracyTable, width: int, compared: bool) -> list[list[Column]]:
     """Split the data columns into runs that fit `width` beside the model and n columns, so that at 80
     columns (logs, pipes) a wide table is stacked into parts instead of squeezed into '…'."""
+
     def cells(column: Column) -> list[str]:
         texts = [cell_text(table, i, column) or "-" for i in range(len(table.rows))]
         if compared:
-            texts += [f"{c.reference:.{column.digits}f} ({c.difference:+.{column.digits}f})"
-                      for r in table.rows if (c := r.cells.get(column.key)) is not None and c.reference is not None]
+            texts += [
+                f"{c.reference:.{column.digits}f} ({c.difference:+.{column.digits}f})"
+                for r in table.rows
+                if (c := r.cells.get(column.key)) is not None and c.reference is not None
+            ]
         return texts
 
     def need(column: Column) -> int:  # widest cell (+1 for the best mark) or header word, plus padding and rule
@@ -56,13 +60,13 @@ def rich_tables(report: Report, plain: bool = False, width: int = 200) -> list[T
     for table in report.tables:
         best = "Best per block marked *." if plain else "Best per block marked * (green on a terminal)."
         compared = report.compare is not None and table.has_reference
-        under = ([f"Under each value: the {reference_name(report)} number (ours - reference)."]
-                 if compared else [])
+        under = [f"Under each value: the {reference_name(report)} number (ours - reference)."] if compared else []
         chunks = column_chunks(table, width, compared)
         for part, columns in enumerate(chunks, start=1):
             title = table.title + (f" ({part}/{len(chunks)})" if len(chunks) > 1 else "")
-            caption = ("\n".join([" ".join([best, *under, *table.notes]), *table.spread])
-                       if part == len(chunks) else None)
+            caption = (
+                "\n".join([" ".join([best, *under, *table.notes]), *table.spread]) if part == len(chunks) else None
+            )
             rich = Table(title=title, caption=caption)
             rich.add_column("model", overflow="fold")
             rich.add_column("n", justify="right")
@@ -83,8 +87,9 @@ def rich_tables(report: Report, plain: bool = False, width: int = 200) -> list[T
                         text = f"{text}*" if plain else f"[bold green]{text}*[/bold green]"
                     cell = row.cells[column.key]
                     if compared and cell.reference is not None:
-                        text += (f"\n[dim]{cell.reference:.{column.digits}f} "
-                                 f"({cell.difference:+.{column.digits}f})[/dim]")
+                        text += (
+                            f"\n[dim]{cell.reference:.{column.digits}f} ({cell.difference:+.{column.digits}f})[/dim]"
+                        )
                     texts.append(text)
                 rich.add_row(row.label, str(len(row.group.runs)), *texts)
             out.append(rich)
@@ -158,35 +163,51 @@ def markdown_table(table: AccuracyTable, compare: str | None) -> list[str]:
     return lines
 
 
-def markdown(report: Report, paths: list[Path], figures: list[tuple[str, Path]] | None, plots_note: str | None,
-             base: Path) -> str:
+def markdown(
+    report: Report, paths: list[Path], figures: list[tuple[str, Path]] | None, plots_note: str | None, base: Path
+) -> str:
     """The whole report as one markdown document (figure links relative to `base`)."""
-    lines = ["# Linear-probe report", "",
-             f"{len(report.runs)} runs from {', '.join(f'`{p}`' for p in paths)}. Table metric: "
-             f"`{report.metric}` ({METRICS[report.metric]}).", "", "## Protocol", ""]
+    lines = [
+        "# Linear-probe report",
+        "",
+        f"{len(report.runs)} runs from {', '.join(f'`{p}`' for p in paths)}. Table metric: "
+        f"`{report.metric}` ({METRICS[report.metric]}).",
+        "",
+        "## Protocol",
+        "",
+    ]
     lines += [f"- **{what}**: {value}" for what, value in protocol_lines(report)]
     for table in report.tables:
         lines += ["", f"## {table.title}", "", *markdown_table(table, report.compare), ""]
         transfer = [c.header for c in table.columns if c.role == "transfer" and c.task == "classification"]
-        notes = ["Best value per block (rows of one base method) in **bold**; mean ± std over training seeds "
-                 "where n > 1."]
+        notes = [
+            "Best value per block (rows of one base method) in **bold**; mean ± std over training seeds where n > 1."
+        ]
         if transfer:
             notes.append(f"{MEAN}: mean over {', '.join(transfer)}.")
         if any(c.task == "regression" for c in table.columns):
             notes.append("Regression columns show R² of the ridge probe.")
         if any(r.flagged for r in table.rows) or any(c.flagged for r in table.rows for c in r.cells.values()):
-            notes.append(f"{DAGGER}: trained or probed with a different protocol from the rest of the table "
-                         "(see Warnings).")
+            notes.append(
+                f"{DAGGER}: trained or probed with a different protocol from the rest of the table (see Warnings)."
+            )
         if report.compare and table.has_reference:
             notes.append(f"`{report.compare}`: the {reference_name(report)} number; Δ = ours - reference.")
         lines += [" ".join(notes + table.notes)]
         if table.spread:
             lines += ["", *[f"- {line}" for line in table.spread]]
     for sweep in report.sweeps:
-        lines += ["", f"## {sweep.title}", "", md_row(sweep_headers(sweep)),
-                  "|---|" + "---:|" * (len(sweep_headers(sweep)) - 1)]
-        lines += [md_row([label, x, *sweep_cells(sweep, row), str(len(row.group.runs))])
-                  for label, x, row in sweep_rows(sweep)]
+        lines += [
+            "",
+            f"## {sweep.title}",
+            "",
+            md_row(sweep_headers(sweep)),
+            "|---|" + "---:|" * (len(sweep_headers(sweep)) - 1),
+        ]
+        lines += [
+            md_row([label, x, *sweep_cells(sweep, row), str(len(row.group.runs))])
+            for label, x, row in sweep_rows(sweep)
+        ]
     if figures:
         lines += ["", "## Figures", ""]
         loss = [(t, p) for t, p in figures if p.name.startswith("loss-")]
@@ -217,7 +238,11 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "layers": ",".join(map(str, row.get("layers") or [])),
-                         **{k: "" if row.get(k) is None else row[k] for k in ("lambda", "reference", "difference")
-                            if k in row}})
+        writer.writerow(
+            {
+                **row,
+                "layers": ",".join(map(str, row.get("layers") or [])),
+                **{k: "" if row.get(k) is None else row[k] for k in ("lambda", "reference", "difference") if k in row},
+            }
+        )
     return buffer.getvalue()

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 
 def _without_regularizer(settings: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in settings.items() if not k.startswith("regularizer.")}, sort_keys=True,
-                      default=str)
+    return json.dumps(
+        {k: v for k, v in settings.items() if not k.startswith("regularizer.")}, sort_keys=True, default=str
+    )
 
 
 def baseline_of(table: AccuracyTable, row: Row) -> Row | None:
@@ -26,8 +27,11 @@ def baseline_of(table: AccuracyTable, row: Row) -> Row | None:
     config = row.group.config
     if config.regularizer.kind == "none":
         return None
-    same_method = [r for r in table.rows if r.group.config.regularizer.kind == "none"
-                   and r.group.config.method.name == config.method.name]
+    same_method = [
+        r
+        for r in table.rows
+        if r.group.config.regularizer.kind == "none" and r.group.config.method.name == config.method.name
+    ]
     key = _without_regularizer(row.group.settings)
     exact = [r for r in same_method if _without_regularizer(r.group.settings) == key]
     candidates = exact or same_method
@@ -51,6 +55,8 @@ def spread_lines(table: AccuracyTable) -> list[str]:
                 continue
             parts.append(f"{column.header} {welch_interval(cell.values, ref.values).text(column.digits)}")
         if parts:
-            lines.append(f"{row.label} - {base.label} (n {len(row.group.runs)} vs {len(base.group.runs)}; "
-                         f"{LEVEL:.0%} Welch t-interval over training seeds): {'; '.join(parts)}.")
+            lines.append(
+                f"{row.label} - {base.label} (n {len(row.group.runs)} vs {len(base.group.runs)}; "
+                f"{LEVEL:.0%} Welch t-interval over training seeds): {'; '.join(parts)}."
+            )
     return lines

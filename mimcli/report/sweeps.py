@@ -6,9 +6,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from mimcli.report.cells import AccuracyTable, Row
 from mimcli.report.constants import LAMBDA
 from mimcli.report.groups import distinguishing_labels, frozen
-from mimcli.report.cells import AccuracyTable, Row
 
 
 @dataclass
@@ -51,15 +51,19 @@ def build_sweep(table: AccuracyTable, axis: str) -> SweepTable | None:
         return None
     members = list(families.values())
     labels = distinguishing_labels([(rows[0].group.model, rows[0].group.settings) for rows in members], (axis,))
-    series = [Series(label, sorted((SeriesPoint(float(r.group.settings[axis]), r) for r in rows), key=lambda p: p.x))
-              for label, rows in zip(labels, members)]
+    series = [
+        Series(label, sorted((SeriesPoint(float(r.group.settings[axis]), r) for r in rows), key=lambda p: p.x))
+        for label, rows in zip(labels, members)
+    ]
     series.sort(key=lambda s: s.points[0].row.group.order())
     baselines: list[Row] = []
     if axis == LAMBDA:
+
         def strip(values: dict[str, Any]) -> str:
             return frozen({k: v for k, v in values.items() if not k.startswith("regularizer.")})
 
         wanted = {strip(rows[0].group.settings) for rows in members}
-        baselines = [r for r in table.rows
-                     if r.group.config.regularizer.kind == "none" and strip(r.group.settings) in wanted]
+        baselines = [
+            r for r in table.rows if r.group.config.regularizer.kind == "none" and strip(r.group.settings) in wanted
+        ]
     return SweepTable(axis, table, series, baselines)

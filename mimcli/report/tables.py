@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from mimcli.errors import UsageError
+from mimcli.report.accuracy import build_table, drop_duplicate_seeds, plural
+from mimcli.report.cells import AccuracyTable
 from mimcli.report.collect import Run, collect_runs, source_key
 from mimcli.report.constants import DATASET_ORDER, EPOCHS, LAMBDA, METRICS
 from mimcli.report.groups import group_runs
 from mimcli.report.reference import load_reference
-from mimcli.report.accuracy import build_table, drop_duplicate_seeds, plural
-from mimcli.report.cells import AccuracyTable
 from mimcli.report.sweeps import SweepTable, build_sweep
 
 
@@ -30,16 +30,18 @@ class Report:
     compare: str | None = None
 
 
-def build_report(paths: list[Path], metric: str = "acc_best_test", compare: str | None = None,
-                 warnings: list[str] | None = None) -> Report:
+def build_report(
+    paths: list[Path], metric: str = "acc_best_test", compare: str | None = None, warnings: list[str] | None = None
+) -> Report:
     if metric not in METRICS:
         raise UsageError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
     reference = load_reference(compare) if compare is not None else None
     warnings = warnings if warnings is not None else []
     runs_ = collect_runs(paths, warnings)
     if not runs_:
-        raise UsageError(f"no finished run with probe results under {', '.join(map(str, paths))} "
-                         f"({len(warnings)} warnings above)")
+        raise UsageError(
+            f"no finished run with probe results under {', '.join(map(str, paths))} ({len(warnings)} warnings above)"
+        )
     by_source: dict[str, list[Run]] = defaultdict(list)
     for run in runs_:
         by_source[source_key(run.config)].append(run)
@@ -67,13 +69,29 @@ def protocol_lines(report: Report) -> list[tuple[str, str]]:
     lines = [
         ("runs", str(len(report.runs))),
         ("backbone", distinct([f"{c.model.backbone}, width {c.model.width}, stem {c.model.stem}" for c in cfgs])),
-        ("pretraining data", distinct([f"{source_key(c)} at {c.data.image_size} px"
-                                       + (f", subset {c.data.subset}" if c.data.subset else "") for c in cfgs])),
+        (
+            "pretraining data",
+            distinct(
+                [
+                    f"{source_key(c)} at {c.data.image_size} px"
+                    + (f", subset {c.data.subset}" if c.data.subset else "")
+                    for c in cfgs
+                ]
+            ),
+        ),
         ("method", distinct([run.model for run in report.runs])),
         ("epochs", distinct([c.train.epochs for c in cfgs])),
         ("batch size", distinct([c.train.batch_size for c in cfgs])),
-        ("optimiser", distinct([f"{c.train.optimizer} lr {c.train.lr:g}, weight decay {c.train.weight_decay:g}, "
-                                f"{c.train.schedule} schedule" for c in cfgs])),
+        (
+            "optimiser",
+            distinct(
+                [
+                    f"{c.train.optimizer} lr {c.train.lr:g}, weight decay {c.train.weight_decay:g}, "
+                    f"{c.train.schedule} schedule"
+                    for c in cfgs
+                ]
+            ),
+        ),
         ("training seeds", ", ".join(map(str, sorted({c.train.seed for c in cfgs})))),
     ]
     for protocol in sorted({r.get("protocol") for r in probes}, key=str):

@@ -5,14 +5,27 @@ plan.py makes the points, state.py says where each stands, execute.py runs them,
 
 from mimcli.sweep.execute import run_point, run_sweep, sweep
 from mimcli.sweep.plan import (
-           KINDS,
-           SweepPoint,
-           parse_shard,
-           plan_sweep,
-           shard_points,
-           split_values,
+    KINDS,
+    SweepPoint,
+    parse_shard,
+    plan_sweep,
+    shard_points,
+    split_values,
 )
 from mimcli.sweep.state import OutcomeStatus, PointOutcome, missing_probes, point_state
 
-__all__ = ["KINDS", "OutcomeStatus", "PointOutcome", "SweepPoint", "missing_probes", "parse_shard", "plan_sweep",
-           "point_state", "run_point", "run_sweep", "shard_points", "split_values", "sweep"]
+__all__ = [
+    "KINDS",
+    "OutcomeStatus",
+    "PointOutcome",
+    "SweepPoint",
+    "missing_probes",
+    "parse_shard",
+    "plan_sweep",
+    "point_state",
+    "run_point",
+    "run_sweep",
+    "shard_points",
+    "split_values",
+    "sweep",
+]

@@ -104,8 +104,10 @@ def _clear_unstarted(run_dir: Path) -> None:
     leftovers = {runs.CONFIG, runs.STATUS, runs.METRICS}
     unknown = [p.name for p in run_dir.iterdir() if p.name not in leftovers and not p.name.endswith(".tmp")]
     if unknown:
-        raise UsageError(f"{run_dir} holds files that are not an unstarted run ({', '.join(sorted(unknown)[:3])}): "
-                         "remove them or choose another sweep --name")
+        raise UsageError(
+            f"{run_dir} holds files that are not an unstarted run ({', '.join(sorted(unknown)[:3])}): "
+            "remove them or choose another sweep --name"
+        )
     shutil.rmtree(run_dir)
 
 
@@ -149,9 +151,15 @@ def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_p
     _link_or_copy(weights, point.run_dir / runs.BACKBONE)
     kept = [r for r in runs.read_metrics(source.run_dir) if r.get("epoch", 0) <= point.epoch]
     runs.atomic_write_text(point.run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in kept))
-    runs.write_json(point.run_dir / runs.STATUS, {
-        "status": "finished", "epochs_done": point.epoch,
-        "derived_from": os.path.relpath(source.run_dir, point.run_dir), "weights": f"backbones/epoch-{point.epoch}.pt"})
+    runs.write_json(
+        point.run_dir / runs.STATUS,
+        {
+            "status": "finished",
+            "epochs_done": point.epoch,
+            "derived_from": os.path.relpath(source.run_dir, point.run_dir),
+            "weights": f"backbones/epoch-{point.epoch}.pt",
+        },
+    )
     return True
 
 
@@ -184,8 +192,14 @@ def run_point(point: SweepPoint, console: Console, show_progress: bool = True) -
     return outcome
 
 
-def run_sweep(points: list[SweepPoint], shard: tuple[int, int] | str | None = None, dry_run: bool = False,
-              console: Console | None = None, show_progress: bool = True, report: bool = True) -> list[PointOutcome]:
+def run_sweep(
+    points: list[SweepPoint],
+    shard: tuple[int, int] | str | None = None,
+    dry_run: bool = False,
+    console: Console | None = None,
+    show_progress: bool = True,
+    report: bool = True,
+) -> list[PointOutcome]:
     """Run (or, dry_run, print) this shard's points in order, then print the outcomes and the report."""
     console = console or Console()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -194,14 +208,16 @@ def run_sweep(points: list[SweepPoint], shard: tuple[int, int] | str | None = No
     check_conflicts(selected)
     sweep_dirs = unique([p.sweep_dir for p in points])
     label = f" (shard {shard if isinstance(shard, str) else '/'.join(map(str, shard))})" if shard else ""
-    console.print(f"sweep {', '.join(map(str, sweep_dirs))}: {len(selected)} of {len(points)} points{label}",
-                  highlight=False)
+    console.print(
+        f"sweep {', '.join(map(str, sweep_dirs))}: {len(selected)} of {len(points)} points{label}", highlight=False
+    )
     outcomes: list[PointOutcome] = []
     if dry_run:
         for point in selected:
             state, commands = plan_commands(point)
-            console.print(f"# {point.name}: {state}{lock_note(point.lock_path)}", markup=False, highlight=False,
-                          soft_wrap=True)
+            console.print(
+                f"# {point.name}: {state}{lock_note(point.lock_path)}", markup=False, highlight=False, soft_wrap=True
+            )
             for command in commands:
                 console.print(command, markup=False, highlight=False, soft_wrap=True)
             outcomes.append(PointOutcome(point, "dry-run", message=state, commands=commands))
@@ -221,10 +237,19 @@ def run_sweep(points: list[SweepPoint], shard: tuple[int, int] | str | None = No
     return outcomes
 
 
-def sweep(kind: str, presets: str | Sequence[str], values: str | Sequence[Any] | None = None,
-          overrides: Sequence[str] | None = None, set_values: Sequence[str] | None = None,
-          out_root: str | Path = "runs", name: str | None = None, shard: tuple[int, int] | str | None = None,
-          dry_run: bool = False, console: Console | None = None, show_progress: bool = True) -> list[PointOutcome]:
+def sweep(
+    kind: str,
+    presets: str | Sequence[str],
+    values: str | Sequence[Any] | None = None,
+    overrides: Sequence[str] | None = None,
+    set_values: Sequence[str] | None = None,
+    out_root: str | Path = "runs",
+    name: str | None = None,
+    shard: tuple[int, int] | str | None = None,
+    dry_run: bool = False,
+    console: Console | None = None,
+    show_progress: bool = True,
+) -> list[PointOutcome]:
     """`mim sweep` in one call: plan_sweep, then run_sweep."""
     points = plan_sweep(kind, presets, values, overrides, set_values, out_root, name)
     return run_sweep(points, shard, dry_run, console, show_progress)

@@ -34,5 +34,3 @@ def print_report(sweep_dir: Path, console: Console) -> None:
         run_report([sweep_dir], fmt="table", console=console)
     except UsageError as error:
         console.print(f"report: {error}")
-
-

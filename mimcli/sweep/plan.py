@@ -149,15 +149,20 @@ def preset_lambda(preset: str, method: str, kind: str) -> float:
     return DEFAULT_LAMBDA
 
 
-def _point_overrides(kind: str, preset: str, base: RunConfig, texts: list[str], user_keys: set[str],
-                     axes: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+def _point_overrides(
+    kind: str, preset: str, base: RunConfig, texts: list[str], user_keys: set[str], axes: list[tuple[str, list[str]]]
+) -> list[tuple[str, list[str]]]:
     """(label, the point's own overrides) for each point of one preset; epochs: the training run last."""
     if kind == "lambda":
         if base.regularizer.kind == "none":
-            raise UsageError(f"preset {preset!r} has regularizer.kind='none': lambda changes nothing "
-                             f"(sweep a regularised preset, e.g. {base.method.name}-rc)")
-        return [(f"lambda-{lam:g}", [f"regularizer.lambda={lam!r}"])
-                for lam in unique([_number(t, kind, float) for t in texts])]
+            raise UsageError(
+                f"preset {preset!r} has regularizer.kind='none': lambda changes nothing "
+                f"(sweep a regularised preset, e.g. {base.method.name}-rc)"
+            )
+        return [
+            (f"lambda-{lam:g}", [f"regularizer.lambda={lam!r}"])
+            for lam in unique([_number(t, kind, float) for t in texts])
+        ]
     if kind == "seeds":
         return [(f"seed-{s}", [f"train.seed={s}"]) for s in unique([_number(t, kind, int) for t in texts])]
     if kind == "grid":
@@ -166,8 +171,9 @@ def _point_overrides(kind: str, preset: str, base: RunConfig, texts: list[str], 
         specs = []
         for reg in unique([t.strip("'\"") for t in texts]):
             if reg not in REGULARIZER_KINDS:
-                raise UsageError(f"regularizers sweep: unknown regulariser {reg!r}; "
-                                 f"choose from {', '.join(REGULARIZER_KINDS)}")
+                raise UsageError(
+                    f"regularizers sweep: unknown regulariser {reg!r}; choose from {', '.join(REGULARIZER_KINDS)}"
+                )
             extra = [f"regularizer.kind={reg}"]
             if reg != "none" and "regularizer.lambda" not in user_keys:
                 extra.append(f"regularizer.lambda={preset_lambda(preset, base.method.name, reg)!r}")
@@ -178,13 +184,21 @@ def _point_overrides(kind: str, preset: str, base: RunConfig, texts: list[str], 
         raise UsageError(f"epochs sweep: {epochs[0]} is not a positive number of epochs")
     *smaller, last = epochs
     kept = ",".join(map(str, smaller))
-    return [*((f"epochs-{e}", [f"train.epochs={e}"]) for e in smaller),
-            (f"epochs-{last}", [f"train.epochs={last}", f"train.save_epochs=[{kept}]"])]
+    return [
+        *((f"epochs-{e}", [f"train.epochs={e}"]) for e in smaller),
+        (f"epochs-{last}", [f"train.epochs={last}", f"train.save_epochs=[{kept}]"]),
+    ]
 
 
-def plan_sweep(kind: str, presets: str | Sequence[str], values: str | Sequence[Any] | None = None,
-               overrides: Sequence[str] | None = None, set_values: Sequence[str] | None = None,
-               out_root: str | Path = "runs", name: str | None = None) -> list[SweepPoint]:
+def plan_sweep(
+    kind: str,
+    presets: str | Sequence[str],
+    values: str | Sequence[Any] | None = None,
+    overrides: Sequence[str] | None = None,
+    set_values: Sequence[str] | None = None,
+    out_root: str | Path = "runs",
+    name: str | None = None,
+) -> list[SweepPoint]:
     """The points of a sweep, every config built and validated (nothing is written).
 
     values: the swept values (strings may be comma-separated); regularizers defaults to none,rc,lbe.
@@ -232,8 +246,16 @@ def plan_sweep(kind: str, presets: str | Sequence[str], values: str | Sequence[A
         made = []
         for label, extra in _point_overrides(kind, preset, base, texts, user_keys, axes):
             point_name = f"{_stem(preset)}/{label}" if prefix else label
-            made.append(SweepPoint(point_name, preset, [*user, *extra], sweep_dir / point_name,
-                                   load_config(preset, [*user, *extra]), sweep_dir))
+            made.append(
+                SweepPoint(
+                    point_name,
+                    preset,
+                    [*user, *extra],
+                    sweep_dir / point_name,
+                    load_config(preset, [*user, *extra]),
+                    sweep_dir,
+                )
+            )
         if kind == "epochs":  # the last point is the one training; the others are read from its backbones
             for derived in made[:-1]:
                 derived.source, derived.epoch = made[-1], derived.config.train.epochs
@@ -266,5 +288,3 @@ def shard_points(points: list[SweepPoint], shard: tuple[int, int] | str | None) 
         return list(points)
     index, count = parse_shard(shard) if isinstance(shard, str) else check_shard(shard)
     return [p for i, p in enumerate(points) if i % count == index - 1]
-
-

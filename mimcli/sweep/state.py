@@ -69,7 +69,7 @@ def check_conflicts(points: list[SweepPoint]) -> None:
         if (point.run_dir / runs.CONFIG).is_file():
             diff = runs.config_diff(runs.load_run_config(point.run_dir), point.config)
             if diff:
-                raise UsageError(f"{point.run_dir} holds a run of another config ({'; '.join(diff[:3])}): "
-                                 "choose another sweep --name or remove that directory")
-
-
+                raise UsageError(
+                    f"{point.run_dir} holds a run of another config ({'; '.join(diff[:3])}): "
+                    "choose another sweep --name or remove that directory"
+                )

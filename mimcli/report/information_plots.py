@@ -86,17 +86,27 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
             by_source[source_key(run.config)].append(run)
     if not by_source:
         return []
+    # an epochs-sweep point cut from a longer run has the same trajectory, cut short: draw the longest once
+    for source, members in by_source.items():
+        members.sort(key=lambda r: -len(r.metrics))
+        kept: list[Run] = []
+        for run in members:
+            if not any(other.metrics[: len(run.metrics)] == run.metrics for other in kept):
+                kept.append(run)
+        by_source[source] = kept
+    drawn = [run for members in by_source.values() for run in members]
     sources = list(by_source)
 
     def name_of(run: Run) -> str:
-        return f"{run.model} ({run.name})" if _ambiguous(runs_, run) else run.model
+        return f"{run.model} ({run.name})" if _ambiguous(drawn, run) else run.model
 
     written: list[tuple[str, Path]] = []
 
     def save(figure: Any, name: str, title: str) -> None:
         FigureCanvasAgg(figure)
         path = Path(directory) / f"{name}.png"
-        figure.savefig(path, dpi=100, bbox_inches="tight")
+        figure.savefig(path, dpi=200, bbox_inches="tight")
+        figure.savefig(path.with_suffix(".pdf"), bbox_inches="tight")
         written.append((title, path))
 
     last_epoch = max(p[0] for runs in by_source.values() for r in runs for p in trajectory(r))
@@ -134,7 +144,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
                 color=colours(index % 10),
             )
         axes.set(xlabel=LABELS[PLANE_X], ylabel=LABELS[PLANE_Y], title=DISPLAY.get(source, source))
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.18))
     bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(panels), label="epoch")
     bar.locator = MaxNLocator(integer=True)
     bar.update_ticks()
@@ -157,7 +167,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
                 )
             axes.set(xlabel="epoch", ylabel=LABELS[key], title=f"{DISPLAY.get(source, source)}: {SHORT[key]}")
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        row[1].legend(fontsize="small")
+        row[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.18))
     figure.tight_layout()
     save(figure, "information-epochs", "I(z1; z2) and I(z; v) against epochs")
 
@@ -180,7 +190,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
                 )
             axes.set(xlabel="epoch", ylabel=f"I(z; {factor})  [Renyi, nats]", title=factor)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.legend(fontsize="small")
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.18))
         figure.suptitle(f"{DISPLAY.get(source, source)}: information the representation keeps about each factor")
         figure.tight_layout()
         save(figure, f"information-factors-{safe_name(source)}", f"I(z; factor) against epochs ({source})")

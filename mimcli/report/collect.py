@@ -165,6 +165,20 @@ def probe_signature(record: dict[str, Any]) -> dict[str, Any]:
     return {"protocol": record.get("protocol"), "layers": record.get("layers"), **params}
 
 
+def run_fields(run: Run) -> dict[str, Any]:
+    """The columns that name a run in every tidy record (probe results and information estimates)."""
+    cfg = run.config
+    return {
+        "run": run.name,
+        "model": run.model,
+        "method": cfg.method.name,
+        "regularizer": cfg.regularizer.kind,
+        "lambda": run.lam,
+        "epochs": cfg.train.epochs,
+        "seed": cfg.train.seed,
+    }
+
+
 def records(
     runs_: list[Run], metric: str = "acc_best_test", reference: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
@@ -177,13 +191,7 @@ def records(
             if value is None:
                 continue
             row = {
-                "run": run.name,
-                "model": run.model,
-                "method": cfg.method.name,
-                "regularizer": cfg.regularizer.kind,
-                "lambda": run.lam,
-                "epochs": cfg.train.epochs,
-                "seed": cfg.train.seed,
+                **run_fields(run),
                 "dataset": record["dataset"],
                 "task": record.get("task"),
                 "metric": metric_key(record, metric),

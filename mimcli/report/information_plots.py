@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mimcli.diagnostics import KEY
-from mimcli.report.collect import Run, source_key
+from mimcli.report.collect import Run, run_fields, source_key
 from mimcli.report.constants import DISPLAY
 from mimcli.report.naming import safe_name
 
@@ -42,13 +42,7 @@ def information_records(runs_: list[Run]) -> list[dict[str, Any]]:
                     continue
                 out.append(
                     {
-                        "run": run.name,
-                        "model": run.model,
-                        "method": cfg.method.name,
-                        "regularizer": cfg.regularizer.kind,
-                        "lambda": run.lam,
-                        "epochs": cfg.train.epochs,
-                        "seed": cfg.train.seed,
+                        **run_fields(run),
                         "dataset": source_key(cfg),
                         "task": "information",
                         "metric": f"info:{name}",

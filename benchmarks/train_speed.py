@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_table import machine, markdown_table, update_section
 
 from mimcli.config import RunConfig, load_config
+from mimcli.data.batch import Batch
 from mimcli.data.images import ImageData
 from mimcli.data.source import MemorySource
-from mimcli.methods import Batch
-from mimcli.models.pretrain import build_model
+from mimcli.methods.compose import build_model
 from mimcli.train import Trainer, resolve_precision
 
 

@@ -141,7 +141,7 @@ def _train(
 
     if resume and out is not None and (out / runs.CONFIG).is_file() and preset is None:
         raw = apply_overrides(read_toml(out / runs.CONFIG), list(overrides or []))
-        config = build_config(raw, str(out / runs.CONFIG))
+        config = build_config(raw, str(out / runs.CONFIG), stored=True)
     else:
         config = load_config(preset, overrides)
     if expect_supervised != (config.method.name == "supervised"):

@@ -7,12 +7,24 @@ be silently ignored (a complaint users have about other SSL toolkits).
 from __future__ import annotations
 
 import ast
+import hashlib
+import importlib
 import importlib.util
+import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from mimcli.errors import UsageError
 
@@ -40,11 +52,22 @@ class RunSection(Section):
         "at what length (shown by `mim presets`).",
     )
     out: str | None = Field(None, description="Run directory (default runs/<name>).")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="Python files (or importable modules) that register extra methods / regularisers "
+        "before the config is read (docs/extending.md).",
+    )
 
     @field_validator("name")
     @classmethod
     def _folder_name(cls, value: str) -> str:
         return check_folder_name(value)
+
+    @field_validator("plugins")
+    @classmethod
+    def _absolute_files(cls, value: list[str]) -> list[str]:
+        """A plugin file is recorded by absolute path, so resume and `mim report` find it from any folder."""
+        return [plugin_entry(entry) for entry in value]
 
 
 class ShapesSection(Section):
@@ -116,47 +139,163 @@ class ModelSection(Section):
     )
 
 
-class MethodSection(Section):
-    name: Literal["simclr", "byol", "barlow", "supervised"] = "simclr"
-    temperature: float = Field(0.5, gt=0, description="SimCLR NT-Xent temperature.")
-    hidden_dim: int = Field(512, gt=0, description="Projector hidden width.")
-    proj_dim: int | None = Field(None, gt=0, description="Projector output (default 128; 1024 for Barlow).")
-    base_momentum: float = Field(0.996, ge=0, le=1, description="BYOL EMA base momentum.")
-    offdiag_weight: float = Field(0.01, ge=0, description="Barlow Twins off-diagonal weight.")
-
-
+DEFAULT_METHOD = "simclr"
+DEFAULT_REGULARIZER = "none"
 IMAGENET_SIZE = 224  # from this resolution on, the official ImageNet settings apply (LBE rho, blocks)
 
 
+class MethodSection(Section):
+    """Base of every method's section. A method module subclasses it with `name: Literal["<name>"]`, its own
+    keys and ClassVars, and registers it; `RunConfig.method` then picks the subclass by `name`."""
+
+    name: str = DEFAULT_METHOD
+    label: ClassVar[str] = ""  # the report's row label ("SimCLR")
+    uses: ClassVar[tuple[str, ...]] = ()  # keys that change what the method computes (the report splits rows on them)
+    min_batch: ClassVar[int] = 2  # images per batch it needs (a contrastive loss needs two)
+
+    def check_run(self, config: RunConfig) -> None:
+        """Raise ValueError when the rest of the config cannot serve this method (most methods: never)."""
+
+
 class RegularizerSection(Section):
-    kind: Literal["none", "rc", "lbe", "mib", "ip", "noise"] = "none"
+    """Base of every regulariser's section: lambda weighs the term in `method + lambda * reg` and sigma is the
+    stochastic encoder's noise, both shared by the composition; subclasses add their own keys."""
+
+    kind: str = DEFAULT_REGULARIZER
     lam: float = Field(1.0, alias="lambda", ge=0, description="Weight of the I(z, v) term.")
     sigma: float = Field(0.1, ge=0, description="Noise on pooled features (lbe, mib, noise).")
-    rho: float | None = Field(
-        None,
-        gt=0,
-        description="LBE distance scale exp(-rho * ||z_k - f(v_l)||^2); default as the official "
-        "code: 1/20 (0.05), 1/80 (0.0125) at 224 px (ImageNet).",
-    )
-    block_weights: dict[str, float] | None = Field(
-        None,
-        description="LBE weight per pooled block; default as the official code: layer2 0.25, layer3 0.5, "
-        "layer4 1 (224 px / ImageNet: layer4 only).",
-    )
+    label: ClassVar[str] = ""  # the report's suffix ("RC" in "SimCLR + RC"); empty for none
+    uses: ClassVar[tuple[str, ...]] = ()
 
-    def lbe_rho(self, image_size: int) -> float:
-        """rho, or the official default for the resolution (the reference divides by 20, by 80 on ImageNet)."""
-        if self.rho is not None:
-            return self.rho
-        return 1 / 80 if image_size >= IMAGENET_SIZE else 1 / 20
+    def check_run(self, config: RunConfig) -> None:
+        """Raise ValueError when the rest of the config cannot serve this regulariser (RC: the image size)."""
 
-    def lbe_block_weights(self, image_size: int) -> dict[str, float]:
-        """block_weights, or the official default for the resolution."""
-        if self.block_weights is not None:
-            return self.block_weights
-        if image_size >= IMAGENET_SIZE:
-            return {"layer4": 1.0}
-        return {"layer2": 0.25, "layer3": 0.5, "layer4": 1.0}
+
+S = TypeVar("S", bound=Section)
+
+# name -> section class, in registration order (the report's row order); filled by the method and regulariser
+# modules through mimcli.methods.register_method / mimcli.regularizers.register_regularizer.
+METHOD_SECTIONS: dict[str, type[MethodSection]] = {}
+REGULARIZER_SECTIONS: dict[str, type[RegularizerSection]] = {}
+# The built-in methods and regularisers are plugins that ship with mim: loaded by name (like any plugin) the
+# first time a section is looked up, because config sits below them in the import order (docs/extending.md).
+BUILTIN_PLUGINS = ("mimcli.methods", "mimcli.regularizers")
+_loaded_plugins: dict[str, Any] = {}
+
+
+def plugin_entry(entry: str) -> str:
+    """A plugin as recorded: a .py file by absolute path, a module by its dotted name."""
+    return str(Path(entry).resolve()) if entry.endswith(".py") else entry
+
+
+def load_plugin(entry: str) -> None:
+    """Import a plugin once: a .py file by path, else a module by name; one UsageError line when it fails."""
+    entry = plugin_entry(entry)
+    if entry in _loaded_plugins:
+        return
+    try:
+        if entry.endswith(".py"):
+            path = Path(entry)
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file {entry}")
+            name = f"mim_plugin_{path.stem}_{hashlib.sha1(entry.encode()).hexdigest()[:8]}"
+            spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"not a Python module: {entry}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            _loaded_plugins[entry] = module
+            spec.loader.exec_module(module)
+        else:
+            _loaded_plugins[entry] = importlib.import_module(entry)
+    except UsageError:
+        _loaded_plugins.pop(entry, None)
+        raise
+    except Exception as error:  # a plugin's own bug or a missing file: bad input, one line
+        _loaded_plugins.pop(entry, None)
+        raise UsageError(f"run.plugins: cannot load {entry}: {type(error).__name__}: {error}") from None
+
+
+def method_sections() -> dict[str, type[MethodSection]]:
+    """Every registered method section, built-ins first."""
+    for entry in BUILTIN_PLUGINS:
+        load_plugin(entry)
+    return METHOD_SECTIONS
+
+
+def regularizer_sections() -> dict[str, type[RegularizerSection]]:
+    """Every registered regulariser section, built-ins first."""
+    for entry in BUILTIN_PLUGINS:
+        load_plugin(entry)
+    return REGULARIZER_SECTIONS
+
+
+def register_section(registry: dict[str, type[S]], key: str, section: type[S], owner: str) -> str:
+    """Add a section under the default of its `key` field; two owners of one name are an error."""
+    name = section.model_fields[key].default
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{section.__name__}.{key} needs a default: the name it registers under")
+    known = registry.get(name)
+    if known is not None and known is not section:
+        raise UsageError(f"{owner} {name!r} is already registered (by {known.__module__}.{known.__qualname__})")
+    registry[name] = section
+    return name
+
+
+def _own_keys(section: type[Section]) -> set[str]:
+    return {field.alias or key for key, field in section.model_fields.items()}
+
+
+def pick_section(
+    value: Any,
+    registry: dict[str, type[S]],
+    base: type[S],
+    key: str,
+    what: str,
+    handler: ValidatorFunctionWrapHandler,
+) -> S:
+    """The discriminated union on `key` (name / kind), assembled from the registry at validation time so that
+    plugins registered after import are in it; a key of another section is an error that says whose it is."""
+    if isinstance(value, base) and type(value) in registry.values():
+        return value
+    if isinstance(value, base):
+        value = value.model_dump(by_alias=True, exclude_none=True)
+    if not isinstance(value, dict):
+        return handler(value)  # type: ignore[no-any-return]  # pydantic's own error for a non-table
+    name = value.get(key, base.model_fields[key].default)
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(registry)}")
+    section = registry[name]
+    for extra in sorted(set(value) - _own_keys(section)):
+        owners = sorted(other for other, cls in registry.items() if extra in _own_keys(cls))
+        if owners:
+            raise ValueError(f"{extra!r} is a key of {what} {', '.join(owners)}, not of {what} {name!r}")
+    return section.model_validate(value)
+
+
+def method_section(values: dict[str, Any] | None = None, **keys: Any) -> MethodSection:
+    """The registered section for `name` (default simclr), validated: `method_section(name="byol")`."""
+    return RunConfig.model_validate({"method": {**(values or {}), **keys}}).method
+
+
+def regularizer_section(values: dict[str, Any] | None = None, **keys: Any) -> RegularizerSection:
+    """The registered section for `kind` (default none), validated: `regularizer_section(kind="lbe", rho=0.3)`."""
+    return RunConfig.model_validate({"regularizer": {**(values or {}), **keys}}).regularizer
+
+
+def drop_foreign_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config.toml written before methods had their own sections holds every method's and regulariser's keys
+    (defaults the run never read): keep only the selected section's own keys."""
+    sections: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+        ("method", "name", dict(method_sections()), DEFAULT_METHOD),
+        ("regularizer", "kind", dict(regularizer_sections()), DEFAULT_REGULARIZER),
+    )
+    for section, key, registry, default in sections:
+        values = raw.get(section)
+        if isinstance(values, dict) and values.get(key, default) in registry:
+            own = _own_keys(registry[values.get(key, default)])
+            raw[section] = {name: value for name, value in values.items() if name in own}
+    return raw
 
 
 class TrainSection(Section):
@@ -227,24 +366,32 @@ class RunConfig(Section):
     data: DataSection = Field(default_factory=DataSection)
     augment: AugmentSection = Field(default_factory=AugmentSection)
     model: ModelSection = Field(default_factory=ModelSection)
-    method: MethodSection = Field(default_factory=MethodSection)
-    regularizer: RegularizerSection = Field(default_factory=RegularizerSection)
+    method: SerializeAsAny[MethodSection] = Field(default_factory=lambda: method_sections()[DEFAULT_METHOD]())
+    regularizer: SerializeAsAny[RegularizerSection] = Field(
+        default_factory=lambda: regularizer_sections()[DEFAULT_REGULARIZER]()
+    )
     train: TrainSection = Field(default_factory=TrainSection)
     probe: ProbeSection = Field(default_factory=ProbeSection)
 
+    @field_validator("method", mode="wrap")
+    @classmethod
+    def _method(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> MethodSection:
+        return pick_section(value, method_sections(), MethodSection, "name", "method", handler)
+
+    @field_validator("regularizer", mode="wrap")
+    @classmethod
+    def _regularizer(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> RegularizerSection:
+        return pick_section(value, regularizer_sections(), RegularizerSection, "kind", "regularizer", handler)
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        if self.method.name != "supervised" and self.train.batch_size < 2:
+        if self.train.batch_size < self.method.min_batch:
             raise ValueError(
-                f"train.batch_size={self.train.batch_size}: a contrastive method needs at least 2 images per batch"
+                f"train.batch_size={self.train.batch_size}: method {self.method.name!r} needs at least "
+                f"{self.method.min_batch} images per batch"
             )
-        if self.regularizer.kind == "rc":
-            from mimcli.models.decoders import SUPPORTED_SIZES
-
-            if self.data.image_size not in SUPPORTED_SIZES:
-                raise ValueError(
-                    f"data.image_size={self.data.image_size}: the RC decoder serves only {sorted(SUPPORTED_SIZES)} px"
-                )
+        self.method.check_run(self)
+        self.regularizer.check_run(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -340,7 +487,17 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return f"invalid config from {source}: " + "; ".join(parts)
 
 
-def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+def build_config(raw: dict[str, Any], source: str = "config", stored: bool = False) -> RunConfig:
+    """Validate a raw config; plugins named in run.plugins register first. `stored`: a run's own config.toml,
+    which older versions wrote with every method's keys (see drop_foreign_keys)."""
+    run = raw.get("run")
+    plugins = run.get("plugins", []) if isinstance(run, dict) else []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise UsageError(f"invalid config from {source}: run.plugins: must be a list of file paths or module names")
+    for entry in plugins:
+        load_plugin(entry)
+    if stored:
+        raw = drop_foreign_keys(raw)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as error:

@@ -10,7 +10,5 @@ from mimcli.config import RunConfig
 
 def describe_model(config: RunConfig) -> str:
     """The report's row label: 'SimCLR + RC', 'BYOL', 'Supervised + LBE'."""
-    names = {"simclr": "SimCLR", "byol": "BYOL", "barlow": "Barlow Twins", "supervised": "Supervised"}
-    label = names[config.method.name]
-    kind = config.regularizer.kind
-    return label if kind == "none" else f"{label} + {kind.upper() if kind != 'noise' else 'noise'}"
+    method, regularizer = config.method.label, config.regularizer.label  # each section declares its own
+    return f"{method} + {regularizer}" if regularizer else method

@@ -166,7 +166,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a run directory (no {CONFIG})")
-    return build_config(read_toml(path), str(path))
+    return build_config(read_toml(path), str(path), stored=True)
 
 
 def file_sha256(path: Path) -> str:

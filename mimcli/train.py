@@ -21,6 +21,7 @@ from rich.table import Table
 from mimcli import distributed, provenance, runs
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
+from mimcli.data.batch import Batch
 from mimcli.data.images import ImageData
 from mimcli.data.sampler import epoch_order
 from mimcli.data.source import BatchSource
@@ -29,8 +30,7 @@ from mimcli.diagnostics import Diagnostics
 from mimcli.errors import DivergedError, UsageError
 from mimcli.labels import describe_model
 from mimcli.logging_sinks import Sink, open_sinks
-from mimcli.methods import Batch
-from mimcli.models.pretrain import PretrainModel, build_model
+from mimcli.methods.compose import PretrainModel, build_model
 from mimcli.optim import build_optimizer, build_schedule, schedule_per_step
 from mimcli.progress import TrainingProgress, make_progress
 

@@ -24,9 +24,9 @@ import torch.multiprocessing as mp
 
 from mimcli import distributed, runs
 from mimcli.config import load_config
+from mimcli.data.batch import Batch
 from mimcli.data.shapes import generate_shapes
-from mimcli.methods import Batch
-from mimcli.models.pretrain import build_model
+from mimcli.methods.compose import build_model
 from mimcli.objectives import contrastive
 from tests.conftest import TINY_KEYS
 

@@ -61,14 +61,8 @@ FORBIDDEN: list[tuple[str, str]] = [
     ("mimcli.report", "mimcli.sweep"),
 ]
 
-# Known violations being removed by issue 14 part a (methods/regularizers packages); delete each
-# line as its import disappears (test_no_stale_allowances says when).
-ALLOWED: set[tuple[str, str]] = {
-    ("mimcli.config", "mimcli.models.decoders"),
-    ("mimcli.models.pretrain", "mimcli.methods"),
-    ("mimcli.models.pretrain", "mimcli.regularizers"),
-    ("mimcli.models.pretrain", "mimcli.objectives.precision"),
-}
+# Known violations, each to be removed (test_no_stale_allowances says when one is gone). None today: keep it so.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mimcli.config import RegularizerSection, load_config
+from mimcli.config import load_config, regularizer_section
+from mimcli.data.batch import Batch
 from mimcli.errors import UsageError
-from mimcli.methods import Batch
 from mimcli.models.decoders import build_decoder
 from mimcli.models.resnet import build_backbone
 from mimcli.objectives.information import lbe_bound
@@ -65,7 +65,7 @@ def test_reference_decoders_at_full_width(size, in_dim, expected):
 
 def test_rc_loss_is_the_mse_of_the_decoder_output():
     backbone = build_backbone("resnet18", 8, 32)
-    rc = build_regularizer(RegularizerSection(kind="rc"), backbone, 32, 2).eval()
+    rc = build_regularizer(regularizer_section(kind="rc"), backbone, 32, 2).eval()
     views = torch.randn(8, 3, 32, 32)
     features = backbone.eval()(views)
     reconstruction = rc.decoder(features["layer4"])
@@ -77,7 +77,7 @@ def test_rc_loss_is_the_mse_of_the_decoder_output():
 def test_a_few_steps_of_rc_alone_lower_the_reconstruction_error():
     torch.manual_seed(0)
     backbone = build_backbone("resnet18", 8, 32)
-    rc = build_regularizer(RegularizerSection(kind="rc"), backbone, 32, 2)
+    rc = build_regularizer(regularizer_section(kind="rc"), backbone, 32, 2)
     views = torch.rand(16, 3, 32, 32) * 2 - 1
     batch = Batch(views, torch.zeros(8, dtype=torch.long), 2)
     optimizer = torch.optim.Adam([*backbone.parameters(), *rc.parameters()], lr=1e-3)
@@ -112,7 +112,7 @@ def test_maximising_the_lbe_bound_spreads_the_features():
 
 def test_lbe_noise_only_in_training_and_only_on_its_blocks():
     backbone = build_backbone("resnet18", 8, 32)
-    lbe = build_regularizer(RegularizerSection(kind="lbe", sigma=0.1), backbone, 32, 2)
+    lbe = build_regularizer(regularizer_section(kind="lbe", sigma=0.1), backbone, 32, 2)
     features = {name: torch.zeros(4, dim) for name, dim in backbone.feature_dims.items()}
     noisy = lbe.train().perturb(features)
     for name in ("layer2", "layer3", "layer4"):
@@ -122,7 +122,7 @@ def test_lbe_noise_only_in_training_and_only_on_its_blocks():
 
 def test_lbe_term_is_minus_the_weighted_bound():
     backbone = build_backbone("resnet18", 8, 32)
-    cfg = RegularizerSection(kind="lbe", rho=0.05, block_weights={"layer2": 0.25, "layer3": 0.5, "layer4": 1.0})
+    cfg = regularizer_section(kind="lbe", rho=0.05, block_weights={"layer2": 0.25, "layer3": 0.5, "layer4": 1.0})
     lbe = build_regularizer(cfg, backbone, 32, 2)
     torch.manual_seed(0)
     clean = {name: torch.randn(6, dim) for name, dim in backbone.feature_dims.items()}
@@ -136,7 +136,7 @@ def test_lbe_term_is_minus_the_weighted_bound():
 @pytest.mark.parametrize("kind", ["mib", "ip"])
 def test_mib_and_ip_are_the_element_mean_mse_between_views(kind):
     backbone = build_backbone("resnet18", 8, 32)
-    regularizer = build_regularizer(RegularizerSection(kind=kind), backbone, 32, 2)
+    regularizer = build_regularizer(regularizer_section(kind=kind), backbone, 32, 2)
     clean = {"layer4": torch.tensor([[1.0, 2.0], [0.0, 0.0], [1.0, 0.0], [2.0, 2.0]])}
     noisy = {"layer4": clean["layer4"] + 5.0}  # must be ignored: the term uses the clean features
     batch = Batch(torch.zeros(4, 3, 32, 32), torch.zeros(2, dtype=torch.long), 2)
@@ -146,19 +146,19 @@ def test_mib_and_ip_are_the_element_mean_mse_between_views(kind):
 def test_noise_regularisers_perturb_only_h():
     backbone = build_backbone("resnet18", 8, 32)
     for kind in ("mib", "noise"):
-        regularizer = build_regularizer(RegularizerSection(kind=kind), backbone, 32, 2).train()
+        regularizer = build_regularizer(regularizer_section(kind=kind), backbone, 32, 2).train()
         features = {name: torch.zeros(4, dim) for name, dim in backbone.feature_dims.items()}
         noisy = regularizer.perturb(features)
         assert noisy["layer4"].abs().sum() > 0
         assert torch.equal(noisy["layer2"], features["layer2"]) and torch.equal(noisy["layer3"], features["layer3"])
-    ip = build_regularizer(RegularizerSection(kind="ip"), backbone, 32, 2).train()
+    ip = build_regularizer(regularizer_section(kind="ip"), backbone, 32, 2).train()
     assert ip.perturb(features) is features
 
 
 def test_lbe_naming_a_missing_block_is_a_usage_error():
     backbone = build_backbone("resnet18", 8, 32)
     with pytest.raises(UsageError, match="layer5"):
-        build_regularizer(RegularizerSection(kind="lbe", block_weights={"layer5": 1.0}), backbone, 32, 2)
+        build_regularizer(regularizer_section(kind="lbe", block_weights={"layer5": 1.0}), backbone, 32, 2)
 
 
 def test_lbe_on_layer4_only_for_imagenet_models():

@@ -133,7 +133,7 @@ def variant(trained: Path, dest: Path, overrides: list[str], results: list[dict]
     """A copy of the trained run with another config and a probe.json holding `results`."""
     shutil.copytree(trained, dest, ignore=shutil.ignore_patterns(runs.PROBE))
     raw = apply_overrides(runs.load_run_config(trained).to_dict(), overrides)
-    runs.save_config(dest, build_config(raw))
+    runs.save_config(dest, build_config(raw, stored=True))
     runs.write_json(
         dest / runs.PROBE,
         {

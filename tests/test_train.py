@@ -9,9 +9,10 @@ import torch
 
 from mimcli import runs
 from mimcli.config import load_config
+from mimcli.data.batch import Batch
 from mimcli.data.shapes import generate_shapes
-from mimcli.methods import Batch, byol_momentum
-from mimcli.models.pretrain import build_model
+from mimcli.methods.byol import byol_momentum
+from mimcli.methods.compose import build_model
 from mimcli.train import Trainer, describe_model, pretrain
 from mimcli.weights import load_backbone
 from tests.conftest import TINY_KEYS

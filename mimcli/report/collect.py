@@ -11,7 +11,6 @@ from mimcli import runs
 from mimcli.config import RunConfig
 from mimcli.errors import UsageError
 from mimcli.labels import describe_model
-from mimcli.report.constants import REGULARIZER_USES
 from mimcli.report.reference import reference_value
 
 # --------------------------------------------------------------------------------------------- runs
@@ -33,7 +32,7 @@ class Run:
 
     @property
     def lam(self) -> float | None:
-        return self.config.regularizer.lam if "lambda" in REGULARIZER_USES[self.config.regularizer.kind] else None
+        return self.config.regularizer.lam if "lambda" in self.config.regularizer.uses else None
 
 
 def display_name(path: Path) -> str:

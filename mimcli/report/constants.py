@@ -1,4 +1,7 @@
-"""The report's vocabulary: formats, metrics, data set and method orders, and the config keys it reads."""
+"""The report's vocabulary: formats, metrics, data set order and the config keys it reads.
+
+Method and regulariser order, labels and the keys each reads come from their config sections (registry order).
+"""
 
 from __future__ import annotations
 
@@ -54,8 +57,6 @@ DISPLAY = {
     "shapes": "shapes",
     "imagefolder": "image folder",
 }
-METHOD_ORDER = ("simclr", "byol", "barlow", "supervised")
-REGULARIZER_ORDER = ("none", "rc", "lbe", "mib", "ip", "noise")
 
 # Config keys that never split runs into different rows: names, paths and execution details.
 IGNORED_KEYS = (
@@ -74,21 +75,6 @@ IGNORED_KEYS = (
     "train.diagnostics_every",
     "train.diagnostics_images",
 )
-# The regulariser / method keys each kind actually reads (the rest are defaults that do nothing).
-REGULARIZER_USES = {
-    "none": (),
-    "noise": ("sigma",),
-    "rc": ("lambda",),
-    "lbe": ("lambda", "sigma", "rho", "block_weights"),
-    "mib": ("lambda", "sigma"),
-    "ip": ("lambda",),
-}
-METHOD_USES = {
-    "simclr": ("temperature", "hidden_dim", "proj_dim"),
-    "byol": ("base_momentum", "hidden_dim", "proj_dim"),
-    "barlow": ("offdiag_weight", "hidden_dim", "proj_dim"),
-    "supervised": (),
-}
 MODEL_PROTOCOL = ("model.backbone", "model.width", "model.stem", "data.image_size")
 LAMBDA = "regularizer.lambda"
 EPOCHS = "train.epochs"

@@ -7,17 +7,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from mimcli.config import RunConfig
+from mimcli.config import RunConfig, method_sections, regularizer_sections
 from mimcli.report.collect import Run
-from mimcli.report.constants import (
-    EPOCHS,
-    IGNORED_KEYS,
-    LAMBDA,
-    METHOD_ORDER,
-    METHOD_USES,
-    REGULARIZER_ORDER,
-    REGULARIZER_USES,
-)
+from mimcli.report.constants import EPOCHS, IGNORED_KEYS, LAMBDA
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -33,16 +25,15 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def settings(config: RunConfig) -> dict[str, Any]:
     """The config keys that make a run a different experiment (seed, names and execution details left out)."""
     flat = flatten(config.to_dict())
-    kind, method = config.regularizer.kind, config.method.name
     keep = {}
     for key, value in flat.items():
         section, _, rest = key.partition(".")
         name = rest.split(".")[0]
         if key.startswith(IGNORED_KEYS):
             continue
-        if section == "regularizer" and name != "kind" and name not in REGULARIZER_USES[kind]:
+        if section == "regularizer" and name != "kind" and name not in config.regularizer.uses:
             continue
-        if section == "method" and name != "name" and name not in METHOD_USES[method]:
+        if section == "method" and name != "name" and name not in config.method.uses:
             continue
         if key.startswith("data.shapes.") and config.data.dataset != "shapes":
             continue
@@ -74,9 +65,10 @@ class Group:
 
     def order(self) -> tuple[int, int, float, int, str]:
         cfg = self.config
+        # registration order: the built-ins as mimcli.methods / mimcli.regularizers list them, then plugins
         return (
-            METHOD_ORDER.index(cfg.method.name),
-            REGULARIZER_ORDER.index(cfg.regularizer.kind),
+            list(method_sections()).index(cfg.method.name),
+            list(regularizer_sections()).index(cfg.regularizer.kind),
             self.runs[0].lam or 0.0,
             cfg.train.epochs,
             self.label,

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from mimcli.config import (
     RegularizerSection,
@@ -16,13 +16,13 @@ from mimcli.config import (
     check_folder_name,
     load_config,
     parse_override,
+    regularizer_sections,
 )
 from mimcli.errors import UsageError
 from mimcli.lock import lock_path
 
 KINDS = ("lambda", "epochs", "seeds", "regularizers", "grid")
 DEFAULT_REGULARIZERS = ("none", "rc", "lbe")
-REGULARIZER_KINDS: tuple[str, ...] = get_args(RegularizerSection.model_fields["kind"].annotation)
 DEFAULT_LAMBDA: float = RegularizerSection.model_fields["lam"].default
 SWEPT_KEYS = {  # keys a kind sets itself: a --set of one of them would silently undo the sweep
     "lambda": ("regularizer.lambda",),
@@ -170,9 +170,9 @@ def _point_overrides(
     if kind == "regularizers":
         specs = []
         for reg in unique([t.strip("'\"") for t in texts]):
-            if reg not in REGULARIZER_KINDS:
+            if reg not in regularizer_sections():
                 raise UsageError(
-                    f"regularizers sweep: unknown regulariser {reg!r}; choose from {', '.join(REGULARIZER_KINDS)}"
+                    f"regularizers sweep: unknown regulariser {reg!r}; choose from {', '.join(regularizer_sections())}"
                 )
             extra = [f"regularizer.kind={reg}"]
             if reg != "none" and "regularizer.lambda" not in user_keys:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mimcli.config import RunConfig
-from mimcli.methods import Batch, Method, build_method
+from mimcli.data.batch import Batch
+from mimcli.methods import Method, build_method
 from mimcli.models.resnet import PooledResNet, build_backbone
 from mimcli.models.viewnorm import per_view_batchnorm, view_groups
 from mimcli.objectives.precision import LossPrecision, loss_precision

@@ -28,7 +28,8 @@ from mimcli.data.batch import Batch
 from mimcli.data.images import ImageData
 from mimcli.data.source import MemorySource
 from mimcli.methods.compose import build_model
-from mimcli.train import Trainer, resolve_precision
+from mimcli.objectives.precision import resolve_precision
+from mimcli.train import Trainer
 
 
 def synthetic_images(n: int, size: int = 32, seed: int = 0) -> ImageData:

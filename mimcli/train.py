@@ -24,35 +24,17 @@ from mimcli.data.augment import BatchAugment
 from mimcli.data.batch import Batch
 from mimcli.data.images import ImageData
 from mimcli.data.sampler import epoch_order
-from mimcli.data.source import BatchSource
+from mimcli.data.source import BatchSource, build_source, load_train_data
 from mimcli.data.stream import ImageIndex
 from mimcli.diagnostics import Diagnostics
 from mimcli.errors import DivergedError, UsageError
 from mimcli.labels import describe_model
 from mimcli.logging_sinks import Sink, open_sinks
 from mimcli.methods.compose import PretrainModel, build_model
+from mimcli.objectives.precision import resolve_precision
 from mimcli.optim import build_optimizer, build_schedule, schedule_per_step
 from mimcli.progress import TrainingProgress, make_progress
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls/convolutions beat fp32 on this CPU (see docs/benchmarks.md)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
+from mimcli.run_dir import append_metrics, check_run_dir, prepare_run_dir, run_provenance
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -316,104 +298,9 @@ class Trainer:
         return results
 
 
-def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
-    """The pretraining set: decoded into memory, or (stream mode) an index of its files."""
-    from mimcli.data.datasets import load_pretrain_data, seeded_subset
-    from mimcli.data.stream import index_split, resolve_loader
-
-    data = cfg.data
-    if data.loader != "memory" and data.dataset == "imagefolder":
-        index = seeded_subset(index_split(data.root, "train"), data.subset, cfg.train.seed)
-        if resolve_loader(data.loader, len(index), data.image_size, data.memory_gb) == "stream":
-            return index
-    elif data.loader == "stream":
-        raise UsageError(
-            f"data.loader='stream' reads image files: data.dataset={data.dataset!r} has none "
-            "(use 'imagefolder', or data.loader='memory')"
-        )
-    shapes = data.shapes
-    return load_pretrain_data(
-        data.dataset,
-        data.root,
-        data.image_size,
-        data.subset,
-        cfg.train.seed,
-        data.download,
-        (shapes.n_train, shapes.n_test, shapes.seed),
-        data.stl10_split,
-    )
-
-
-def build_source(
-    cfg: RunConfig, data: ImageData | ImageIndex, device: torch.device, augment: BatchAugment, n_views: int
-) -> BatchSource:
-    from mimcli.data.source import MemorySource, StreamSource
-
-    if isinstance(data, ImageIndex):
-        return StreamSource(data, device, augment, n_views, cfg.data.workers)
-    return MemorySource(data, device, augment, n_views)
-
-
 def format_epoch(result: EpochResult, epochs: int) -> str:
     terms = "  ".join(f"{k} {v:.4f}" for k, v in result.terms.items())
     return f"epoch {result.epoch}/{epochs}  {terms}  {result.images / result.seconds:.0f} img/s  {result.seconds:.1f}s"
-
-
-def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    """metrics.jsonl keeps one line per finished epoch; lines past a resumed epoch are dropped first."""
-    import json
-
-    kept = [r for r in runs.read_metrics(run_dir) if r.get("epoch", 0) < record["epoch"]]
-    text = "".join(json.dumps(r) + "\n" for r in [*kept, record])
-    runs.atomic_write_text(run_dir / runs.METRICS, text)
-
-
-def check_run_dir(run_dir: Path, config: RunConfig, resume: bool, force: bool) -> bool:
-    """Refuse to clobber or mix runs; True when --force will replace an existing run.
-
-    Every rank checks (so all raise the same error and none waits for one that failed). Nothing is
-    written or deleted here: the caller replaces the run only once data and model have been built.
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"{run_dir} is a file, not a run directory: choose another --out")
-    exists = run_dir.is_dir() and any(run_dir.iterdir())
-    if exists and not (resume or force):
-        raise UsageError(f"{run_dir} already holds files: pass --resume to continue a run or --force to replace one")
-    if resume:
-        if not (run_dir / runs.CHECKPOINT).is_file():
-            raise UsageError(f"nothing to resume: {run_dir / runs.CHECKPOINT} not found")
-        allowed: tuple[str, ...] = runs.RESUME_SAFE_KEYS
-        if config.train.schedule != "constant":  # the learning rate of every epoch depends on train.epochs
-            allowed = tuple(key for key in allowed if key != "train.epochs")
-        diff = runs.config_diff(runs.load_run_config(run_dir), config, allowed)
-        if diff:
-            raise UsageError(
-                f"--resume must train the recipe that produced the weights; it differs in "
-                f"{'; '.join(diff)} (only {', '.join(allowed)}* may change)"
-            )
-        return False
-    if not (force and exists):
-        return False
-    if not runs.is_run(run_dir):
-        raise UsageError(f"--force replaces only a mim run (config.toml and run.json), and {run_dir} is not one")
-    foreign = runs.foreign_entries(run_dir)
-    if foreign:
-        raise UsageError(
-            f"--force: {run_dir} also holds files mim did not write ({', '.join(foreign[:5])}); "
-            "move them or choose another --out"
-        )
-    return True
-
-
-def prepare_run_dir(run_dir: Path, replace: bool) -> None:
-    """Rank 0 deletes the old run (when --force replaces one) and creates the folder, just before writing."""
-    if distributed.is_main():
-        if replace:
-            import shutil
-
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    distributed.barrier()
 
 
 def summary_table(config: RunConfig, run_dir: Path, results: list[EpochResult], seconds: float) -> Table:
@@ -431,20 +318,6 @@ def summary_table(config: RunConfig, run_dir: Path, results: list[EpochResult], 
         table.add_row("images/s (last epoch)", f"{last.images / last.seconds:.0f}")
     table.add_row("wall time", f"{seconds:.1f} s")
     return table
-
-
-def run_provenance(run_dir: Path, device: torch.device, resume: bool) -> dict[str, Any]:
-    """run.json's reproducibility fields; a resumed run keeps its first start time and adds this one."""
-    info = {**provenance.describe(device), "started_at": provenance.now()}
-    if resume and (run_dir / runs.STATUS).is_file():
-        try:
-            before = runs.read_json(run_dir / runs.STATUS)
-        except ValueError:
-            before = {}
-        if isinstance(before, dict) and before.get("started_at"):
-            info["resumed_at"] = [*before.get("resumed_at", []), info["started_at"]]
-            info["started_at"] = before["started_at"]
-    return info
 
 
 def pretrain(

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mimcli.distributed",
         ),
     ),
-    ("config", ("mimcli.config", "mimcli.runs")),
+    ("config", ("mimcli.config", "mimcli.runs", "mimcli.run_dir")),
     ("data", ("mimcli.data",)),
     ("models", ("mimcli.models",)),
     ("objectives", ("mimcli.objectives",)),

@@ -383,11 +383,13 @@ def test_flipped_bytes_in_cached_features_are_detected_and_rebuilt(template, tmp
 def test_precision_auto_follows_the_cpu_and_both_branches_train(monkeypatch, tmp_path, fast_bf16):
     """Force both answers of cpu_has_fast_bf16 (Intel AMX/AVX512-BF16 and AMD without), whatever this CPU is."""
     from mimcli.data.shapes import generate_shapes
+    from mimcli.objectives import precision
 
-    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast_bf16)
     cpu = torch.device("cpu")
-    assert train.resolve_precision("auto", cpu) == (torch.bfloat16 if fast_bf16 else None)
-    assert train.resolve_precision("fp32", cpu) is None and train.resolve_precision("bf16", cpu) == torch.bfloat16
+    assert precision.resolve_precision("auto", cpu) == (torch.bfloat16 if fast_bf16 else None)
+    assert precision.resolve_precision("fp32", cpu) is None
+    assert precision.resolve_precision("bf16", cpu) == torch.bfloat16
     config = load_config(None, [*RUN_KEYS, "train.precision=auto", "method.name=barlow", "regularizer.kind=lbe"])
     trainer = train.Trainer(config, tmp_path, data=generate_shapes(64, seed=0))
     assert trainer.autocast_dtype == (torch.bfloat16 if fast_bf16 else None)

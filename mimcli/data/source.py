@@ -14,9 +14,11 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
 from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex, StreamBatches, stream_steps
+from mimcli.errors import UsageError
 
 
 class BatchSource(Protocol):
@@ -59,3 +61,39 @@ class StreamSource:
             params = self.augment.sample_params(len(views), size, size, self.device, rng)
             params.boxes = torch.tensor((0, 0, size, size), device=self.device).expand(len(views), 4)
             yield self.augment.apply(views, params), labels.to(self.device, non_blocking=True)
+
+
+def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
+    """The pretraining set: decoded into memory, or (stream mode) an index of its files."""
+    from mimcli.data.datasets import load_pretrain_data, seeded_subset
+    from mimcli.data.stream import index_split, resolve_loader
+
+    data = cfg.data
+    if data.loader != "memory" and data.dataset == "imagefolder":
+        index = seeded_subset(index_split(data.root, "train"), data.subset, cfg.train.seed)
+        if resolve_loader(data.loader, len(index), data.image_size, data.memory_gb) == "stream":
+            return index
+    elif data.loader == "stream":
+        raise UsageError(
+            f"data.loader='stream' reads image files: data.dataset={data.dataset!r} has none "
+            "(use 'imagefolder', or data.loader='memory')"
+        )
+    shapes = data.shapes
+    return load_pretrain_data(
+        data.dataset,
+        data.root,
+        data.image_size,
+        data.subset,
+        cfg.train.seed,
+        data.download,
+        (shapes.n_train, shapes.n_test, shapes.seed),
+        data.stl10_split,
+    )
+
+
+def build_source(
+    cfg: RunConfig, data: ImageData | ImageIndex, device: torch.device, augment: BatchAugment, n_views: int
+) -> BatchSource:
+    if isinstance(data, ImageIndex):
+        return StreamSource(data, device, augment, n_views, cfg.data.workers)
+    return MemorySource(data, device, augment, n_views)

@@ -1,5 +1,6 @@
-"""Where the loss functions compute: fp32 outside autocast (the official code's precision), or,
-as the named option `train.loss_precision = "autocast"`, in whatever autocast picks (bf16 matmuls).
+"""Numeric precision: the autocast dtype a run trains in (`train.precision`), and where the loss
+functions compute: fp32 outside autocast (the official code's precision), or, as the named option
+`train.loss_precision = "autocast"`, in whatever autocast picks (bf16 matmuls).
 
 The pure loss functions carry `@fp32_loss`; `PretrainModel.forward` chooses the mode for its step
 with `loss_precision(...)`, so no function takes a precision argument and the loop does not branch.
@@ -11,6 +12,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -49,3 +51,23 @@ def fp32_loss(fn: F) -> F:
             return fn(*(promote(a) for a in args), **{k: promote(v) for k, v in kwargs.items()})
 
     return wrapper  # type: ignore[return-value]
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls/convolutions beat fp32 on this CPU (see docs/benchmarks.md)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None

@@ -109,6 +109,19 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
     markers = "osD^v<>phX*"
     colours = colormaps["tab10"]
 
+    def plot_over_epochs(axes: Any, key: str, runs_of_source: list[Run]) -> None:
+        """One line per run: the estimate `key` at each epoch it was recorded."""
+        for index, run in enumerate(runs_of_source):
+            series = [(e, v[key]) for e, v in trajectory(run) if key in v]
+            axes.plot(
+                [p[0] for p in series],
+                [p[1] for p in series],
+                marker=markers[index % len(markers)],
+                markersize=3,
+                color=colours(index % 10),
+                label=name_of(run),
+            )
+
     figure = Figure(figsize=(6.5 * len(sources) + 1.5, 5))
     panels = figure.subplots(1, len(sources), squeeze=False)[0]
     for axes, source in zip(panels, sources):
@@ -149,16 +162,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
     grid = figure.subplots(len(sources), 2, squeeze=False)
     for row, source in zip(grid, sources):
         for axes, key in zip(row, (PLANE_X, PLANE_Y)):
-            for index, run in enumerate(by_source[source]):
-                series = [(e, v[key]) for e, v in trajectory(run) if key in v]
-                axes.plot(
-                    [p[0] for p in series],
-                    [p[1] for p in series],
-                    marker=markers[index % len(markers)],
-                    markersize=3,
-                    color=colours(index % 10),
-                    label=name_of(run),
-                )
+            plot_over_epochs(axes, key, by_source[source])
             axes.set(xlabel="epoch", ylabel=LABELS[key], title=f"{DISPLAY.get(source, source)}: {SHORT[key]}")
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         row[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.18))
@@ -172,16 +176,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
         figure = Figure(figsize=(4.5 * len(factors), 3.8))
         for axes, factor in zip(figure.subplots(1, len(factors), squeeze=False)[0], factors):
             key = f"{FACTOR_PREFIX}{factor}{FACTOR_SUFFIX}"
-            for index, run in enumerate(by_source[source]):
-                series = [(e, v[key]) for e, v in trajectory(run) if key in v]
-                axes.plot(
-                    [p[0] for p in series],
-                    [p[1] for p in series],
-                    marker=markers[index % len(markers)],
-                    markersize=3,
-                    color=colours(index % 10),
-                    label=name_of(run),
-                )
+            plot_over_epochs(axes, key, by_source[source])
             axes.set(xlabel="epoch", ylabel=f"I(z; {factor})  [Renyi, nats]", title=factor)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.18))

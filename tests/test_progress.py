@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -122,7 +124,28 @@ def test_metrics_jsonl_cannot_be_switched_off():
         load_config(None, ["train.log=['tensorboard']"])
 
 
-def test_run_json_records_what_reproduction_needs(tmp_path):
+def git_checkout(folder: Path) -> str:
+    """A one-commit git repository at `folder` (a stand-in mim checkout); its HEAD."""
+
+    def git(*args: str) -> str:
+        command = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+    folder.mkdir()
+    git("init", "-q")
+    (folder / "tracked.txt").write_text("v1\n")
+    git("add", "tracked.txt")
+    git("-c", "commit.gpgsign=false", "commit", "-q", "-m", "one")
+    return git("rev-parse", "HEAD")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_run_json_records_what_reproduction_needs(tmp_path, monkeypatch):
+    # The commit is read from a checkout of the test's own: comparing with the live mim checkout's HEAD
+    # failed whenever a commit landed there while the suite ran (HEAD moved between run and assertion).
+    checkout = tmp_path / "checkout"
+    head = git_checkout(checkout)
+    monkeypatch.setattr(provenance, "SOURCE", checkout.resolve())
     pretrain(
         load_config(None, [*TINY, "train.epochs=1"]), tmp_path / "run", console=log_console()[0], show_progress=False
     )
@@ -136,15 +159,14 @@ def test_run_json_records_what_reproduction_needs(tmp_path):
     assert info["device"] == "cpu" and info["device_name"]
     assert info["status"] == "finished" and info["started_at"] <= info["finished_at"]
     assert isinstance(info["command"], list)
-    head = subprocess.run(
-        ["git", "-C", str(provenance.SOURCE), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-    )
-    assert info["git_commit"] == (head.stdout.strip() if head.returncode == 0 else None)
-    # resuming keeps the first start and records the new one
+    assert info["git_commit"] == head and info["git_dirty"] is False
+    # resuming keeps the first start and records the new one, and the checkout's state now (edited)
     first = info["started_at"]
+    (checkout / "tracked.txt").write_text("v2\n")
     pretrain(load_config(None, TINY), tmp_path / "run", resume=True, console=log_console()[0], show_progress=False)
     again = json.loads((tmp_path / "run" / "run.json").read_text())
     assert again["started_at"] == first and len(again["resumed_at"]) == 1 and again["epochs_done"] == 2
+    assert again["git_commit"] == head and again["git_dirty"] is True
 
 
 def test_version_flag(cli):

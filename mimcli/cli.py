@@ -317,6 +317,24 @@ def report(
     run_report(list(paths or []), format_, out, plots, compare, metric, console=console)
 
 
+@app.command()
+def pack(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="An image folder: train/<class>/*.jpg (ImageNet's layout; val/ or test/ too if present), "
+            "or <class>/*.jpg."
+        ),
+    ],
+    out: Annotated[Path, typer.Argument(help="The pack to write (a new HDF5 file, e.g. imagenet.h5).")],
+) -> None:
+    """Pack an image folder into one HDF5 file of the encoded images; train or probe from it with data.root=OUT."""
+    from mimcli.data.packing import pack_folder
+
+    counts = pack_folder(folder, out, say=console.print)
+    console.print(f"wrote {out}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()), highlight=False)
+
+
 def _error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
 

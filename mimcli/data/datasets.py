@@ -8,7 +8,7 @@ see PIL images.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 import torch
 from torch import Tensor
@@ -17,6 +17,9 @@ from torch.nn import functional as F
 from mimcli.data.images import ImageData
 from mimcli.data.shapes import generate_shapes
 from mimcli.errors import DataNotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
@@ -95,6 +98,8 @@ def is_image(path: Path) -> bool:
 def image_folder_split(root: Path, split: str) -> Path:
     """`root/train` (or `root/test`); a root holding class folders, or images directly (unlabeled, for
     pretraining only), counts as its train split."""
+    if root.is_file():  # a pack (`mim pack`) is read image by image, never decoded whole
+        raise UsageError(f"{root} is a file: read a pack (`mim pack`) in stream mode (data.loader='stream' or 'auto')")
     if (root / split).is_dir():
         return root / split
     if split == "train" and root.is_dir() and any(p.is_dir() or is_image(p) for p in root.iterdir()):
@@ -118,13 +123,20 @@ def list_image_folder(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     return files, classes
 
 
+def square_uint8(image: PILImage, image_size: int) -> Tensor:
+    """An RGB PIL image as uint8 (3, S, S), squashed to a square by `resize_uint8`: the one decode that
+    memory-mode folders and streamed probe features (clean.py) share, so both give the same pixels."""
+    import numpy as np
+
+    return resize_uint8(torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0), image_size)[0]
+
+
 def load_image_folder(folder: Path, image_size: int) -> ImageData:
     """Decode every image of a `<class>/<image>` tree (once, with PIL), resized to image_size x image_size.
 
     A folder with no class folders but images directly in it is unlabeled (labels -1): what
     self-supervised pretraining needs, as lightly accepts; a method that needs labels refuses it.
     """
-    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     files, classes = list_image_folder(folder)
@@ -132,10 +144,9 @@ def load_image_folder(folder: Path, image_size: int) -> ImageData:
     for i, (path, _) in enumerate(files):
         try:
             with Image.open(path) as handle:
-                image = torch.from_numpy(np.array(handle.convert("RGB"))).permute(2, 0, 1)
+                images[i] = square_uint8(handle.convert("RGB"), image_size)
         except (UnidentifiedImageError, OSError) as error:
             raise UsageError(f"cannot decode image {path}: {error}") from None
-        images[i] = resize_uint8(image.unsqueeze(0), image_size)[0]
     labels = torch.tensor([label for _, label in files], dtype=torch.long)
     return ImageData(images, labels, classes)
 

@@ -9,6 +9,7 @@ STL-10, small folders); stream mode keeps only file paths in memory (see `stream
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -71,7 +72,8 @@ def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
     data = cfg.data
     if data.loader != "memory" and data.dataset == "imagefolder":
         index = seeded_subset(index_split(data.root, "train"), data.subset, cfg.train.seed)
-        if resolve_loader(data.loader, len(index), data.image_size, data.memory_gb) == "stream":
+        pack = Path(data.root).is_file()  # a pack (`mim pack`) is always streamed
+        if pack or resolve_loader(data.loader, len(index), data.image_size, data.memory_gb) == "stream":
             return index
     elif data.loader == "stream":
         raise UsageError(

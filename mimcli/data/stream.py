@@ -12,9 +12,9 @@ the training size. Flip, colour jitter, grayscale and normalisation then run bat
 Crop boxes come from a generator seeded by (epoch seed, step): the views do not depend on the
 number of workers, and a run resumed at step k draws what an uninterrupted run draws at step k.
 
-Layouts: `<split>/<class>/*.jpg` (ImageNet's train/<wnid>/*.JPEG, any image folder), and ImageNet's
+Layouts: `<split>/<class>/*.jpg` (ImageNet's train/<wnid>/*.JPEG, any image folder), ImageNet's
 flat `val/` with a labels file beside it (`val_labels.txt`: "<file> <class>" per line, or the
-Kaggle/ILSVRC `LOC_val_solution.csv`).
+Kaggle/ILSVRC `LOC_val_solution.csv`), and one HDF5 file of the encoded images (`mim pack`, packed.py).
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,30 +30,10 @@ from torch import Tensor
 
 from mimcli.data.augment import CROP_TRIES, sample_crop_boxes
 from mimcli.data.datasets import IMAGE_SUFFIXES, image_folder_split, list_image_folder
+from mimcli.data.index import ImageIndex as ImageIndex  # re-exported: stream mode's index type
 from mimcli.errors import DataNotFoundError, UsageError
 
-if TYPE_CHECKING:
-    from PIL.Image import Image
-
 VAL_LABEL_FILES = ("val_labels.txt", "LOC_val_solution.csv")
-
-
-@dataclass
-class ImageIndex:
-    """Paths (numpy bytes, UTF-8) and labels of one split; never the pixels."""
-
-    paths: np.ndarray
-    labels: Tensor
-    classes: list[str]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def path(self, i: int) -> str:
-        return bytes(self.paths[i]).decode()
-
-    def select(self, index: Tensor) -> ImageIndex:
-        return ImageIndex(self.paths[index.numpy()], self.labels[index], self.classes)
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -98,11 +76,16 @@ def index_flat_val(folder: Path, labels_file: Path, classes: list[str]) -> Image
 
 def index_split(root: str | Path, split: str) -> ImageIndex:
     """The train split (`root/train/<class>/` or `root/<class>/`) or the evaluation split
-    (`root/val/` or `root/test/`, with class folders or flat with a labels file)."""
+    (`root/<split>/`, else `root/val/` or `root/test/`, with class folders or flat with a labels file).
+    A file as root is a pack written by `mim pack`, indexed by `packed.packed_index`."""
     root = Path(root)
+    if root.is_file():
+        from mimcli.data.packed import packed_index
+
+        return packed_index(root, split)
     if split == "train":
         return index_class_folders(image_folder_split(root, "train"))
-    folder = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    folder = next((root / name for name in dict.fromkeys((split, "val", "test")) if (root / name).is_dir()), None)
     if folder is None:
         raise DataNotFoundError(f"no evaluation split under {root}: expected {root}/val or {root}/test")
     if any(p.is_dir() for p in folder.iterdir()):
@@ -125,23 +108,20 @@ def resolve_loader(loader: str, n: int, image_size: int, memory_gb: float) -> st
     return "stream" if decoded_bytes(n, image_size) > memory_gb * 2**30 else "memory"
 
 
-def open_rgb(path: str) -> Image:
-    """A PIL image in RGB; a file PIL cannot read is a clear error naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as handle:
-            return handle.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise UsageError(f"cannot decode image {path}: {error}") from None
-
-
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The crop generator of one step: depends on (epoch seed, step) only."""
     return torch.Generator().manual_seed((seed * 6_700_417 + (step + 1) * 2_147_483_647) % (2**63 - 1))
 
 
-class StreamBatches(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
+class StepBatches(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
+    """A map-style dataset whose item k is batch k, decoded in whichever process asks: what
+    `stream_steps` runs through DataLoader workers (`StreamBatches`, `clean.CleanBatches`)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class StreamBatches(StepBatches):
     """Item `step`: (uint8 (n_views * B, 3, S, S) views, view-major as memory mode; int64 (B,) labels)."""
 
     def __init__(self, index: ImageIndex, order: Tensor, seed: int, image_size: int, n_views: int,
@@ -159,7 +139,7 @@ class StreamBatches(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
         u = torch.rand(self.n_views, len(ids), 2 * CROP_TRIES + 2, generator=step_generator(self.seed, step))
         out = torch.empty(self.n_views, len(ids), self.size, self.size, 3, dtype=torch.uint8)
         for j, i in enumerate(ids):
-            image = open_rgb(self.index.path(i))
+            image = self.index.open(i)
             width, height = image.size
             for v in range(self.n_views):
                 row = u[v, j:j + 1]
@@ -177,7 +157,7 @@ def _single_thread(_: int) -> None:
     torch.set_num_threads(1)  # workers decode; torch threads would only fight over the cores
 
 
-def stream_steps(dataset: StreamBatches, start_step: int, workers: int, pin: bool) -> Iterator[tuple[Tensor, Tensor]]:
+def stream_steps(dataset: StepBatches, start_step: int, workers: int, pin: bool) -> Iterator[tuple[Tensor, Tensor]]:
     """The dataset's steps from start_step on, decoded by `workers` processes (0: in this one), in order."""
     steps = range(start_step, len(dataset))
     if workers == 0:

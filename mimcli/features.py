@@ -4,13 +4,14 @@ One file per (checkpoint sha256, image source, split, resolution) holds all thre
 labels and the extra targets; the full sha256 is checked inside, files are renamed into place and
 fletcher32-checksummed, and a bad file is reported and rebuilt. Normalisation is per data set, as
 the official eval_lr.py. File layout, keys, normalisation and safety: docs/probing.md (the feature cache).
+Image-folder sets too large for memory (ImageNet) are extracted batch by batch from their files and
+written row by row into the same checksummed layout (`FeatureCache._stream`, docs/scale.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from mimcli import distributed
+from mimcli.data.clean import clean_batches
+from mimcli.data.h5atomic import atomic_h5
 from mimcli.data.images import ImageData
+from mimcli.data.stream import ImageIndex, resolve_loader
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
-from mimcli.runs import BACKBONE, file_sha256, temporary_beside
+from mimcli.runs import BACKBONE, file_sha256, load_run_config
 from mimcli.weights import load_backbone
 
 if TYPE_CHECKING:
@@ -81,18 +85,27 @@ class Features:
         return self.labels if key is None else self.targets[key]
 
 
-def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (float64 sums, chunked)."""
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
-    for chunk in torch.split(images, 4096):
-        x = chunk.to(torch.float64).div_(255)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+def channel_counts(images: Tensor) -> Tensor:
+    """(3, 256) int64 histogram of uint8 images' values per channel: exact and order-free, so statistics
+    summed batch by batch (streamed features) equal those of the whole set at once, bit for bit."""
+    return torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256) for c in range(3)])
+
+
+def stats_from_counts(counts: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std, in [0, 1] units, of the values a `channel_counts` histogram counts."""
+    values = torch.arange(256, dtype=torch.float64) / 255
+    count = counts.sum(dim=1).to(torch.float64)
+    mean = (counts * values).sum(dim=1) / count
+    std = ((counts * values.square()).sum(dim=1) / count - mean.square()).clamp_min(1e-12).sqrt()
     return mean.tolist(), std.tolist()
+
+
+def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (exact histograms, chunked)."""
+    counts = torch.zeros(3, 256, dtype=torch.long)
+    for chunk in torch.split(images, 4096):
+        counts += channel_counts(chunk)
+    return stats_from_counts(counts)
 
 
 def norm_kind(source: str, mode: str = "official") -> str:
@@ -134,26 +147,39 @@ def extract(
     backbone.eval()
     n = len(images)
     images = images[distributed.shard(n)]
+    outputs: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
+    for chunk in torch.split(images, batch_size):
+        pooled = encode(backbone, chunk, mean, std, device)
+        for name in LAYERS:
+            outputs[name].append(pooled[name])
+    return {name: distributed.gather_shards(torch.cat(parts), n).cpu() for name, parts in outputs.items()}
+
+
+@torch.no_grad()
+def encode(
+    backbone: nn.Module, images: Tensor, mean: list[float], std: list[float], device: torch.device
+) -> dict[str, Tensor]:
+    """Pooled layer2/3/4 float32 features of one uint8 batch, normalised (bf16 autocast on CUDA): the one
+    forward both the in-memory and the streamed extraction run, so their features are the same."""
     cuda = device.type == "cuda"
     shift = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     scale = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    outputs: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
-    for chunk in torch.split(images, batch_size):
-        x = chunk.to(device, non_blocking=True).float().div_(255).sub_(shift).div_(scale)
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            pooled = backbone(x)
-        for name in LAYERS:
-            outputs[name].append(pooled[name].float())
-    return {name: distributed.gather_shards(torch.cat(parts), n).cpu() for name, parts in outputs.items()}
+    x = images.to(device, non_blocking=True).float().div_(255).sub_(shift).div_(scale)
+    if cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        pooled = backbone(x)
+    return {name: pooled[name].float() for name in LAYERS}
 
 
 class FeatureCache:
     """Features of one backbone checkpoint; `get(dataset)` -> (train, test) `Features`, cached on disk.
 
     `backbone_loader` (default: `weights.load_backbone(run_dir, weights)`) is called at most once, and
-    only when some split is not cached yet.
+    only when some split is not cached yet. An image-folder set (or a pack) is extracted batch by batch
+    from its files (`_stream`) when `loader` says so: "stream", or "auto" when its decoded images would
+    exceed `memory_gb` GiB; loader, memory_gb and workers default to the run's data.loader,
+    data.memory_gb and data.workers (auto, 8 GiB and 0 for a folder holding only a checkpoint).
     """
 
     def __init__(
@@ -165,8 +191,15 @@ class FeatureCache:
         backbone_loader: Callable[[], nn.Module] | None = None,
         batch_size: int = 512,
         normalize: str = "official",
+        loader: str | None = None,
+        memory_gb: float | None = None,
+        workers: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        run_loader, run_memory_gb, run_workers = _stream_settings(self.run_dir)
+        self.loader = loader or run_loader
+        self.memory_gb = run_memory_gb if memory_gb is None else memory_gb
+        self.workers = run_workers if workers is None else workers
         self.normalize = normalize
         self.weights = weights
         path = self.run_dir / weights
@@ -195,6 +228,12 @@ class FeatureCache:
         found = {s: self._read(self.path(dataset.source, s, dataset.image_size), s) for s in splits}
         if all(found[s] is not None for s in splits):
             return found["train"], found["test"]  # type: ignore[return-value]
+        if dataset.files is not None:
+            with distributed.main_first():
+                indexes = dict(zip(splits, dataset.files()))
+            n = sum(len(index) for index in indexes.values())
+            if resolve_loader(self.loader, n, dataset.image_size, self.memory_gb) == "stream":
+                return self._stream(dataset, indexes, found)
         with distributed.main_first():  # under DDP rank 0 downloads first
             images = dict(zip(splits, dataset.load()))
         mean, std, norm = probe_normalization(dataset.source, images["train"].images, self.normalize)
@@ -274,45 +313,107 @@ class FeatureCache:
             f"on {self.device}"
         )
         layers = extract(self.backbone(), data.images, mean, std, self.device, self.batch_size)
-        meta = {
+        meta = self._meta(dataset, split, len(data), data.classes, mean, std, norm)
+        features = Features(layers, data.labels.clone(), dict(data.targets), list(data.classes), meta)
+        if distributed.is_main():
+            self._write(self.path(dataset.source, split, dataset.image_size), features)
+        return features
+
+    def _stream(
+        self, dataset: TransferDataset, indexes: dict[str, ImageIndex], found: dict[str, Features | None]
+    ) -> tuple[Features, Features]:
+        """Missing splits extracted batch by batch from the files and written row by row (rank 0; the
+        other ranks wait and read the files): memory holds a few batches, never the set."""
+        if distributed.is_main():
+            kind = norm_kind(dataset.source, self.normalize)
+            if kind == NORM:  # train-split statistics: one decoding pass over the train images first
+                counts = torch.zeros(3, 256, dtype=torch.long)
+                for images, _ in clean_batches(indexes["train"], dataset.image_size, self.batch_size, self.workers):
+                    counts += channel_counts(images)
+                mean, std = stats_from_counts(counts)
+            else:
+                mean, std, kind = probe_normalization(dataset.source, torch.empty(0), self.normalize)
+            for split, index in indexes.items():
+                if found[split] is None:
+                    self._stream_split(dataset, split, index, mean, std, kind)
+        distributed.barrier()
+        out = {
+            split: self._read(self.path(dataset.source, split, dataset.image_size), split)
+            if found[split] is None
+            else found[split]
+            for split in indexes
+        }
+        train, test = out["train"], out["test"]
+        if train is None or test is None:
+            raise UsageError(f"streamed features of {dataset.name} could not be read back from {self.folder}")
+        return train, test
+
+    def _stream_split(
+        self, dataset: TransferDataset, split: str, index: ImageIndex, mean: list[float], std: list[float], norm: str
+    ) -> None:
+        """One split's cache file, filled batch by batch into preallocated checksummed datasets (chunks of
+        one batch of rows), in a temporary file renamed when complete (h5atomic.atomic_h5)."""
+        n = len(index)
+        self._say(
+            f"extracting {dataset.name} {split} features: {n} images at {dataset.image_size} px "
+            f"on {self.device}, streamed from the files"
+        )
+        with atomic_h5(self.path(dataset.source, split, dataset.image_size)) as handle:
+            _checksummed(handle, "labels", index.labels)
+            handle.create_group("targets")
+            row = 0
+            pin = self.device.type == "cuda"
+            for images, _ in clean_batches(index, dataset.image_size, self.batch_size, self.workers, pin):
+                pooled = encode(self.backbone(), images, mean, std, self.device)
+                for name, values in pooled.items():
+                    if name not in handle:
+                        chunks = (min(n, self.batch_size), values.shape[1])
+                        handle.create_dataset(
+                            name, shape=(n, values.shape[1]), dtype=np.float32, chunks=chunks, fletcher32=True
+                        )
+                    handle[name][row : row + len(values)] = values.cpu().numpy()
+                row += len(images)
+            for name, value in self._meta(dataset, split, n, index.classes, mean, std, norm).items():
+                handle.attrs[name] = value
+
+    def _meta(
+        self,
+        dataset: TransferDataset,
+        split: str,
+        n: int,
+        classes: list[str],
+        mean: list[float],
+        std: list[float],
+        norm: str,
+    ) -> dict[str, Any]:
+        """The attributes of a cache file (docs/probing.md)."""
+        return {
             "format": FORMAT,
             "checkpoint_sha256": self.sha256,
             "checkpoint": self.weights,
             "source": dataset.source,
             "split": split,
             "image_size": dataset.image_size,
-            "n": len(data),
-            "classes": json.dumps(data.classes),
+            "n": n,
+            "classes": json.dumps(classes),
             "norm": norm,
             "norm_mean": mean,
             "norm_std": std,
             "device": str(self.device),
             "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32",
         }
-        features = Features(layers, data.labels.clone(), dict(data.targets), list(data.classes), meta)
-        if distributed.is_main():
-            self._write(self.path(dataset.source, split, dataset.image_size), features)
-        return features
 
     def _write(self, path: Path, features: Features) -> None:
         """Temporary file in the same folder, 'complete' set last, then an atomic rename."""
-        fd, tmp = temporary_beside(path)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as handle:
-                for name, values in features.layers.items():
-                    _checksummed(handle, name, values)
-                _checksummed(handle, "labels", features.labels)
-                group = handle.create_group("targets")
-                for name, values in features.targets.items():
-                    _checksummed(group, name, values)
-                for name, value in features.meta.items():
-                    handle.attrs[name] = value
-                handle.attrs["complete"] = True
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_h5(path) as handle:
+            for name, values in features.layers.items():
+                _checksummed(handle, name, values)
+            _checksummed(handle, "labels", features.labels)
+            group = handle.create_group("targets")
+            for name, values in features.targets.items():
+                _checksummed(group, name, values)
+            for name, value in features.meta.items():
+                handle.attrs[name] = value
 
 
 def _checksummed(group: h5py.Group, name: str, values: Tensor) -> None:
@@ -320,6 +421,16 @@ def _checksummed(group: h5py.Group, name: str, values: Tensor) -> None:
     (OSError), so corrupted features are rebuilt instead of silently changing probe accuracies."""
     array = values.numpy()
     group.create_dataset(name, data=array, fletcher32=array.size > 0)  # an empty dataset cannot be chunked
+
+
+def _stream_settings(run_dir: Path) -> tuple[str, float, int]:
+    """The run's data.loader, data.memory_gb and data.workers (how its images are read, so its probe
+    features are read the same way); for a folder holding only a checkpoint: auto, 8 GiB, 0 workers."""
+    try:
+        data = load_run_config(run_dir).data
+    except (UsageError, OSError):
+        return "auto", 8.0, 0
+    return data.loader, data.memory_gb, data.workers
 
 
 def _plain(value: Any) -> Any:

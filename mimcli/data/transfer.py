@@ -5,7 +5,8 @@ Images come back clean (no augmentation), RGB, resized (antialiased bilinear, sq
 to the pretraining resolution, so the feature extractor never sees PIL images or odd sizes.
 
 Names: cifar10, cifar100, stl10, dtd, mnist, fashionmnist, cub200, flowers102, gtsrb,
-`imagefolder:PATH` (PATH/train and PATH/test class trees), `colourstats:PATH` (the same images; a
+`imagefolder:PATH` (PATH/train and PATH/test class trees, or ImageNet's val/ as `stream.index_split`
+reads it, or a pack from `mim pack`; `files` lets features.py stream them), `colourstats:PATH` (the same images; a
 regression onto each image's mean colour and saturation, non-shared by construction) and `shapes:shape`, `shapes:hue`,
 `shapes:position` (generated; position is a regression target). torchvision data sets are
 downloaded on first use when the run allows it; anything that is neither on disk nor downloadable
@@ -24,15 +25,15 @@ from typing import Any, Literal
 
 import torch
 
-from mimcli.data.images import ImageData
+from mimcli.data.clean import decode_index, folder_indexes
 from mimcli.data.datasets import (
     _missing,
-    image_folder_split,
-    load_image_folder,
     load_split,
     resize_uint8,
     to_rgb,
 )
+from mimcli.data.images import ImageData
+from mimcli.data.stream import ImageIndex
 from mimcli.errors import DataNotFoundError, UsageError
 
 Task = Literal["classification", "regression"]
@@ -53,6 +54,8 @@ class TransferDataset:
     target: str | None  # key in ImageData.targets holding the probe target; None: ImageData.labels
     image_size: int
     loader: Callable[[], tuple[ImageData, ImageData]]
+    # image folders and packs: (train, test) file indexes, so features.py can extract them batch by batch
+    files: Callable[[], tuple[ImageIndex, ImageIndex]] | None = None
 
     def load(self) -> tuple[ImageData, ImageData]:
         train, test = self.loader()
@@ -299,16 +302,12 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
         digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
         source = f"{kind}-{_safe(folder.name)}-{digest}"  # own cache: cached features carry their targets
 
+        def files() -> tuple[ImageIndex, ImageIndex]:
+            return folder_indexes(str(folder))
+
         def load_folder() -> tuple[ImageData, ImageData]:
-            train = load_image_folder(image_folder_split(folder, "train"), image_size)
-            test_folder = folder / "test"
-            if not test_folder.is_dir():
-                raise DataNotFoundError(
-                    f"image folder {test_folder} not found: expected {folder}/test/<class>/*.jpg|png")
-            test = load_image_folder(test_folder, image_size)
-            if test.classes != train.classes:
-                raise UsageError(f"{folder}: train and test hold different class folders")
-            return train, test
+            train, test = files()
+            return decode_index(train, image_size), decode_index(test, image_size)
 
         if kind == "colourstats":
             def load_colour() -> tuple[ImageData, ImageData]:
@@ -317,7 +316,7 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
 
             return TransferDataset(f"colourstats:{arg}", "regression", source, COLOUR_TARGET, image_size,
                                    load_colour)
-        return TransferDataset(f"imagefolder:{arg}", "classification", source, None, image_size, load_folder)
+        return TransferDataset(f"imagefolder:{arg}", "classification", source, None, image_size, load_folder, files)
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:
             raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")

@@ -56,3 +56,25 @@ def update_section(name: str, body: str, doc: Path = DOC) -> Path:
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
     return doc
+
+
+def in_fresh_process(module: str, function: str, arg: str) -> dict[str, Any]:
+    """`benchmarks/<module>.py`'s function(arg) in a new Python process (one intra-op thread), its JSON
+    result: peak RSS (`resource.getrusage`) is per process, so each measurement gets its own."""
+    import json
+    import subprocess
+    import sys
+
+    root = DOC.parents[1]
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(root / 'benchmarks')!r}); import {module} as m; "
+        f"print(json.dumps(m.{function}({arg!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -21,10 +21,8 @@ table header); compare the ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_table import machine, markdown_table, update_section
+from docs_table import in_fresh_process, machine, markdown_table, update_section
 
-ROOT = Path(__file__).resolve().parents[1]
 COUNTS = (1000, 8000)
 STEPS, BATCH, SIZE, WORKERS = 10, 32, 64, 2
 SPEED_IMAGES = 512
@@ -81,18 +78,7 @@ def stream_pass(root: str) -> dict[str, float]:
 
 
 def measure_memory(root: Path) -> dict[str, float]:
-    code = (
-        f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import stream_memory as s; "
-        f"print(json.dumps(s.stream_pass({str(root)!r})))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return in_fresh_process("stream_memory", "stream_pass", str(root))
 
 
 def measure_speed(root: Path) -> list[dict[str, object]]:

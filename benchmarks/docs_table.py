@@ -58,9 +58,9 @@ def update_section(name: str, body: str, doc: Path = DOC) -> Path:
     return doc
 
 
-def in_fresh_process(module: str, function: str, arg: str) -> dict[str, Any]:
-    """`benchmarks/<module>.py`'s function(arg) in a new Python process (one intra-op thread), its JSON
-    result: peak RSS (`resource.getrusage`) is per process, so each measurement gets its own."""
+def in_fresh_process(module: str, function: str, arg: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`benchmarks/<module>.py`'s function(arg) in a new Python process (one intra-op thread, plus `env`),
+    its JSON result: peak RSS (`resource.getrusage`) is per process, so each measurement gets its own."""
     import json
     import subprocess
     import sys
@@ -75,6 +75,6 @@ def in_fresh_process(module: str, function: str, arg: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", **(env or {})},
     )
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -6,9 +6,11 @@
    both splits (`FeatureCache(loader="stream").get`: a train statistics pass, then train and test
    features, HDF5 written batch by batch, then read back as a probe does) with a random width-8
    ResNet-18 at SIZE px, 0 and 2 decoding workers: peak RSS of the process and of its largest worker
-   (`resource.getrusage`), and the peak of the process plus its live workers sampled every 50 ms
-   from /proc (`RssSampler`; pages shared between processes count in each). The difference 4k - 1k
-   is what the number of images costs.
+   (`resource.getrusage`), and the peaks of the process's RSS and of the anonymous + shared-memory PSS
+   of the process plus its live workers, sampled every 0.1 s from /proc (`MemorySampler`). The
+   2-worker case runs again with glibc's mmap threshold pinned (a control: growth that disappears
+   there is heap fragmentation, not data held). The difference 4k - 1k is what the number of images
+   costs.
 3. Reading the 1k folder vs its pack, side by side in one process, in the training sampler's
    random order: bytes only (open + read) and read + PIL decode to RGB, images/s; and the time to
    write the pack.
@@ -38,6 +40,7 @@ from stream_memory import write_photos
 
 COUNTS = (1000, 4000)
 SIZE, BATCH, WORKERS = 64, 256, 2
+CONFIGS = [(0, "default"), (WORKERS, "default"), (WORKERS, "fixed")]  # (decoding workers, malloc)
 ROUNDS = 2  # read passes per path (alternating), best kept
 
 
@@ -50,23 +53,33 @@ def make_set(folder: Path, n: int) -> None:
         os.link(path, target)
 
 
-class RssSampler(threading.Thread):
-    """Resident memory (MiB) of this process and of this process plus its live children (the DataLoader
-    workers), sampled every `period` seconds from /proc; `peak_main` and `peak_total` keep the maxima."""
+class MemorySampler(threading.Thread):
+    """Every `period` seconds: the RSS of this process, and the anonymous + shared-memory PSS of this
+    process plus its live children (the DataLoader workers) from /proc/<pid>/smaps_rollup. PSS splits a
+    page shared by k processes into k parts, so the sum is the memory the group holds (summed RSS would
+    count twice the pages a forked worker shares with its parent, and the batches in /dev/shm); file
+    pages (the libraries, shared with every other torch process on the machine) are left out.
+    `peak_rss` and `peak_pss` keep the maxima, in MiB."""
 
-    def __init__(self, period: float = 0.05) -> None:
+    def __init__(self, period: float = 0.1) -> None:
         super().__init__(daemon=True)
-        self.period, self.peak_main, self.peak_total = period, 0.0, 0.0
+        self.period, self.peak_rss, self.peak_pss = period, 0.0, 0.0
         self.done = threading.Event()
         self.page = os.sysconf("SC_PAGE_SIZE") / 2**20
 
-    def rss(self, pid: int | str) -> float:
+    def rss(self) -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * self.page
+
+    @staticmethod
+    def pss(pid: str) -> float:
         try:
-            return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * self.page
+            lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            return sum(int(line.split()[1]) for line in lines if line.startswith(("Pss_Anon:", "Pss_Shmem:"))) / 1024
         except (OSError, IndexError, ValueError):
             return 0.0  # the process ended between listing and reading
 
-    def children(self) -> list[str]:
+    @staticmethod
+    def children() -> list[str]:
         me, found = str(os.getpid()), []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -78,9 +91,8 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(self.period):
-            main = self.rss("self")
-            self.peak_main = max(self.peak_main, main)
-            self.peak_total = max(self.peak_total, main + sum(self.rss(pid) for pid in self.children()))
+            self.peak_rss = max(self.peak_rss, self.rss())
+            self.peak_pss = max(self.peak_pss, sum(self.pss(pid) for pid in ["self", *self.children()]))
 
 
 def extract_pass(job: str) -> dict[str, float]:
@@ -105,7 +117,7 @@ def extract_pass(job: str) -> dict[str, float]:
         run_dir, device="cpu", batch_size=BATCH, loader="stream", workers=int(workers), normalize="train_stats"
     )
     dataset = resolve_dataset(f"imagefolder:{folder}", root=folder, image_size=SIZE)
-    sampler = RssSampler()
+    sampler = MemorySampler()
     sampler.start()
     start = time.perf_counter()
     train, test = cache.get(dataset)  # statistics pass over train, then train and test features
@@ -122,14 +134,17 @@ def extract_pass(job: str) -> dict[str, float]:
         # with no workers the only children are helpers forked while importing torch and h5py, whose peak
         # is the parent's size at the fork (436 then 514 MiB measured): not a worker, so left blank
         "worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if int(workers) else "",
-        "sampled_main_mib": sampler.peak_main,
-        "sampled_total_mib": sampler.peak_total,
+        "sampled_rss_mib": sampler.peak_rss,
+        "sampled_pss_mib": sampler.peak_pss,
         "cache_mib": sum(p.stat().st_size for p in (run_dir / "features").iterdir()) / 2**20,
     }
 
 
-def measure_extract(folder: Path, workers: int) -> dict[str, float]:
-    return in_fresh_process("packed_io", "extract_pass", f"{folder}|{workers}")
+def measure_extract(folder: Path, workers: int, malloc: str) -> dict[str, object]:
+    """extract_pass in a fresh process; malloc "fixed": glibc's mmap threshold pinned at 128 KiB
+    (MALLOC_MMAP_THRESHOLD_), so every large buffer is its own mapping, returned when freed."""
+    env = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)} if malloc == "fixed" else {}
+    return {"malloc": malloc, **in_fresh_process("packed_io", "extract_pass", f"{folder}|{workers}", env)}
 
 
 def measure_reading(folder: Path, pack: Path) -> list[dict[str, object]]:
@@ -180,33 +195,36 @@ def main() -> None:
         for n in COUNTS:
             make_set(Path(tmp) / f"photos{n}", n)
         extract_rows = []
-        for workers in (0, WORKERS):
+        for workers, malloc in CONFIGS:
             for n in COUNTS:
-                extract_rows.append(measure_extract(Path(tmp) / f"photos{n}", workers))
+                extract_rows.append(measure_extract(Path(tmp) / f"photos{n}", workers, malloc))
                 print(extract_rows[-1], flush=True)
         read_rows = measure_reading(Path(tmp) / "photos1000", Path(tmp) / "photos1000.h5")
     load_end = os.getloadavg()[0]
 
-    def growth(key: str, k: int) -> float:  # 4k minus 1k images, k-th worker setting
-        return float(extract_rows[2 * k + 1][key] - extract_rows[2 * k][key])
+    def growth(key: str, k: int) -> str:  # 4k minus 1k images, in the k-th configuration
+        return f"{float(extract_rows[2 * k + 1][key]) - float(extract_rows[2 * k][key]):+.1f} MiB"
 
-    columns = ["workers", "images", "seconds", "images/s", "main_mib", "worker_mib"]
-    extract_table = markdown_table(extract_rows, [*columns, "sampled_main_mib", "sampled_total_mib", "cache_mib"])
+    columns = ["workers", "malloc", "images", "seconds", "images/s", "main_mib", "worker_mib"]
+    extract_table = markdown_table(extract_rows, [*columns, "sampled_rss_mib", "sampled_pss_mib", "cache_mib"])
     read_table = markdown_table(read_rows, ["read", "folder images/s", "pack images/s", "pack / folder"])
     body = (
         f"## Streamed probe features and the HDF5 pack: {machine()}\n\n"
         f"`OMP_NUM_THREADS=1 python benchmarks/packed_io.py --write` (500 x 375 JPEGs). Load average "
         f"{load_start:.1f} at the start and {load_end:.1f} at the end of the run: the machine's 2 cores are shared "
-        f"with other jobs, so speeds are noisy and peak RSS moves by tens of MiB between runs.\n\n"
+        f"with other jobs, so speeds are noisy and peaks move by tens of MiB between runs.\n\n"
         f"Streamed feature extraction, `FeatureCache.get` of train (N) and test (N / 5) (random ResNet-18 width 8, "
         f"{SIZE} px, batch {BATCH}, 0 or {WORKERS} decoding workers; a statistics pass over train, then the HDF5 "
         f"caches written batch by batch and read back); images = images decoded. MiB: peak RSS of the extracting "
-        f"process and of its largest worker (getrusage), and the peaks sampled every 50 ms of the process alone "
-        f"and of the process plus its live workers:\n\n{extract_table}\n\n"
-        f"4k - 1k images, no workers: **{growth('main_mib', 0):+.1f} MiB** peak RSS "
-        f"({growth('sampled_main_mib', 0):+.1f} sampled); {WORKERS} workers: **{growth('main_mib', 1):+.1f} MiB** "
-        f"in the extracting process, {growth('worker_mib', 1):+.1f} MiB per worker, "
-        f"**{growth('sampled_total_mib', 1):+.1f} MiB** for the process and its workers together (sampled). "
+        f"process and of its largest worker (getrusage), the process's RSS sampled every 0.1 s, and the PSS of the "
+        f"process plus its live workers sampled with it (anonymous and shared memory, each shared page split "
+        f"between the processes). malloc "
+        f"`fixed`: the same run with glibc's mmap threshold pinned at 128 KiB (`MALLOC_MMAP_THRESHOLD_=131072`), "
+        f"a control for heap fragmentation:\n\n{extract_table}\n\n"
+        f"4k - 1k images: no workers **{growth('main_mib', 0)}** peak RSS; {WORKERS} workers "
+        f"**{growth('main_mib', 1)}** in the extracting process, {growth('worker_mib', 1)} per worker, "
+        f"**{growth('sampled_pss_mib', 1)}** PSS of the process and its workers together; the same with the mmap "
+        f"threshold pinned: {growth('main_mib', 2)} in the process, {growth('sampled_pss_mib', 2)} PSS together. "
         f"The limit the issue sets for stream mode: 100 MB. The cache file grows with the set, on disk.\n\n"
         f"Reading 1,000 of the same JPEGs in the sampler's random order, one process, best of {ROUNDS} "
         f"alternating passes (local disk, warm page cache: the pack's gain on a network file system, one open "

@@ -180,9 +180,9 @@ def sample_crop_boxes(
     # torchvision's fallback: the largest centred box within the ratio range
     in_ratio = width / height
     if in_ratio < min(ratio):
-        fall_w, fall_h = width, int(round(width / min(ratio)))
+        fall_w, fall_h = width, round(width / min(ratio))
     elif in_ratio > max(ratio):
-        fall_w, fall_h = int(round(height * max(ratio))), height
+        fall_w, fall_h = round(height * max(ratio)), height
     else:
         fall_w, fall_h = width, height
     w = torch.where(found, w, torch.full_like(w, fall_w)).long()
@@ -244,9 +244,7 @@ def resample(images: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return torch.matmul(rows.unsqueeze(1), x).view(batch, channels, out_h, out_w)  # then rows
 
 
-def resized_crop(
-    images: Tensor, boxes: Tensor, out_size: int, flip: Tensor | None = None, gain: float = 1.0
-) -> Tensor:
+def resized_crop(images: Tensor, boxes: Tensor, out_size: int, flip: Tensor | None = None, gain: float = 1.0) -> Tensor:
     """Crop each sample's box, resize it to out_size (antialiased bilinear) and optionally mirror it.
 
     images: (B, C, H, W) any dtype; boxes: (B, 4) top, left, height, width; flip: (B,) bool.

@@ -73,8 +73,13 @@ def load_cifar(name: str, root: Path, train: bool, download: bool) -> ImageData:
     try:
         ds = cls(str(root), train=train, download=download)
     except Exception as error:  # torchvision raises RuntimeError / URLError / OSError
-        raise _missing(name, root, error, f"download it with network access, or set data.root to a folder "
-                       f"holding {'cifar-10-batches-py' if name == 'cifar10' else 'cifar-100-python'}") from None
+        raise _missing(
+            name,
+            root,
+            error,
+            f"download it with network access, or set data.root to a folder "
+            f"holding {'cifar-10-batches-py' if name == 'cifar10' else 'cifar-100-python'}",
+        ) from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
     return ImageData(images, torch.as_tensor(ds.targets, dtype=torch.long), list(ds.classes))
 
@@ -85,8 +90,9 @@ def load_stl10(root: Path, split: str, download: bool) -> ImageData:
     try:
         ds = datasets.STL10(str(root), split=split, download=download)
     except Exception as error:
-        raise _missing("stl10", root, error, "download it with network access, or set data.root to a folder "
-                       "holding stl10_binary") from None
+        raise _missing(
+            "stl10", root, error, "download it with network access, or set data.root to a folder holding stl10_binary"
+        ) from None
     labels = torch.as_tensor(ds.labels, dtype=torch.long)
     return ImageData(torch.from_numpy(ds.data).contiguous(), labels, list(ds.classes))
 
@@ -104,8 +110,10 @@ def image_folder_split(root: Path, split: str) -> Path:
         return root / split
     if split == "train" and root.is_dir() and any(p.is_dir() or is_image(p) for p in root.iterdir()):
         return root
-    raise DataNotFoundError(f"image folder {root / split} not found: expected {root}/{split}/<class>/*.jpg|png "
-                            f"(or, for pretraining, images directly in {root})")
+    raise DataNotFoundError(
+        f"image folder {root / split} not found: expected {root}/{split}/<class>/*.jpg|png "
+        f"(or, for pretraining, images directly in {root})"
+    )
 
 
 def list_image_folder(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -118,8 +126,9 @@ def list_image_folder(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     if not classes:
         files = [(p, -1) for p in sorted(folder.iterdir()) if is_image(p)]
     if not files:
-        raise DataNotFoundError(f"no images found in {folder}: expected {folder}/<class>/*.jpg|png "
-                                f"or images directly in {folder}")
+        raise DataNotFoundError(
+            f"no images found in {folder}: expected {folder}/<class>/*.jpg|png or images directly in {folder}"
+        )
     return files, classes
 
 
@@ -151,8 +160,14 @@ def load_image_folder(folder: Path, image_size: int) -> ImageData:
     return ImageData(images, labels, classes)
 
 
-def load_split(name: str, root: str | Path, split: str, image_size: int, download: bool = True,
-               shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0)) -> ImageData:
+def load_split(
+    name: str,
+    root: str | Path,
+    split: str,
+    image_size: int,
+    download: bool = True,
+    shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0),
+) -> ImageData:
     """One split ('train' | 'test' | 'unlabeled' | 'pretrain') of a pretraining data set at image_size."""
     root = Path(root)
     if name in ("cifar10", "cifar100"):
@@ -161,8 +176,9 @@ def load_split(name: str, root: str | Path, split: str, image_size: int, downloa
         if split == "pretrain":
             unlabeled = load_stl10(root, "unlabeled", download)
             train = load_stl10(root, "train", download)
-            data = ImageData(torch.cat([unlabeled.images, train.images]),
-                             torch.cat([unlabeled.labels, train.labels]), train.classes)
+            data = ImageData(
+                torch.cat([unlabeled.images, train.images]), torch.cat([unlabeled.labels, train.labels]), train.classes
+            )
         else:
             data = load_stl10(root, split, download)
     elif name == "imagefolder":
@@ -170,17 +186,25 @@ def load_split(name: str, root: str | Path, split: str, image_size: int, downloa
         return load_image_folder(folder, image_size)
     elif name == "shapes":
         n_train, n_test, seed = shapes_sizes
-        data = generate_shapes(n_test if split == "test" else n_train, seed=seed + (1 if split == "test" else 0),
-                               image_size=32)
+        data = generate_shapes(
+            n_test if split == "test" else n_train, seed=seed + (1 if split == "test" else 0), image_size=32
+        )
     else:
         raise UsageError(f"unknown dataset {name!r}")
     data.images = resize_uint8(data.images, image_size)
     return data
 
 
-def load_pretrain_data(dataset: str, root: str, image_size: int, subset: int | None, seed: int, download: bool,
-                       shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0),
-                       stl10_split: str = "unlabeled") -> ImageData:
+def load_pretrain_data(
+    dataset: str,
+    root: str,
+    image_size: int,
+    subset: int | None,
+    seed: int,
+    download: bool,
+    shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0),
+    stl10_split: str = "unlabeled",
+) -> ImageData:
     """The images a pretraining run learns from, optionally a seeded subset. STL-10: the unlabeled
     split (100k, as the official code), or with `stl10_split="unlabeled+train"` also the 5k train images.
 

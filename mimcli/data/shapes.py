@@ -117,7 +117,16 @@ def _heart(x: Tensor, y: Tensor) -> Tensor:
 
 
 _SDFS: list[Callable[[Tensor, Tensor], Tensor]] = [
-    _disc, _square, _triangle, _cross, _ring, _star, _diamond, _ell, _tee, _heart,
+    _disc,
+    _square,
+    _triangle,
+    _cross,
+    _ring,
+    _star,
+    _diamond,
+    _ell,
+    _tee,
+    _heart,
 ]
 
 
@@ -152,8 +161,9 @@ def rgb_hue(rgb: Tensor) -> Tensor:
     r, g, b = rgb.unbind(-1)
     high, low = rgb.max(-1).values, rgb.min(-1).values
     chroma = (high - low).clamp(min=1e-12)
-    hue = torch.where(high == r, ((g - b) / chroma) % 6,
-                      torch.where(high == g, (b - r) / chroma + 2, (r - g) / chroma + 4))
+    hue = torch.where(
+        high == r, ((g - b) / chroma) % 6, torch.where(high == g, (b - r) / chroma + 2, (r - g) / chroma + 4)
+    )
     return torch.where(high > low, hue / 6, torch.zeros_like(hue)) % 1.0
 
 
@@ -221,8 +231,9 @@ def _sample_latents(n: int, generator: torch.Generator, image_size: int) -> Shap
     above = (hi - shape_luma - LUMA_GAP).clamp(min=0)
     u = torch.rand(n, generator=generator) * (below + above)
     background_luma = torch.where(u < below, lo + u, shape_luma + LUMA_GAP + (u - below))
-    background_rgb = isoluminant_rgb(torch.rand(n, generator=generator), background_luma,
-                                     _uniform(generator, n, *BACKGROUND_CHROMA))
+    background_rgb = isoluminant_rgb(
+        torch.rand(n, generator=generator), background_luma, _uniform(generator, n, *BACKGROUND_CHROMA)
+    )
     return ShapeLatents(shape, hue, hue_value, shape_rgb, centre, radius, angle, background_rgb, image_size)
 
 
@@ -266,8 +277,9 @@ def _render(latents: ShapeLatents, generator: torch.Generator) -> Tensor:
         n = len(latents.shape[part])
         field = torch.randn(n, 3, FIELD_GRID, FIELD_GRID, generator=generator) * FIELD_STD
         background = upsample @ field @ upsample.T + latents.background_rgb[part].view(n, 3, 1, 1)
-        alpha = render_coverage(latents.shape[part], latents.centre_px[part], latents.radius_px[part],
-                                latents.angle[part], size).unsqueeze(1)
+        alpha = render_coverage(
+            latents.shape[part], latents.centre_px[part], latents.radius_px[part], latents.angle[part], size
+        ).unsqueeze(1)
         image = torch.lerp(background, latents.shape_rgb[part].view(n, 3, 1, 1), alpha)
         image.add_(torch.randn(n, 3, size, size, generator=generator), alpha=PIXEL_NOISE)
         images[part] = image.clamp_(0, 1).mul_(255).round_()

@@ -23,8 +23,9 @@ from mimcli.errors import UsageError
 
 
 class BatchSource(Protocol):
-    def batches(self, order: Tensor, seed: int, rng: torch.Generator,
-                start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def batches(
+        self, order: Tensor, seed: int, rng: torch.Generator, start_step: int = 0
+    ) -> Iterator[tuple[Tensor, Tensor]]: ...
 
 
 class MemorySource:
@@ -36,8 +37,9 @@ class MemorySource:
         self.augment, self.n_views, self.device = augment, n_views, device
 
     @torch.no_grad()
-    def batches(self, order: Tensor, seed: int, rng: torch.Generator,
-                start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(
+        self, order: Tensor, seed: int, rng: torch.Generator, start_step: int = 0
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         for index in order[start_step:].to(self.device):
             images = self.images[index]
             yield torch.cat([self.augment(images, rng) for _ in range(self.n_views)]), self.labels[index]
@@ -47,14 +49,16 @@ class StreamSource:
     """Files decoded per step in worker processes (crop from the original image), then flip and colour
     on the device from `rng` (`BatchAugment.apply` with whole-image boxes: no second crop)."""
 
-    def __init__(self, index: ImageIndex, device: torch.device, augment: BatchAugment, n_views: int,
-                 workers: int) -> None:
+    def __init__(
+        self, index: ImageIndex, device: torch.device, augment: BatchAugment, n_views: int, workers: int
+    ) -> None:
         self.index, self.device, self.augment = index, device, augment
         self.n_views, self.workers = n_views, workers
 
     @torch.no_grad()
-    def batches(self, order: Tensor, seed: int, rng: torch.Generator,
-                start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(
+        self, order: Tensor, seed: int, rng: torch.Generator, start_step: int = 0
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         size, cfg = self.augment.out_size, self.augment.cfg
         dataset = StreamBatches(self.index, order, seed, size, self.n_views, cfg.crop_scale, cfg.crop_ratio)
         for views, labels in stream_steps(dataset, start_step, self.workers, self.device.type == "cuda"):

@@ -43,8 +43,11 @@ def _images_under(folder: Path) -> list[Path]:
 def index_class_folders(folder: Path) -> ImageIndex:
     """`folder/<class>/**/<image>` (or unlabeled images directly in `folder`), listed as memory mode lists it."""
     files, classes = list_image_folder(folder)
-    return ImageIndex(np.array([str(p) for p, _ in files], dtype=np.bytes_),
-                      torch.tensor([label for _, label in files], dtype=torch.long), classes)
+    return ImageIndex(
+        np.array([str(p) for p, _ in files], dtype=np.bytes_),
+        torch.tensor([label for _, label in files], dtype=torch.long),
+        classes,
+    )
 
 
 def read_val_labels(path: Path) -> dict[str, str]:
@@ -124,8 +127,16 @@ class StepBatches(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
 class StreamBatches(StepBatches):
     """Item `step`: (uint8 (n_views * B, 3, S, S) views, view-major as memory mode; int64 (B,) labels)."""
 
-    def __init__(self, index: ImageIndex, order: Tensor, seed: int, image_size: int, n_views: int,
-                 scale: tuple[float, float], ratio: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        index: ImageIndex,
+        order: Tensor,
+        seed: int,
+        image_size: int,
+        n_views: int,
+        scale: tuple[float, float],
+        ratio: tuple[float, float],
+    ) -> None:
         self.index, self.order, self.seed = index, order, seed
         self.size, self.n_views, self.scale, self.ratio = image_size, n_views, scale, ratio
 
@@ -142,10 +153,17 @@ class StreamBatches(StepBatches):
             image = self.index.open(i)
             width, height = image.size
             for v in range(self.n_views):
-                row = u[v, j:j + 1]
-                top, left, h, w = sample_crop_boxes(row[:, :CROP_TRIES], row[:, CROP_TRIES:2 * CROP_TRIES],
-                                                    row[:, -2], row[:, -1], height, width,
-                                                    self.scale, self.ratio)[0].tolist()
+                row = u[v, j : j + 1]
+                top, left, h, w = sample_crop_boxes(
+                    row[:, :CROP_TRIES],
+                    row[:, CROP_TRIES : 2 * CROP_TRIES],
+                    row[:, -2],
+                    row[:, -1],
+                    height,
+                    width,
+                    self.scale,
+                    self.ratio,
+                )[0].tolist()
                 crop = image.crop((left, top, left + w, top + h))
                 crop = crop.resize((self.size, self.size), Image.Resampling.BILINEAR)
                 out[v, j] = torch.from_numpy(np.array(crop))
@@ -163,7 +181,13 @@ def stream_steps(dataset: StepBatches, start_step: int, workers: int, pin: bool)
     if workers == 0:
         yield from (dataset[s] for s in steps)
         return
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, sampler=steps, num_workers=workers,
-                                         pin_memory=pin, worker_init_fn=_single_thread,
-                                         prefetch_factor=max(2, math.ceil(4 / workers)))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=steps,
+        num_workers=workers,
+        pin_memory=pin,
+        worker_init_fn=_single_thread,
+        prefetch_factor=max(2, math.ceil(4 / workers)),
+    )
     yield from loader

@@ -81,8 +81,9 @@ def concat(parts: Sequence[ImageData]) -> ImageData:
     )
 
 
-def per_class_split(labels: torch.Tensor, train_fraction: float = 0.8, seed: int = SPLIT_SEED
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def per_class_split(
+    labels: torch.Tensor, train_fraction: float = 0.8, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(train index, test index): within each class (ascending), a seeded permutation; the first
     round(train_fraction * n) go to train. One generator serves all classes in turn."""
     generator = torch.Generator().manual_seed(seed)
@@ -139,8 +140,9 @@ def _load_mnist(name: str) -> Loader:
         folder = cls.__name__
         out = []
         for train in (True, False):
-            ds = _torchvision(name, root, _download_hint(f"{folder}/raw"),
-                              partial(cls, str(root), train=train, download=download))
+            ds = _torchvision(
+                name, root, _download_hint(f"{folder}/raw"), partial(cls, str(root), train=train, download=download)
+            )
             out.append(ImageData(to_rgb(ds.data), ds.targets.long(), list(ds.classes)))
         return out[0], out[1]
 
@@ -153,8 +155,12 @@ def _load_dtd(root: Path, size: int, download: bool) -> tuple[ImageData, ImageDa
 
     splits = {}
     for split in ("train", "val", "test"):
-        ds = _torchvision("dtd", root, _download_hint("dtd/dtd/{images,labels}"),
-                          partial(datasets.DTD, str(root), split=split, partition=1, download=download))
+        ds = _torchvision(
+            "dtd",
+            root,
+            _download_hint("dtd/dtd/{images,labels}"),
+            partial(datasets.DTD, str(root), split=split, partition=1, download=download),
+        )
         splits[split] = decode_samples(ds, list(ds.classes), size)
     return concat([splits["train"], splits["val"]]), splits["test"]
 
@@ -165,8 +171,12 @@ def _load_flowers102(root: Path, size: int, download: bool) -> tuple[ImageData, 
 
     parts = []
     for split in ("train", "val", "test"):
-        ds = _torchvision("flowers102", root, _download_hint("flowers-102/{jpg,imagelabels.mat,setid.mat}"),
-                          partial(datasets.Flowers102, str(root), split=split, download=download))
+        ds = _torchvision(
+            "flowers102",
+            root,
+            _download_hint("flowers-102/{jpg,imagelabels.mat,setid.mat}"),
+            partial(datasets.Flowers102, str(root), split=split, download=download),
+        )
         parts.append(decode_samples(ds, list(ds.classes), size))
     data = concat(parts)
     train, test = per_class_split(data.labels)
@@ -177,8 +187,12 @@ def _load_gtsrb(root: Path, size: int, download: bool) -> tuple[ImageData, Image
     """GTSRB Final_Training images (torchvision's train split), re-split 80/20 per class (seed 42)."""
     from torchvision import datasets
 
-    ds = _torchvision("gtsrb", root, _download_hint("gtsrb/GTSRB/Training/<class>/*.ppm"),
-                      lambda: datasets.GTSRB(str(root), split="train", download=download))
+    ds = _torchvision(
+        "gtsrb",
+        root,
+        _download_hint("gtsrb/GTSRB/Training/<class>/*.ppm"),
+        lambda: datasets.GTSRB(str(root), split="train", download=download),
+    )
     data = decode_samples(ds, [f"{i:05d}" for i in range(43)], size)
     train, test = per_class_split(data.labels)
     return data.select(train), data.select(test)
@@ -205,8 +219,10 @@ def _cub_folder(root: Path, download: bool) -> Path:
     for folder in (root / "CUB_200_2011", root):
         if (folder / "images.txt").is_file():
             return folder
-    hint = (f"put the official archive's CUB_200_2011/{{images.txt,image_class_labels.txt,"
-            f"train_test_split.txt,images/}} under {root} (archive: {CUB_URL})")
+    hint = (
+        f"put the official archive's CUB_200_2011/{{images.txt,image_class_labels.txt,"
+        f"train_test_split.txt,images/}} under {root} (archive: {CUB_URL})"
+    )
     if not download:
         raise DataNotFoundError(f"cub200 not found under {root}; {hint}")
     from torchvision.datasets.utils import download_and_extract_archive
@@ -231,8 +247,11 @@ def _load_cub200(root: Path, size: int, download: bool) -> tuple[ImageData, Imag
     paths, labels, is_train = table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
     classes_file = folder / "classes.txt"
     n_classes = max(int(v) for v in labels.values())
-    classes = ([name for _, name in sorted((int(k), v) for k, v in table("classes.txt").items())]
-               if classes_file.is_file() else [str(i) for i in range(1, n_classes + 1)])
+    classes = (
+        [name for _, name in sorted((int(k), v) for k, v in table("classes.txt").items())]
+        if classes_file.is_file()
+        else [str(i) for i in range(1, n_classes + 1)]
+    )
     splits: dict[bool, list[tuple[Path, int]]] = {True: [], False: []}
     for image_id, rel in sorted(paths.items(), key=lambda item: int(item[0])):
         splits[is_train[image_id].strip() == "1"].append((folder / "images" / rel.strip(), int(labels[image_id]) - 1))
@@ -286,9 +305,15 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "data"
 
 
-def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: bool = True,
-                    shapes: tuple[int, int, int] = (20_000, 5_000, 0), pretrain_dataset: str | None = None
-                    ) -> TransferDataset:
+def resolve_dataset(
+    name: str,
+    *,
+    root: str | Path,
+    image_size: int,
+    download: bool = True,
+    shapes: tuple[int, int, int] = (20_000, 5_000, 0),
+    pretrain_dataset: str | None = None,
+) -> TransferDataset:
     """Bind a probe data set name to its files and resolution (nothing is read until `.load()`).
 
     `shapes` = (n_train, n_test, seed) from the run's data.shapes section. `pretrain_dataset` is the
@@ -310,12 +335,12 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
             return decode_index(train, image_size), decode_index(test, image_size)
 
         if kind == "colourstats":
+
             def load_colour() -> tuple[ImageData, ImageData]:
                 train, test = load_folder()
                 return with_colour_statistics(train), with_colour_statistics(test)
 
-            return TransferDataset(f"colourstats:{arg}", "regression", source, COLOUR_TARGET, image_size,
-                                   load_colour)
+            return TransferDataset(f"colourstats:{arg}", "regression", source, COLOUR_TARGET, image_size, load_colour)
         return TransferDataset(f"imagefolder:{arg}", "classification", source, None, image_size, load_folder, files)
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:
@@ -323,11 +348,14 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
         n_train, n_test, seed = shapes
 
         def load_shapes() -> tuple[ImageData, ImageData]:
-            return (load_split("shapes", root, "train", image_size, shapes_sizes=shapes),
-                    load_split("shapes", root, "test", image_size, shapes_sizes=shapes))
+            return (
+                load_split("shapes", root, "train", image_size, shapes_sizes=shapes),
+                load_split("shapes", root, "test", image_size, shapes_sizes=shapes),
+            )
 
-        return TransferDataset(f"shapes:{arg}", SHAPES_TASKS[arg], f"shapes-{n_train}-{n_test}-s{seed}", arg,
-                               image_size, load_shapes)
+        return TransferDataset(
+            f"shapes:{arg}", SHAPES_TASKS[arg], f"shapes-{n_train}-{n_test}-s{seed}", arg, image_size, load_shapes
+        )
     if sep or kind not in REGISTRY:
         raise UsageError(f"unknown probe dataset {name!r}; choose from {', '.join(known_names())}")
     task, loader = REGISTRY[kind]

@@ -53,6 +53,11 @@ class ShapesSection(Section):
     n_train: int = Field(20_000, gt=0)
     n_test: int = Field(5_000, gt=0)
     seed: int = 0
+    background: Literal["textured", "plain"] = Field(
+        "textured",
+        description="textured: tinted grey, low-frequency colour field and pixel noise (shared nuisances); "
+        "plain: one flat grey level (docs/shapes.md).",
+    )
 
 
 class DataSection(Section):

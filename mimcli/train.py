@@ -339,7 +339,7 @@ def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
         data.subset,
         cfg.train.seed,
         data.download,
-        (shapes.n_train, shapes.n_test, shapes.seed),
+        (shapes.n_train, shapes.n_test, shapes.seed, shapes.background),
         data.stl10_split,
     )
 

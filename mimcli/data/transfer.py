@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from mimcli.data.images import ImageData
+from mimcli.data.shapes import ShapesSpec
 from mimcli.data.datasets import (
     _missing,
     image_folder_split,
@@ -284,11 +285,11 @@ def _safe(text: str) -> str:
 
 
 def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: bool = True,
-                    shapes: tuple[int, int, int] = (20_000, 5_000, 0), pretrain_dataset: str | None = None
+                    shapes: ShapesSpec = (20_000, 5_000, 0, "textured"), pretrain_dataset: str | None = None
                     ) -> TransferDataset:
     """Bind a probe data set name to its files and resolution (nothing is read until `.load()`).
 
-    `shapes` = (n_train, n_test, seed) from the run's data.shapes section. `pretrain_dataset` is the
+    `shapes` = (n_train, n_test, seed, background) from the run's data.shapes section. `pretrain_dataset` is the
     run's data.dataset: the pretraining set itself is probed at its native size (STL-10: 96 px).
     """
     root = Path(root)
@@ -321,13 +322,14 @@ def resolve_dataset(name: str, *, root: str | Path, image_size: int, download: b
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:
             raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")
-        n_train, n_test, seed = shapes
+        n_train, n_test, seed, background = shapes
+        plain = "" if background == "textured" else f"-{background}"  # textured keeps its old cache name
 
         def load_shapes() -> tuple[ImageData, ImageData]:
             return (load_split("shapes", root, "train", image_size, shapes_sizes=shapes),
                     load_split("shapes", root, "test", image_size, shapes_sizes=shapes))
 
-        return TransferDataset(f"shapes:{arg}", SHAPES_TASKS[arg], f"shapes-{n_train}-{n_test}-s{seed}", arg,
+        return TransferDataset(f"shapes:{arg}", SHAPES_TASKS[arg], f"shapes-{n_train}-{n_test}-s{seed}{plain}", arg,
                                image_size, load_shapes)
     if sep or kind not in REGISTRY:
         raise UsageError(f"unknown probe dataset {name!r}; choose from {', '.join(known_names())}")

@@ -2,10 +2,12 @@
 
     python benchmarks/shapes_designs.py DESIGN [DESIGN ...]   # names from DESIGNS below; --list to see them
 
-Each design is the quickstart preset plus overrides. For each it pretrains SimCLR, probes it, and
-probes the same architecture at train.epochs=0 (random init, cached per architecture), then prints
-steps, training seconds, `uptime` load and the probe accuracies. The numbers of the table in
-docs/results.md ("Main-job designs") come from this script.
+Each design is the quickstart preset as it was before issue 15 (OLD_QUICKSTART) plus overrides, so
+that every line of the table keeps its meaning now that the preset is the screen's winner. For each it
+pretrains SimCLR, probes it, and probes the same architecture at train.epochs=0 (random init, cached
+per architecture), then prints steps, training and probe CPU-seconds, `uptime` load, the paper's probe
+accuracies and a standardised (scale-free) probe's. The numbers of the table in docs/results.md
+("Issue 15: redesigning the main job") come from this script.
 """
 
 from __future__ import annotations
@@ -19,9 +21,34 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from main_job import scores
+from main_job import cpu_seconds, scores, standardised_accuracy
 
-BASE = ["--preset", "quickstart"]
+from mimcli.data.shapes import TASKS
+from mimcli.runs import load_run_config
+
+# the quickstart preset before issue 15 redesigned it: textured background, the paper's views and temperature
+OLD_QUICKSTART = [
+    "data.shapes.background=textured",
+    "augment.crop_scale=[0.08,1.0]",
+    "augment.hue=0.2",
+    "method.temperature=0.5",
+    "train.epochs=8",
+    "train.lr=1e-3",
+    "train.schedule=constant",
+    "train.warmup_epochs=0",
+]
+BASE = ["--preset", "quickstart", *(x for o in OLD_QUICKSTART for x in ("--set", o))]
+# the second screen's common settings: plain background, 180 steps at Adam 2e-3 with warm-up + per-step cosine,
+# hue jitter anywhere on the circle
+SCREEN = [
+    "data.shapes.background=plain",
+    "train.epochs=12",
+    "train.lr=2e-3",
+    "train.schedule=warmup_cosine",
+    "train.warmup_epochs=1",
+    "augment.hue=0.5",
+]
+NO_CROP = ["augment.crop_scale=[1.0,1.0]"]
 # name -> overrides on top of the quickstart preset (what each line of the design table tried)
 DESIGNS: dict[str, list[str]] = {
     "old-quickstart": ["data.shapes.n_train=2000", "train.epochs=8", "model.width=16", "train.lr=1e-3"],
@@ -78,6 +105,53 @@ DESIGNS: dict[str, list[str]] = {
         "train.schedule=cosine",
         "augment.crop_scale=[0.2,1.0]",
     ],
+    # issue 15 (second screen): a plain background (data.shapes.background) and stronger colour jitter
+    "plain-24ep-lr1e-3-curve": [  # run as `mim sweep epochs --values 4,8,12,24` (constant lr: one curve)
+        "data.shapes.background=plain",
+        "train.epochs=24",
+    ],
+    "plain-12ep-lr2e-3-wcos-hue0.5-crop0.2-t0.2": [*SCREEN, "augment.crop_scale=[0.2,1.0]", "method.temperature=0.2"],
+    "plain-16px-b64-27ep-lr2e-3-wcos-hue0.5-crop0.2-t0.2": [
+        *SCREEN,
+        "data.image_size=16",
+        "train.batch_size=64",
+        "train.epochs=27",
+        "augment.crop_scale=[0.2,1.0]",
+        "method.temperature=0.2",
+    ],
+    "plain-b32-10ep-lr1e-3-wcos-hue0.5-crop0.2-t0.2": [
+        *SCREEN,
+        "train.batch_size=32",
+        "train.epochs=10",
+        "train.lr=1e-3",
+        "augment.crop_scale=[0.2,1.0]",
+        "method.temperature=0.2",
+    ],
+    "plain-12ep-lr2e-3-wcos-hue0.5-crop0.5-t0.2": [*SCREEN, "augment.crop_scale=[0.5,1.0]", "method.temperature=0.2"],
+    "plain-12ep-lr2e-3-wcos-hue0.5-crop0.8-t0.2": [*SCREEN, "augment.crop_scale=[0.8,1.0]", "method.temperature=0.2"],
+    "plain-12ep-lr4e-3-wcos-hue0.5-crop0.8-t0.1": [
+        *SCREEN,
+        "train.lr=4e-3",
+        "augment.crop_scale=[0.8,1.0]",
+        "method.temperature=0.1",
+    ],
+    # the winner: the quickstart presets since issue 15
+    "plain-12ep-lr2e-3-wcos-hue0.5-crop1-t0.2": [*SCREEN, *NO_CROP, "method.temperature=0.2"],
+    "plain-12ep-lr2e-3-wcos-hue0.5-crop1-ratio1-t0.2": [
+        *SCREEN,
+        *NO_CROP,
+        "augment.crop_ratio=[1.0,1.0]",
+        "method.temperature=0.2",
+    ],
+    "plain-12ep-lr2e-3-wcos-hue0.5-crop1": [*SCREEN, *NO_CROP],
+    "plain-12ep-lr2e-3-wcos-hue0.5-crop1-t0.1": [*SCREEN, *NO_CROP, "method.temperature=0.1"],
+    "plain-15ep-lr2e-3-wcos-hue0.5-crop1-t0.2": [*SCREEN, *NO_CROP, "train.epochs=15", "method.temperature=0.2"],
+    "textured-12ep-lr2e-3-wcos-hue0.5-crop1-t0.2": [
+        *SCREEN,
+        *NO_CROP,
+        "data.shapes.background=textured",
+        "method.temperature=0.2",
+    ],
 }
 
 
@@ -89,12 +163,21 @@ def mim(*args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def train_and_probe(folder: Path, overrides: list[str]) -> tuple[dict[str, float], float, int]:
+def train_and_probe(folder: Path, overrides: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Probe scores, and cost: steps, training wall / CPU seconds, probe CPU seconds (0 when cached)."""
     sets = [x for o in overrides for x in ("--set", o)]
+    cost = {"train_cpu": 0.0, "probe_cpu": 0.0}
     if not (folder / "probe.json").exists():
-        mim("pretrain", *BASE, *sets, "--out", str(folder), "--no-progress", "--force")  # probes too
+        start = cpu_seconds()
+        mim("pretrain", *BASE, *sets, "--set", "probe.datasets=[]", "--out", str(folder), "--no-progress", "--force")
+        middle = cpu_seconds()
+        mim("probe", str(folder), "--datasets", ",".join(f"shapes:{task}" for task in TASKS))
+        cost = {"train_cpu": middle - start, "probe_cpu": cpu_seconds() - middle}
     status = json.loads((folder / "run.json").read_text())
-    return scores(folder), float(status.get("train_seconds", 0.0)), int(status["epochs_done"])
+    config = load_run_config(folder)
+    steps = int(status["epochs_done"]) * (config.data.shapes.n_train // config.train.batch_size)
+    cost.update(steps=steps, train_wall=float(status.get("train_seconds", 0.0)))
+    return scores(folder), cost
 
 
 def main() -> None:
@@ -112,15 +195,24 @@ def main() -> None:
         overrides = DESIGNS[name] + args.set
         load = os.getloadavg()[0]
         start = time.perf_counter()
-        trained, seconds, _ = train_and_probe(Path(args.out) / name, overrides)
+        trained, cost = train_and_probe(Path(args.out) / name, overrides)
         arch = [o for o in overrides if not o.startswith(("train.", "regularizer.", "augment.", "method."))]
         init_name = "init-" + "-".join(o.split("=")[1] for o in sorted(arch))
-        init, _, _ = train_and_probe(Path(args.out) / init_name, [*arch, "train.epochs=0"])
+        init, _ = train_and_probe(Path(args.out) / init_name, [*arch, "train.epochs=0"])
         wall = time.perf_counter() - start
+        per_step = cost["train_cpu"] / max(cost["steps"], 1)
+        fair, fair_init = (
+            standardised_accuracy(Path(args.out) / name),
+            standardised_accuracy(Path(args.out) / init_name),
+        )
         print(
-            f"{name} | {' '.join(overrides)} | train {seconds:.0f} s | wall {wall:.0f} s | load {load:.1f} | "
+            f"{name} | {' '.join(overrides)} | {cost['steps']:.0f} steps | train {cost['train_wall']:.0f} s wall, "
+            f"{cost['train_cpu']:.0f} CPU-s ({per_step:.2f} per step) | probe {cost['probe_cpu']:.0f} CPU-s | "
+            f"wall {wall:.0f} s | load {load:.1f} | "
             f"shape {trained['shape']:.1f} (init {init['shape']:.1f}) | hue {trained['hue']:.1f} "
-            f"(init {init['hue']:.1f}) | position {trained['position']:.3f} (init {init['position']:.3f})",
+            f"(init {init['hue']:.1f}) | position {trained['position']:.3f} (init {init['position']:.3f}) | "
+            f"standardised probe: shape {fair['shape']:.1f} (init {fair_init['shape']:.1f}) | "
+            f"hue {fair['hue']:.1f} (init {fair_init['hue']:.1f})",
             flush=True,
         )
 

@@ -20,6 +20,7 @@ from mimcli.data.shapes import (
     rgb_hue,
     shape_latents,
 )
+from mimcli.data.transfer import resolve_dataset
 
 N = 400
 
@@ -220,8 +221,33 @@ def test_colour_helpers():
 
 
 def test_load_split_uses_the_generator():
-    test_split = load_split("shapes", "unused-root", "test", 32, shapes_sizes=(30, 12, 7))
+    test_split = load_split("shapes", "unused-root", "test", 32, shapes_sizes=(30, 12, 7, "textured"))
     assert torch.equal(test_split.images, generate_shapes(12, seed=8).images)
-    train_split = load_split("shapes", "unused-root", "train", 64, shapes_sizes=(30, 12, 7))
+    train_split = load_split("shapes", "unused-root", "train", 64, shapes_sizes=(30, 12, 7, "textured"))
     assert train_split.images.shape == (30, 3, 64, 64)
     assert torch.equal(train_split.labels, generate_shapes(30, seed=7).labels)
+
+
+def test_plain_background_is_one_grey_level_behind_the_same_glyphs(data, latents, coverage):
+    plain = generate_shapes(N, seed=3, background="plain")
+    for task in ("shape", "hue", "position"):  # the same latents: same targets as the textured images
+        assert torch.equal(plain.targets[task], data.targets[task])
+    pixels = plain.images.float()
+    grey = (luma(latents.background_rgb) * 255).round()  # the background's luma, no tint, no field, no noise
+    behind = (coverage == 0).unsqueeze(1).expand_as(pixels)
+    assert torch.equal(pixels[behind], grey.view(N, 1, 1, 1).expand_as(pixels)[behind])
+    inside = (coverage == 1).unsqueeze(1).expand_as(pixels)
+    glyph = (latents.shape_rgb * 255).round().view(N, 3, 1, 1).expand_as(pixels)
+    assert torch.equal(pixels[inside], glyph[inside])  # the glyph's own colour, without pixel noise
+    with pytest.raises(ValueError, match="background"):
+        generate_shapes(4, background="noisy")
+    spec = (30, 12, 7, "plain")
+    assert torch.equal(
+        load_split("shapes", "unused-root", "test", 32, shapes_sizes=spec).images,
+        generate_shapes(12, seed=8, background="plain").images,
+    )
+    # cached probe features are keyed by the images: the plain set must not reuse the textured set's cache
+    textured = resolve_dataset("shapes:hue", root="unused-root", image_size=32, shapes=(30, 12, 7, "textured"))
+    assert textured.source == "shapes-30-12-s7"  # the name caches had before backgrounds existed
+    plain_set = resolve_dataset("shapes:hue", root="unused-root", image_size=32, shapes=spec)
+    assert plain_set.source == "shapes-30-12-s7-plain"

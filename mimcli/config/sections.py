@@ -113,6 +113,15 @@ class ShapesSection(Section):
     n_train: int = Field(20_000, gt=0)
     n_test: int = Field(5_000, gt=0)
     seed: int = 0
+    background: Literal["textured", "plain"] = Field(
+        "textured",
+        description="textured: tinted grey, low-frequency colour field and pixel noise (shared nuisances); "
+        "plain: one flat grey level (docs/shapes.md).",
+    )
+
+    def spec(self) -> tuple[int, int, int, str]:
+        """(n_train, n_test, seed, background): what the data layer's loaders take (data.shapes.ShapesSpec)."""
+        return (self.n_train, self.n_test, self.seed, self.background)
 
 
 class DataSection(Section):

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from mimcli.data.images import ImageData
-from mimcli.data.shapes import generate_shapes
+from mimcli.data.shapes import ShapesSpec, generate_shapes
 from mimcli.errors import DataNotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ def load_split(
     split: str,
     image_size: int,
     download: bool = True,
-    shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0),
+    shapes_sizes: ShapesSpec = (20_000, 5_000, 0, "textured"),
 ) -> ImageData:
     """One split ('train' | 'test' | 'unlabeled' | 'pretrain') of a pretraining data set at image_size."""
     root = Path(root)
@@ -185,9 +185,12 @@ def load_split(
         folder = image_folder_split(root, "test" if split == "test" else "train")
         return load_image_folder(folder, image_size)
     elif name == "shapes":
-        n_train, n_test, seed = shapes_sizes
+        n_train, n_test, seed, background = shapes_sizes
         data = generate_shapes(
-            n_test if split == "test" else n_train, seed=seed + (1 if split == "test" else 0), image_size=32
+            n_test if split == "test" else n_train,
+            seed=seed + (1 if split == "test" else 0),
+            image_size=32,
+            background=background,
         )
     else:
         raise UsageError(f"unknown dataset {name!r}")
@@ -202,7 +205,7 @@ def load_pretrain_data(
     subset: int | None,
     seed: int,
     download: bool,
-    shapes_sizes: tuple[int, int, int] = (20_000, 5_000, 0),
+    shapes_sizes: ShapesSpec = (20_000, 5_000, 0, "textured"),
     stl10_split: str = "unlabeled",
 ) -> ImageData:
     """The images a pretraining run learns from, optionally a seeded subset. STL-10: the unlabeled

@@ -23,6 +23,8 @@ SHAPE_NAMES: list[str] = ["disc", "square", "triangle", "cross", "ring", "star",
 N_HUES = 8
 HUE_NAMES: list[str] = ["red", "amber", "lime", "green", "cyan", "azure", "violet", "magenta"]
 TASKS: dict[str, str] = {"shape": "classification", "hue": "classification", "position": "regression"}
+BACKGROUNDS = ("textured", "plain")  # textured: tinted grey + low-frequency field + pixel noise; plain: flat grey
+ShapesSpec = tuple[int, int, int, str]  # a run's data.shapes section: (n_train, n_test, seed, background)
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601, the weights torchvision's RandomGrayscale uses
 HUE_JITTER = 0.4  # +- fraction of a hue class width
@@ -266,8 +268,10 @@ def render_coverage(shape: Tensor, centre_px: Tensor, radius_px: Tensor, angle: 
     return out
 
 
-def _render(latents: ShapeLatents, generator: torch.Generator) -> Tensor:
+def _render(latents: ShapeLatents, generator: torch.Generator, background: str = "textured") -> Tensor:
+    """uint8 images of the latents; `background="plain"` draws a flat grey background without field or noise."""
     size = latents.image_size
+    plain = background == "plain"
     # bilinear upsampling of the FIELD_GRID x FIELD_GRID field as a (size, FIELD_GRID) matrix: separable, cheap
     upsample = F.interpolate(torch.eye(FIELD_GRID).unsqueeze(1), size=size, mode="linear", align_corners=False)
     upsample = upsample.squeeze(1).T.contiguous()
@@ -275,29 +279,39 @@ def _render(latents: ShapeLatents, generator: torch.Generator) -> Tensor:
     for start in range(0, len(latents.shape), CHUNK):
         part = slice(start, start + CHUNK)
         n = len(latents.shape[part])
-        field = torch.randn(n, 3, FIELD_GRID, FIELD_GRID, generator=generator) * FIELD_STD
-        background = upsample @ field @ upsample.T + latents.background_rgb[part].view(n, 3, 1, 1)
         alpha = render_coverage(
             latents.shape[part], latents.centre_px[part], latents.radius_px[part], latents.angle[part], size
         ).unsqueeze(1)
-        image = torch.lerp(background, latents.shape_rgb[part].view(n, 3, 1, 1), alpha)
-        image.add_(torch.randn(n, 3, size, size, generator=generator), alpha=PIXEL_NOISE)
+        if plain:  # the background's luma alone, the same in every pixel: no tint, no field, no noise
+            grey = luma(latents.background_rgb[part]).view(n, 1, 1, 1).expand(n, 3, size, size)
+            image = torch.lerp(grey, latents.shape_rgb[part].view(n, 3, 1, 1), alpha)
+        else:
+            field = torch.randn(n, 3, FIELD_GRID, FIELD_GRID, generator=generator) * FIELD_STD
+            ground = upsample @ field @ upsample.T + latents.background_rgb[part].view(n, 3, 1, 1)
+            image = torch.lerp(ground, latents.shape_rgb[part].view(n, 3, 1, 1), alpha)
+            image.add_(torch.randn(n, 3, size, size, generator=generator), alpha=PIXEL_NOISE)
         images[part] = image.clamp_(0, 1).mul_(255).round_()
     return images
 
 
-def _check(n: int, image_size: int) -> None:
+def _check(n: int, image_size: int, background: str = "textured") -> None:
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if image_size < 8:
         raise ValueError(f"image_size must be >= 8 px, got {image_size}")
 
 
-def generate_shapes(n: int, seed: int = 0, image_size: int = 32) -> ImageData:
-    """n images of the `shapes` data set; labels = shape class, targets = shape, hue class, position."""
-    _check(n, image_size)
+def generate_shapes(n: int, seed: int = 0, image_size: int = 32, background: str = "textured") -> ImageData:
+    """n images of the `shapes` data set; labels = shape class, targets = shape, hue class, position.
+
+    `background` (BACKGROUNDS) changes only the pixels behind the glyph: the same (n, seed) gives the
+    same latents, hence the same targets, with either background.
+    """
+    _check(n, image_size, background)
     generator = torch.Generator().manual_seed(seed)
     latents = _sample_latents(n, generator, image_size)
-    images = _render(latents, generator)
+    images = _render(latents, generator, background)
     targets = {"shape": latents.shape.clone(), "hue": latents.hue.clone(), "position": latents.position}
     return ImageData(images, latents.shape.clone(), list(SHAPE_NAMES), targets)

@@ -84,7 +84,6 @@ def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
             f"data.loader='stream' reads image files: data.dataset={data.dataset!r} has none "
             "(use 'imagefolder', or data.loader='memory')"
         )
-    shapes = data.shapes
     return load_pretrain_data(
         data.dataset,
         data.root,
@@ -92,7 +91,7 @@ def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
         data.subset,
         cfg.train.seed,
         data.download,
-        (shapes.n_train, shapes.n_test, shapes.seed),
+        data.shapes.spec(),
         data.stl10_split,
     )
 

@@ -33,6 +33,7 @@ from mimcli.data.datasets import (
     to_rgb,
 )
 from mimcli.data.images import ImageData
+from mimcli.data.shapes import ShapesSpec
 from mimcli.data.stream import ImageIndex
 from mimcli.errors import DataNotFoundError, UsageError
 
@@ -311,12 +312,12 @@ def resolve_dataset(
     root: str | Path,
     image_size: int,
     download: bool = True,
-    shapes: tuple[int, int, int] = (20_000, 5_000, 0),
+    shapes: ShapesSpec = (20_000, 5_000, 0, "textured"),
     pretrain_dataset: str | None = None,
 ) -> TransferDataset:
     """Bind a probe data set name to its files and resolution (nothing is read until `.load()`).
 
-    `shapes` = (n_train, n_test, seed) from the run's data.shapes section. `pretrain_dataset` is the
+    `shapes` = (n_train, n_test, seed, background) from the run's data.shapes section. `pretrain_dataset` is the
     run's data.dataset: the pretraining set itself is probed at its native size (STL-10: 96 px).
     """
     root = Path(root)
@@ -345,7 +346,8 @@ def resolve_dataset(
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:
             raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")
-        n_train, n_test, seed = shapes
+        n_train, n_test, seed, background = shapes
+        plain = "" if background == "textured" else f"-{background}"  # textured keeps its old cache name
 
         def load_shapes() -> tuple[ImageData, ImageData]:
             return (
@@ -354,7 +356,12 @@ def resolve_dataset(
             )
 
         return TransferDataset(
-            f"shapes:{arg}", SHAPES_TASKS[arg], f"shapes-{n_train}-{n_test}-s{seed}", arg, image_size, load_shapes
+            f"shapes:{arg}",
+            SHAPES_TASKS[arg],
+            f"shapes-{n_train}-{n_test}-s{seed}{plain}",
+            arg,
+            image_size,
+            load_shapes,
         )
     if sep or kind not in REGISTRY:
         raise UsageError(f"unknown probe dataset {name!r}; choose from {', '.join(known_names())}")

@@ -178,7 +178,7 @@ def run_probes(
     layers = sorted(set(layers or section.layers))
     layer_names(layers)
     seeds = list(dict.fromkeys(seeds or section.seeds))
-    shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
+    shapes = config.data.shapes.spec()
     bound = [
         resolve_dataset(
             name,
@@ -228,7 +228,7 @@ def missing_datasets(result: ProbeResult, names: list[str]) -> list[str]:
 def extract_features_distributed(run_dir: Path, config: RunConfig, console: Console | None = None) -> None:
     """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
     so that `run_probes` on rank 0 then reads only the cache."""
-    shapes = (config.data.shapes.n_train, config.data.shapes.n_test, config.data.shapes.seed)
+    shapes = config.data.shapes.spec()
     cache = FeatureCache(run_dir, BACKBONE, config.train.device, console, None, normalize=config.probe.normalize)
     for name in config.probe.datasets:
         dataset = resolve_dataset(

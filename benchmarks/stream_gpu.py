@@ -2,7 +2,7 @@
 224 px, SimCLR, bf16, channels_last) fed by the streaming path (PIL decoding in DataLoader workers,
 crop from the original image, flip/colour on the GPU), next to the same model fed from memory.
 
-Not run yet (no GPU in the session that wrote it). On a GPU machine:
+Run once on an H200 (docs/benchmarks.md) through benchmarks/gpu_lease.sh; on a GPU machine:
 
     python benchmarks/stream_gpu.py --images 4096 --batch 256 --workers 14 --write
 
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--workers", type=int, default=14)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="also write stream_gpu.md here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         write_photos(Path(tmp), args.images)
@@ -65,6 +66,9 @@ def main() -> None:
         f"--write` (SimCLR, bf16, 500 x 375 JPEGs):\n\n{markdown_table(rows, ['loader', 'images/s', 'epoch s'])}\n"
     )
     print(body)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "stream_gpu.md").write_text(body)
     if args.write:
         update_section("stream-gpu", body)
 

@@ -19,6 +19,7 @@ import torchvision.transforms.v2.functional as TF
 
 from mimcli.config import AugmentSection
 from mimcli.data.augment import (
+    _N_UNIFORMS,
     BRIGHTNESS,
     CONTRAST,
     HUE,
@@ -432,3 +433,29 @@ def test_cuda_matches_cpu_for_the_same_params():
     generator = torch.Generator("cuda").manual_seed(0)
     views = aug(images.cuda(), generator)
     assert views.device.type == "cuda" and views.shape == (64, 3, 32, 32)
+
+
+def test_translate_moves_the_view_and_repeats_the_border():
+    images = smooth_images(64)
+    cfg = AugmentSection(**{**OFF, "translate": 3})
+    augment = BatchAugment(cfg, 32)
+    params = augment.sample_params(64, 32, 32, "cpu", torch.Generator().manual_seed(0))
+    assert params.shift.abs().max() == 3 and set(params.shift.unique().tolist()) == set(range(-3, 4))
+    views = augment.apply(images, params)
+    # a box moved by (dy, dx) reads pixel (i + dy, j + dx), clamped to the image: replicate padding
+    clean = normalize_only(images, AugmentSection(), 32)
+    padded = torch.nn.functional.pad(clean, (3, 3, 3, 3), mode="replicate")
+    for i, (dy, dx) in enumerate(params.shift.tolist()):
+        expected = padded[i, :, 3 + dy : 3 + dy + 32, 3 + dx : 3 + dx + 32]
+        torch.testing.assert_close(views[i], expected, atol=1e-5, rtol=0)
+
+
+def test_translate_zero_draws_nothing():
+    """Without translate the random stream is the one from before the option existed."""
+    augment = BatchAugment(AugmentSection(), 32)
+    generator = torch.Generator().manual_seed(0)
+    params = augment.sample_params(16, 32, 32, "cpu", generator)
+    assert torch.equal(params.shift, torch.zeros(16, 2, dtype=torch.int64))
+    fresh = torch.Generator().manual_seed(0)
+    torch.rand(16, _N_UNIFORMS, generator=fresh)
+    assert torch.equal(generator.get_state(), fresh.get_state()), "one torch.rand call, as before"

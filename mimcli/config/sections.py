@@ -166,6 +166,12 @@ class AugmentSection(Section):
     saturation: float = Field(0.8, ge=0)
     hue: float = Field(0.2, ge=0, le=0.5)
     grayscale_p: float = Field(0.2, ge=0, le=1)
+    translate: int = Field(
+        0,
+        ge=0,
+        description="Largest shift of each view, in input pixels per axis (border pixels repeated): moves the "
+        "content without cutting or rescaling it. 0 (the paper's recipe) draws nothing.",
+    )
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 

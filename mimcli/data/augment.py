@@ -65,7 +65,8 @@ class AugmentParams:
 
     boxes: (B, 4) int64 crop boxes top, left, height, width in input pixels; flip, jitter, gray: (B,)
     bool; factors: (B, 4) float32 brightness, contrast, saturation, hue factors (1, 1, 1, 0 where
-    jitter is False); order: (B, 4) int64 operation ids in the order they are applied.
+    jitter is False); order: (B, 4) int64 operation ids in the order they are applied; shift: (B, 2)
+    int64 pixels (down, right) by which each crop box is moved, zeros without `augment.translate`.
     """
 
     boxes: Tensor
@@ -74,6 +75,7 @@ class AugmentParams:
     factors: Tensor
     order: Tensor
     gray: Tensor
+    shift: Tensor
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -212,6 +214,8 @@ def resample_weights(start: Tensor, length: Tensor, out_size: int, in_size: int)
     support = step.clamp(min=1.0).unsqueeze(2)
     device = start.device
     centre = start + (torch.arange(out_size, device=device, dtype=torch.float32) + 0.5) * step  # (B, out)
+    # a box moved past the edge (augment.translate) repeats the border pixels; inside the image a no-op
+    centre = centre.clamp_(0.5, in_size - 0.5)
     pos = torch.arange(in_size, device=device, dtype=torch.float32)  # pixel k covers [k, k + 1)
     weights = (1.0 - ((pos + 0.5) - centre.unsqueeze(2)).abs_() / support).clamp_(min=0.0)
     # 1 for start <= k < start + length, else 0 (all integers)
@@ -327,7 +331,16 @@ class BatchAugment:
             factors=factors,
             order=u[:, _U_ORDER].argsort(dim=1),  # a uniformly random permutation per sample
             gray=u[:, _U_GRAY] < c.grayscale_p,
+            shift=self.sample_shift(batch, device, generator),
         )
+
+    def sample_shift(self, batch: int, device: torch.device | str, generator: torch.Generator | None) -> Tensor:
+        """(B, 2) whole-pixel shifts in [-translate, translate]; drawn only when translate > 0, so runs
+        without it keep their random stream (and results) unchanged."""
+        t = self.cfg.translate
+        if t == 0:
+            return torch.zeros(batch, 2, dtype=torch.int64, device=device)
+        return torch.randint(-t, t + 1, (batch, 2), generator=generator, device=device)
 
     def apply(self, images: Tensor, params: AugmentParams) -> Tensor:
         """The views of `images` for given parameters (deterministic)."""
@@ -335,7 +348,8 @@ class BatchAugment:
         batch, _, height, width = images.shape
         device = images.device
         with torch.autocast(device_type=device.type, enabled=False):
-            rows, cols = crop_weights(params.boxes, self.out_size, height, width, params.flip, gain=1.0 / 255.0)
+            boxes = torch.cat((params.boxes[:, :2] + params.shift, params.boxes[:, 2:]), dim=1)
+            rows, cols = crop_weights(boxes, self.out_size, height, width, params.flip, gain=1.0 / 255.0)
             plan = self._jitter_plan(params) if self.jitters else ()
             gray = params.gray.to(torch.float32).view(-1, 1, 1, 1) if self.cfg.grayscale_p > 0 else None
             mean, std = _mean_std(self.cfg, device)

@@ -247,6 +247,12 @@ class ProbeSection(Section):
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.01, gt=0)
+    features: Literal["raw", "standardized"] = Field(
+        "raw",
+        description="raw: the pooled features as they are (the paper's probe); standardized: each dimension "
+        "centred and scaled by the train split's mean and std first (MAE's BatchNorm probe), so that a "
+        "probe reads what features hold, not their scale.",
+    )
     normalize: Literal["official", "train_stats"] = Field(
         "official",
         description="Probe image normalisation: official (the reference's per-data-set constants; "

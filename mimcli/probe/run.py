@@ -1,6 +1,8 @@
 """Probes on cached frozen features: linear (the paper's protocol), kNN, and ridge regression.
 
-- linear: one linear layer on the raw (not standardised, as in the paper) pooled features; SGD
+- features (probe.features): raw, the paper's, or standardized (each dimension centred and scaled
+  with the train split's statistics, as MAE's BatchNorm probe) for every protocol below.
+- linear: one linear layer on the pooled features (raw in the paper); SGD
   lr 0.01, momentum 0.9, 100 epochs, batch 128, lr x0.1 at 60% and 80% of the epochs; test
   accuracy after every epoch. Two numbers per seed:
     acc_best_test     the paper's: model trained on the whole train split, best test accuracy
@@ -39,7 +41,7 @@ from mimcli.probe.knn import KNN_K, KNN_TEMPERATURE, knn_probe
 from mimcli.probe.linear import LINEAR_SELECTION, LinearParams, linear_probe
 from mimcli.probe.records import ProbeRecord, ProbeResult
 from mimcli.probe.ridge import RIDGE_GRID, RIDGE_SELECTION, regression_probe
-from mimcli.probe.stats import VAL_FRACTION
+from mimcli.probe.stats import STANDARDIZE_EPS, VAL_FRACTION, standardize
 from mimcli.runs import BACKBONE, PROBE, load_run_config, read_json, write_json
 
 FORMAT = 1
@@ -88,11 +90,14 @@ def probe_dataset(
     layers: list[int],
     seeds: list[int],
     linear: LinearParams,
+    features: str = "raw",
 ) -> ProbeRecord:
     """One probe record; a data set that is not on disk (and not cached) gives status 'missing'."""
     protocol = "regression" if dataset.task == "regression" else protocol
     record = _record(dataset, protocol, layers)
-    record["params"] = _params(protocol, linear, seeds)
+    record["params"] = {**_params(protocol, linear, seeds), "features": features}
+    if features == "standardized":
+        record["params"]["standardize_eps"] = STANDARDIZE_EPS
     start = time.perf_counter()
     try:
         train, test = cache.get(dataset)
@@ -103,6 +108,8 @@ def probe_dataset(
     device = cache.device
     train_x, test_x = train.matrix(layers).to(device), test.matrix(layers).to(device)
     train_y, test_y = train.target(dataset.target).to(device), test.target(dataset.target).to(device)
+    if features == "standardized":
+        train_x, test_x = standardize(train_x, test_x)
     if protocol == "linear":
         record["metrics"] = linear_probe(train_x, train_y, test_x, test_y, seeds, linear)
     elif protocol == "knn":
@@ -208,7 +215,7 @@ def run_probes(
     }
     linear = LinearParams.from_config(section)
     for dataset in bound:
-        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear)
+        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features)
         result["results"] = merge_records(result["results"], record)
         write_json(path, result)
     return result

@@ -41,3 +41,18 @@ def one_cpu_thread(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+STANDARDIZE_EPS = 1e-6  # MAE's probe: BatchNorm1d(affine=False, eps=1e-6) before the linear layer
+
+
+def standardize(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
+    """Both splits centred and scaled per dimension by the train split's mean and variance.
+
+    A probe trained by SGD at a fixed rate on raw features reads their scale as much as their content
+    (a random network's pooled features can be 50x smaller than a trained one's and barely move it);
+    standardised, the same probe compares what the features hold.
+    """
+    mean = train_x.mean(dim=0)
+    scale = torch.rsqrt(train_x.var(dim=0, unbiased=False) + STANDARDIZE_EPS)
+    return (train_x - mean) * scale, (test_x - mean) * scale

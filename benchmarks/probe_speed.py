@@ -122,7 +122,7 @@ def load_images(root: Path, quick: bool) -> tuple[str, Any]:
         folder = unpack_cifar_subset(CIFAR_JPEG, root / "images", *per_class)
         name = f"CIFAR-10 JPEG, {per_class[0] * 10} train / {per_class[1] * 10} test"
         return name, resolve_dataset(f"imagefolder:{folder}", root=root, image_size=32)
-    sizes = (per_class[0] * 10, per_class[1] * 10, 0, "textured")
+    sizes = (per_class[0] * 10, per_class[1] * 10, 0, "textured", "scattered")
     return f"shapes:shape, {sizes[0]} train / {sizes[1]} test", resolve_dataset(
         "shapes:shape", root=root, image_size=32, shapes=sizes
     )

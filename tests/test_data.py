@@ -76,7 +76,7 @@ def test_flat_folder_of_images_is_unlabeled_pretraining_data(tmp_path, cli):
 
 
 def test_seeded_subset_is_fixed_and_seed_dependent(tmp_path):
-    data = load_pretrain_data("shapes", str(tmp_path), 32, None, 0, False, (100, 10, 0, "textured"))
+    data = load_pretrain_data("shapes", str(tmp_path), 32, None, 0, False, (100, 10, 0, "textured", "scattered"))
     a = seeded_subset(data, 10, seed=1)
     b = seeded_subset(data, 10, seed=1)
     c = seeded_subset(data, 10, seed=2)

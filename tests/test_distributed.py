@@ -187,7 +187,9 @@ def feature_setup(root: Path):
     torch.save(backbone.state_dict(), root / runs.BACKBONE)
     images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     datasets = [
-        resolve_dataset(f"shapes:{task}", root=root, image_size=32, download=False, shapes=(37, 21, 0, "textured"))
+        resolve_dataset(
+            f"shapes:{task}", root=root, image_size=32, download=False, shapes=(37, 21, 0, "textured", "scattered")
+        )
         for task in ("shape", "hue")
     ]
     return backbone, images, datasets

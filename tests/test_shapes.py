@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
+from mimcli.config import RunConfig
 from mimcli.data.datasets import load_split
 from mimcli.data.shapes import (
     HUE_NAMES,
@@ -21,6 +23,7 @@ from mimcli.data.shapes import (
     shape_latents,
 )
 from mimcli.data.transfer import resolve_dataset
+from mimcli.errors import UsageError
 
 N = 400
 
@@ -221,9 +224,9 @@ def test_colour_helpers():
 
 
 def test_load_split_uses_the_generator():
-    test_split = load_split("shapes", "unused-root", "test", 32, shapes_sizes=(30, 12, 7, "textured"))
+    test_split = load_split("shapes", "unused-root", "test", 32, shapes_sizes=(30, 12, 7, "textured", "scattered"))
     assert torch.equal(test_split.images, generate_shapes(12, seed=8).images)
-    train_split = load_split("shapes", "unused-root", "train", 64, shapes_sizes=(30, 12, 7, "textured"))
+    train_split = load_split("shapes", "unused-root", "train", 64, shapes_sizes=(30, 12, 7, "textured", "scattered"))
     assert train_split.images.shape == (30, 3, 64, 64)
     assert torch.equal(train_split.labels, generate_shapes(30, seed=7).labels)
 
@@ -241,13 +244,48 @@ def test_plain_background_is_one_grey_level_behind_the_same_glyphs(data, latents
     assert torch.equal(pixels[inside], glyph[inside])  # the glyph's own colour, without pixel noise
     with pytest.raises(ValueError, match="background"):
         generate_shapes(4, background="noisy")
-    spec = (30, 12, 7, "plain")
+    spec = (30, 12, 7, "plain", "scattered")
     assert torch.equal(
         load_split("shapes", "unused-root", "test", 32, shapes_sizes=spec).images,
         generate_shapes(12, seed=8, background="plain").images,
     )
     # cached probe features are keyed by the images: the plain set must not reuse the textured set's cache
-    textured = resolve_dataset("shapes:hue", root="unused-root", image_size=32, shapes=(30, 12, 7, "textured"))
+    textured = resolve_dataset(
+        "shapes:hue", root="unused-root", image_size=32, shapes=(30, 12, 7, "textured", "scattered")
+    )
     assert textured.source == "shapes-30-12-s7"  # the name caches had before backgrounds existed
     plain_set = resolve_dataset("shapes:hue", root="unused-root", image_size=32, shapes=spec)
     assert plain_set.source == "shapes-30-12-s7-plain"
+
+
+def test_centred_layout_moves_only_the_glyph_to_the_centre(data, latents):
+    centred = shape_latents(N, seed=3, layout="centred")
+    torch.testing.assert_close(centred.centre_px, torch.full((N, 2), 16.0), atol=0, rtol=0)
+    for factor in ("shape", "hue", "hue_value", "shape_rgb", "radius_px", "angle", "background_rgb"):
+        assert torch.equal(getattr(centred, factor), getattr(latents, factor))  # the position draw is discarded
+    images = generate_shapes(N, seed=3, background="plain", layout="centred")
+    assert torch.equal(images.targets["hue"], data.targets["hue"])
+    assert "position" not in images.targets  # one position for all: no target, no diagnostics estimate
+    # the glyph's area centroid is the image centre: the coverage-weighted mean pixel position is (16, 16)
+    coverage = render_coverage(centred.shape, centred.centre_px, centred.radius_px, centred.angle, 32)
+    xs, ys = _pixel_grid(32)
+    mass = coverage.sum((1, 2))
+    centroid = torch.stack([(coverage * xs).sum((1, 2)) / mass, (coverage * ys).sum((1, 2)) / mass], 1)
+    torch.testing.assert_close(centroid, torch.full((N, 2), 16.0), atol=0.15, rtol=0)
+    with pytest.raises(ValueError, match="layout"):
+        generate_shapes(4, layout="diagonal")
+    spec = (30, 12, 7, "plain", "centred")
+    assert resolve_dataset("shapes:hue", root="unused-root", image_size=32, shapes=spec).source == (
+        "shapes-30-12-s7-plain-centred"
+    )
+    with pytest.raises(UsageError, match="layout"):
+        resolve_dataset("shapes:position", root="unused-root", image_size=32, shapes=spec)
+
+
+def test_config_rejects_a_position_probe_on_centred_glyphs():
+    shapes = {"dataset": "shapes", "shapes": {"layout": "centred"}}
+    with pytest.raises(ValidationError, match="shapes:position"):
+        RunConfig.model_validate({"data": shapes, "probe": {"datasets": ["shapes:hue", "shapes:position"]}})
+    assert RunConfig.model_validate({"data": shapes, "probe": {"datasets": ["shapes:hue"]}}).data.shapes.spec()[-1] == (
+        "centred"
+    )

@@ -118,10 +118,15 @@ class ShapesSection(Section):
         description="textured: tinted grey, low-frequency colour field and pixel noise (shared nuisances); "
         "plain: one flat grey level (docs/shapes.md).",
     )
+    layout: Literal["scattered", "centred"] = Field(
+        "scattered",
+        description="scattered: the glyph anywhere inside the image (position is a task); centred: its centroid "
+        "at the centre, so position is no shared cue for SimCLR to match views on (docs/shapes.md).",
+    )
 
-    def spec(self) -> tuple[int, int, int, str]:
-        """(n_train, n_test, seed, background): what the data layer's loaders take (data.shapes.ShapesSpec)."""
-        return (self.n_train, self.n_test, self.seed, self.background)
+    def spec(self) -> tuple[int, int, int, str, str]:
+        """(n_train, n_test, seed, background, layout): what the data loaders take (data.shapes.ShapesSpec)."""
+        return (self.n_train, self.n_test, self.seed, self.background, self.layout)
 
 
 class DataSection(Section):
@@ -288,6 +293,11 @@ class RunConfig(Section):
             raise ValueError(
                 f"train.batch_size={self.train.batch_size}: method {self.method.name!r} needs at least "
                 f"{self.method.min_batch} images per batch"
+            )
+        if self.data.shapes.layout == "centred" and "shapes:position" in self.probe.datasets:
+            raise ValueError(
+                "probe.datasets has 'shapes:position' but data.shapes.layout = 'centred' gives every glyph "
+                "one position; probe it on a scattered layout or drop it"
             )
         self.method.check_run(self)
         self.regularizer.check_run(self)

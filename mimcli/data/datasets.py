@@ -166,7 +166,7 @@ def load_split(
     split: str,
     image_size: int,
     download: bool = True,
-    shapes_sizes: ShapesSpec = (20_000, 5_000, 0, "textured"),
+    shapes_sizes: ShapesSpec = (20_000, 5_000, 0, "textured", "scattered"),
 ) -> ImageData:
     """One split ('train' | 'test' | 'unlabeled' | 'pretrain') of a pretraining data set at image_size."""
     root = Path(root)
@@ -185,12 +185,13 @@ def load_split(
         folder = image_folder_split(root, "test" if split == "test" else "train")
         return load_image_folder(folder, image_size)
     elif name == "shapes":
-        n_train, n_test, seed, background = shapes_sizes
+        n_train, n_test, seed, background, layout = shapes_sizes
         data = generate_shapes(
             n_test if split == "test" else n_train,
             seed=seed + (1 if split == "test" else 0),
             image_size=32,
             background=background,
+            layout=layout,
         )
     else:
         raise UsageError(f"unknown dataset {name!r}")
@@ -205,7 +206,7 @@ def load_pretrain_data(
     subset: int | None,
     seed: int,
     download: bool,
-    shapes_sizes: ShapesSpec = (20_000, 5_000, 0, "textured"),
+    shapes_sizes: ShapesSpec = (20_000, 5_000, 0, "textured", "scattered"),
     stl10_split: str = "unlabeled",
 ) -> ImageData:
     """The images a pretraining run learns from, optionally a seeded subset. STL-10: the unlabeled

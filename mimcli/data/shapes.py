@@ -24,7 +24,8 @@ N_HUES = 8
 HUE_NAMES: list[str] = ["red", "amber", "lime", "green", "cyan", "azure", "violet", "magenta"]
 TASKS: dict[str, str] = {"shape": "classification", "hue": "classification", "position": "regression"}
 BACKGROUNDS = ("textured", "plain")  # textured: tinted grey + low-frequency field + pixel noise; plain: flat grey
-ShapesSpec = tuple[int, int, int, str]  # a run's data.shapes section: (n_train, n_test, seed, background)
+LAYOUTS = ("scattered", "centred")  # scattered: uniform position inside the image; centred: centroid at the centre
+ShapesSpec = tuple[int, int, int, str, str]  # a run's data.shapes section: (n_train, n_test, seed, background, layout)
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601, the weights torchvision's RandomGrayscale uses
 HUE_JITTER = 0.4  # +- fraction of a hue class width
@@ -216,7 +217,9 @@ def _uniform(generator: torch.Generator, n: int, low: float, high: float) -> Ten
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-def _sample_latents(n: int, generator: torch.Generator, image_size: int) -> ShapeLatents:
+def _sample_latents(n: int, generator: torch.Generator, image_size: int, layout: str = "scattered") -> ShapeLatents:
+    """Every factor of n images. `layout="centred"` still draws the position (and discards it), so every
+    other factor is the same as the scattered layout's for the same seed."""
     shape = torch.randint(len(SHAPE_NAMES), (n,), generator=generator)
     hue = torch.randint(N_HUES, (n,), generator=generator)
     hue_value = ((hue + _uniform(generator, n, -HUE_JITTER, HUE_JITTER)) / N_HUES) % 1.0
@@ -227,6 +230,8 @@ def _sample_latents(n: int, generator: torch.Generator, image_size: int) -> Shap
     # the antialiased edge reaches 0.5 px beyond the bounding circle: a 1 px margin leaves the border pixels clear
     margin = (radius + 1.0).unsqueeze(1)
     centre = margin + torch.rand(n, 2, generator=generator) * (image_size - 2 * margin)
+    if layout == "centred":
+        centre = torch.full_like(centre, image_size / 2)
     # background luma: uniform over [lo, L - gap] u [L + gap, hi], L the glyph's luma
     lo, hi = LUMA_RANGE
     below = (shape_luma - LUMA_GAP - lo).clamp(min=0)
@@ -239,10 +244,10 @@ def _sample_latents(n: int, generator: torch.Generator, image_size: int) -> Shap
     return ShapeLatents(shape, hue, hue_value, shape_rgb, centre, radius, angle, background_rgb, image_size)
 
 
-def shape_latents(n: int, seed: int = 0, image_size: int = 32) -> ShapeLatents:
-    """The factors `generate_shapes(n, seed, image_size)` draws its images from (same seed, same values)."""
-    _check(n, image_size)
-    return _sample_latents(n, torch.Generator().manual_seed(seed), image_size)
+def shape_latents(n: int, seed: int = 0, image_size: int = 32, layout: str = "scattered") -> ShapeLatents:
+    """The factors `generate_shapes(n, seed, image_size, layout=layout)` draws its images from (same values)."""
+    _check(n, image_size, layout=layout)
+    return _sample_latents(n, torch.Generator().manual_seed(seed), image_size, layout)
 
 
 def render_coverage(shape: Tensor, centre_px: Tensor, radius_px: Tensor, angle: Tensor, image_size: int) -> Tensor:
@@ -294,24 +299,31 @@ def _render(latents: ShapeLatents, generator: torch.Generator, background: str =
     return images
 
 
-def _check(n: int, image_size: int, background: str = "textured") -> None:
+def _check(n: int, image_size: int, background: str = "textured", layout: str = "scattered") -> None:
     if background not in BACKGROUNDS:
         raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if image_size < 8:
         raise ValueError(f"image_size must be >= 8 px, got {image_size}")
 
 
-def generate_shapes(n: int, seed: int = 0, image_size: int = 32, background: str = "textured") -> ImageData:
+def generate_shapes(
+    n: int, seed: int = 0, image_size: int = 32, background: str = "textured", layout: str = "scattered"
+) -> ImageData:
     """n images of the `shapes` data set; labels = shape class, targets = shape, hue class, position.
 
     `background` (BACKGROUNDS) changes only the pixels behind the glyph: the same (n, seed) gives the
-    same latents, hence the same targets, with either background.
+    same latents, hence the same targets, with either background. `layout="centred"` puts every glyph's
+    centroid at the image centre and keeps every other factor; position is then a constant, not a target.
     """
-    _check(n, image_size, background)
+    _check(n, image_size, background, layout)
     generator = torch.Generator().manual_seed(seed)
-    latents = _sample_latents(n, generator, image_size)
+    latents = _sample_latents(n, generator, image_size, layout)
     images = _render(latents, generator, background)
-    targets = {"shape": latents.shape.clone(), "hue": latents.hue.clone(), "position": latents.position}
+    targets = {"shape": latents.shape.clone(), "hue": latents.hue.clone()}
+    if layout == "scattered":  # centred glyphs share one position: not a factor (nor a diagnostics target)
+        targets["position"] = latents.position
     return ImageData(images, latents.shape.clone(), list(SHAPE_NAMES), targets)

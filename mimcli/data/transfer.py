@@ -312,12 +312,12 @@ def resolve_dataset(
     root: str | Path,
     image_size: int,
     download: bool = True,
-    shapes: ShapesSpec = (20_000, 5_000, 0, "textured"),
+    shapes: ShapesSpec = (20_000, 5_000, 0, "textured", "scattered"),
     pretrain_dataset: str | None = None,
 ) -> TransferDataset:
     """Bind a probe data set name to its files and resolution (nothing is read until `.load()`).
 
-    `shapes` = (n_train, n_test, seed, background) from the run's data.shapes section. `pretrain_dataset` is the
+    `shapes` = (n_train, n_test, seed, background, layout) from the run's data.shapes section. `pretrain_dataset` is the
     run's data.dataset: the pretraining set itself is probed at its native size (STL-10: 96 px).
     """
     root = Path(root)
@@ -346,8 +346,13 @@ def resolve_dataset(
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:
             raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")
-        n_train, n_test, seed, background = shapes
-        plain = "" if background == "textured" else f"-{background}"  # textured keeps its old cache name
+        n_train, n_test, seed, background, layout = shapes
+        if arg == "position" and layout == "centred":
+            raise UsageError("shapes:position needs data.shapes.layout = 'scattered': centred glyphs have one position")
+        # the defaults (textured, scattered) keep their old cache name
+        variant = ("" if background == "textured" else f"-{background}") + (
+            "" if layout == "scattered" else f"-{layout}"
+        )
 
         def load_shapes() -> tuple[ImageData, ImageData]:
             return (
@@ -358,7 +363,7 @@ def resolve_dataset(
         return TransferDataset(
             f"shapes:{arg}",
             SHAPES_TASKS[arg],
-            f"shapes-{n_train}-{n_test}-s{seed}{plain}",
+            f"shapes-{n_train}-{n_test}-s{seed}{variant}",
             arg,
             image_size,
             load_shapes,

@@ -172,3 +172,15 @@ def test_every_preset_says_what_it_reproduces_and_paper_presets_differ_only_in_l
     assert load_config("paper-barlow-lbe-stl10").run.reproduces == (
         "paper Table 1 (STL-10 pretraining), row Barlow + LBE, 200 epochs"
     )
+
+
+def test_switching_the_method_with_set_drops_the_keys_the_new_method_lacks():
+    # quickstart is SimCLR with temperature 0.2: the supervised method has no temperature
+    assert load_config("quickstart", ["method.name=supervised"]).method.name == "supervised"
+    # rc -> lbe keeps the preset's lambda (both regularisers have one) and the rest of the recipe
+    switched = load_config("quickstart-rc", ["regularizer.kind=lbe"])
+    assert (switched.regularizer.kind, switched.regularizer.lam, switched.train.lr) == ("lbe", 1.0, 2e-3)
+    # the same name leaves the section alone; a foreign key set after the switch is still an error
+    assert load_config("quickstart", ["method.name=simclr"]).method.temperature == 0.2
+    with pytest.raises(UsageError, match="temperature"):
+        load_config("quickstart", ["method.name=supervised", "method.temperature=0.1"])

@@ -10,8 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mimcli.config.base import own_keys
 from mimcli.config.registry import load_plugin
-from mimcli.config.sections import RunConfig, drop_foreign_keys
+from mimcli.config.sections import RunConfig, drop_foreign_keys, method_sections, regularizer_sections
 from mimcli.errors import UsageError
 
 
@@ -76,7 +77,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Nested-dict update; validation happens afterwards, so an unknown key is reported by name."""
+    """Nested-dict update, in order; validation happens afterwards, so an unknown key is reported by name.
+
+    Switching `method.name` (or `regularizer.kind`) to another registered choice first drops the section's
+    keys the new one does not have, so a SimCLR recipe reruns as `supervised` without its temperature;
+    keys both have (lambda from rc to lbe) and keys set after the switch stay, and are validated."""
     for text in overrides:
         path, value = parse_override(text)
         node = raw
@@ -85,8 +90,22 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise UsageError(f"--set {text!r}: {part!r} is not a section")
             node = child
+        if len(path) == 2 and SELECTORS.get(path[0]) == path[1] and node.get(path[1]) != value:
+            _keep_own_keys(node, path[0], str(value))
         node[path[-1]] = value
     return raw
+
+
+def _keep_own_keys(values: dict[str, Any], section: str, choice: str) -> None:
+    """Drop the keys of `values` that `choice`'s section lacks (unregistered choices: left for validation)."""
+    registry = dict(method_sections() if section == "method" else regularizer_sections())
+    if choice in registry:
+        own = own_keys(registry[choice])
+        for key in [key for key in values if key not in own]:
+            del values[key]
+
+
+SELECTORS = {"method": "name", "regularizer": "kind"}
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

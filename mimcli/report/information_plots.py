@@ -158,32 +158,36 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
     figure.suptitle("Information plane (line colour: model, point colour: epoch)")
     save(figure, "information-plane", "Information plane: I(z; v) against I(z1; z2)")
 
-    figure = Figure(figsize=(11, 3.8 * len(sources)))
+    figure = Figure(figsize=(14, 3.8 * len(sources)), layout="constrained")
     grid = figure.subplots(len(sources), 2, squeeze=False)
     for row, source in zip(grid, sources):
         for axes, key in zip(row, (PLANE_X, PLANE_Y)):
             plot_over_epochs(axes, key, by_source[source])
             axes.set(xlabel="epoch", ylabel=LABELS[key], title=f"{DISPLAY.get(source, source)}: {SHORT[key]}")
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        row[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.18))
-    figure.tight_layout()
+        _legend_right(row[1])
     save(figure, "information-epochs", "I(z1; z2) and I(z; v) against epochs")
 
     for source in sources:
         factors = factor_names(by_source[source])
         if not factors:
             continue
-        figure = Figure(figsize=(4.5 * len(factors), 3.8))
+        figure = Figure(figsize=(4.5 * len(factors) + 4.0, 3.8), layout="constrained")
         for axes, factor in zip(figure.subplots(1, len(factors), squeeze=False)[0], factors):
             key = f"{FACTOR_PREFIX}{factor}{FACTOR_SUFFIX}"
             plot_over_epochs(axes, key, by_source[source])
             axes.set(xlabel="epoch", ylabel=f"I(z; {factor})  [Renyi, nats]", title=factor)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.18))
+        _legend_right(axes)
         figure.suptitle(f"{DISPLAY.get(source, source)}: information the representation keeps about each factor")
-        figure.tight_layout()
         save(figure, f"information-factors-{safe_name(source)}", f"I(z; factor) against epochs ({source})")
     return written
+
+
+def _legend_right(axes: Any) -> None:
+    """The runs' legend to the right of `axes`, where constrained layout keeps room for it: anchored under
+    a panel, it overlapped the x labels once there were more than a few runs."""
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
 def _ambiguous(runs_: list[Run], run: Run) -> bool:

@@ -76,6 +76,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+SELECTORS = {"method": "name", "regularizer": "kind"}  # the key that picks each registered section's class
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Nested-dict update, in order; validation happens afterwards, so an unknown key is reported by name.
 
@@ -103,9 +106,6 @@ def _keep_own_keys(values: dict[str, Any], section: str, choice: str) -> None:
         own = own_keys(registry[choice])
         for key in [key for key in values if key not in own]:
             del values[key]
-
-
-SELECTORS = {"method": "name", "regularizer": "kind"}
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

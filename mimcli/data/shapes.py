@@ -313,7 +313,7 @@ def _check(n: int, image_size: int, background: str = "textured", layout: str = 
 def generate_shapes(
     n: int, seed: int = 0, image_size: int = 32, background: str = "textured", layout: str = "scattered"
 ) -> ImageData:
-    """n images of the `shapes` data set; labels = shape class, targets = shape, hue class, position.
+    """n images of the `shapes` data set; labels = shape class, targets = shape, hue class, position (scattered).
 
     `background` (BACKGROUNDS) changes only the pixels behind the glyph: the same (n, seed) gives the
     same latents, hence the same targets, with either background. `layout="centred"` puts every glyph's

@@ -17,8 +17,8 @@ Each figure is the best of several timed repeats (after a warm-up; CUDA synchron
 least disturbed by other load on the machine: views/s from wall-clock time, and views per second of
 process CPU time (steadier on a shared machine; with one thread it is the work itself). `vs tv v2` is
 views/s over the per-image torchvision v2 pipeline's on the same device. `--threads` sets torch's
-intra-op threads (default: leave as is). `--write` prints the Markdown table only (for
-docs/benchmarks.md) and writes no file.
+intra-op threads (default: leave as is). `--write` also puts the Markdown table in its own
+section of docs/benchmarks.md (machine named).
 """
 
 from __future__ import annotations

@@ -206,7 +206,8 @@ def train_and_probe(folder: Path, overrides: list[str]) -> tuple[dict[str, float
         command = "supervised" if "method.name=supervised" in overrides else "pretrain"
         mim(command, *BASE, *sets, "--set", "probe.datasets=[]", "--out", str(folder), "--no-progress", "--force")
         middle = cpu_seconds()
-        tasks = [t for t in TASKS if t != "position" or load_run_config(folder).data.shapes.layout == "scattered"]
+        scattered = load_run_config(folder).data.shapes.layout == "scattered"  # centred glyphs have no position
+        tasks = [t for t in TASKS if t != "position" or scattered]
         mim("probe", str(folder), "--datasets", ",".join(f"shapes:{task}" for task in tasks))
         cost = {"train_cpu": middle - start, "probe_cpu": cpu_seconds() - middle}
     status = json.loads((folder / "run.json").read_text())

@@ -339,12 +339,23 @@ def _error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
 
 
+def _command_line_error() -> type[Exception]:
+    """The base class of the usage errors typer raises (an unknown option, a missing argument).
+
+    typer up to 0.24 raises click's ClickException; later releases vendor click and raise their own copy,
+    and click is no longer installed with them. `typer.BadParameter` derives from that base in every
+    release, so its MRO names it through typer's public API, whichever typer is installed."""
+    for base in typer.BadParameter.__mro__:
+        if base.__name__ == "ClickException":
+            return base
+    return typer.BadParameter  # pragma: no cover - every typer so far has ClickException above it
+
+
 def main() -> None:
-    """Entry point: click's usage errors keep their exit code (2); ours and the file system's become one
+    """Entry point: typer's usage errors keep their exit code (2); ours and the file system's become one
     line and exit 2; Ctrl-C exits 130 with what was kept. Non-standalone mode, because in standalone
     mode typer turns Ctrl-C into a plain exit 130 before we can say anything (here it returns 130)."""
-    import click
-
+    command_line_error = _command_line_error()
     try:
         code = app(standalone_mode=False)
     except UsageError as error:
@@ -354,11 +365,11 @@ def main() -> None:
         where = f"{error.filename}: " if error.filename else ""
         _error(escape(f"{where}{error.strerror or error}"))
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(1)
-    except click.exceptions.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
+    except command_line_error as error:
+        error.show()  # type: ignore[attr-defined]  # ClickException.show: "Usage: ..." and "Error: ..."
+        sys.exit(int(error.exit_code))  # type: ignore[attr-defined]
     except KeyboardInterrupt:  # outside typer's command call (while importing, say)
         code = INTERRUPTED
     if code == INTERRUPTED:  # typer's answer to Ctrl-C, or torchrun workers' under --gpus

@@ -26,7 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # help texts are plain text: `mim[plots]` and `[a, b]` must show as written
+    rich_markup_mode=None,  # help texts are plain text: `[plots]` and `[a, b]` must show as written
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -67,9 +67,10 @@ GpusOption = Annotated[
 
 def _version(value: bool) -> None:
     if value:
-        from mimcli import __version__
+        from mimcli import DISTRIBUTION, __version__
 
-        console.print(f"mim {__version__}", highlight=False)
+        # The distribution's name tells this mim from OpenMMLab's, which also installs a `mim` command.
+        console.print(f"mim {__version__} ({DISTRIBUTION})", highlight=False)
         raise typer.Exit()
 
 
@@ -121,6 +122,18 @@ def _relaunch_under_torchrun(gpus: int) -> None:
     raise typer.Exit(subprocess.call(command))
 
 
+def _announce_downloads(config: RunConfig) -> None:
+    """Before training: the probe data sets that the probes after it will download, with their sizes."""
+    import os
+
+    from mimcli.data.transfer import describe_downloads, pending_downloads
+
+    pending = pending_downloads(config.probe.datasets, config.data.root) if config.data.download else []
+    if pending and os.environ.get("RANK", "0") == "0":
+        line = describe_downloads(pending, config.data.root) + " (set probe.datasets to choose)"
+        console.print(line, highlight=False)
+
+
 def _train(
     preset: str | None,
     overrides: list[str] | None,
@@ -150,6 +163,7 @@ def _train(
     if gpus > 1:
         _relaunch_under_torchrun(gpus)
     run_dir = run_dir_for(config, out)
+    _announce_downloads(config)
     # rank 0 holds the run directory's lock for all ranks (they run together or not at all)
     lock = run_lock(run_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
     with lock, distributed.process_group(config.train.device):  # under torchrun: DDP, one process per GPU
@@ -305,7 +319,7 @@ def report(
     ] = None,
     format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json | csv.")] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
-    plots: Annotated[Path | None, typer.Option(help="Folder for the figures, PDF + PNG (needs mim[plots]).")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Folder for figures, PDF + PNG (needs the [plots] extra).")] = None,
     compare: Annotated[str | None, typer.Option(help="paper | report: reference numbers beside each cell.")] = None,
     metric: Annotated[
         str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")

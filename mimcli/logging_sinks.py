@@ -15,7 +15,7 @@ from mimcli.errors import UsageError
 
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_HINT = (
-    "train.log includes 'tensorboard', which needs the tensorboard package: pip install 'mim[tensorboard]'"
+    "train.log includes 'tensorboard', which needs the tensorboard package: pip install 'tensorboard>=2.14'"
 )
 
 

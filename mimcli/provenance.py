@@ -8,6 +8,7 @@ that checkout had uncommitted changes to tracked files.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import platform
 import subprocess
 import sys
@@ -43,6 +44,30 @@ def git_state() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status)}
+
+
+def own_distribution() -> str | None:
+    """The installed distribution that provides `mimcli` (None when it runs from a bare source tree)."""
+    names = importlib.metadata.packages_distributions().get("mimcli", [])
+    return names[0] if names else None
+
+
+def requirements() -> str:
+    """Every distribution installed beside mim, pinned to its exact version, as a pip requirements file.
+
+    `pip install -r` of it rebuilds the environment a run came from. mim itself is left out (it is not
+    on the package index under a pinned source; run.json's git_commit and mim_version say which code)."""
+    own = own_distribution()
+    pins = {
+        dist.metadata["Name"].lower().replace("_", "-"): dist.version
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"] and dist.metadata["Name"] != own
+    }
+    header = (
+        f"# The Python packages installed when this run started (mim {mimcli.__version__}, Python "
+        f"{platform.python_version()}).\n# Rebuild that environment: pip install -r requirements.txt\n"
+    )
+    return header + "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
 
 
 def device_name(device: torch.device) -> str:

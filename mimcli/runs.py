@@ -7,6 +7,7 @@ runs/<name>/
   backbone.pt     backbone weights only (what probes load)
   backbones/epoch-N.pt  backbone weights kept at train.save_epochs
   run.json        status ("running" | "finished"), epochs done, wall time
+  requirements.txt  every installed distribution at the run's first start, pinned (pip install -r)
   probe.json      probe results (written by `mim probe`)
   features/       cached probe features (HDF5, written by `mim probe`)
 
@@ -39,7 +40,8 @@ STATUS = "run.json"
 PROBE = "probe.json"
 FEATURES = "features"
 SAVED_BACKBONES = "backbones"
-RUN_ENTRIES = frozenset({CONFIG, METRICS, CHECKPOINT, BACKBONE, STATUS, PROBE, FEATURES, SAVED_BACKBONES})
+REQUIREMENTS = "requirements.txt"
+RUN_ENTRIES = frozenset({CONFIG, METRICS, CHECKPOINT, BACKBONE, STATUS, PROBE, FEATURES, SAVED_BACKBONES, REQUIREMENTS})
 TEMPORARY = re.compile(r"^\..+\.tmp$")  # what temporary_beside names, left by a crash
 # Keys --resume may change: how long to train, where and how fast, what is logged and probed. None of
 # them changes what the finished epochs computed, so config.toml still describes the weights.

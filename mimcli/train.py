@@ -338,6 +338,8 @@ def pretrain(
     prepare_run_dir(run_dir, replace)
     if distributed.is_main():
         runs.save_config(run_dir, config)
+        if not (run_dir / runs.REQUIREMENTS).exists():  # the environment of the first start, kept on resume
+            runs.atomic_write_text(run_dir / runs.REQUIREMENTS, provenance.requirements())
         trainer.provenance = run_provenance(run_dir, trainer.device, resume)
         runs.write_json(
             run_dir / runs.STATUS, {**trainer.provenance, "status": "running", "epochs_done": trainer.epoch}

@@ -1,4 +1,4 @@
-"""Every command's --help shows its texts as written: no bracketed text eaten by markup (`mim[plots]`)."""
+"""Every command's --help shows its texts as written: no bracketed text eaten by markup (`[plots]`)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_every_help_text_renders_in_full():
             assert first in shown, (args, first)
             checked += 1
     report = words(runner.invoke(app, ["report", "--help"], env={"COLUMNS": "80"}).output)
-    assert "mim[plots]" in report
+    assert "[plots] extra" in report
     assert checked > 30
 
 

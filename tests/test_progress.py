@@ -173,4 +173,5 @@ def test_version_flag(cli):
     import mimcli
 
     code, out, _ = cli("--version")
-    assert code == 0 and out.strip() == f"mim {mimcli.__version__}"
+    assert code == 0
+    assert out.strip() == f"mim {mimcli.__version__} (mim-ssl)"

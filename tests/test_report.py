@@ -519,7 +519,7 @@ def test_without_matplotlib_tables_and_a_note(trained, tmp_path, monkeypatch):
     console, err = quiet(), quiet()
     run_report([root], plots=tmp_path / "plots", console=console, err_console=err)
     assert "80.00" in console.file.getvalue()
-    assert "pip install 'mim[plots]'" in err.file.getvalue()
+    assert "pip install 'matplotlib>=3.8'" in err.file.getvalue()
     assert not (tmp_path / "plots").exists()
 
 

@@ -84,9 +84,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
     Switching `method.name` (or `regularizer.kind`) to another registered choice first drops the section's
     keys the new one does not have, so a SimCLR recipe reruns as `supervised` without its temperature;
-    keys both have (lambda from rc to lbe) and keys set after the switch stay, and are validated."""
+    keys both have (lambda from rc to lbe) and keys set after the switch stay, and are validated.
+
+    Switching `data.dataset` to `imagefolder` without setting `probe.datasets` also replaces the preset's
+    probe list (written for its own data set, and mostly downloads) by the folder's own test split."""
+    dataset_before = raw.get("data", {}).get("dataset") if isinstance(raw.get("data"), dict) else None
+    probes_set = False
     for text in overrides:
         path, value = parse_override(text)
+        probes_set = probes_set or path == ["probe", "datasets"]
         node = raw
         for part in path[:-1]:
             child = node.setdefault(part, {})
@@ -96,7 +102,22 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if len(path) == 2 and SELECTORS.get(path[0]) == path[1] and node.get(path[1]) != value:
             _keep_own_keys(node, path[0], str(value))
         node[path[-1]] = value
+    if not probes_set:
+        _probe_own_folder(raw, dataset_before)
     return raw
+
+
+def _probe_own_folder(raw: dict[str, Any], dataset_before: Any) -> None:
+    """A run switched to the user's own image folder probes that folder's test/ (or val/) split, if it has
+    one, and nothing else unless probe.datasets asks: not the preset's seven downloaded data sets."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or data.get("dataset") != "imagefolder" or dataset_before == "imagefolder":
+        return
+    root = Path(str(data.get("root", "data"))).expanduser()
+    own = [f"imagefolder:{data.get('root', 'data')}"] if (root / "test").is_dir() or (root / "val").is_dir() else []
+    probe = raw.setdefault("probe", {})
+    if isinstance(probe, dict):
+        probe["datasets"] = own
 
 
 def _keep_own_keys(values: dict[str, Any], section: str, choice: str) -> None:

@@ -227,7 +227,7 @@ class TrainSection(Section):
     print_every: int = Field(0, ge=0, description="Without a terminal: also print a line every N steps (0: per epoch).")
     log: list[Literal["jsonl", "tensorboard"]] = Field(
         default_factory=lambda: ["jsonl"],  # type: ignore[arg-type]  # pydantic validates the literal
-        description="Where metrics go: jsonl (metrics.jsonl, always) and optionally tensorboard (mim[tensorboard]).",
+        description="Where metrics go: jsonl (metrics.jsonl, always) and optionally tensorboard ([tensorboard] extra).",
     )
     save_epochs: list[int] = Field(default_factory=list, description="Also keep backbone weights at these epochs.")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice).")

@@ -277,6 +277,43 @@ REGISTRY: dict[str, tuple[Task, Loader]] = {
     "flowers102": ("classification", _load_flowers102),
     "gtsrb": ("classification", _load_gtsrb),
 }
+# What torchvision (or the CUB archive) downloads on first use: the folder it fills under data.root and the
+# archives' size in MB, rounded (torchvision's URLs: cifar-10-python.tar.gz 163, cifar-100-python.tar.gz 161,
+# stl10_binary.tar.gz 2,640, dtd-r1.0.1.tar.gz 625, MNIST 4 files 12, Fashion-MNIST 4 files 30,
+# CUB_200_2011.tgz 1,150, 102flowers.tgz + labels 345, GTSRB training + test archives 280).
+DOWNLOADS: dict[str, tuple[str, int]] = {
+    "cifar10": ("cifar-10-batches-py", 163),
+    "cifar100": ("cifar-100-python", 161),
+    "stl10": ("stl10_binary", 2640),
+    "dtd": ("dtd", 625),
+    "mnist": ("MNIST", 12),
+    "fashionmnist": ("FashionMNIST", 30),
+    "cub200": ("CUB_200_2011", 1150),
+    "flowers102": ("flowers-102", 345),
+    "gtsrb": ("gtsrb", 280),
+}
+
+
+def pending_downloads(names: Sequence[str], root: str | Path) -> list[tuple[str, int]]:
+    """(name, MB) of each probe data set in `names` whose folder is not under `root` yet: what probing them
+    will download first (shapes, image folders and packs download nothing)."""
+    root = Path(root)
+    pending = []
+    for name in dict.fromkeys(name.lower() for name in names):
+        if name in DOWNLOADS:
+            folder, megabytes = DOWNLOADS[name]
+            if not (root / folder).exists():
+                pending.append((name, megabytes))
+    return pending
+
+
+def describe_downloads(pending: Sequence[tuple[str, int]], root: str | Path) -> str:
+    """One line: which data sets will be downloaded into `root`, and how much."""
+    total = sum(megabytes for _, megabytes in pending)
+    listed = ", ".join(f"{name} (about {megabytes:,} MB)" for name, megabytes in pending)
+    return f"probing will first download {listed} into {root}: about {total / 1000:.1f} GB in all"
+
+
 SHAPES_TASKS: dict[str, Task] = {"shape": "classification", "hue": "classification", "position": "regression"}
 COLOUR_TARGET = "colour"
 NATIVE_SIZE = {"stl10": 96}  # REFERENCE.md: STL-10 models are probed on STL-10 itself at 96 px

@@ -33,7 +33,7 @@ from typing import Any
 from rich.console import Console
 
 from mimcli.config import RunConfig
-from mimcli.data.transfer import TransferDataset, resolve_dataset
+from mimcli.data.transfer import TransferDataset, describe_downloads, pending_downloads, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.features import FeatureCache, layer_names
 from mimcli.models.resnet import PooledResNet
@@ -205,6 +205,10 @@ def run_probes(
                 "classification data sets (use linear or knn)"
             )
     console = console or Console()
+    root = data_root or config.data.root
+    pending = pending_downloads(names, root) if config.data.download else []
+    if pending:  # said before anything is fetched, so a one-epoch trial does not download gigabytes unannounced
+        console.print(describe_downloads(pending, root), highlight=False)
     cache = FeatureCache(run_dir, weights, device, console, backbone_loader, normalize=section.normalize)
     path = run_dir / out_name
     result: ProbeResult = {

@@ -28,7 +28,7 @@ RECORD_FIELDS = (
 )
 MEAN = "transfer mean"
 DAGGER = "†"
-PLOTS_HINT = "plots need matplotlib: pip install 'mim[plots]'"
+PLOTS_HINT = "plots need matplotlib: pip install 'matplotlib>=3.8'"
 
 DATASET_ORDER = (
     "cifar10",

@@ -30,7 +30,7 @@ from mimcli.objectives.precision import promote
 from tests.conftest import TINY, TINY_KEYS, quiet
 
 RUN_KEYS = [*TINY_KEYS, "run.name=run"]
-RUN_FILES = [runs.CONFIG, runs.METRICS, runs.CHECKPOINT, runs.BACKBONE, runs.STATUS]
+RUN_FILES = [runs.CONFIG, runs.METRICS, runs.CHECKPOINT, runs.BACKBONE, runs.STATUS, runs.REQUIREMENTS]
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from mimcli.config import RunConfig, build_config, read_toml, to_toml
+from mimcli.config import RunConfig, anchor_plugins, build_config, read_toml, to_toml
 from mimcli.errors import UsageError
 
 CONFIG = "config.toml"
@@ -163,10 +163,11 @@ def save_config(run_dir: Path, config: RunConfig) -> None:
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
+    """A run's config.toml as a record: validated, its plugins never imported (docs/extending.md)."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a run directory (no {CONFIG})")
-    return build_config(read_toml(path), str(path), stored=True)
+    return build_config(anchor_plugins(read_toml(path), path.parent), str(path), stored=True)
 
 
 def file_sha256(path: Path) -> str:

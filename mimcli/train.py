@@ -338,7 +338,8 @@ def pretrain(
     prepare_run_dir(run_dir, replace)
     if distributed.is_main():
         runs.save_config(run_dir, config)
-        trainer.provenance = run_provenance(run_dir, trainer.device, resume)
+        # the label is recorded so that a reader without this run's plugins still names it (mim report)
+        trainer.provenance = {**run_provenance(run_dir, trainer.device, resume), "label": describe_model(config)}
         runs.write_json(
             run_dir / runs.STATUS, {**trainer.provenance, "status": "running", "epochs_done": trainer.epoch}
         )

@@ -25,10 +25,11 @@ class Run:
     config: RunConfig
     records: list[dict[str, Any]]  # probe records with status "ok"
     metrics: list[dict[str, Any]]
+    label: str | None = None  # run.json's label: the row label when the run's plugin is not imported here
 
     @property
     def model(self) -> str:
-        return describe_model(self.config)
+        return describe_model(self.config, self.label)
 
     @property
     def lam(self) -> float | None:
@@ -113,7 +114,8 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
     if not records:
         skip("no probe results with status ok")
         return None
-    return Run(path, name, config, records, runs.read_metrics(path))
+    label = status.get("label")
+    return Run(path, name, config, records, runs.read_metrics(path), label if isinstance(label, str) else None)
 
 
 def stale(path: Path, probe: dict[str, Any]) -> bool:

@@ -27,6 +27,7 @@ from mimcli.models.resnet import build_backbone
 from mimcli.objectives.contrastive import barlow_twins_loss, byol_loss, nt_xent
 from mimcli.objectives.information import lbe_bound, reconstruction_loss
 from mimcli.objectives.precision import promote
+from mimcli.report import find_run_dirs
 from tests.conftest import TINY, TINY_KEYS, quiet
 
 RUN_KEYS = [*TINY_KEYS, "run.name=run"]
@@ -477,6 +478,21 @@ def test_a_received_runs_folder_is_read_without_importing_its_plugins(cli, templ
     code, out, err = cli("sweep", "seeds", "-p", str(tmp_path / "preset.toml"), "--values", "1,2", "--dry-run")
     assert code == 0, err
     assert not (tmp_path / MARKER).exists()
+
+
+def test_a_symlinked_run_is_reported_once_and_a_link_loop_ends(cli, template, tmp_path):
+    from mimcli.probe import run_probes
+
+    shutil.copytree(template, tmp_path / "elsewhere" / "run")
+    run_probes(tmp_path / "elsewhere" / "run", datasets=["shapes:shape"], protocol="knn", device="cpu", console=quiet())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "linked").symlink_to(tmp_path / "elsewhere" / "run")
+    (tmp_path / "results" / "again").symlink_to(tmp_path / "elsewhere" / "run")
+    (tmp_path / "results" / "loop").symlink_to(tmp_path / "results")
+    code, out, err = cli("report", str(tmp_path / "results"), "--format", "json")
+    assert code == 0, err
+    assert len(find_run_dirs([tmp_path / "results"])) == 1
+    assert "shapes:shape" in out
 
 
 def test_a_trusted_plugin_file_is_found_beside_the_preset_that_names_it(cli, tmp_path, monkeypatch):

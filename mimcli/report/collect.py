@@ -42,8 +42,11 @@ def display_name(path: Path) -> str:
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Every folder holding config.toml at or below the paths (a run's own subfolders are not searched)."""
+    """Every folder holding config.toml at or below the paths (a run's own subfolders are not searched).
+    Symlinked folders are followed (a run linked into a results folder is reported), each real folder once,
+    so a link to a folder above it cannot loop."""
     found: dict[Path, Path] = {}
+    seen: set[str] = set()
     for path in map(Path, paths):
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
@@ -51,7 +54,12 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
             if path.name != runs.CONFIG:
                 raise UsageError(f"{path} is a file: pass run directories or folders holding them")
             path = path.parent
-        for folder, subfolders, files in os.walk(path):
+        for folder, subfolders, files in os.walk(path, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:
+                subfolders[:] = []
+                continue
+            seen.add(real)
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             if runs.CONFIG in files:
                 found.setdefault(Path(folder).resolve(), Path(folder))

@@ -454,6 +454,39 @@ def test_two_probes_of_one_run_both_keep_their_results(template, tmp_path, monke
     assert saved[0] == inner[0]["results"][0]  # B's record as B computed it
 
 
+def test_the_probe_lock_excludes_another_process_until_it_lets_go(tmp_path):
+    """folder_lock across real processes: a second holder waits until the first one releases it (or dies)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from mimcli.lock import folder_lock\n"
+            f"with folder_lock({str(tmp_path / 'link')!r}):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        fd = os.open(tmp_path / "run", os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # the same folder through its real path: taken
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder.communicate("", timeout=60)  # the holder lets go and exits
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
+        finally:
+            os.close(fd)
+    finally:
+        holder.kill()
+
+
 def test_a_received_runs_folder_is_read_without_importing_its_plugins(cli, template, tmp_path, monkeypatch):
     """Report, probe and a sweep's dry run read a colleague's runs and preset: their plugin files never run,
     and a run whose method nobody registered here is reported under the label its run.json recorded."""

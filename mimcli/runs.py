@@ -174,7 +174,10 @@ def checkpoint_record(path: Path) -> dict[str, Any]:
     """What a checkpoint says about its weights without reading them (memory-mapped): `epoch` (finished
     epochs), `step` (steps into the next one) and `config` (the recipe that trained them, as a dict)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file system without mmap: read it whole
+            state = torch.load(path, map_location="cpu", weights_only=True)
         record = {"epoch": int(state["epoch"]), "step": int(state.get("step", 0)), "config": state.get("config")}
     except Exception as error:  # a checkpoint that is not ours, a torn or empty file
         raise UsageError(f"cannot resume from {path}: {first_line(error)}") from None

@@ -269,6 +269,13 @@ CASES = {
         plugin_in_run,
         absent=(MARKER,),
     ),
+    "sweep-plugin-untrusted": Case(
+        ["sweep", "seeds", "-p", "{tmp}/preset.toml", "--values", "1", *T[:-1], "--out", "{tmp}/new"],
+        2,
+        "only with --trust-plugins",
+        absent=(MARKER,),
+        setup=plugin_in_preset,
+    ),
     "plugin-bare-name": Case(
         ["pretrain", *T, "--set", "run.plugins=['this']", "--out", "{tmp}/new"], 2, "'mim.plugins' entry point"
     ),

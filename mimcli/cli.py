@@ -53,6 +53,14 @@ QuietOption = Annotated[
         "--no-progress", help="No live bar: one flushed line per epoch (and every train.print_every steps), for logs."
     ),
 ]
+TrustOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-plugins",
+        help="Import the plugin files that the preset or the run's config.toml names in run.plugins "
+        "(they run as you; files named by your own --set need no flag). Reading never imports them.",
+    ),
+]
 GpusOption = Annotated[
     int,
     typer.Option(
@@ -143,20 +151,22 @@ def _train(
     quiet: bool,
     expect_supervised: bool,
     gpus: int = 1,
+    trust_plugins: bool = False,
 ) -> None:
     import contextlib
     import os
 
     from mimcli import distributed, runs
-    from mimcli.config import apply_overrides, build_config, load_config, read_toml
+    from mimcli.config import anchor_plugins, apply_overrides, build_config, load_config, read_toml, training_plugins
     from mimcli.lock import run_lock
     from mimcli.train import pretrain
 
+    plugins = training_plugins(overrides, trust_plugins)
     if resume and out is not None and (out / runs.CONFIG).is_file() and preset is None:
-        raw = apply_overrides(read_toml(out / runs.CONFIG), list(overrides or []))
-        config = build_config(raw, str(out / runs.CONFIG), stored=True)
+        raw = apply_overrides(anchor_plugins(read_toml(out / runs.CONFIG), out), list(overrides or []))
+        config = build_config(raw, str(out / runs.CONFIG), stored=True, plugins=plugins)
     else:
-        config = load_config(preset, overrides)
+        config = load_config(preset, overrides, plugins)
     if expect_supervised != (config.method.name == "supervised"):
         command = "mim supervised" if config.method.name == "supervised" else "mim pretrain"
         raise UsageError(f"method.name={config.method.name!r} trains with `{command}`")
@@ -191,9 +201,10 @@ def pretrain(
     force: ForceOption = False,
     no_progress: QuietOption = False,
     gpus: GpusOption = 1,
+    trust_plugins: TrustOption = False,
 ) -> None:
     """Self-supervised pretraining (SimCLR, BYOL, Barlow Twins) with an optional regulariser."""
-    _train(preset, set_, out, resume, force, no_progress, expect_supervised=False, gpus=gpus)
+    _train(preset, set_, out, resume, force, no_progress, False, gpus, trust_plugins)
 
 
 @app.command()
@@ -205,9 +216,10 @@ def supervised(
     force: ForceOption = False,
     no_progress: QuietOption = False,
     gpus: GpusOption = 1,
+    trust_plugins: TrustOption = False,
 ) -> None:
     """Supervised pretraining (cross-entropy, one view) with an optional regulariser."""
-    _train(preset, set_, out, resume, force, no_progress, expect_supervised=True, gpus=gpus)
+    _train(preset, set_, out, resume, force, no_progress, True, gpus, trust_plugins)
 
 
 @app.command()
@@ -299,12 +311,24 @@ def sweep(
     shard: Annotated[str | None, typer.Option(help="I/N: run only every N-th point, from the I-th.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the points and their commands only.")] = False,
     no_progress: QuietOption = False,
+    trust_plugins: TrustOption = False,
 ) -> None:
     """A grid of runs, each pretrained and probed; finished points are skipped, interrupted ones resumed."""
     from mimcli.sweep import sweep as run_sweep
 
     outcomes = run_sweep(
-        kind, preset, values, set_, set_values, out, name, shard, dry_run, console, show_progress=not no_progress
+        kind,
+        preset,
+        values,
+        set_,
+        set_values,
+        out,
+        name,
+        shard,
+        dry_run,
+        console,
+        show_progress=not no_progress,
+        trust_plugins=trust_plugins,
     )
     locked = [o for o in outcomes if o.status == "skipped-locked"]
     if locked:

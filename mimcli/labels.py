@@ -5,10 +5,13 @@ Its own module so that `mim report` labels runs without importing the training l
 
 from __future__ import annotations
 
-from mimcli.config import RunConfig
+from mimcli.config import RunConfig, Unregistered
 
 
-def describe_model(config: RunConfig) -> str:
-    """The report's row label: 'SimCLR + RC', 'BYOL', 'Supervised + LBE'."""
+def describe_model(config: RunConfig, recorded: str | None = None) -> str:
+    """The report's row label: 'SimCLR + RC', 'BYOL', 'Supervised + LBE'. `recorded`: the label run.json
+    keeps, used when a section's plugin is not imported here (the reader knows only its name)."""
+    if recorded and (isinstance(config.method, Unregistered) or isinstance(config.regularizer, Unregistered)):
+        return recorded
     method, regularizer = config.method.label, config.regularizer.label  # each section declares its own
     return f"{method} + {regularizer}" if regularizer else method

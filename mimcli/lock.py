@@ -1,12 +1,17 @@
 """Locks on run directories, shared by `mim pretrain`/`mim supervised` and every sweep point.
 
-<run dir>.lock sits beside the run directory (so it never makes the directory look started) and holds
-pid, host and process start time, written with O_CREAT|O_EXCL. A live holder keeps others out (they
-exit 2 or skip the point naming it); a lock left by a dead process on this host is taken over.
+<run dir>.lock sits beside the run directory's real path (so it never makes the directory look started,
+and every symlink to the run names the same lock) and holds pid, host and process start time, written
+with O_CREAT|O_EXCL. A live holder keeps others out (they exit 2 or skip the point naming it); a lock
+left by a dead process on this host is taken over.
+
+`folder_lock` is the short kind: an flock on the folder itself, held while a file in it is read, merged
+and replaced (probe.json), and waited for rather than refused.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -24,8 +29,10 @@ FRESH_LOCK_SECONDS = 10.0  # an unreadable lock younger than this is being writt
 
 
 def lock_path(run_dir: Path) -> Path:
-    """Beside the run directory, so that it never makes the run directory look started."""
-    return run_dir.with_name(run_dir.name + ".lock")
+    """Beside the run directory, so that it never makes the run directory look started; keyed on its real
+    path, so that a symlink to a run (or through a linked folder) takes the same lock as the run itself."""
+    real = Path(os.path.realpath(run_dir))
+    return real.with_name(real.name + ".lock")
 
 
 def _process_start(pid: int) -> str | None:
@@ -190,3 +197,15 @@ def run_lock(run_dir: Path) -> Iterator[PointLock]:
         yield lock
     finally:
         lock.release()
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive flock on `folder` (its inode: symlinks share it) for a
+    read-modify-write of a file in it; the kernel releases it if the process dies. No file is created."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

@@ -37,17 +37,7 @@ def check_run_dir(run_dir: Path, config: RunConfig, resume: bool, force: bool) -
     if exists and not (resume or force):
         raise UsageError(f"{run_dir} already holds files: pass --resume to continue a run or --force to replace one")
     if resume:
-        if not (run_dir / runs.CHECKPOINT).is_file():
-            raise UsageError(f"nothing to resume: {run_dir / runs.CHECKPOINT} not found")
-        allowed: tuple[str, ...] = runs.RESUME_SAFE_KEYS
-        if config.train.schedule != "constant":  # the learning rate of every epoch depends on train.epochs
-            allowed = tuple(key for key in allowed if key != "train.epochs")
-        diff = runs.config_diff(runs.load_run_config(run_dir), config, allowed)
-        if diff:
-            raise UsageError(
-                f"--resume must train the recipe that produced the weights; it differs in "
-                f"{'; '.join(diff)} (only {', '.join(allowed)}* may change)"
-            )
+        check_resume(run_dir, config)
         return False
     if not (force and exists):
         return False
@@ -60,6 +50,45 @@ def check_run_dir(run_dir: Path, config: RunConfig, resume: bool, force: bool) -
             "move them or choose another --out"
         )
     return True
+
+
+def check_resume(run_dir: Path, config: RunConfig) -> None:
+    """The record is the truth: refuse a resume that would make config.toml, run.json or metrics.jsonl
+    disagree with the weights. config.toml must still be the recipe checkpoint.pt recorded (no hand edit),
+    the planned config may change only the safe keys, and not so that it names epochs the weights passed."""
+    path = run_dir / runs.CHECKPOINT
+    if not path.is_file():
+        raise UsageError(f"nothing to resume: {path} not found")
+    allowed: tuple[str, ...] = runs.RESUME_SAFE_KEYS
+    if config.train.schedule != "constant":  # the learning rate of every epoch depends on train.epochs
+        allowed = tuple(key for key in allowed if key != "train.epochs")
+    record = runs.checkpoint_record(path)
+    stored = runs.load_run_config(run_dir)
+    edits = runs.recipe_edits(record["config"], stored, allowed) if isinstance(record["config"], dict) else []
+    if edits:
+        raise UsageError(
+            f"{run_dir / runs.CONFIG} was changed after {runs.CHECKPOINT} was written ({'; '.join(edits)}); "
+            "the weights were trained with the checkpoint's values: put them back, or train a new run"
+        )
+    diff = runs.config_diff(stored, config, allowed)
+    if diff:
+        raise UsageError(
+            f"--resume must train the recipe that produced the weights; it differs in "
+            f"{'; '.join(diff)} (only {', '.join(allowed)}* may change)"
+        )
+    done, step = record["epoch"], record["step"]
+    held = f"{done} epoch{'' if done == 1 else 's'}" + (f" and {step} steps of epoch {done + 1}" if step else "")
+    if config.train.epochs < done + (1 if step else 0):
+        raise UsageError(
+            f"--resume with train.epochs={config.train.epochs}, but {runs.CHECKPOINT} already holds {held}: "
+            f"{runs.CONFIG} and {runs.STATUS} would disagree with the weights (train a new run for fewer epochs)"
+        )
+    passed = sorted(e for e in set(config.train.save_epochs) - set(stored.train.save_epochs) if e <= done)
+    if passed:
+        raise UsageError(
+            f"--resume adds train.save_epochs {', '.join(map(str, passed))}, but {runs.CHECKPOINT} already holds "
+            f"{held}: those backbones were not kept, and {runs.CONFIG} would say they were"
+        )
 
 
 def prepare_run_dir(run_dir: Path, replace: bool) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from mimcli.config import RunConfig, build_config, read_toml, to_toml
+from mimcli.config import RunConfig, anchor_plugins, build_config, read_toml, to_toml
 from mimcli.errors import UsageError
 
 CONFIG = "config.toml"
@@ -165,10 +165,36 @@ def save_config(run_dir: Path, config: RunConfig) -> None:
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
+    """A run's config.toml as a record: validated, its plugins never imported (docs/extending.md)."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a run directory (no {CONFIG})")
-    return build_config(read_toml(path), str(path), stored=True)
+    return build_config(anchor_plugins(read_toml(path), path.parent), str(path), stored=True)
+
+
+def checkpoint_record(path: Path) -> dict[str, Any]:
+    """What a checkpoint says about its weights without reading them (memory-mapped): `epoch` (finished
+    epochs), `step` (steps into the next one) and `config` (the recipe that trained them, as a dict)."""
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file system without mmap: read it whole
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        record = {"epoch": int(state["epoch"]), "step": int(state.get("step", 0)), "config": state.get("config")}
+    except Exception as error:  # a checkpoint that is not ours, a torn or empty file
+        raise UsageError(f"cannot resume from {path}: {first_line(error)}") from None
+    return record
+
+
+def recipe_edits(recorded: dict[str, Any], stored: RunConfig, allowed: tuple[str, ...]) -> list[str]:
+    """Keys whose value in config.toml is not the one the checkpoint's recipe recorded (a hand edit), less
+    the `allowed` prefixes; keys only one side has (a newer or older mim) are not compared."""
+    a, b = dict(_flatten(recorded)), dict(_flatten(stored.to_dict()))
+    return [
+        f"{key} {b[key]!r} in {CONFIG}, {a[key]!r} in {CHECKPOINT}"
+        for key in sorted(a.keys() & b.keys())
+        if a[key] != b[key] and not key.startswith(allowed or ("\0",))
+    ]
 
 
 def file_sha256(path: Path) -> str:

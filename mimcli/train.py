@@ -340,7 +340,8 @@ def pretrain(
         runs.save_config(run_dir, config)
         if not (run_dir / runs.REQUIREMENTS).exists():  # the environment of the first start, kept on resume
             runs.atomic_write_text(run_dir / runs.REQUIREMENTS, provenance.requirements())
-        trainer.provenance = run_provenance(run_dir, trainer.device, resume)
+        # the label is recorded so that a reader without this run's plugins still names it (mim report)
+        trainer.provenance = {**run_provenance(run_dir, trainer.device, resume), "label": describe_model(config)}
         runs.write_json(
             run_dir / runs.STATUS, {**trainer.provenance, "status": "running", "epochs_done": trainer.epoch}
         )

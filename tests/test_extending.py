@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mimcli import runs
-from mimcli.config import load_config, load_plugin, method_sections, regularizer_sections
+from mimcli.config import load_config, load_plugin, method_sections, regularizer_sections, training_plugins
 from mimcli.errors import UsageError
 from tests.conftest import TINY
 
@@ -68,8 +68,9 @@ def test_vicreg_trains_through_the_cli_and_the_run_reloads_it(cli, tmp_path, vic
 
 
 def test_a_key_of_another_method_is_named_as_such(vicreg_file):
+    overrides = [f"run.plugins=['{vicreg_file}']", "method.name='vicreg'", "method.temperature=0.5"]
     with pytest.raises(UsageError, match="'temperature' is a key of method simclr, not of method 'vicreg'"):
-        load_config(None, [f"run.plugins=['{vicreg_file}']", "method.name='vicreg'", "method.temperature=0.5"])
+        load_config(None, overrides, training_plugins(overrides, trust=False))
     with pytest.raises(UsageError, match=r"method\.temprature: unknown key"):
         load_config(None, ["method.temprature=0.5"])
     with pytest.raises(UsageError, match="'rho' is a key of regularizer lbe, not of regularizer 'rc'"):

@@ -21,12 +21,13 @@ import pytest
 import torch
 
 from mimcli import lock, runs, train
-from mimcli.config import load_config
+from mimcli.config import load_config, read_toml, to_toml
 from mimcli.errors import UsageError
 from mimcli.models.resnet import build_backbone
 from mimcli.objectives.contrastive import barlow_twins_loss, byol_loss, nt_xent
 from mimcli.objectives.information import lbe_bound, reconstruction_loss
 from mimcli.objectives.precision import promote
+from mimcli.report import find_run_dirs
 from tests.conftest import TINY, TINY_KEYS, quiet
 
 RUN_KEYS = [*TINY_KEYS, "run.name=run"]
@@ -84,6 +85,49 @@ def plots_dir(root: Path) -> None:
     (root / "plots").mkdir()
 
 
+MARKER = "imported"  # the file a plugin writes when imported: a reader must never create it
+
+
+def marker_plugin(path: Path, root: Path) -> None:
+    """A plugin file that leaves root/imported behind when anything imports it."""
+    path.write_text(f"from pathlib import Path\nPath({str(root / MARKER)!r}).write_text('ran')\n")
+
+
+def edit_config(root: Path, **sections: dict[str, object]) -> None:
+    """Change keys of run/config.toml as a hand (or a colleague's mim) would."""
+    raw = read_toml(root / "run" / runs.CONFIG)
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    (root / "run" / runs.CONFIG).write_text(to_toml(raw))
+
+
+def plugin_in_run(root: Path) -> None:
+    """A received run whose config.toml names a plugin file that sits in the run (a relative path)."""
+    marker_plugin(root / "run" / "evil.py", root)
+    edit_config(root, run={"plugins": ["evil.py"]})
+
+
+def plugin_in_preset(root: Path) -> None:
+    """A downloaded preset naming the plugin file beside it."""
+    marker_plugin(root / "evil.py", root)
+    (root / "preset.toml").write_text('[run]\nplugins = ["evil.py"]\n')
+
+
+def plugin_file(name: str, body: str) -> Callable[[Path], None]:
+    return lambda root: (root / name).write_text(body)
+
+
+def mid_epoch_checkpoint(root: Path) -> None:
+    """checkpoint.pt as a train.checkpoint_steps save leaves it: 0 epochs and 1 step of epoch 1."""
+    state = torch.load(root / "run" / runs.CHECKPOINT, weights_only=True)
+    torch.save({**state, "epoch": 0, "step": 1}, root / "run" / runs.CHECKPOINT)
+
+
+def symlink_to_a_locked_run(root: Path) -> None:
+    locked_by_a_live_process(root)
+    (root / "link").symlink_to(root / "run")
+
+
 @dataclass
 class Case:
     args: list[str]
@@ -91,6 +135,7 @@ class Case:
     message: str
     unchanged: tuple[str, ...] = ()
     setup: Callable[[Path], None] | None = None
+    absent: tuple[str, ...] = ()  # files that must not exist afterwards (a plugin's marker)
 
 
 T = [*TINY]
@@ -208,6 +253,86 @@ CASES = {
     "resume-config-not-utf8": Case(
         ["pretrain", *T, "--out", "{tmp}/run", "--resume"], 2, "cannot read", RUN, not_utf8(runs.CONFIG)
     ),
+    # a plugin is imported only by a command that trains, and a file a preset or a run names only when trusted
+    "plugin-in-preset-untrusted": Case(
+        ["pretrain", "-p", "{tmp}/preset.toml", *T, "--out", "{tmp}/new"],
+        2,
+        "only with --trust-plugins",
+        absent=(MARKER,),
+        setup=plugin_in_preset,
+    ),
+    "plugin-in-run-untrusted-resume": Case(
+        ["pretrain", *T, "--out", "{tmp}/run", "--resume"],
+        2,
+        "only with --trust-plugins",
+        RUN,
+        plugin_in_run,
+        absent=(MARKER,),
+    ),
+    "sweep-plugin-untrusted": Case(
+        ["sweep", "seeds", "-p", "{tmp}/preset.toml", "--values", "1", *T[:-1], "--out", "{tmp}/new"],
+        2,
+        "only with --trust-plugins",
+        absent=(MARKER,),
+        setup=plugin_in_preset,
+    ),
+    "plugin-bare-name": Case(
+        ["pretrain", *T, "--set", "run.plugins=['this']", "--out", "{tmp}/new"], 2, "'mim.plugins' entry point"
+    ),
+    "plugin-exits": Case(
+        ["pretrain", *T, "--set", "run.plugins=['{tmp}/exits.py']", "--out", "{tmp}/new"],
+        2,
+        "cannot load {tmp}/exits.py: SystemExit: 0",
+        setup=plugin_file("exits.py", "import sys\nsys.exit(0)\n"),
+    ),
+    "plugin-raises": Case(
+        ["pretrain", *T, "--set", "run.plugins=['{tmp}/raises.py']", "--out", "{tmp}/new"],
+        2,
+        "RuntimeError: boom",
+        setup=plugin_file("raises.py", "raise RuntimeError('boom')\n"),
+    ),
+    # the record is the truth: no resume may make config.toml, run.json or metrics.jsonl contradict the weights
+    "resume-fewer-epochs": Case(
+        ["pretrain", *T, "--set", "train.epochs=0", "--out", "{tmp}/run", "--resume"],
+        2,
+        "train.epochs=0, but checkpoint.pt already holds 1 epoch",
+        RUN,
+    ),
+    "resume-fewer-epochs-mid-epoch": Case(
+        ["pretrain", *T, "--set", "train.epochs=0", "--out", "{tmp}/run", "--resume"],
+        2,
+        "already holds 0 epochs and 1 steps of epoch 1",
+        RUN,
+        mid_epoch_checkpoint,
+    ),
+    "resume-save-a-passed-epoch": Case(
+        ["pretrain", *T, "--set", "train.epochs=2", "--set", "train.save_epochs=[1]", "--out", "{tmp}/run", "--resume"],
+        2,
+        "adds train.save_epochs 1",
+        RUN,
+    ),
+    "resume-hand-edited-lr": Case(
+        ["pretrain", "--out", "{tmp}/run", "--resume", "--no-progress"],
+        2,
+        "config.toml was changed after checkpoint.pt was written (train.lr 0.1 in config.toml, 0.0003 in",
+        RUN,
+        lambda root: edit_config(root, train={"lr": 0.1}),
+    ),
+    "resume-hand-edited-method": Case(
+        ["pretrain", "--out", "{tmp}/run", "--resume", "--no-progress"],
+        2,
+        "method.temperature 0.9 in config.toml, 0.5 in checkpoint.pt",
+        RUN,
+        lambda root: edit_config(root, method={"temperature": 0.9}),
+    ),
+    # one lock per run, whatever path names it
+    "locked-through-symlink": Case(
+        ["pretrain", *T, "--out", "{tmp}/link", "--resume"],
+        2,
+        f"in use by pid {os.getpid()}",
+        RUN,
+        symlink_to_a_locked_run,
+    ),
     # what is wrong, said plainly
     "supervised-batch-1": Case(
         ["supervised", *T, "--set", "train.batch_size=1", "--out", "{tmp}/new"], 2, "batch norm needs at least 2 images"
@@ -230,11 +355,12 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, cli, template, t
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in case.args]
     code, out, err = cli(*args)
     assert code == case.code, (out, err)
-    assert case.message in " ".join(err.split()), err
+    assert case.message.replace("{tmp}", str(tmp_path)) in " ".join(err.split()), err
     assert "Traceback" not in out + err
     assert len(err.strip().splitlines()) == 1, err  # one line (rich may wrap it on a narrow terminal: soft_wrap)
     assert digests(tmp_path, case.unchanged) == before
     assert not (tmp_path / "new").exists()  # a refused run leaves no folder behind
+    assert not [name for name in case.absent if (tmp_path / name).exists()]
 
 
 # ---- errors that need a monkeypatch: the OS refusing a write, Ctrl-C, a loss that diverges -------------
@@ -297,6 +423,148 @@ def test_a_second_process_on_the_same_run_dir_exits_2_naming_the_holder(tmp_path
     with lock.run_lock(tmp_path / "run"):  # released: free again
         assert lock.lock_path(tmp_path / "run").is_file()
     assert not lock.lock_path(tmp_path / "run").exists()
+
+
+def test_the_lock_is_keyed_on_the_real_path(tmp_path):
+    """A symlink to the run, or to a folder above it, names the same lock as the run's own path."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "link-to-run").symlink_to(tmp_path / "runs" / "run")  # dangling until the run exists: still one
+    (tmp_path / "link-to-runs").symlink_to(tmp_path / "runs")
+    with lock.run_lock(tmp_path / "runs" / "run"):
+        for other in (tmp_path / "link-to-run", tmp_path / "link-to-runs" / "run"):
+            with pytest.raises(UsageError, match="in use by pid"), lock.run_lock(other):
+                pass
+    assert lock.lock_path(tmp_path / "link-to-runs" / "run") == tmp_path.resolve() / "runs" / "run.lock"
+
+
+def test_two_probes_of_one_run_both_keep_their_results(template, tmp_path, monkeypatch):
+    """The interleaving that lost a result: probe B runs from start to end while probe A is computing, then
+    A writes. A re-reads probe.json under the run's lock before it writes, so B's record stays."""
+    from mimcli.probe import run as probe_run
+
+    shutil.copytree(template, tmp_path / "run")
+    original = probe_run.probe_dataset
+    inner: list[dict[str, object]] = []
+
+    def b_finishes_while_a_computes(dataset, *args, **kwargs):
+        record = original(dataset, *args, **kwargs)
+        if dataset.name == "shapes:shape" and not inner:  # A's data set: B probes another one meanwhile
+            inner.append(probe_run.run_probes(tmp_path / "run", datasets=["shapes:hue"], **common))
+        return record
+
+    common = {"protocol": "knn", "device": "cpu", "console": quiet()}
+    monkeypatch.setattr(probe_run, "probe_dataset", b_finishes_while_a_computes)
+    outer = probe_run.run_probes(tmp_path / "run", datasets=["shapes:shape"], **common)
+    saved = runs.read_json(tmp_path / "run" / runs.PROBE)["results"]
+    assert [r["dataset"] for r in saved] == ["shapes:hue", "shapes:shape"]
+    assert saved == outer["results"]  # what A returns is what the file holds
+    assert saved[0] == inner[0]["results"][0]  # B's record as B computed it
+
+
+def test_the_probe_lock_excludes_another_process_until_it_lets_go(tmp_path):
+    """folder_lock across real processes: a second holder waits until the first one releases it (or dies)."""
+    import fcntl
+    import subprocess
+    import sys
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from mimcli.lock import folder_lock\n"
+            f"with folder_lock({str(tmp_path / 'link')!r}):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        fd = os.open(tmp_path / "run", os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # the same folder through its real path: taken
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder.communicate("", timeout=60)  # the holder lets go and exits
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free now
+        finally:
+            os.close(fd)
+    finally:
+        holder.kill()
+
+
+def test_a_received_runs_folder_is_read_without_importing_its_plugins(cli, template, tmp_path, monkeypatch):
+    """Report, probe and a sweep's dry run read a colleague's runs and preset: their plugin files never run,
+    and a run whose method nobody registered here is reported under the label its run.json recorded."""
+    from mimcli.probe import run_probes
+
+    run = tmp_path / "received" / "run"
+    shutil.copytree(template, run)
+    run_probes(run, datasets=["shapes:shape"], protocol="knn", device="cpu", console=quiet())
+    plugin_in_run(tmp_path / "received")
+    edit_config(tmp_path / "received", method={"name": "colleagues_method", "beta": 0.5})
+    status = runs.read_json(run / runs.STATUS)
+    runs.write_json(run / runs.STATUS, {**status, "label": "Colleague's Method + RC"})
+    plugin_in_preset(tmp_path)
+    monkeypatch.chdir(run)  # even from inside the run: a bare name or relative path must not reach evil.py
+
+    code, out, err = cli("report", str(tmp_path / "received"), "--format", "json")
+    assert code == 0, err
+    assert "Colleague's Method + RC" in json.dumps(json.loads(out))
+    code, out, err = cli("probe", str(run), "--datasets", "shapes:hue", "--protocol", "knn")
+    assert code == 0, err
+    assert {r["dataset"] for r in runs.read_json(run / runs.PROBE)["results"]} == {"shapes:shape", "shapes:hue"}
+    code, out, err = cli("sweep", "seeds", "-p", str(tmp_path / "preset.toml"), "--values", "1,2", "--dry-run")
+    assert code == 0, err
+    assert not (tmp_path / MARKER).exists()
+
+
+def test_a_symlinked_run_is_reported_once_and_a_link_loop_ends(cli, template, tmp_path):
+    from mimcli.probe import run_probes
+
+    shutil.copytree(template, tmp_path / "elsewhere" / "run")
+    run_probes(tmp_path / "elsewhere" / "run", datasets=["shapes:shape"], protocol="knn", device="cpu", console=quiet())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "linked").symlink_to(tmp_path / "elsewhere" / "run")
+    (tmp_path / "results" / "again").symlink_to(tmp_path / "elsewhere" / "run")
+    (tmp_path / "results" / "loop").symlink_to(tmp_path / "results")
+    code, out, err = cli("report", str(tmp_path / "results"), "--format", "json")
+    assert code == 0, err
+    assert len(find_run_dirs([tmp_path / "results"])) == 1
+    assert "shapes:shape" in out
+
+
+def test_a_trusted_plugin_file_is_found_beside_the_preset_that_names_it(cli, tmp_path, monkeypatch):
+    plugin_in_preset(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    args = ["pretrain", "-p", str(tmp_path / "preset.toml"), *TINY, "--out", str(tmp_path / "run")]
+    code, _, err = cli(*args, "--trust-plugins")
+    assert code == 0, err
+    assert (tmp_path / MARKER).read_text() == "ran"
+    assert runs.load_run_config(tmp_path / "run").run.plugins == [str(tmp_path / "evil.py")]
+
+
+def test_an_installed_entry_point_is_the_only_plugin_named_by_a_bare_name(tmp_path, monkeypatch):
+    """A module name is looked up among installed `mim.plugins` entry points, never on sys.path alone."""
+    from mimcli.config import load_plugin
+
+    site = tmp_path / "site"
+    (site / "mim_ep_plugin").mkdir(parents=True)
+    (site / "mim_ep_plugin" / "__init__.py").write_text(
+        f"from pathlib import Path\nPath({str(tmp_path / MARKER)!r}).write_text('ran')\n"
+    )
+    (site / "stray_module.py").write_text("raise AssertionError('imported from sys.path')\n")
+    info = site / "mim_ep_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mim-ep-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[mim.plugins]\nep-plugin = mim_ep_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(UsageError, match="stray_module: LookupError"):
+        load_plugin("stray_module")
+    load_plugin("ep-plugin")
+    assert (tmp_path / MARKER).read_text() == "ran"
 
 
 def test_force_replaces_a_run_only_once_the_new_one_starts(cli, template, tmp_path):

@@ -17,6 +17,7 @@ from mimcli.config.base import (
     own_keys,
 )
 from mimcli.config.presets import (
+    anchor_plugins,
     apply_overrides,
     build_config,
     format_validation_error,
@@ -27,9 +28,13 @@ from mimcli.config.presets import (
     read_toml,
     resolve_preset,
     to_toml,
+    training_plugins,
 )
 from mimcli.config.registry import (
     BUILTIN_PLUGINS,
+    READ,
+    Plugins,
+    Unregistered,
     load_builtins,
     load_plugin,
     pick_section,
@@ -65,11 +70,13 @@ __all__ = [
     "DEFAULT_REGULARIZER",
     "IMAGENET_SIZE",
     "METHOD_SECTIONS",
+    "READ",
     "REGULARIZER_SECTIONS",
     "AugmentSection",
     "DataSection",
     "MethodSection",
     "ModelSection",
+    "Plugins",
     "ProbeSection",
     "RegularizerSection",
     "RunConfig",
@@ -77,6 +84,8 @@ __all__ = [
     "Section",
     "ShapesSection",
     "TrainSection",
+    "Unregistered",
+    "anchor_plugins",
     "apply_overrides",
     "build_config",
     "check_folder_name",
@@ -99,4 +108,5 @@ __all__ = [
     "regularizer_sections",
     "resolve_preset",
     "to_toml",
+    "training_plugins",
 ]

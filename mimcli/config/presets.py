@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mimcli.config.base import own_keys
-from mimcli.config.registry import load_plugin
+from mimcli.config.registry import READ, READING, Plugins, load_plugin, plugin_entry
 from mimcli.config.sections import RunConfig, drop_foreign_keys, method_sections, regularizer_sections
 from mimcli.errors import UsageError
 
@@ -143,34 +144,79 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return f"invalid config from {source}: " + "; ".join(parts)
 
 
-def build_config(raw: dict[str, Any], source: str = "config", stored: bool = False) -> RunConfig:
-    """Validate a raw config; plugins named in run.plugins register first. `stored`: a run's own config.toml,
-    which older versions wrote with every method's keys (see drop_foreign_keys)."""
+def anchor_plugins(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A relative plugin file named in a preset or a run's config.toml is that file's neighbour: resolve it
+    against the file's own folder, never against the working directory of whoever reads it."""
+    run = raw.get("run")
+    plugins = run.get("plugins") if isinstance(run, dict) else None
+    if isinstance(run, dict) and isinstance(plugins, list):
+        run["plugins"] = [
+            os.path.join(folder, entry) if isinstance(entry, str) and entry.endswith(".py") else entry
+            for entry in plugins
+        ]
+    return raw
+
+
+def _plugin_entries(raw: dict[str, Any], source: str) -> list[str]:
     run = raw.get("run")
     plugins = run.get("plugins", []) if isinstance(run, dict) else []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise UsageError(f"invalid config from {source}: run.plugins: must be a list of file paths or module names")
-    for entry in plugins:
-        load_plugin(entry)
-    if stored:
-        raw = drop_foreign_keys(raw)
+    return [plugin_entry(entry) for entry in plugins]
+
+
+def training_plugins(overrides: list[str] | None, trust: bool) -> Plugins:
+    """The Plugins of a command that trains: the files named by its own `--set run.plugins=...` are the
+    user's choice; files named by a preset or a run's config.toml also need `trust` (--trust-plugins)."""
+    named = _plugin_entries(apply_overrides({}, list(overrides or [])), "--set")
+    return Plugins(load=True, named=frozenset(named), trust=trust)
+
+
+def _validate(raw: dict[str, Any], source: str, read_only: bool) -> RunConfig:
     try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(raw, context={READING: read_only})
     except ValidationError as error:
         raise UsageError(format_validation_error(error, source)) from None
 
 
-def load_config(preset: str | None, overrides: list[str] | None = None) -> RunConfig:
-    """Preset (or defaults) + `--set` overrides -> validated RunConfig; the run name defaults to the preset's."""
+def build_config(
+    raw: dict[str, Any], source: str = "config", stored: bool = False, plugins: Plugins = READ
+) -> RunConfig:
+    """Validate a raw config. `stored`: a run's own config.toml, which older versions wrote with every
+    method's keys (see drop_foreign_keys). `plugins`: READ validates without importing any plugin (a method
+    nobody registered keeps its recorded keys); a training command's Plugins first validates the rest,
+    then imports the plugins it may (docs/extending.md), then validates their sections too."""
+    entries = _plugin_entries(raw, source)
+    if stored:
+        raw = drop_foreign_keys(raw)
+    config = _validate(raw, source, read_only=True)  # every other mistake is reported before any import
+    if not plugins.load:
+        return config
+    untrusted = [entry for entry in entries if entry.endswith(".py") and entry not in plugins.named]
+    if untrusted and not plugins.trust:
+        raise UsageError(
+            f"{source} names run.plugins {', '.join(untrusted)}: mim imports a plugin file named in a preset or "
+            "a run's config.toml only with --trust-plugins (read it first: it runs as you)"
+        )
+    for entry in entries:
+        load_plugin(entry)
+    if stored:
+        raw = drop_foreign_keys(raw)
+    return _validate(raw, source, read_only=False)
+
+
+def load_config(preset: str | None, overrides: list[str] | None = None, plugins: Plugins = READ) -> RunConfig:
+    """Preset (or defaults) + `--set` overrides -> validated RunConfig; the run name defaults to the preset's.
+    Plugins are imported only as `plugins` allows (READ: never)."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if preset:
         path = resolve_preset(preset)
-        raw = read_toml(path)
+        raw = anchor_plugins(read_toml(path), path.parent)
         source = str(path)
         raw.setdefault("run", {}).setdefault("name", path.stem)
     raw = apply_overrides(raw, list(overrides or []))
-    return build_config(raw, source + (" with --set overrides" if overrides else ""))
+    return build_config(raw, source + (" with --set overrides" if overrides else ""), plugins=plugins)
 
 
 def to_toml(data: dict[str, Any]) -> str:

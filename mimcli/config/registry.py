@@ -5,14 +5,17 @@ Why the registry lives here and is filled from the layers above: docs/extending.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import ValidatorFunctionWrapHandler
+from pydantic import ConfigDict, ValidationInfo, ValidatorFunctionWrapHandler
 
 from mimcli.config.base import Section, own_keys
 from mimcli.errors import UsageError
@@ -20,7 +23,25 @@ from mimcli.errors import UsageError
 S = TypeVar("S", bound=Section)
 
 BUILTIN_PLUGINS = ("mimcli.methods", "mimcli.regularizers")
+ENTRY_POINT_GROUP = "mim.plugins"  # installed packages offer plugins under this group (by name or module)
+READING = "mim_reading"  # validation context key: True when a record is read, not trained (no plugin import)
 _loaded_plugins: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Plugins:
+    """What a command may do with `run.plugins` (docs/extending.md, "Which plugins mim imports").
+
+    Readers (report, probe, a dry run, a resume's comparison) never import: `load=False`. Commands that
+    train import files the user named on the command line (`named`), installed entry points, and a file
+    named by a preset or a run's config.toml only with --trust-plugins (`trust`)."""
+
+    load: bool = False
+    named: frozenset[str] = frozenset()
+    trust: bool = False
+
+
+READ = Plugins()
 
 
 def plugin_entry(entry: str) -> str:
@@ -28,8 +49,18 @@ def plugin_entry(entry: str) -> str:
     return str(Path(entry).resolve()) if entry.endswith(".py") else entry
 
 
+def _entry_point_module(entry: str) -> str:
+    """The module of the installed `mim.plugins` entry point named `entry` (by name or module): bare names
+    are never looked up on sys.path, where the working directory of whoever reads a run sits."""
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry in (point.name, point.module):
+            return point.module
+    raise LookupError(f"not a .py file, and no installed package offers it as a {ENTRY_POINT_GROUP!r} entry point")
+
+
 def load_plugin(entry: str) -> None:
-    """Import a plugin once: a .py file by path, else a module by name; one UsageError line when it fails."""
+    """Import a plugin once: a .py file by path, else an installed entry point; one UsageError line when it
+    fails, whatever it raises (SystemExit included: a plugin must not end mim with its own exit status)."""
     entry = plugin_entry(entry)
     if entry in _loaded_plugins:
         return
@@ -47,19 +78,20 @@ def load_plugin(entry: str) -> None:
             _loaded_plugins[entry] = module
             spec.loader.exec_module(module)
         else:
-            _loaded_plugins[entry] = importlib.import_module(entry)
+            _loaded_plugins[entry] = importlib.import_module(_entry_point_module(entry))
     except UsageError:
         _loaded_plugins.pop(entry, None)
         raise
-    except Exception as error:  # a plugin's own bug or a missing file: bad input, one line
+    except (Exception, SystemExit) as error:  # a plugin's own bug, exit or a missing file: bad input, one line
         _loaded_plugins.pop(entry, None)
         raise UsageError(f"run.plugins: cannot load {entry}: {type(error).__name__}: {error}") from None
 
 
 def load_builtins() -> None:
-    """The built-in methods and regularisers, loaded by name like any plugin (they register themselves)."""
+    """The built-in methods and regularisers, imported by module name (they register themselves)."""
     for entry in BUILTIN_PLUGINS:
-        load_plugin(entry)
+        if entry not in _loaded_plugins:
+            _loaded_plugins[entry] = importlib.import_module(entry)
 
 
 def register_section(registry: dict[str, type[S]], key: str, section: type[S], owner: str) -> str:
@@ -74,6 +106,29 @@ def register_section(registry: dict[str, type[S]], key: str, section: type[S], o
     return name
 
 
+class Unregistered:
+    """Marks a section read from a record whose method or regulariser is not registered in this process
+    (its plugin was not imported): its keys are kept as recorded, its label is its name."""
+
+
+@functools.cache
+def _unregistered_class(base: type[S], name: str, keys: tuple[str, ...]) -> type[S]:
+    namespace: dict[str, Any] = {
+        "model_config": ConfigDict(**{**base.model_config, "extra": "allow"}),
+        "label": name,
+        "uses": keys,
+        "__module__": __name__,
+    }
+    if "min_batch" in dir(base):
+        namespace["min_batch"] = 1  # unknown: a reader does not check the batch size of a recipe it cannot run
+    return type(f"Unregistered{base.__name__}", (base, Unregistered), namespace)
+
+
+def reading(info: ValidationInfo) -> bool:
+    """True when the config is validated as a record to read (plugins not imported): see Plugins."""
+    return bool(info.context and info.context.get(READING))
+
+
 def pick_section(
     value: Any,
     registry: dict[str, type[S]],
@@ -81,9 +136,11 @@ def pick_section(
     key: str,
     what: str,
     handler: ValidatorFunctionWrapHandler,
+    read_only: bool = False,
 ) -> S:
     """The discriminated union on `key` (name / kind), assembled from the registry at validation time so that
-    plugins registered after import are in it; a key of another section is an error that says whose it is."""
+    plugins registered after import are in it; a key of another section is an error that says whose it is.
+    `read_only`: a name nobody registered is kept as an Unregistered section with its recorded keys."""
     if isinstance(value, base) and type(value) in registry.values():
         return value
     if isinstance(value, base):
@@ -91,6 +148,10 @@ def pick_section(
     if not isinstance(value, dict):
         return handler(value)  # type: ignore[no-any-return]  # pydantic's own error for a non-table
     name = value.get(key, base.model_fields[key].default)
+    if name not in registry and read_only and isinstance(name, str):
+        keys = tuple(sorted(k for k in value if k != key))
+        recorded: type[S] = _unregistered_class(base, name, keys)
+        return recorded.model_validate(value)
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(registry)}")
     section = registry[name]

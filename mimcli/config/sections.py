@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SerializeAsAny, ValidatorFunctionWrapHandler, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializeAsAny,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from mimcli.config.base import Section, check_folder_name, own_keys
-from mimcli.config.registry import load_builtins, pick_section, plugin_entry
+from mimcli.config.registry import load_builtins, pick_section, plugin_entry, reading
 
 DEFAULT_METHOD = "simclr"
 DEFAULT_REGULARIZER = "none"
@@ -91,8 +98,8 @@ class RunSection(Section):
     out: str | None = Field(None, description="Run directory (default runs/<name>).")
     plugins: list[str] = Field(
         default_factory=list,
-        description="Python files (or importable modules) that register extra methods / regularisers "
-        "before the config is read (docs/extending.md).",
+        description="Python files (or installed 'mim.plugins' entry points) that register extra methods / "
+        "regularisers; only commands that train import them (docs/extending.md).",
     )
 
     @field_validator("name")
@@ -279,13 +286,16 @@ class RunConfig(Section):
 
     @field_validator("method", mode="wrap")
     @classmethod
-    def _method(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> MethodSection:
-        return pick_section(value, method_sections(), MethodSection, "name", "method", handler)
+    def _method(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> MethodSection:
+        return pick_section(value, method_sections(), MethodSection, "name", "method", handler, reading(info))
 
     @field_validator("regularizer", mode="wrap")
     @classmethod
-    def _regularizer(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> RegularizerSection:
-        return pick_section(value, regularizer_sections(), RegularizerSection, "kind", "regularizer", handler)
+    def _regularizer(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> RegularizerSection:
+        sections = regularizer_sections()
+        return pick_section(value, sections, RegularizerSection, "kind", "regularizer", handler, reading(info))
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

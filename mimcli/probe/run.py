@@ -36,6 +36,7 @@ from mimcli.config import RunConfig
 from mimcli.data.transfer import TransferDataset, describe_downloads, pending_downloads, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.features import FeatureCache, layer_names
+from mimcli.lock import folder_lock
 from mimcli.models.resnet import PooledResNet
 from mimcli.probe.knn import KNN_K, KNN_TEMPERATURE, knn_probe
 from mimcli.probe.linear import LINEAR_SELECTION, LinearParams, linear_probe
@@ -122,20 +123,24 @@ def probe_dataset(
     return record
 
 
-def _existing(path: Path, sha256: str, console: Console) -> list[ProbeRecord]:
-    """Records already in probe.json for the same checkpoint (others are stale and dropped, with a warning)."""
+def _existing(path: Path, sha256: str, console: Console | None) -> list[ProbeRecord]:
+    """Records already in probe.json for the same checkpoint (others are stale and dropped, with a warning
+    when `console` is given)."""
     if not path.is_file():
         return []
     try:
         data = read_json(path)
         results, previous = list(data["results"]), data["checkpoint"]["sha256"]
     except (ValueError, KeyError, TypeError) as error:
-        console.print(f"[yellow]warning:[/yellow] {path} is unreadable ({error}); starting it afresh")
+        if console is not None:
+            console.print(f"[yellow]warning:[/yellow] {path} is unreadable ({error}); starting it afresh")
         return []
     if previous != sha256:
-        console.print(
-            f"[yellow]warning:[/yellow] {path} holds results of another checkpoint ({previous[:16]}); replacing them"
-        )
+        if console is not None:
+            console.print(
+                f"[yellow]warning:[/yellow] {path} holds results of another checkpoint ({previous[:16]}); "
+                "replacing them"
+            )
         return []
     return results
 
@@ -170,7 +175,8 @@ def run_probes(
     """Probe a run's backbone (or `weights`, e.g. backbones/epoch-100.pt) on data sets; merge into `out_name`.
 
     Every None falls back to the run's [probe] section (data_root: data.root). probe.json is
-    rewritten atomically after each data set, so finished results survive a later failure.
+    rewritten atomically after each data set, so finished results survive a later failure, and read,
+    merged and replaced under the run's folder_lock, so two probes of one run both keep their results.
     Printing the result is the caller's (mimcli.report.probe_table.print_probe_table).
     """
     run_dir = Path(run_dir)
@@ -220,8 +226,9 @@ def run_probes(
     linear = LinearParams.from_config(section)
     for dataset in bound:
         record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features)
-        result["results"] = merge_records(result["results"], record)
-        write_json(path, result)
+        with folder_lock(run_dir):  # another `mim probe` on this run may have written since: merge into its file
+            result["results"] = merge_records(_existing(path, cache.sha256, None), record)
+            write_json(path, result)
     return result
 
 

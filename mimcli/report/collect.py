@@ -25,10 +25,11 @@ class Run:
     config: RunConfig
     records: list[dict[str, Any]]  # probe records with status "ok"
     metrics: list[dict[str, Any]]
+    label: str | None = None  # run.json's label: the row label when the run's plugin is not imported here
 
     @property
     def model(self) -> str:
-        return describe_model(self.config)
+        return describe_model(self.config, self.label)
 
     @property
     def lam(self) -> float | None:
@@ -41,8 +42,11 @@ def display_name(path: Path) -> str:
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Every folder holding config.toml at or below the paths (a run's own subfolders are not searched)."""
+    """Every folder holding config.toml at or below the paths (a run's own subfolders are not searched).
+    Symlinked folders are followed (a run linked into a results folder is reported), each real folder once,
+    so a link to a folder above it cannot loop."""
     found: dict[Path, Path] = {}
+    seen: set[str] = set()
     for path in map(Path, paths):
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
@@ -50,7 +54,12 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
             if path.name != runs.CONFIG:
                 raise UsageError(f"{path} is a file: pass run directories or folders holding them")
             path = path.parent
-        for folder, subfolders, files in os.walk(path):
+        for folder, subfolders, files in os.walk(path, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:
+                subfolders[:] = []
+                continue
+            seen.add(real)
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             if runs.CONFIG in files:
                 found.setdefault(Path(folder).resolve(), Path(folder))
@@ -113,7 +122,8 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
     if not records:
         skip("no probe results with status ok")
         return None
-    return Run(path, name, config, records, runs.read_metrics(path))
+    label = status.get("label")
+    return Run(path, name, config, records, runs.read_metrics(path), label if isinstance(label, str) else None)
 
 
 def stale(path: Path, probe: dict[str, Any]) -> bool:

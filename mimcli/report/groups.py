@@ -66,13 +66,18 @@ class Group:
     def order(self) -> tuple[int, int, float, int, str]:
         cfg = self.config
         # registration order: the built-ins as mimcli.methods / mimcli.regularizers list them, then plugins
+        # (a run whose plugin is not imported here comes last)
         return (
-            list(method_sections()).index(cfg.method.name),
-            list(regularizer_sections()).index(cfg.regularizer.kind),
+            _position(list(method_sections()), cfg.method.name),
+            _position(list(regularizer_sections()), cfg.regularizer.kind),
             self.runs[0].lam or 0.0,
             cfg.train.epochs,
             self.label,
         )
+
+
+def _position(names: list[str], name: str) -> int:
+    return names.index(name) if name in names else len(names)
 
 
 def group_runs(runs_: list[Run]) -> list[Group]:

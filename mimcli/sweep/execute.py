@@ -33,6 +33,7 @@ from typing import Any
 from rich.console import Console
 
 from mimcli import runs
+from mimcli.config import READ, training_plugins
 from mimcli.errors import UsageError
 from mimcli.lock import describe_holder, lock_note, point_lock
 from mimcli.probe import run_probes
@@ -249,7 +250,9 @@ def sweep(
     dry_run: bool = False,
     console: Console | None = None,
     show_progress: bool = True,
+    trust_plugins: bool = False,
 ) -> list[PointOutcome]:
-    """`mim sweep` in one call: plan_sweep, then run_sweep."""
-    points = plan_sweep(kind, presets, values, overrides, set_values, out_root, name)
+    """`mim sweep` in one call: plan_sweep, then run_sweep. A dry run imports no plugin."""
+    plugins = READ if dry_run else training_plugins(list(overrides or []), trust_plugins)
+    points = plan_sweep(kind, presets, values, overrides, set_values, out_root, name, plugins)
     return run_sweep(points, shard, dry_run, console, show_progress)

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from mimcli.config import (
+    READ,
+    Plugins,
     RegularizerSection,
     RunConfig,
     check_folder_name,
@@ -198,8 +200,10 @@ def plan_sweep(
     set_values: Sequence[str] | None = None,
     out_root: str | Path = "runs",
     name: str | None = None,
+    plugins: Plugins = READ,
 ) -> list[SweepPoint]:
-    """The points of a sweep, every config built and validated (nothing is written).
+    """The points of a sweep, every config built and validated (nothing is written); plugins are imported
+    only as `plugins` allows (a dry run reads: READ).
 
     values: the swept values (strings may be comma-separated); regularizers defaults to none,rc,lbe.
     overrides: `section.key=value` applied to every point. set_values: the grid's `section.key=v1,v2` axes.
@@ -241,7 +245,7 @@ def plan_sweep(
     prefix = len(presets) > 1 or kind == "lambda"
     points: list[SweepPoint] = []
     for preset in presets:
-        base = load_config(preset, user)
+        base = load_config(preset, user, plugins)
 
         made = []
         for label, extra in _point_overrides(kind, preset, base, texts, user_keys, axes):
@@ -252,7 +256,7 @@ def plan_sweep(
                     preset,
                     [*user, *extra],
                     sweep_dir / point_name,
-                    load_config(preset, [*user, *extra]),
+                    load_config(preset, [*user, *extra], plugins),
                     sweep_dir,
                 )
             )

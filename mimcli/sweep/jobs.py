@@ -69,7 +69,8 @@ class PointStatus:
     run_dir: Path
     state: str  # one of STATES
     job_id: str = ""
-    log: str = ""  # the job's stderr (where mim's errors and submitit's notes go)
+    log: str = ""  # the job's stdout: the point's progress and submitit's notes (requeues)
+    errors: str = ""  # the job's stderr: a failed point's traceback
     note: str = ""
 
 
@@ -162,7 +163,7 @@ def _job_state(job: dict[str, Any] | None, sacct: dict[str, str]) -> tuple[str, 
 def point_status(name: str, run_dir: Path, job: dict[str, Any] | None, sacct: dict[str, str]) -> PointStatus:
     status = PointStatus(name, run_dir, "not started")
     if job is not None:
-        status.job_id, status.log = str(job.get("job_id", "")), str(job.get("stderr", ""))
+        status.job_id, status.log, status.errors = (str(job.get(k, "")) for k in ("job_id", "stdout", "stderr"))
     if _finished(run_dir):
         status.state = "done"
         return status

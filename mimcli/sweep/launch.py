@@ -9,6 +9,7 @@ checkpoint.pt and resumes it the way `mim pretrain --resume` does. submitit is a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -51,21 +52,20 @@ class LaunchOptions:
 
 
 def parse_time(text: str) -> int:
-    """sbatch's --time forms (`90`, `HH:MM:SS`, `D-HH:MM`, `D-HH:MM:SS`) -> minutes."""
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    """sbatch's --time forms -> whole minutes (seconds round up): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+(?::\d+){0,2})", text.strip())
     if not match:
         raise UsageError(f"--time {text!r}: expected minutes, HH:MM:SS or D-HH:MM:SS")
-    days, a, b, c = (int(x) if x else 0 for x in match.groups())
-    if match[1] is None and match[3] is None:  # plain minutes
-        minutes = a
-    elif match[4] is not None or match[1] is None:  # HH:MM:SS, or MM:SS without a day
-        minutes = a * 60 + b + (1 if c else 0) if match[4] is not None else a + (1 if b else 0)
-    else:  # D-HH:MM
-        minutes = a * 60 + b
-    minutes += days * 24 * 60
-    if minutes < 1:
+    parts = [int(x) for x in match[2].split(":")]
+    if match[1] is not None:  # D-H, D-H:M, D-H:M:S
+        parts = [int(match[1]) * 24 + parts[0], *parts[1:]] + [0] * (3 - len(parts))
+    elif len(parts) < 3:  # M or M:S
+        parts = [0, *parts, 0][:3] if len(parts) == 1 else [0, *parts]
+    hours, minutes, seconds = parts
+    total = hours * 60 + minutes + (1 if seconds else 0)
+    if total < 1:
         raise UsageError(f"--time {text!r}: at least one minute")
-    return minutes
+    return total
 
 
 def parse_sbatch(items: Sequence[str]) -> dict[str, Any]:
@@ -307,6 +307,9 @@ def wait(jobs: Sequence[Any], poll_s: float = 1.0) -> None:
     """Until every job has ended (the local launcher waits for its jobs; SLURM jobs are left to run)."""
     while not all(job.done() for job in jobs):
         time.sleep(poll_s)
+    for job in jobs:  # submitit's local controller also makes the folder named by the pattern itself
+        with contextlib.suppress(OSError):
+            (job.paths.folder.parent / "%j").rmdir()
 
 
 def launch_options(

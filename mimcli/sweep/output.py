@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -37,13 +38,21 @@ def print_report(sweep_dir: Path, console: Console) -> None:
         console.print(f"report: {error}")
 
 
+def _short(path: str) -> str:
+    """A log path relative to the current folder when it is below it (the table stays readable)."""
+    if not path:
+        return ""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
 def status_table(sweep_dir: Path, statuses: list[PointStatus]) -> Table:
     """`mim sweep status`: one row per point, with its job and the log to read."""
     table = Table(title=f"sweep {sweep_dir}")
     for column in ("point", "state", "job", "log", "note"):
         table.add_column(column, overflow="fold")
     for s in statuses:
-        table.add_row(s.name, s.state, s.job_id or "-", s.log or "-", s.note)
+        table.add_row(s.name, s.state, s.job_id or "-", _short(s.log) or "-", s.note)
     return table
 
 
@@ -54,9 +63,12 @@ def print_status(sweep_dir: Path, console: Console, tail: int = 10) -> list[Poin
     counts = [f"{sum(s.state == state for s in statuses)} {state}" for state in STATES]
     console.print(", ".join(c for c in counts if not c.startswith("0 ")), highlight=False)
     for s in statuses:
-        if s.state == "failed" and s.log:
-            lines = log_tail(s.log, tail)
-            console.print(f"\n{s.name} failed (job {s.job_id}); last lines of {s.log}:", markup=False, highlight=False)
+        if s.state == "failed" and (s.errors or s.log):
+            log = s.errors if log_tail(s.errors, 1) else s.log  # the traceback, else the progress
+            lines = log_tail(log, tail)
+            console.print(
+                f"\n{s.name} failed (job {s.job_id}); last lines of {_short(log)}:", markup=False, highlight=False
+            )
             for line in lines or ["(the log is empty or not there)"]:
                 console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     if any(s.state == "failed" for s in statuses):

@@ -7,6 +7,8 @@ import json
 import os
 import pickle
 import signal
+import stat
+import sys
 import time
 from pathlib import Path
 
@@ -84,3 +86,125 @@ def test_local_launcher_requeues_a_stopped_task_and_it_resumes_bit_exactly(tmp_p
     code, out, err = cli("report", "runs/seeds-simclr", "--format", "json")
     assert code == 0, err
     assert {Path(r["run"]).name for r in json.loads(out)} == {"seed-0", "seed-1", "seed-2"}
+
+
+def fake_slurm(bin_dir: Path, states: dict[str, str]) -> Path:
+    """srun (so submitit sees a cluster), sbatch (keeps each script, answers job 4242, 4243, ...) and sacct
+    (answers `states`) on PATH; returns the folder the scripts are kept in."""
+    scripts = bin_dir / "scripts"
+    scripts.mkdir(parents=True)
+    commands = {
+        "srun": "exit 0",
+        "sbatch": f'n=$(ls {scripts} | wc -l); cp "$1" {scripts}/$n.sh; echo "Submitted batch job $((4242 + n))"',
+        "sacct": "".join(f"echo '{job}|{state}'\n" for job, state in states.items()),
+    }
+    for name, body in commands.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return scripts
+
+
+SLURM = ["--launcher", "slurm", "--partition", "gpu", "--account", "lab", "--gpus", "2", "--cpus", "8"]
+SLURM += ["--mem", "64G", "--time", "1-00:00:00", "--sbatch", "qos=high", "--sbatch", "exclusive"]
+
+
+def test_slurm_launcher_writes_the_array_script_and_retries_only_failed_points(tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    bin_dir = tmp_path / "bin"
+    scripts = fake_slurm(bin_dir, {"4242_0": "RUNNING", "4242_1": "PENDING", "4242_2": "FAILED"})
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    sweep = ["sweep", "lambda", "--preset", "simclr-rc", "--values", "0.01,0.1,1", *SETS, "--no-progress"]
+
+    code, dry, err = cli(*sweep, *SLURM, "--dry-run")
+    assert code == 0, err
+    assert not list(scripts.iterdir())  # a dry run submits nothing
+    code, out, err = cli(*sweep, *SLURM)
+    assert code == 0, err
+    script = (scripts / "0.sh").read_text()
+    folder = tmp_path / "runs" / "lambda-simclr-rc" / ".submitit"
+    for line in [
+        "#SBATCH --array=0-2%3",  # one task per point
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=lab",
+        "#SBATCH --gpus-per-node=2",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64G",
+        "#SBATCH --time=1440",
+        "#SBATCH --signal=USR2@120",  # submitit's time-limit warning: checkpoint and requeue
+        "#SBATCH --qos=high",
+        "#SBATCH --exclusive",
+        "#SBATCH --job-name=mim-lambda-simclr-rc",
+        f"#SBATCH --output={folder}/%A_%a/%A_%a_0_log.out",  # one log per array task
+    ]:
+        assert line in script.splitlines(), line
+    command = script.splitlines()[-1]
+    assert command.startswith("srun --unbuffered --output")
+    assert command.endswith(f"{sys.executable} -u -m submitit.core._submit {folder}/%j")
+    assert script in dry  # --dry-run printed the very script
+
+    jobs = read_jobs(tmp_path / "runs" / "lambda-simclr-rc")["jobs"]
+    assert [(j["points"], j["job_id"]) for j in jobs] == [
+        (["simclr-rc/lambda-0.01"], "4242_0"),
+        (["simclr-rc/lambda-0.1"], "4242_1"),
+        (["simclr-rc/lambda-1"], "4242_2"),
+    ]
+    task = pickle.loads(Path(folder / "4242_1" / "4242_1_submitted.pkl").read_bytes()).function
+    assert [p.name for p in task.points] == ["simclr-rc/lambda-0.1"] and task.gpus == 2
+    assert task.points[0].config.regularizer.lam == 0.1
+    assert task.checkpoint().function is task  # requeued as itself: it resumes from the run's checkpoint
+
+    # the third task fails: its traceback ends its stderr; submitit leaves an error result
+    failed = folder / "4242_2"
+    (failed / "4242_2_0_log.err").write_text("Traceback (most recent call last):\nRuntimeError: CUDA out of memory\n")
+    (failed / "4242_2_0_result.pkl").write_bytes(pickle.dumps(("error", "RuntimeError: CUDA out of memory")))
+    code, out, err = cli("sweep", "status", "runs/lambda-simclr-rc")
+    assert code == 0, err
+    states = {line.split()[1]: line.split()[3] for line in out.splitlines() if line.startswith("│ simclr-rc")}
+    assert states == {
+        "simclr-rc/lambda-0.01": "running",
+        "simclr-rc/lambda-0.1": "queued",
+        "simclr-rc/lambda-1": "failed",
+    }
+    assert "1 running, 1 queued, 1 failed" in out and "RuntimeError: CUDA out of memory" in out
+
+    code, out, err = cli(*sweep, *SLURM)  # nothing new: two in the queue, one failed
+    assert code == 0 and "nothing to submit" in out and "--retry-failed" in out
+    assert len(list(scripts.iterdir())) == 1
+    code, out, err = cli(*sweep, *SLURM, "--retry-failed")
+    assert code == 0, err
+    retry = (scripts / "1.sh").read_text()
+    assert "--array" not in retry  # one task alone is a plain job
+    assert read_jobs(tmp_path / "runs" / "lambda-simclr-rc")["jobs"][-1]["points"] == ["simclr-rc/lambda-1"]
+    code, out, err = cli("sweep", "status", "runs/lambda-simclr-rc")
+    assert "4243" in out and "1 running, 2 queued" in out  # sacct does not know 4243 yet: queued
+
+
+def test_launcher_input_errors_are_one_line(cli, monkeypatch):
+    sweep = ["sweep", "seeds", "--preset", "simclr", "--values", "0", *SETS]
+    for args, message in [
+        (["--partition", "gpu"], "--partition is an option of --launcher slurm|local"),
+        (["--launcher", "pbs"], "--launcher 'pbs': choose one of slurm, local"),
+        (["--launcher", "local", "--account", "lab"], "--account is a SLURM option"),
+        (["--launcher", "slurm", "--time", "soon"], "--time 'soon'"),
+        (["--launcher", "slurm", "--shard", "1/2"], "--shard splits a sweep by hand"),
+    ]:
+        code, out, err = cli(*sweep, *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    code, out, err = cli("sweep", "status")
+    assert code == 2 and "needs the sweep folder" in err
+    monkeypatch.setitem(sys.modules, "submitit", None)  # as if it were not installed
+    code, _, err = cli(*sweep, "--launcher", "slurm")
+    assert code == 2 and "pip install 'mim[slurm]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_time_limits_in_sbatch_forms():
+    assert [launch.parse_time(t) for t in ("90", "30:30", "02:00:00", "1-00:00:00", "1-12", "2-01:30")] == [
+        90,
+        31,
+        120,
+        1440,
+        2160,
+        2970,
+    ]

@@ -275,7 +275,8 @@ def submit(
         for group in groups:
             console.print(f"# task: {', '.join(p.name for p in group)}", markup=False, highlight=False)
         if options.launcher == "slurm":
-            console.print(sbatch_script(options, folder, name, len(groups)), markup=False, highlight=False)
+            script = sbatch_script(options, folder, name, len(groups))
+            console.print(script, markup=False, highlight=False, soft_wrap=True)
         return []
     executor = make_executor(options, folder, name)
     tasks = [PointTask(group, os.getcwd(), max(1, options.gpus)) for group in groups]

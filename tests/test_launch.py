@@ -190,9 +190,9 @@ def test_launcher_input_errors_are_one_line(cli, monkeypatch):
         (["--launcher", "slurm", "--time", "soon"], "--time 'soon'"),
         (["--launcher", "slurm", "--shard", "1/2"], "--shard splits a sweep by hand"),
     ]:
-        code, out, err = cli(*sweep, *args)
+        code, _, err = cli(*sweep, *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
-    code, out, err = cli("sweep", "status")
+    code, _, err = cli("sweep", "status")
     assert code == 2 and "needs the sweep folder" in err
     monkeypatch.setitem(sys.modules, "submitit", None)  # as if it were not installed
     code, _, err = cli(*sweep, "--launcher", "slurm")

@@ -208,3 +208,24 @@ def test_time_limits_in_sbatch_forms():
         2160,
         2970,
     ]
+
+
+def test_a_point_with_two_gpus_trains_under_torchrun_and_the_task_probes_it(tmp_path, monkeypatch):
+    """What an array task with --gpus 2 runs (here on the CPU, gloo): the point's training as two torchrun
+    workers, each encoding a share of the probe features; the task, holding the lock, probes on the cache."""
+    from mimcli.sweep import run_point
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    overrides = [*TINY, "probe.datasets=['shapes:shape']", "probe.protocol='knn'", "train.epochs=1"]
+    (point,) = plan_sweep("seeds", "simclr", "0", overrides, out_root="runs")
+    console = quiet()
+    outcome = run_point(point, console, show_progress=False, gpus=2)
+    log = console.file.getvalue()
+    assert outcome.status == "ran" and outcome.trained and outcome.probed, log
+    assert "torch.distributed.run --standalone --nproc_per_node 2 -m mimcli.sweep.ddp" in log
+    assert runs.read_json(point.run_dir / runs.STATUS)["status"] == "finished"
+    assert len(list((point.run_dir / "features").glob("*.h5"))) == 2  # the workers cached train and test
+    assert [r["status"] for r in runs.read_json(point.run_dir / runs.PROBE)["results"]] == ["ok"]
+    assert not point.lock_path.exists()

@@ -17,7 +17,7 @@ import torch
 
 from mimcli import runs
 from mimcli.sweep import launch, plan_sweep
-from mimcli.sweep.jobs import read_jobs
+from mimcli.sweep.jobs import read_jobs, sweep_status
 from mimcli.train import pretrain
 from tests.conftest import TINY_BASE, quiet
 
@@ -168,6 +168,23 @@ def test_slurm_launcher_writes_the_array_script_and_retries_only_failed_points(t
         "simclr-rc/lambda-1": "failed",
     }
     assert "1 running, 1 queued, 1 failed" in out and "RuntimeError: CUDA out of memory" in out
+
+    # a task killed outright leaves its lock (on a node this machine cannot check): status says to remove it,
+    # and a task that finds it fails naming the holder rather than ending as if the point were done
+    lock = tmp_path / "runs" / "lambda-simclr-rc" / "simclr-rc" / "lambda-1.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": 7, "host": "gpu-node-7", "time": "2026-01-01T00:00:00"}))
+    failed_point = sweep_status(Path("runs/lambda-simclr-rc"))[2]
+    assert (
+        failed_point.state == "failed" and f"remove {lock.relative_to(tmp_path)} before retrying" in failed_point.note
+    )
+    task = pickle.loads(Path(folder / "4242_2" / "4242_2_submitted.pkl").read_bytes()).function
+    with pytest.raises(
+        RuntimeError, match=r"left to the process holding its lock: simclr-rc/lambda-1 \(locked by pid 7"
+    ):
+        task()
+    assert not (tmp_path / "runs" / "lambda-simclr-rc" / "simclr-rc" / "lambda-1").exists()  # nothing trained
+    lock.unlink()
 
     code, out, err = cli(*sweep, *SLURM)  # nothing new: two in the queue, one failed
     assert code == 0 and "nothing to submit" in out and "--retry-failed" in out

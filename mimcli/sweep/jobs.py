@@ -116,15 +116,20 @@ def _process_alive(pid: str, host: str) -> bool:
     return True
 
 
-def _lock_alive(run_dir: Path) -> bool:
+def _lock(run_dir: Path) -> str:
+    """ "here" (a live process of this host holds the point's lock), "elsewhere" (another host's: cannot be
+    checked), or "" (no lock, or one left by a dead process of this host, which the next taker takes over)."""
     path = lock_path(run_dir)
     try:
         holder = runs.read_json(path)
     except FileNotFoundError:
-        return False
+        return ""
     except (OSError, ValueError):
         holder = {}
-    return holder_alive(holder if isinstance(holder, dict) else {}, path)
+    holder = holder if isinstance(holder, dict) else {}
+    if holder.get("host", socket.gethostname()) != socket.gethostname():
+        return "elsewhere"
+    return "here" if holder_alive(holder, path) else ""
 
 
 def _finished(run_dir: Path) -> bool:
@@ -169,7 +174,11 @@ def point_status(name: str, run_dir: Path, job: dict[str, Any] | None, sacct: di
         return status
     job_state, status.note = _job_state(job, sacct)
     checkpoint = (run_dir / runs.CHECKPOINT).is_file()
-    if _lock_alive(run_dir):
+    lock = _lock(run_dir)
+    if lock == "elsewhere" and job_state == "failed":  # its task was killed outright (SIGKILL, a node lost)
+        status.state = "failed"
+        status.note = "; ".join(n for n in (status.note, f"remove {lock_path(run_dir)} before retrying") if n)
+    elif lock:
         status.state = "running"  # a job or a local `mim sweep` works on it right now
     elif job_state in ("queued", "running", "failed"):
         status.state = job_state

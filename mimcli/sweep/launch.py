@@ -119,6 +119,9 @@ class PointTask:
             note = f" ({outcome.message})" if outcome.message else ""
             console.print(f"{point.name}: {outcome.status}{note}", markup=False, highlight=False)
             outcomes.append({"point": point.name, "status": outcome.status, "message": outcome.message})
+        locked = [f"{o['point']} ({o['message']})" for o in outcomes if o["status"] == "skipped-locked"]
+        if locked:  # a failure, so that `mim sweep status` shows it with this line and --retry-failed takes it
+            raise RuntimeError(f"left to the process holding its lock: {'; '.join(locked)}")
         return outcomes
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:

@@ -125,8 +125,8 @@ class PointTask:
         return outcomes
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
-        """submitit's hook on time-out or pre-emption: requeue this same task; the run's own checkpoint.pt
-        (the last finished epoch) is what it resumes from, so nothing needs saving here."""
+        """submitit's hook on time-out or pre-emption: requeue this same task. The run's own checkpoint.pt
+        (written every epoch, and every train.checkpoint_steps) is what it resumes from: nothing to save here."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)

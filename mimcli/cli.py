@@ -298,8 +298,9 @@ def _exit_if_partial(result: ProbeResult, names: list[str]) -> None:
 
 @app.command()
 def sweep(
-    kind: Annotated[str, typer.Argument(help="lambda | epochs | seeds | regularizers | grid.")],
-    preset: Annotated[list[str], typer.Option("--preset", "-p", help="Base preset(s) (repeatable).")],
+    kind: Annotated[str, typer.Argument(help="lambda | epochs | seeds | regularizers | grid, or status.")],
+    folder: Annotated[Path | None, typer.Argument(help="status: the sweep folder to show.")] = None,
+    preset: Annotated[list[str] | None, typer.Option("--preset", "-p", help="Base preset(s) (repeatable).")] = None,
     values: Annotated[str | None, typer.Option(help="Comma-separated values to sweep (not for grid).")] = None,
     set_: SetOption = None,
     set_values: Annotated[
@@ -312,13 +313,61 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the points and their commands only.")] = False,
     no_progress: QuietOption = False,
     trust_plugins: TrustOption = False,
+    launcher: Annotated[
+        str | None,
+        typer.Option(help="slurm | local: submit the unfinished points as one job array (submitit; mim[slurm])."),
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="Launcher: SLURM partition.")] = None,
+    account: Annotated[str | None, typer.Option(help="Launcher: SLURM account.")] = None,
+    gpus: Annotated[
+        int | None, typer.Option(min=0, help="Launcher: GPUs per point (more than 1: DDP, as mim pretrain --gpus).")
+    ] = None,
+    cpus: Annotated[int | None, typer.Option(min=1, help="Launcher: CPUs per point.")] = None,
+    mem: Annotated[str | None, typer.Option(help="Launcher: memory per point, as sbatch --mem (64G).")] = None,
+    time: Annotated[
+        str | None, typer.Option("--time", help="Launcher: time limit per job (minutes, HH:MM:SS, D-HH:MM:SS).")
+    ] = None,
+    sbatch: Annotated[
+        list[str] | None, typer.Option(help="Launcher: any other sbatch option, name=value or a flag (repeatable).")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Launcher: resubmit only the points whose job failed.")
+    ] = False,
 ) -> None:
-    """A grid of runs, each pretrained and probed; finished points are skipped, interrupted ones resumed."""
+    """A grid of runs, each pretrained and probed; finished points are skipped, interrupted ones resumed.
+    `mim sweep status DIR`: where each point of a sweep stands (done, running, queued, failed, not started)."""
+    if kind == "status":
+        from mimcli.sweep.output import print_status
+
+        if folder is None:
+            raise UsageError("mim sweep status needs the sweep folder: mim sweep status runs/<sweep>")
+        print_status(folder, console)
+        return
+    if folder is not None:
+        raise UsageError(f"unexpected argument {str(folder)!r}: only `mim sweep status` takes a folder")
+    if launcher is not None:
+        from mimcli.config import READ, training_plugins
+        from mimcli.sweep import plan_sweep
+        from mimcli.sweep.launch import launch_options, launch_sweep
+
+        if shard is not None:
+            raise UsageError("--shard splits a sweep by hand; a launcher submits every point that needs it")
+        options = launch_options(launcher, partition, account, gpus, cpus, mem, time, sbatch or [])
+        plugins = READ if dry_run else training_plugins(list(set_ or []), trust_plugins)
+        points = plan_sweep(kind, preset or [], values, set_, set_values, out, name, plugins)
+        if launch_sweep(points, options, retry_failed, dry_run, console):
+            raise typer.Exit(1)  # the local launcher waited, and a point failed
+        return
+    launch: dict[str, object] = {"--partition": partition, "--account": account, "--gpus": gpus, "--cpus": cpus}
+    launch |= {"--mem": mem, "--time": time, "--sbatch": sbatch, "--retry-failed": retry_failed or None}
+    given = next((option for option, value in launch.items() if value is not None), None)
+    if given:
+        raise UsageError(f"{given} is an option of --launcher slurm|local")
     from mimcli.sweep import sweep as run_sweep
 
     outcomes = run_sweep(
         kind,
-        preset,
+        preset or [],
         values,
         set_,
         set_values,

@@ -37,6 +37,7 @@ from mimcli.config import READ, training_plugins
 from mimcli.errors import UsageError
 from mimcli.lock import describe_holder, lock_note, point_lock
 from mimcli.probe import run_probes
+from mimcli.sweep.ddp import train_ddp
 from mimcli.sweep.output import outcome_table, print_report
 from mimcli.sweep.plan import SweepPoint, plan_sweep, shard_points, unique
 from mimcli.sweep.state import (
@@ -112,13 +113,16 @@ def _clear_unstarted(run_dir: Path) -> None:
     shutil.rmtree(run_dir)
 
 
-def _train(point: SweepPoint, console: Console, show_progress: bool) -> bool:
-    """Train (or resume) the point's run; True when it resumed."""
+def _train(point: SweepPoint, console: Console, show_progress: bool, gpus: int = 1) -> bool:
+    """Train (or resume) the point's run (on `gpus` torchrun workers when more than one); True when it resumed."""
     resume = (point.run_dir / runs.CHECKPOINT).is_file()
     if not resume:
         _clear_unstarted(point.run_dir)
     console.print(f"{point.name}: {'resuming' if resume else 'training'} in {point.run_dir}", markup=False)
-    pretrain(point.config, point.run_dir, resume=resume, console=console, show_progress=show_progress)
+    if gpus > 1:
+        train_ddp(point, resume, gpus, console)
+    else:
+        pretrain(point.config, point.run_dir, resume=resume, console=console, show_progress=show_progress)
     return resume
 
 
@@ -132,7 +136,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.replace(tmp, dst)
 
 
-def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_progress: bool) -> bool:
+def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_progress: bool, gpus: int = 1) -> bool:
     """An epochs-sweep point from its source run's backbones/epoch-N.pt (training the source first if
     needed); False when the source is locked by another live process."""
     source = point.source
@@ -143,7 +147,7 @@ def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_p
                 outcome.message = f"its training run {source.name} is locked by {describe_holder(lock.holder or {})}"
                 return False
             if run_status(source.run_dir).get("status") != "finished":
-                outcome.resumed = _train(source, console, show_progress)
+                outcome.resumed = _train(source, console, show_progress, gpus)
                 outcome.trained = True
     weights = source.run_dir / "backbones" / f"epoch-{point.epoch}.pt"
     if not weights.is_file():
@@ -164,8 +168,9 @@ def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_p
     return True
 
 
-def run_point(point: SweepPoint, console: Console, show_progress: bool = True) -> PointOutcome:
-    """Bring one point to finished: skip, train, resume or assemble it, then probe what is missing."""
+def run_point(point: SweepPoint, console: Console, show_progress: bool = True, gpus: int = 1) -> PointOutcome:
+    """Bring one point to finished: skip, train, resume or assemble it, then probe what is missing.
+    gpus > 1 (a launcher's task holding several GPUs): the training runs under torchrun (sweep/ddp.py)."""
     if point_state(point) == "finished":
         return PointOutcome(point, "skipped-finished")
     with point_lock(point.lock_path) as lock:
@@ -179,11 +184,11 @@ def run_point(point: SweepPoint, console: Console, show_progress: bool = True) -
             return PointOutcome(point, "skipped-finished")
         if state in ("new", "interrupted"):
             if point.source is not None:
-                if not _assemble(point, outcome, console, show_progress):
+                if not _assemble(point, outcome, console, show_progress, gpus):
                     outcome.status = "skipped-locked"
                     return outcome
             else:
-                outcome.resumed = _train(point, console, show_progress)
+                outcome.resumed = _train(point, console, show_progress, gpus)
                 outcome.trained = True
         missing = missing_probes(point.run_dir, point.config)
         if missing:

@@ -1,13 +1,15 @@
-"""Printing a sweep: the outcome table and the report of its runs."""
+"""Printing a sweep: the outcome table, the report of its runs, and the status of a launcher's jobs."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from mimcli.errors import UsageError
+from mimcli.sweep.jobs import STATES, PointStatus, log_tail, sweep_status
 from mimcli.sweep.state import PointOutcome
 
 
@@ -34,3 +36,41 @@ def print_report(sweep_dir: Path, console: Console) -> None:
         run_report([sweep_dir], fmt="table", console=console)
     except UsageError as error:
         console.print(f"report: {error}")
+
+
+def _short(path: str) -> str:
+    """A log path relative to the current folder when it is below it (the table stays readable)."""
+    if not path:
+        return ""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def status_table(sweep_dir: Path, statuses: list[PointStatus]) -> Table:
+    """`mim sweep status`: one row per point, with its job and the log to read."""
+    table = Table(title=f"sweep {sweep_dir}")
+    for column in ("point", "state", "job", "log", "note"):
+        table.add_column(column, overflow="fold")
+    for s in statuses:
+        table.add_row(s.name, s.state, s.job_id or "-", _short(s.log) or "-", s.note)
+    return table
+
+
+def print_status(sweep_dir: Path, console: Console, tail: int = 10) -> list[PointStatus]:
+    """The status table, a count per state, and the last lines of each failed point's log."""
+    statuses = sweep_status(sweep_dir)
+    console.print(status_table(sweep_dir, statuses))
+    counts = [f"{sum(s.state == state for s in statuses)} {state}" for state in STATES]
+    console.print(", ".join(c for c in counts if not c.startswith("0 ")), highlight=False)
+    for s in statuses:
+        if s.state == "failed" and (s.errors or s.log):
+            log = s.errors if log_tail(s.errors, 1) else s.log  # the traceback, else the progress
+            lines = log_tail(log, tail)
+            console.print(
+                f"\n{s.name} failed (job {s.job_id}); last lines of {_short(log)}:", markup=False, highlight=False
+            )
+            for line in lines or ["(the log is empty or not there)"]:
+                console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    if any(s.state == "failed" for s in statuses):
+        console.print("\nresubmit the failed points: the same `mim sweep` command with --retry-failed", highlight=False)
+    return statuses

@@ -315,7 +315,7 @@ def sweep(
     trust_plugins: TrustOption = False,
     launcher: Annotated[
         str | None,
-        typer.Option(help="slurm | local: submit the unfinished points as one job array (submitit; mim[slurm])."),
+        typer.Option(help="slurm | local: submit the unfinished points as one job array (submitit, [slurm] extra)."),
     ] = None,
     partition: Annotated[str | None, typer.Option(help="Launcher: SLURM partition.")] = None,
     account: Annotated[str | None, typer.Option(help="Launcher: SLURM account.")] = None,

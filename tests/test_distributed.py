@@ -344,7 +344,8 @@ def test_two_rank_pretrain_writes_on_rank_0_only_and_resumes_exactly(tmp_path):
     assert ranks[1]["writes"] == [] and ranks[0]["writes"]
     assert all(str(halves) in w or str(straight) in w for w in ranks[0]["writes"]), ranks[0]["writes"]
     after_one = ranks[0]["listings"][0]
-    assert after_one == sorted(["backbone.pt", "checkpoint.pt", "config.toml", "metrics.jsonl", "requirements.txt", "run.json"])
+    written = ["backbone.pt", "checkpoint.pt", "config.toml", "metrics.jsonl", "requirements.txt", "run.json"]
+    assert after_one == sorted(written)
     assert json.loads((halves / "run.json").read_text())["epochs_done"] == 2
     a = torch.load(halves / runs.CHECKPOINT, weights_only=True)
     b = torch.load(straight / runs.CHECKPOINT, weights_only=True)

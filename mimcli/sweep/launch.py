@@ -4,7 +4,8 @@ Each array task runs `run_point`, the code a local sweep runs for a point (same 
 probes and files). A task stopped by its time limit or pre-empted gets submitit's signal (USR2); submitit
 then calls `PointTask.checkpoint`, which resubmits the same task, and requeues it: the task finds the run's
 checkpoint.pt and resumes it the way `mim pretrain --resume` does. submitit is an optional extra
-(`pip install 'mim[slurm]'`); it is imported only here, and only when a launcher is asked for.
+(`pip install -e '.[slurm]'` from the checkout, or `pip install submitit`); it is imported only here,
+and only when a launcher is asked for.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     import submitit
 
 LAUNCHERS = ("slurm", "local")
-INSTALL_HINT = "--launcher needs submitit: pip install 'mim[slurm]' (or pip install submitit)"
+INSTALL_HINT = "--launcher needs submitit: pip install submitit (or pip install -e '.[slurm]' in mim's checkout)"
 
 
 @dataclass

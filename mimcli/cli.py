@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mimcli import signals
 from mimcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT); SIGTERM 143, SIGHUP 129 (mimcli/signals.py)
 
 PresetOption = Annotated[
     str | None, typer.Option("--preset", "-p", help="Preset name (see `mim presets`) or path to a TOML file.")
@@ -118,7 +119,12 @@ def _relaunch_under_torchrun(gpus: int) -> None:
     ]
     where = "" if torch.cuda.is_available() else " (no CUDA device: CPU processes, gloo)"
     err_console.print(f"launching {gpus} processes{where}: {shlex.join(command)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(subprocess.call(command))
+    child = subprocess.Popen(command)
+    while True:
+        try:
+            raise typer.Exit(child.wait())
+        except signals.Stopped as stop:  # hand the signal on: torchrun stops its workers, which stop themselves
+            child.send_signal(stop.signum)
 
 
 def _train(
@@ -150,9 +156,14 @@ def _train(
     if gpus > 1:
         _relaunch_under_torchrun(gpus)
     run_dir = run_dir_for(config, out)
+
+    def how_to_continue() -> str:
+        return "continue with --resume" if (run_dir / runs.CHECKPOINT).is_file() else ""
+
     # rank 0 holds the run directory's lock for all ranks (they run together or not at all)
     lock = run_lock(run_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
-    with lock, distributed.process_group(config.train.device):  # under torchrun: DDP, one process per GPU
+    # under torchrun: DDP, one process per GPU
+    with signals.keeping(how_to_continue), lock, distributed.process_group(config.train.device):
         pretrain(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
         on_rank_0 = distributed.is_main()
         if config.probe.datasets and distributed.is_distributed():
@@ -163,7 +174,8 @@ def _train(
         from mimcli.probe import run_probes
         from mimcli.report.probe_table import print_probe_table
 
-        result = run_probes(run_dir, device=config.train.device, console=console)
+        with signals.keeping(f"training finished; probe.json keeps each data set probed: `mim probe {run_dir}`"):
+            result = run_probes(run_dir, device=config.train.device, console=console)
         print_probe_table(result, console)
         _exit_if_partial(result, config.probe.datasets)
 
@@ -238,16 +250,17 @@ def probe(
         seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
-    result = run_probes(
-        run_dir,
-        datasets=_csv(datasets),
-        protocol=protocol,
-        layers=layer_list,
-        seeds=seed_list,
-        data_root=data_root,
-        device=device,
-        console=console,
-    )
+    with signals.keeping("probe.json keeps each data set probed before the stop; run the same `mim probe` again"):
+        result = run_probes(
+            run_dir,
+            datasets=_csv(datasets),
+            protocol=protocol,
+            layers=layer_list,
+            seeds=seed_list,
+            data_root=data_root,
+            device=device,
+            console=console,
+        )
     print_probe_table(result, console)
     from mimcli.runs import load_run_config
 
@@ -331,7 +344,8 @@ def pack(
     """Pack an image folder into one HDF5 file of the encoded images; train or probe from it with data.root=OUT."""
     from mimcli.data.packing import pack_folder
 
-    counts = pack_folder(folder, out, say=console.print)
+    with signals.keeping(f"{out} was not written (its temporary file is removed)"):
+        counts = pack_folder(folder, out, say=console.print)
     console.print(f"wrote {out}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()), highlight=False)
 
 
@@ -357,7 +371,11 @@ def main() -> None:
     mode typer turns Ctrl-C into a plain exit 130 before we can say anything (here it returns 130)."""
     command_line_error = _command_line_error()
     try:
-        code = app(standalone_mode=False)
+        with signals.handle_signals():
+            code = app(standalone_mode=False)
+    except signals.Stopped as stop:  # SIGTERM, SIGINT, SIGHUP: what was kept, exit 128 + the signal
+        err_console.print(escape(stop.message()), highlight=False, soft_wrap=True)
+        sys.exit(stop.exit_code)
     except UsageError as error:
         _error(escape(str(error)))
         sys.exit(2)
@@ -372,6 +390,6 @@ def main() -> None:
         sys.exit(int(error.exit_code))  # type: ignore[attr-defined]
     except KeyboardInterrupt:  # outside typer's command call (while importing, say)
         code = INTERRUPTED
-    if code == INTERRUPTED:  # typer's answer to Ctrl-C, or torchrun workers' under --gpus
-        err_console.print("interrupted: finished epochs are saved; continue with --resume")
+    if code == INTERRUPTED:  # typer's answer to a Ctrl-C outside any command's notes
+        err_console.print("interrupted")
     sys.exit(code if isinstance(code, int) else 0)

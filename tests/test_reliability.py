@@ -262,7 +262,9 @@ def test_ctrl_c_keeps_finished_epochs_and_says_how_to_continue(cli, tmp_path, mo
 
     monkeypatch.setattr(train.Trainer, "train_epoch", interrupted_in_epoch_2)
     code, out, err = cli("pretrain", *TINY, "--set", "train.epochs=2", "--out", str(tmp_path / "run"))
-    assert code == 130 and "finished epochs are saved; continue with --resume" in err, err
+    assert code == 130, err
+    kept = f"{tmp_path / 'run' / runs.CHECKPOINT} holds epoch 1; continue with --resume"
+    assert " ".join(err.split()) == f"stopped by SIGINT: {kept}", err
     assert torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=True)["epoch"] == 1
     assert "Traceback" not in out + err
 

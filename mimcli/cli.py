@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mimcli import signals
-from mimcli.errors import UsageError
+from mimcli.errors import UsageError, allocation_failure
 
 if TYPE_CHECKING:
     from mimcli.config import RunConfig
@@ -382,6 +382,12 @@ def main() -> None:
     except OSError as error:  # unwritable folder, a file where a folder should be, disk full...
         where = f"{error.filename}: " if error.filename else ""
         _error(escape(f"{where}{error.strerror or error}"))
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as error:  # an allocator's refusal is one line; anything else is a bug
+        message = allocation_failure(error)
+        if message is None:
+            raise
+        _error(escape(message))
         sys.exit(2)
     except typer.Abort:
         sys.exit(1)

@@ -141,6 +141,11 @@ class Trainer:
         if self.epoch in self.config.train.save_epochs:
             runs.atomic_torch_save(backbone_state, self.run_dir / "backbones" / f"epoch-{self.epoch}.pt")
 
+    def check_space(self) -> None:
+        """Refuse (OSError ENOSPC) before an epoch's files are written to a disk without room for them."""
+        needed = runs.tensor_bytes(self.state()) + runs.tensor_bytes(self.model.backbone.state_dict())
+        runs.check_free_space(self.run_dir / runs.CHECKPOINT, needed)
+
     def load_checkpoint(self, path: Path) -> None:
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
@@ -301,6 +306,7 @@ class Trainer:
                     results.append(result)
                     if main:
                         record = result.record() | self.measure()
+                        self.check_space()  # a full disk leaves every file of the last epoch as it was
                         append_metrics(self.run_dir, record)
                         for sink in sinks:
                             sink.epoch(self.epoch * steps, record)

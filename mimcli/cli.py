@@ -323,11 +323,14 @@ def report(
     metric: Annotated[
         str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")
     ] = "acc_best_test",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out even when it is not a report mim wrote.")
+    ] = False,
 ) -> None:
     """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs."""
     from mimcli.report import run_report
 
-    run_report(list(paths or []), format_, out, plots, compare, metric, console=console)
+    run_report(list(paths or []), format_, out, plots, compare, metric, console=console, force=force)
 
 
 @app.command()

@@ -50,7 +50,13 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
             if path.name != runs.CONFIG:
                 raise UsageError(f"{path} is a file: pass run directories or folders holding them")
             path = path.parent
-        for folder, subfolders, files in os.walk(path):
+        seen: set[Path] = set()  # real paths walked: symlinked runs are followed, a link loop is not
+        for folder, subfolders, files in os.walk(path, followlinks=True):
+            real = Path(folder).resolve()
+            if real in seen:
+                subfolders[:] = []
+                continue
+            seen.add(real)
             subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
             if runs.CONFIG in files:
                 found.setdefault(Path(folder).resolve(), Path(folder))

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -616,3 +617,72 @@ def test_losses_compute_in_at_least_fp32_and_keep_float64():
 def test_cli_tests_pin_precision():
     """Shared CLI arguments pin fp32, so a CLI test trains the same way on every CPU."""
     assert "train.precision=fp32" in TINY and "train.precision=fp32" in RUN_KEYS
+
+
+# ---- any decoder error, any file name ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError("broken data stream"),
+        SyntaxError("broken PNG file"),
+        ValueError("tile cannot extend outside image"),
+        struct.error("unpack requires a buffer of 4 bytes"),
+        EOFError(),
+        MemoryError(),
+        ZeroDivisionError("division by zero"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_any_decoder_error_names_the_file(tmp_path, monkeypatch, error):
+    """Whatever a decoder raises on a bad file is one UsageError naming it: in memory mode, stream mode and
+    packs (all decode through index.open_rgb) and in `mim pack`'s header check."""
+    from PIL import Image
+
+    from mimcli.data import index, packing
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    path = tmp_path / "images" / "a" / "x.jpg"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(jpeg_bytes())
+    monkeypatch.setattr(Image, "open", refuse)
+    detail = str(error) or type(error).__name__
+    with pytest.raises(UsageError, match=f"^cannot decode image {path}: {re.escape(detail)}$"):
+        index.open_rgb(str(path))
+    with pytest.raises(UsageError, match=f"^cannot decode image {path}: {re.escape(detail)}$"):
+        packing.pack_folder(tmp_path / "images", tmp_path / "images.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+NAMES = {
+    "non-ascii": "ünïcødé-猫.jpg".encode(),
+    "non-utf8": b"latin1-caf\xe9.jpg",  # what an old Windows or ISO-8859-1 machine wrote
+}
+
+
+@pytest.mark.parametrize("kind", list(NAMES))
+def test_any_file_name_trains_in_stream_mode_and_packs(cli, tmp_path, kind):
+    """A file name is the file system's bytes: stream mode (with a DataLoader worker) and `mim pack` read any
+    name, and the pack keeps it byte for byte."""
+    from tests.test_stream import write_jpegs
+
+    for label, seed in (("a", 1), ("b", 2)):
+        write_jpegs(tmp_path / "images" / label, 4, seed=seed)
+    odd = os.fsencode(tmp_path / "images" / "b") + b"/" + NAMES[kind]
+    os.rename(os.fsencode(tmp_path / "images" / "b" / "img0000.jpg"), odd)
+    stream = [*TINY, *(a.replace("{tmp}", str(tmp_path)) for a in IMAGES), "--set", "train.batch_size=4"]
+    stream += ["--set", "data.loader=stream", "--set", "data.workers=1"]
+    code, _, err = cli("pretrain", *stream, "--out", str(tmp_path / "streamed"))
+    assert code == 0, err
+    code, _, err = cli("pack", str(tmp_path / "images"), str(tmp_path / "images.h5"))
+    assert code == 0, err
+    from mimcli.data.packed import packed_index
+
+    with h5py.File(tmp_path / "images.h5", "r") as handle:
+        names = [bytes(name) for name in handle["train/names"][...]]
+    row = names.index(b"b/" + NAMES[kind])  # relative to the folder, the file system's own bytes
+    with open(odd, "rb") as original:
+        assert packed_index(tmp_path / "images.h5", "train").read(row) == original.read()

@@ -330,7 +330,8 @@ def report(
     """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs."""
     from mimcli.report import run_report
 
-    run_report(list(paths or []), format_, out, plots, compare, metric, console=console, force=force)
+    with signals.keeping("the report is incomplete: run the same `mim report` again"):
+        run_report(list(paths or []), format_, out, plots, compare, metric, console=console, force=force)
 
 
 @app.command()

@@ -90,7 +90,6 @@ def run_dir_for(config: RunConfig, out: Path | None) -> Path:
 def _relaunch_under_torchrun(gpus: int) -> None:
     """`--gpus N`: run this very command line (less --gpus) as N torchrun workers; exit with their status."""
     import shlex
-    import subprocess
 
     import torch
 
@@ -119,12 +118,7 @@ def _relaunch_under_torchrun(gpus: int) -> None:
     ]
     where = "" if torch.cuda.is_available() else " (no CUDA device: CPU processes, gloo)"
     err_console.print(f"launching {gpus} processes{where}: {shlex.join(command)}", highlight=False, soft_wrap=True)
-    child = subprocess.Popen(command)
-    while True:
-        try:
-            raise typer.Exit(child.wait())
-        except signals.Stopped as stop:  # hand the signal on: torchrun stops its workers, which stop themselves
-            child.send_signal(stop.signum)
+    raise typer.Exit(signals.run_forwarding_signals(command))  # torchrun stops its workers, which stop themselves
 
 
 def _train(

@@ -10,6 +10,8 @@ files removed, and the command says in one line what was kept.
   while a stop is pending (a DataLoader worker that the same signal ended), stops at once.
 - `keeping(note)` says what is kept if a stop happens inside the block (a string, or a function asked
   at the moment of the stop); the message joins the notes innermost first.
+- `run_forwarding_signals(command)` runs a child process (torchrun under `--gpus`) and hands each
+  signal on to it instead of stopping: the child decides how to stop, and its exit status is returned.
 - Processes forked from the one that installed the handlers (DataLoader workers) leave the first
   signal to it, which shuts them down in order; a second SIGTERM ends such a child.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,3 +136,14 @@ def keeping(note: Note) -> Iterator[None]:
         raise Stopped(signal.SIGINT, _kept()) from None
     finally:
         _notes.pop()
+
+
+def run_forwarding_signals(command: list[str]) -> int:
+    """Run `command` to its end; a signal (as `Stopped`) is sent on to it rather than ending this process
+    first (subprocess.call would kill the child with SIGKILL, leaving it no time to save)."""
+    child = subprocess.Popen(command)
+    while True:
+        try:
+            return child.wait()
+        except Stopped as stop:
+            child.send_signal(stop.signum)

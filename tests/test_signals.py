@@ -167,3 +167,28 @@ def test_a_signal_while_probing_keeps_probe_json_and_talks_about_probes(cli, tmp
     after = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert after in (before, sorted([*before, runs.FEATURES]))
     assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_a_launcher_hands_the_signal_on_to_its_child_and_returns_its_status(tmp_path):
+    """`--gpus N` waits for torchrun: a SIGTERM is sent on to the child (which decides how to stop), not
+    answered by killing it."""
+    import threading
+
+    from mimcli import signals
+
+    ready = tmp_path / "ready"
+    child = (
+        "import signal, sys, time, pathlib\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(60)\n"
+    )
+
+    def signal_when_ready() -> None:
+        while not ready.exists():
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_when_ready, daemon=True).start()
+    with signals.handle_signals():
+        assert signals.run_forwarding_signals([sys.executable, "-c", child]) == 7

@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mimcli.errors import UsageError
+from mimcli import signals
+from mimcli.errors import UsageError, allocation_failure
 
 if TYPE_CHECKING:
     from mimcli.config import RunConfig
@@ -30,7 +31,7 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT); SIGTERM 143, SIGHUP 129 (mimcli/signals.py)
 
 PresetOption = Annotated[
     str | None, typer.Option("--preset", "-p", help="Preset name (see `mim presets`) or path to a TOML file.")
@@ -98,7 +99,6 @@ def run_dir_for(config: RunConfig, out: Path | None) -> Path:
 def _relaunch_under_torchrun(gpus: int) -> None:
     """`--gpus N`: run this very command line (less --gpus) as N torchrun workers; exit with their status."""
     import shlex
-    import subprocess
 
     import torch
 
@@ -127,7 +127,7 @@ def _relaunch_under_torchrun(gpus: int) -> None:
     ]
     where = "" if torch.cuda.is_available() else " (no CUDA device: CPU processes, gloo)"
     err_console.print(f"launching {gpus} processes{where}: {shlex.join(command)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(subprocess.call(command))
+    raise typer.Exit(signals.run_forwarding_signals(command))  # torchrun stops its workers, which stop themselves
 
 
 def _announce_downloads(config: RunConfig) -> None:
@@ -174,9 +174,14 @@ def _train(
         _relaunch_under_torchrun(gpus)
     run_dir = run_dir_for(config, out)
     _announce_downloads(config)
+
+    def how_to_continue() -> str:
+        return "continue with --resume" if (run_dir / runs.CHECKPOINT).is_file() else ""
+
     # rank 0 holds the run directory's lock for all ranks (they run together or not at all)
     lock = run_lock(run_dir) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
-    with lock, distributed.process_group(config.train.device):  # under torchrun: DDP, one process per GPU
+    # under torchrun: DDP, one process per GPU
+    with signals.keeping(how_to_continue), lock, distributed.process_group(config.train.device):
         pretrain(config, run_dir, resume=resume, force=force, console=console, show_progress=not quiet)
         on_rank_0 = distributed.is_main()
         if config.probe.datasets and distributed.is_distributed():
@@ -187,7 +192,8 @@ def _train(
         from mimcli.probe import run_probes
         from mimcli.report.probe_table import print_probe_table
 
-        result = run_probes(run_dir, device=config.train.device, console=console)
+        with signals.keeping(f"training finished; probe.json keeps each data set probed: `mim probe {run_dir}`"):
+            result = run_probes(run_dir, device=config.train.device, console=console)
         print_probe_table(result, console)
         _exit_if_partial(result, config.probe.datasets)
 
@@ -264,16 +270,17 @@ def probe(
         seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
-    result = run_probes(
-        run_dir,
-        datasets=_csv(datasets),
-        protocol=protocol,
-        layers=layer_list,
-        seeds=seed_list,
-        data_root=data_root,
-        device=device,
-        console=console,
-    )
+    with signals.keeping("probe.json keeps each data set probed before the stop; run the same `mim probe` again"):
+        result = run_probes(
+            run_dir,
+            datasets=_csv(datasets),
+            protocol=protocol,
+            layers=layer_list,
+            seeds=seed_list,
+            data_root=data_root,
+            device=device,
+            console=console,
+        )
     print_probe_table(result, console)
     from mimcli.runs import load_run_config
 
@@ -397,11 +404,15 @@ def report(
     metric: Annotated[
         str, typer.Option(help="acc_best_test (paper's rule) | acc_val_selected (honest).")
     ] = "acc_best_test",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out even when it is not a report mim wrote.")
+    ] = False,
 ) -> None:
     """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs."""
     from mimcli.report import run_report
 
-    run_report(list(paths or []), format_, out, plots, compare, metric, console=console)
+    with signals.keeping("the report is incomplete: run the same `mim report` again"):
+        run_report(list(paths or []), format_, out, plots, compare, metric, console=console, force=force)
 
 
 @app.command()
@@ -418,7 +429,8 @@ def pack(
     """Pack an image folder into one HDF5 file of the encoded images; train or probe from it with data.root=OUT."""
     from mimcli.data.packing import pack_folder
 
-    counts = pack_folder(folder, out, say=console.print)
+    with signals.keeping(f"{out} was not written (its temporary file is removed)"):
+        counts = pack_folder(folder, out, say=console.print)
     console.print(f"wrote {out}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()), highlight=False)
 
 
@@ -444,13 +456,23 @@ def main() -> None:
     mode typer turns Ctrl-C into a plain exit 130 before we can say anything (here it returns 130)."""
     command_line_error = _command_line_error()
     try:
-        code = app(standalone_mode=False)
+        with signals.handle_signals():
+            code = app(standalone_mode=False)
+    except signals.Stopped as stop:  # SIGTERM, SIGINT, SIGHUP: what was kept, exit 128 + the signal
+        err_console.print(escape(stop.message()), highlight=False, soft_wrap=True)
+        sys.exit(stop.exit_code)
     except UsageError as error:
         _error(escape(str(error)))
         sys.exit(2)
     except OSError as error:  # unwritable folder, a file where a folder should be, disk full...
         where = f"{error.filename}: " if error.filename else ""
         _error(escape(f"{where}{error.strerror or error}"))
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as error:  # an allocator's refusal is one line; anything else is a bug
+        message = allocation_failure(error)
+        if message is None:
+            raise
+        _error(escape(message))
         sys.exit(2)
     except typer.Abort:
         sys.exit(1)
@@ -459,6 +481,6 @@ def main() -> None:
         sys.exit(int(error.exit_code))  # type: ignore[attr-defined]
     except KeyboardInterrupt:  # outside typer's command call (while importing, say)
         code = INTERRUPTED
-    if code == INTERRUPTED:  # typer's answer to Ctrl-C, or torchrun workers' under --gpus
-        err_console.print("interrupted: finished epochs are saved; continue with --resume")
+    if code == INTERRUPTED:  # typer's answer to a Ctrl-C outside any command's notes
+        err_console.print("interrupted")
     sys.exit(code if isinstance(code, int) else 0)

@@ -29,7 +29,7 @@ from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex, resolve_loader
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
-from mimcli.runs import BACKBONE, file_sha256, load_run_config
+from mimcli.runs import BACKBONE, file_sha256, load_run_config, tensor_bytes
 from mimcli.weights import load_backbone
 
 if TYPE_CHECKING:
@@ -358,7 +358,9 @@ class FeatureCache:
             f"extracting {dataset.name} {split} features: {n} images at {dataset.image_size} px "
             f"on {self.device}, streamed from the files"
         )
-        with atomic_h5(self.path(dataset.source, split, dataset.image_size)) as handle:
+        dims = getattr(self.backbone(), "feature_dims", {})  # PooledResNet's channels per layer
+        needed = n * (8 + 4 * sum(dims.get(name, 0) for name in LAYERS))
+        with atomic_h5(self.path(dataset.source, split, dataset.image_size), needed) as handle:
             _checksummed(handle, "labels", index.labels)
             handle.create_group("targets")
             row = 0
@@ -405,7 +407,8 @@ class FeatureCache:
 
     def _write(self, path: Path, features: Features) -> None:
         """Temporary file in the same folder, 'complete' set last, then an atomic rename."""
-        with atomic_h5(path) as handle:
+        needed = tensor_bytes([features.layers, features.labels, features.targets])
+        with atomic_h5(path, needed) as handle:
             for name, values in features.layers.items():
                 _checksummed(handle, name, values)
             _checksummed(handle, "labels", features.labels)

@@ -18,10 +18,12 @@ name from the list above (or one of our temporary files): mim never deletes a fi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,12 +101,51 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+SPACE_MARGIN = 1 << 20  # headers, HDF5 metadata, torch's zip records: a file is a little larger than its data
+
+
+def check_free_space(path: Path, needed: int) -> None:
+    """Refuse before writing `needed` bytes at `path` on a disk that lacks them (OSError ENOSPC naming the
+    file): a write that fails part-way is caught too, but HDF5 crashes the process when it cannot close a
+    file on a full disk (h5py issue 914), so feature caches and packs must not start such a write."""
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.is_dir()), Path("."))
+    free = shutil.disk_usage(folder).free
+    if free < needed + SPACE_MARGIN:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: writing it needs about {_mib(needed + SPACE_MARGIN)}, {_mib(free)} free",
+            str(path),
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a (nested) state dict: about what torch.save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, renamed when complete. A disk without room is refused before
+    writing; a write that fails (torch raises RuntimeError) is an OSError naming the file. Either way
+    the previous file is untouched and the temporary one removed."""
+    check_free_space(path, tensor_bytes(obj))
     fd, tmp = temporary_beside(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except RuntimeError as error:  # torch's zip writer: "file write failed", "unexpected pos" on a full disk
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(errno.EIO, f"cannot write it ({first_line(error)}): is the disk full?", str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from mimcli import distributed, provenance, runs
+from mimcli import distributed, provenance, runs, signals
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
 from mimcli.data.batch import Batch
@@ -113,6 +113,7 @@ class Trainer:
         self.provenance: dict[str, Any] = {}  # merged into every run.json write (see pretrain)
         self.step = 0  # optimiser steps done inside the current epoch (non-zero only mid-epoch)
         self.epoch_state: dict[str, Any] = {}  # mid-epoch: RNG states and partial loss sums
+        self.saved: tuple[int, int] | None = None  # (epoch, step) that checkpoint.pt holds, once known
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -134,10 +135,16 @@ class Trainer:
         if not distributed.is_main():
             return
         runs.atomic_torch_save(self.state(), self.run_dir / runs.CHECKPOINT)
+        self.saved = (self.epoch, self.step)
         backbone_state = self.model.backbone.state_dict()
         runs.atomic_torch_save(backbone_state, self.run_dir / runs.BACKBONE)
         if self.epoch in self.config.train.save_epochs:
             runs.atomic_torch_save(backbone_state, self.run_dir / "backbones" / f"epoch-{self.epoch}.pt")
+
+    def check_space(self) -> None:
+        """Refuse (OSError ENOSPC) before an epoch's files are written to a disk without room for them."""
+        needed = runs.tensor_bytes(self.state()) + runs.tensor_bytes(self.model.backbone.state_dict())
+        runs.check_free_space(self.run_dir / runs.CHECKPOINT, needed)
 
     def load_checkpoint(self, path: Path) -> None:
         try:
@@ -148,6 +155,7 @@ class Trainer:
             self.epoch = int(state["epoch"])
             self.step = int(state.get("step", 0))
             self.epoch_state = state.get("epoch_state", {})
+            self.saved = (self.epoch, self.step)
             torch.set_rng_state(state["rng"]["torch"].cpu())
             if "cuda" in state["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
@@ -213,7 +221,10 @@ class Trainer:
                 value = value.detach().float()
                 sums[name] = sums[name] + value if name in sums else value
             self.step = step
-            if cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0 and step < len(batches):
+            stop = signals.stop_requested()
+            if step < len(batches) and (
+                stop or (cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0)
+            ):
                 self.check_finite(dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist())), epoch)
                 self.epoch_state = {
                     "torch": torch.get_rng_state(),
@@ -221,6 +232,8 @@ class Trainer:
                     "sums": {name: value.cpu() for name, value in sums.items()},
                 }
                 self.save_checkpoint()
+                if stop:  # SIGTERM and co. inside signals.deferred(): this step is saved, stop here
+                    signals.stop_if_requested()
             if (progress is not None or sinks) and self.is_log_point(step, len(batches)):
                 running = dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist()))
                 if progress is not None:
@@ -239,6 +252,14 @@ class Trainer:
         self.epoch += 1
         self.step, self.epoch_state = 0, {}
         return EpochResult(self.epoch, terms_mean, seconds, (len(batches) - first) * images_per_step, lr)
+
+    def kept_note(self) -> str:
+        """What checkpoint.pt holds, for the line a signal's stop prints."""
+        if self.saved is None:
+            return f"no epoch finished, so nothing was saved in {self.run_dir}"
+        epoch, step = self.saved
+        mid = f" and {step} of {self.steps_per_epoch} steps of epoch {epoch + 1}" if step else ""
+        return f"{self.run_dir / runs.CHECKPOINT} holds epoch {epoch}{mid}"
 
     def check_finite(self, terms: dict[str, float], epoch: int) -> None:
         """Stop before a diverged state is saved: the last good checkpoint stays as it was."""
@@ -275,21 +296,29 @@ class Trainer:
             if main
             else None
         )
+        # A signal finishes the step and saves it (one process; under torchrun the ranks would have to
+        # agree on the step, so each stops at once and the last checkpoint stays): mimcli/signals.py
+        defer = contextlib.nullcontext() if distributed.is_distributed() else signals.deferred()
         try:
-            while self.epoch < train.epochs:
-                result = self.train_epoch(progress, sinks)
-                results.append(result)
-                if main:
-                    record = result.record() | self.measure()
-                    append_metrics(self.run_dir, record)
-                    for sink in sinks:
-                        sink.epoch(self.epoch * steps, record)
-                    self.save_checkpoint()
-                    runs.write_json(
-                        self.run_dir / runs.STATUS, {**self.provenance, "status": "running", "epochs_done": self.epoch}
-                    )
-                if progress is not None:
-                    progress.end_epoch(format_epoch(result, train.epochs))
+            with signals.keeping(self.kept_note), defer:
+                while self.epoch < train.epochs:
+                    result = self.train_epoch(progress, sinks)
+                    results.append(result)
+                    if main:
+                        record = result.record() | self.measure()
+                        self.check_space()  # a full disk leaves every file of the last epoch as it was
+                        append_metrics(self.run_dir, record)
+                        for sink in sinks:
+                            sink.epoch(self.epoch * steps, record)
+                        self.save_checkpoint()
+                        runs.write_json(
+                            self.run_dir / runs.STATUS,
+                            {**self.provenance, "status": "running", "epochs_done": self.epoch},
+                        )
+                    if progress is not None:
+                        progress.end_epoch(format_epoch(result, train.epochs))
+                    if self.epoch < train.epochs:  # a signal during the epoch: it is saved, stop here
+                        signals.stop_if_requested()
         finally:
             if progress is not None:
                 progress.close()

@@ -359,10 +359,10 @@ def test_two_rank_pretrain_writes_on_rank_0_only_and_resumes_exactly(tmp_path):
 
 
 def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch, cli):
-    import subprocess
+    from mimcli import signals
 
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 3)
+    monkeypatch.setattr(signals, "run_forwarding_signals", lambda command: calls.append(command) or 3)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     args = ["--preset", "simclr", "--set", "train.epochs=1", "--no-progress"]
     code, _, err = cli("pretrain", "--gpus", "2", *args)

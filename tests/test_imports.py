@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mimcli.errors",
             "mimcli.provenance",
             "mimcli.lock",
+            "mimcli.signals",
             "mimcli.progress",
             "mimcli.logging_sinks",
             "mimcli.distributed",

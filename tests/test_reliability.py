@@ -8,15 +8,20 @@ says which promise each test proves.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import socket
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -128,6 +133,105 @@ def symlink_to_a_locked_run(root: Path) -> None:
     (root / "link").symlink_to(root / "run")
 
 
+def image_folder(bad_name: str, bad: bytes) -> Callable[[Path], None]:
+    """images/<a|b>/: 8 good JPEGs and one bad file, read whole by one epoch of batch 3 (3 steps of 3)."""
+
+    def setup(root: Path) -> None:
+        from tests.test_stream import write_jpegs
+
+        write_jpegs(root / "images" / "a", 4, seed=1)
+        write_jpegs(root / "images" / "b", 4, seed=2)
+        (root / "images" / "b" / bad_name).write_bytes(bad)
+
+    return setup
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def jpeg_bytes() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+# Bad images, one per kind of decoder error: an OSError, an error that is not one, PIL's own type
+BAD_IMAGES = {
+    "truncated-jpeg": ("cut.jpg", jpeg_bytes()[:200], "Truncated File Read"),
+    "decompression-bomb": (
+        "bomb.png",
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
+        + png_chunk(b"IEND", b""),
+        "Image size (1600000000 pixels) exceeds limit",
+    ),
+    "not-an-image": ("notes.png", b"my notes, not an image\n", "cannot identify image file"),
+}
+IMAGES = [
+    "--set",
+    "data.dataset=imagefolder",
+    "--set",
+    "data.root='{tmp}/images'",
+    "--set",
+    "data.image_size=16",
+    "--set",
+    "train.batch_size=3",
+]
+LOADERS = {  # how each mode reads the folder: decoded whole, by a DataLoader worker, packed
+    "memory": ["pretrain", *TINY, *IMAGES, "--set", "data.loader=memory", "--out", "{tmp}/new"],
+    "stream-worker": [
+        "pretrain",
+        *TINY,
+        *IMAGES,
+        "--set",
+        "data.loader=stream",
+        "--set",
+        "data.workers=1",
+        "--out",
+        "{tmp}/streamed",  # found mid-epoch: the run has started (config.toml, run.json), nothing trained is lost
+    ],
+    "pack": ["pack", "{tmp}/images", "{tmp}/new"],
+}
+
+
+def pack_without(dataset: str) -> Callable[[Path], None]:
+    """A pack of a good folder with one of its data sets deleted."""
+
+    def setup(root: Path) -> None:
+        from mimcli.data.packing import pack_folder
+        from tests.test_stream import write_jpegs
+
+        write_jpegs(root / "images" / "a", 4, seed=1)
+        write_jpegs(root / "images" / "b", 4, seed=2)
+        pack_folder(root / "images", root / "pack.h5")
+        with h5py.File(root / "pack.h5", "r+") as handle:
+            del handle[f"train/{dataset}"]
+
+    return setup
+
+
+def user_file(name: str, text: str) -> Callable[[Path], None]:
+    return lambda root: (root / name).write_text(text)
+
+
+def no_free_space(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """A full disk, as shutil.disk_usage reports it (the free-space check runs before every large write)."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+
+
+def torch_save_fails(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """torch.save writes half the file, then fails as its zip writer does when the disk fills up."""
+
+    def half_then_fail(obj, path):
+        Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(runs.torch, "save", half_then_fail)
+
+
 @dataclass
 class Case:
     args: list[str]
@@ -136,6 +240,7 @@ class Case:
     unchanged: tuple[str, ...] = ()
     setup: Callable[[Path], None] | None = None
     absent: tuple[str, ...] = ()  # files that must not exist afterwards (a plugin's marker)
+    patch: Callable[[pytest.MonkeyPatch, Path], None] | None = None  # what the OS does (a full disk)
 
 
 T = [*TINY]
@@ -337,6 +442,96 @@ CASES = {
     "supervised-batch-1": Case(
         ["supervised", *T, "--set", "train.batch_size=1", "--out", "{tmp}/new"], 2, "batch norm needs at least 2 images"
     ),
+    # numbers beyond what the parser, Python's int() or a 64-bit integer can hold
+    "set-int-digits": Case(["pretrain", *T, "--set", "train.lr=" + "1" * 5000], 2, "--set train.lr=11111"),
+    "set-deep-nesting": Case(
+        ["pretrain", *T, "--set", "train.lr=" + "[" * 3000 + "]" * 3000], 2, "cannot read the value (maximum recursion"
+    ),
+    "seed-65-bits": Case(["pretrain", *T, "--set", f"train.seed={2**64}"], 2, "train.seed: must fit in 64 bits"),
+    "probe-seed-65-bits": Case(
+        ["pretrain", *T, "--set", f"probe.seeds=[0, {2**64}]"], 2, "probe.seeds: must fit in 64 bits"
+    ),
+    "config-int-digits": Case(
+        ["probe", "{tmp}/run"],
+        2,
+        "cannot read",
+        ("run/config.toml",),
+        user_file("run/config.toml", "[train]\nseed = " + "9" * 5000),
+    ),
+    # sizes the allocator cannot give (beyond any machine's address space, so no OOM killer is woken)
+    "alloc-image-size": Case(
+        ["pretrain", *T, "--set", "data.image_size=10000000", "--out", "{tmp}/new"],
+        2,
+        "out of memory (tried to allocate",
+    ),
+    "alloc-width": Case(
+        ["pretrain", *T, "--set", "model.width=10000000", "--out", "{tmp}/new"], 2, "out of memory (tried to allocate"
+    ),
+    # a pack missing one of its data sets
+    **{
+        f"pack-without-{dataset}": Case(
+            [
+                "pretrain",
+                *T,
+                "--set",
+                "data.dataset=imagefolder",
+                "--set",
+                "data.root='{tmp}/pack.h5'",
+                "--out",
+                "{tmp}/new",
+            ],
+            2,
+            f"pack.h5 has no data set train/{dataset}",
+            ("pack.h5",),
+            pack_without(dataset),
+        )
+        for dataset in ("data", "offsets", "labels")
+    },
+    # a full disk: refused before writing (HDF5 would crash the process), or a write that fails part-way
+    "disk-full-checkpoint": Case(
+        ["pretrain", *T, "--set", "train.epochs=2", "--out", "{tmp}/run", "--resume"],
+        2,
+        "checkpoint.pt: No space left on device",
+        ("run/checkpoint.pt", "run/backbone.pt", "run/metrics.jsonl"),
+        patch=no_free_space,
+    ),
+    "disk-full-probe-features": Case(
+        ["probe", "{tmp}/run", "--datasets", "shapes:shape", "--protocol", "knn"],
+        2,
+        ".h5: No space left on device",
+        RUN,
+        patch=no_free_space,
+    ),
+    "disk-full-pack": Case(
+        LOADERS["pack"], 2, "new: No space left on device", setup=image_folder("x.png", b""), patch=no_free_space
+    ),
+    "checkpoint-write-fails": Case(
+        ["pretrain", *T, "--set", "train.epochs=2", "--out", "{tmp}/run", "--resume"],
+        2,
+        "checkpoint.pt: cannot write it ([enforce fail",
+        ("run/checkpoint.pt", "run/backbone.pt"),
+        patch=torch_save_fails,
+    ),
+    # a file the user wrote is not a report to overwrite
+    "report-out-user-file": Case(
+        ["report", "{tmp}/run", "--format", "markdown", "--out", "{tmp}/notes.md"],
+        2,
+        "notes.md exists and is not a markdown report mim wrote",
+        ("notes.md", *RUN),
+        user_file("notes.md", "# my notes\n"),
+    ),
+    # any decoder error, in every mode that reads images (the one in a DataLoader worker included)
+    **{
+        f"bad-image-{kind}-{mode}": Case(
+            args,
+            2,
+            f"cannot decode image {{tmp}}/images/b/{name}: {fragment}",
+            (f"images/b/{name}",),
+            image_folder(name, data),
+        )
+        for kind, (name, data, fragment) in BAD_IMAGES.items()
+        for mode, args in LOADERS.items()
+    },
 }
 
 
@@ -352,6 +547,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, cli, template, t
         case.setup(tmp_path)
     monkeypatch.chdir(tmp_path)
     before = digests(tmp_path, case.unchanged)
+    if case.patch:
+        case.patch(monkeypatch, tmp_path)
     args = [arg.replace("{tmp}", str(tmp_path)) for arg in case.args]
     code, out, err = cli(*args)
     assert code == case.code, (out, err)
@@ -361,6 +558,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, cli, template, t
     assert digests(tmp_path, case.unchanged) == before
     assert not (tmp_path / "new").exists()  # a refused run leaves no folder behind
     assert not [name for name in case.absent if (tmp_path / name).exists()]
+    assert not [p for p in tmp_path.rglob("*.tmp")]  # nor a temporary file
 
 
 # ---- errors that need a monkeypatch: the OS refusing a write, Ctrl-C, a loss that diverges -------------
@@ -388,7 +586,9 @@ def test_ctrl_c_keeps_finished_epochs_and_says_how_to_continue(cli, tmp_path, mo
 
     monkeypatch.setattr(train.Trainer, "train_epoch", interrupted_in_epoch_2)
     code, out, err = cli("pretrain", *TINY, "--set", "train.epochs=2", "--out", str(tmp_path / "run"))
-    assert code == 130 and "finished epochs are saved; continue with --resume" in err, err
+    assert code == 130, err
+    kept = f"{tmp_path / 'run' / runs.CHECKPOINT} holds epoch 1; continue with --resume"
+    assert " ".join(err.split()) == f"stopped by SIGINT: {kept}", err
     assert torch.load(tmp_path / "run" / runs.CHECKPOINT, weights_only=True)["epoch"] == 1
     assert "Traceback" not in out + err
 
@@ -685,3 +885,72 @@ def test_losses_compute_in_at_least_fp32_and_keep_float64():
 def test_cli_tests_pin_precision():
     """Shared CLI arguments pin fp32, so a CLI test trains the same way on every CPU."""
     assert "train.precision=fp32" in TINY and "train.precision=fp32" in RUN_KEYS
+
+
+# ---- any decoder error, any file name ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError("broken data stream"),
+        SyntaxError("broken PNG file"),
+        ValueError("tile cannot extend outside image"),
+        struct.error("unpack requires a buffer of 4 bytes"),
+        EOFError(),
+        MemoryError(),
+        ZeroDivisionError("division by zero"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_any_decoder_error_names_the_file(tmp_path, monkeypatch, error):
+    """Whatever a decoder raises on a bad file is one UsageError naming it: in memory mode, stream mode and
+    packs (all decode through index.open_rgb) and in `mim pack`'s header check."""
+    from PIL import Image
+
+    from mimcli.data import index, packing
+
+    def refuse(*args, **kwargs):
+        raise error
+
+    path = tmp_path / "images" / "a" / "x.jpg"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(jpeg_bytes())
+    monkeypatch.setattr(Image, "open", refuse)
+    detail = str(error) or type(error).__name__
+    with pytest.raises(UsageError, match=f"^cannot decode image {path}: {re.escape(detail)}$"):
+        index.open_rgb(str(path))
+    with pytest.raises(UsageError, match=f"^cannot decode image {path}: {re.escape(detail)}$"):
+        packing.pack_folder(tmp_path / "images", tmp_path / "images.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+
+
+NAMES = {
+    "non-ascii": "ünïcødé-猫.jpg".encode(),
+    "non-utf8": b"latin1-caf\xe9.jpg",  # what an old Windows or ISO-8859-1 machine wrote
+}
+
+
+@pytest.mark.parametrize("kind", list(NAMES))
+def test_any_file_name_trains_in_stream_mode_and_packs(cli, tmp_path, kind):
+    """A file name is the file system's bytes: stream mode (with a DataLoader worker) and `mim pack` read any
+    name, and the pack keeps it byte for byte."""
+    from tests.test_stream import write_jpegs
+
+    for label, seed in (("a", 1), ("b", 2)):
+        write_jpegs(tmp_path / "images" / label, 4, seed=seed)
+    odd = os.fsencode(tmp_path / "images" / "b") + b"/" + NAMES[kind]
+    os.rename(os.fsencode(tmp_path / "images" / "b" / "img0000.jpg"), odd)
+    stream = [*TINY, *(a.replace("{tmp}", str(tmp_path)) for a in IMAGES), "--set", "train.batch_size=4"]
+    stream += ["--set", "data.loader=stream", "--set", "data.workers=1"]
+    code, _, err = cli("pretrain", *stream, "--out", str(tmp_path / "streamed"))
+    assert code == 0, err
+    code, _, err = cli("pack", str(tmp_path / "images"), str(tmp_path / "images.h5"))
+    assert code == 0, err
+    from mimcli.data.packed import packed_index
+
+    with h5py.File(tmp_path / "images.h5", "r") as handle:
+        names = [bytes(name) for name in handle["train/names"][...]]
+    row = names.index(b"b/" + NAMES[kind])  # relative to the folder, the file system's own bytes
+    with open(odd, "rb") as original:
+        assert packed_index(tmp_path / "images.h5", "train").read(row) == original.read()

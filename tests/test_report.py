@@ -701,3 +701,44 @@ def test_runs_with_the_same_seed_are_counted_once_and_flagged(trained, tmp_path)
     assert [r.path.name for r in simclr.group.runs] == ["a", "c"]
     assert simclr.cells["cifar10"].text(2) == "81.00 ± 1.41"
     assert any("runs/b repeats" in w and "runs/a (same config" in w and "train.seed=0" in w for w in report.warnings)
+
+
+def strict_json(text: str) -> object:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_is_strict_when_a_probe_gave_nan_and_symlinked_runs_are_found(trained, tmp_path):
+    """A diverged probe's NaN is null (strict parsers reject a bare NaN); a runs folder made of symbolic
+    links to runs kept elsewhere is reported, and a link back up the tree ends the walk instead of looping."""
+    elsewhere = variant(trained, tmp_path / "disk2" / "nan-run", cifar(), [linear("cifar10", float("nan"))])
+    variant(trained, tmp_path / "disk2" / "good-run", cifar(seed=1), [linear("cifar10", 80.0)])
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a").symlink_to(elsewhere, target_is_directory=True)
+    (tmp_path / "runs" / "b").symlink_to(tmp_path / "disk2" / "good-run", target_is_directory=True)
+    (tmp_path / "runs" / "loop").symlink_to(tmp_path / "runs", target_is_directory=True)
+    out = tmp_path / "report.json"
+    run_report([tmp_path / "runs"], "json", out, console=quiet(), err_console=quiet())
+    rows = strict_json(out.read_text())
+    assert isinstance(rows, list)
+    by_run = {row["run"]: row for row in rows}
+    assert sorted(by_run) == [str(tmp_path / "runs" / "a"), str(tmp_path / "runs" / "b")], by_run  # named by the links
+    values = sorted((row["value"] for row in rows), key=lambda v: v is None)
+    assert values == [80.0, None], rows
+
+
+def test_report_out_replaces_its_own_report_and_a_user_file_only_with_force(trained, tmp_path):
+    variant(trained, tmp_path / "runs" / "run", cifar(), [linear("cifar10", 80.0)])
+    for fmt, name in (("markdown", "r.md"), ("json", "r.json"), ("csv", "r.csv"), ("table", "r.txt")):
+        out = tmp_path / name
+        for _ in range(2):  # the second run replaces the first run's report
+            run_report([tmp_path / "runs"], fmt, out, console=quiet(), err_console=quiet())
+        first = out.read_text()
+        out.write_text("my own notes\n")
+        with pytest.raises(UsageError, match=f"exists and is not a {fmt} report mim wrote"):
+            run_report([tmp_path / "runs"], fmt, out, console=quiet(), err_console=quiet())
+        assert out.read_text() == "my own notes\n"
+        run_report([tmp_path / "runs"], fmt, out, console=quiet(), err_console=quiet(), force=True)
+        assert out.read_text() == first

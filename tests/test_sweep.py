@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from mimcli import lock, runs, sweep
+from mimcli import lock, runs, signals, sweep
 from mimcli.config import load_config
 from mimcli.errors import UsageError
 from mimcli.sweep import execute
@@ -109,15 +110,20 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypa
     real_save = Trainer.save_checkpoint
     killed = []
 
-    def save_then_die(self):  # the kill lands after the second point's first checkpoint
+    def save_then_die(self):  # SIGTERM lands after the second point's first checkpoint
         real_save(self)
         if self.run_dir == second and self.epoch == 1 and not killed:
             killed.append(True)
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(signals.Stopped) as stopped:
         sweep.run_sweep(points, console=quiet(), show_progress=False, report=False)
+    assert stopped.value.exit_code == 143
+    assert stopped.value.message() == (
+        f"stopped by SIGTERM: {second / runs.CHECKPOINT} holds epoch 1; "
+        "finished points are kept: run the same `mim sweep` again to continue"
+    )
     assert runs.read_json(second / runs.STATUS)["status"] == "running"
     assert [r["epoch"] for r in runs.read_metrics(second)] == [1]
     assert not lock.lock_path(second).exists()  # released on the way out

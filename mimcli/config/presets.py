@@ -54,8 +54,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read {path}: {error}") from None
+    except (ValueError, RecursionError, MemoryError) as error:  # TOML, UTF-8, an integer or nesting too large
+        raise UsageError(f"cannot read {path}: {error or type(error).__name__}") from None
     except OSError as error:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
@@ -74,7 +74,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             value = raw
+        except (RecursionError, MemoryError) as error:
+            raise _unreadable(key, raw, error) from None
+    except (ValueError, RecursionError, MemoryError) as error:  # more digits than int() reads; nesting too deep
+        raise _unreadable(key, raw, error) from None
     return key.split("."), value
+
+
+def _unreadable(key: str, raw: str, error: BaseException) -> UsageError:
+    shown = raw if len(raw) <= 40 else f"{raw[:20]}...{raw[-10:]} ({len(raw)} characters)"
+    reason = str(error).split(":")[0] or type(error).__name__
+    return UsageError(f"--set {key}={shown}: cannot read the value ({reason})")
 
 
 SELECTORS = {"method": "name", "regularizer": "kind"}  # the key that picks each registered section's class
@@ -139,7 +149,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         value = item.get("input")
-        shown = "" if item["type"] == "extra_forbidden" or isinstance(value, dict) else f" (got {value!r})"
+        text = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:40]}... ({len(repr(value))} characters)"
+        shown = "" if item["type"] == "extra_forbidden" or isinstance(value, dict) else f" (got {text})"
         parts.append(f"{location}: {message}{shown}")
     return f"invalid config from {source}: " + "; ".join(parts)
 

@@ -146,16 +146,12 @@ def load_image_folder(folder: Path, image_size: int) -> ImageData:
     A folder with no class folders but images directly in it is unlabeled (labels -1): what
     self-supervised pretraining needs, as lightly accepts; a method that needs labels refuses it.
     """
-    from PIL import Image, UnidentifiedImageError
+    from mimcli.data.index import open_rgb
 
     files, classes = list_image_folder(folder)
     images = torch.empty(len(files), 3, image_size, image_size, dtype=torch.uint8)
     for i, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as handle:
-                images[i] = square_uint8(handle.convert("RGB"), image_size)
-        except (UnidentifiedImageError, OSError) as error:
-            raise UsageError(f"cannot decode image {path}: {error}") from None
+        images[i] = square_uint8(open_rgb(str(path)), image_size)
     labels = torch.tensor([label for _, label in files], dtype=torch.long)
     return ImageData(images, labels, classes)
 

@@ -11,13 +11,15 @@ from typing import Any
 
 import h5py
 
-from mimcli.runs import temporary_beside
+from mimcli.runs import check_free_space, temporary_beside
 
 
 @contextlib.contextmanager
-def atomic_h5(path: Path) -> Iterator[Any]:
+def atomic_h5(path: Path, needed: int = 0) -> Iterator[Any]:
     """The h5py.File to fill; on leaving the block it gets `complete = True` and is renamed onto `path`;
-    on any error the temporary file is removed and the error propagates."""
+    on any error the temporary file is removed and the error propagates. `needed`: the bytes the data
+    will take, checked free first (HDF5 cannot fail a write on a full disk without crashing: runs.py)."""
+    check_free_space(path, needed)
     fd, tmp = temporary_beside(path)
     os.close(fd)
     try:

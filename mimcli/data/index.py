@@ -6,8 +6,10 @@ In its own module so that stream mode (`stream.py`, which lists folders) and the
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ImageIndex:
-    """Paths (numpy bytes, UTF-8) and labels of one split; never the pixels."""
+    """Paths (numpy bytes, the file system's own bytes: `encode_paths`) and labels of one split; never the pixels."""
 
     paths: np.ndarray
     labels: Tensor
@@ -30,7 +32,7 @@ class ImageIndex:
         return len(self.paths)
 
     def path(self, i: int) -> str:
-        return bytes(self.paths[i]).decode()
+        return os.fsdecode(bytes(self.paths[i]))
 
     def select(self, index: Tensor) -> ImageIndex:
         return ImageIndex(self.paths[index.numpy()], self.labels[index], self.classes)
@@ -40,12 +42,26 @@ class ImageIndex:
         return open_rgb(self.path(i))
 
 
-def open_rgb(path: str) -> Image:
-    """A PIL image in RGB; a file PIL cannot read is a clear error naming it."""
-    from PIL import Image, UnidentifiedImageError
+def encode_paths(paths: Iterable[str | os.PathLike[str]]) -> np.ndarray:
+    """Paths as the file system's bytes (`os.fsencode`): any name works, non-ASCII and non-UTF-8 ones
+    included (numpy's bytes dtype would encode str as ASCII), and `ImageIndex.path` gives it back."""
+    return np.array([os.fsencode(p) for p in paths], dtype=np.bytes_)
+
+
+def open_rgb(path: str, source: IO[bytes] | None = None) -> Image:
+    """A PIL image in RGB, read from `path` (or from `source`, named `path` in errors). Whatever the
+    decoder raises on a bad file (OSError, SyntaxError, ValueError, a decompression bomb, MemoryError...)
+    becomes one UsageError naming the file."""
+    from PIL import Image
 
     try:
-        with Image.open(path) as handle:
+        with Image.open(source or path) as handle:
             return handle.convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise UsageError(f"cannot decode image {path}: {error}") from None
+    except Exception as error:
+        raise decode_error(path, error) from None
+
+
+def decode_error(path: str, error: Exception) -> UsageError:
+    """'cannot decode image PATH: first line of the decoder's message' (its type when it has none)."""
+    detail = str(error).strip().splitlines()
+    return UsageError(f"cannot decode image {path}: {detail[0] if detail else type(error).__name__}")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mimcli.data.index import ImageIndex
+from mimcli.data.index import ImageIndex, open_rgb
 from mimcli.errors import DataNotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -77,13 +77,7 @@ class PackedIndex(ImageIndex):
 
     def open(self, i: int) -> Image:
         """Image i as an RGB PIL image; a file PIL cannot read is a clear error naming it."""
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(io.BytesIO(self.read(i))) as handle:
-                return handle.convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            raise UsageError(f"cannot decode image {self.path(i)}: {error}") from None
+        return open_rgb(self.path(i), io.BytesIO(self.read(i)))
 
 
 def pack_splits(file: str | Path) -> list[str]:
@@ -108,6 +102,16 @@ def packed_index(file: str | Path, split: str) -> PackedIndex:
         raise DataNotFoundError(f"{file} holds no {' or '.join(wanted)} split (it holds {', '.join(splits)})")
     with h5py.File(file, "r") as handle:
         group = handle[name]
+        missing = [key for key in ("data", "offsets", "labels") if key not in group]
+        if missing or "classes" not in group.attrs:
+            what = f"data set {name}/{missing[0]}" if missing else f"attribute {name}.classes"
+            raise UsageError(f"{file} has no {what}: not a complete mim pack (write it again with `mim pack`)")
         labels = torch.from_numpy(group["labels"][...].astype(np.int64))
-        classes = json.loads(group.attrs["classes"])
+        offsets = group["offsets"].shape
+        try:
+            classes = json.loads(group.attrs["classes"])
+        except ValueError as error:
+            raise UsageError(f"{file}: attribute {name}.classes is not JSON ({error})") from None
+    if offsets != (len(labels) + 1,):
+        raise UsageError(f"{file}: {name}/offsets holds {offsets} entries for {len(labels)} images")
     return PackedIndex(np.arange(len(labels)), labels, classes, str(file), name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mimcli.data.h5atomic import atomic_h5
+from mimcli.data.index import decode_error, encode_paths
 from mimcli.data.packed import EVAL_SPLITS, FORMAT, VERSION
 from mimcli.data.stream import ImageIndex, index_split
 from mimcli.errors import UsageError
@@ -25,7 +27,7 @@ CHUNK = 1 << 16  # 64 KiB: a random read touches one or two chunks per typical J
 
 def _write_split(handle: Any, name: str, folder: Path, index: ImageIndex) -> int:
     """Copy the index's files into group `name`, one file at a time."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     paths = [Path(index.path(i)) for i in range(len(index))]
     sizes = np.array([p.stat().st_size for p in paths], dtype=np.int64)
@@ -41,13 +43,13 @@ def _write_split(handle: Any, name: str, folder: Path, index: ImageIndex) -> int
             raise UsageError(f"{path} changed while packing")
         try:
             Image.open(io.BytesIO(raw)).close()  # header check: a non-image fails here, not mid-training
-        except (UnidentifiedImageError, OSError) as error:
-            raise UsageError(f"cannot decode image {path}: {error}") from None
+        except Exception as error:  # whatever the decoder raises (OSError, SyntaxError, ValueError...)
+            raise decode_error(str(path), error) from None
         data[offsets[i] : offsets[i + 1]] = np.frombuffer(raw, dtype=np.uint8)
     group.create_dataset("offsets", data=offsets)
     group.create_dataset("labels", data=index.labels.numpy().astype(np.int64))
     names = [str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p in paths]
-    group.create_dataset("names", data=np.array(names, dtype=np.bytes_))
+    group.create_dataset("names", data=encode_paths(names))
     group.attrs["classes"] = json.dumps(index.classes)
     return len(paths)
 
@@ -67,10 +69,12 @@ def pack_folder(folder: str | Path, out: str | Path, say: Callable[[str], None] 
         if (folder / split).is_dir():
             indexes[split] = index_split(folder, split)
     counts: dict[str, int] = {}
-    with atomic_h5(out) as handle:
+    needed = sum(os.stat(index.path(i)).st_size for index in indexes.values() for i in range(len(index)))
+    with atomic_h5(out, needed) as handle:
         for split, index in indexes.items():
             if say is not None:
                 say(f"packing {split}: {len(index)} images")
             counts[split] = _write_split(handle, split, folder, index)
-        handle.attrs.update({"format": FORMAT, "version": VERSION, "source": str(folder.resolve())})
+        # the source folder as the file system's bytes: any name can be stored (HDF5 strings are UTF-8)
+        handle.attrs.update({"format": FORMAT, "version": VERSION, "source": np.bytes_(os.fsencode(folder.resolve()))})
     return counts

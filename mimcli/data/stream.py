@@ -31,6 +31,7 @@ from torch import Tensor
 from mimcli.data.augment import CROP_TRIES, sample_crop_boxes
 from mimcli.data.datasets import IMAGE_SUFFIXES, image_folder_split, list_image_folder
 from mimcli.data.index import ImageIndex as ImageIndex  # re-exported: stream mode's index type
+from mimcli.data.index import encode_paths
 from mimcli.errors import DataNotFoundError, UsageError
 
 VAL_LABEL_FILES = ("val_labels.txt", "LOC_val_solution.csv")
@@ -44,7 +45,7 @@ def index_class_folders(folder: Path) -> ImageIndex:
     """`folder/<class>/**/<image>` (or unlabeled images directly in `folder`), listed as memory mode lists it."""
     files, classes = list_image_folder(folder)
     return ImageIndex(
-        np.array([str(p) for p, _ in files], dtype=np.bytes_),
+        encode_paths(p for p, _ in files),
         torch.tensor([label for _, label in files], dtype=torch.long),
         classes,
     )
@@ -74,7 +75,7 @@ def index_flat_val(folder: Path, labels_file: Path, classes: list[str]) -> Image
     if missing:
         raise UsageError(f"{labels_file}: no known class for {len(missing)} images in {folder} (first: {missing[0]})")
     labels = torch.tensor([position[table[p.stem]] for p in files], dtype=torch.long)
-    return ImageIndex(np.array([str(p) for p in files], dtype=np.bytes_), labels, classes)
+    return ImageIndex(encode_paths(files), labels, classes)
 
 
 def index_split(root: str | Path, split: str) -> ImageIndex:
@@ -175,6 +176,30 @@ def _single_thread(_: int) -> None:
     torch.set_num_threads(1)  # workers decode; torch threads would only fight over the cores
 
 
+class WorkerError:
+    """A UsageError met in a DataLoader worker, handed back as an item: the main process raises it as it
+    was (re-raised by torch it would carry the worker's traceback in its message)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class ReportingBatches(StepBatches):
+    """`dataset`, with a UsageError returned as a `WorkerError` item instead of raised in the worker."""
+
+    def __init__(self, dataset: StepBatches) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, step: int) -> tuple[Tensor, Tensor]:
+        try:
+            return self.dataset[step]
+        except UsageError as error:
+            return WorkerError(str(error))  # type: ignore[return-value]  # checked in stream_steps
+
+
 def stream_steps(dataset: StepBatches, start_step: int, workers: int, pin: bool) -> Iterator[tuple[Tensor, Tensor]]:
     """The dataset's steps from start_step on, decoded by `workers` processes (0: in this one), in order."""
     steps = range(start_step, len(dataset))
@@ -182,7 +207,7 @@ def stream_steps(dataset: StepBatches, start_step: int, workers: int, pin: bool)
         yield from (dataset[s] for s in steps)
         return
     loader = torch.utils.data.DataLoader(
-        dataset,
+        ReportingBatches(dataset),
         batch_size=None,
         sampler=steps,
         num_workers=workers,
@@ -190,4 +215,7 @@ def stream_steps(dataset: StepBatches, start_step: int, workers: int, pin: bool)
         worker_init_fn=_single_thread,
         prefetch_factor=max(2, math.ceil(4 / workers)),
     )
-    yield from loader
+    for item in loader:
+        if isinstance(item, WorkerError):
+            raise UsageError(item.message)
+        yield item

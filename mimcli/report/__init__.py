@@ -27,6 +27,7 @@ JSON, CSV), plots (PNGs); this module holds the entry point, run_report.
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ from mimcli.report.naming import safe_name
 from mimcli.report.plots import LOSS_SKIP, figure_colours, write_plots
 from mimcli.report.reference import load_reference, reference_value
 from mimcli.report.render import (
+    MARKDOWN_TITLE,
     cell_text,
     markdown,
     markdown_table,
@@ -187,11 +189,13 @@ def run_report(
     metric: str = "acc_best_test",
     console: Console | None = None,
     err_console: Console | None = None,
+    force: bool = False,
 ) -> Report:
     """`mim report`: tables (rich | markdown | json | csv) to `out` or the console, PNGs to `plots`.
 
     Warnings and notes go to `err_console` (stderr by default), so JSON / CSV / markdown on stdout
-    stay clean for redirection.
+    stay clean for redirection. An existing `out` is replaced only when it is a report of the same
+    format (`written_by_report`) or with `force`: a file the user wrote is never overwritten.
     """
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -199,6 +203,11 @@ def run_report(
         raise UsageError(f"--compare {compare!r}: choose one of {', '.join(COMPARE)}")
     if out is not None and Path(out).is_dir():
         raise UsageError(f"--out {out} is a directory: give the name of the file to write")
+    if out is not None and not force and Path(out).exists() and not written_by_report(Path(out), fmt):
+        raise UsageError(
+            f"--out {out} exists and is not a {fmt} report mim wrote: choose another file, or pass "
+            "--force to replace it"
+        )
     if plots is not None and Path(plots).exists() and not Path(plots).is_dir():
         raise UsageError(f"--plots {plots} is not a folder: give a folder for the PNG files")
     paths = [Path(p) for p in paths] or [Path("runs")]
@@ -241,3 +250,24 @@ def run_report(
         runs.atomic_write_text(Path(out), text)
         err.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
     return report
+
+
+def written_by_report(path: Path, fmt: str) -> bool:
+    """True when `path` holds what `mim report --format fmt` writes: the markdown title, the CSV header,
+    a JSON list of run records, or plain tables ending with the protocol table."""
+    try:
+        text = path.read_bytes().decode()
+    except (OSError, ValueError):
+        return False
+    if fmt == "json":
+        try:
+            rows = json.loads(text)
+        except ValueError:
+            return False
+        return isinstance(rows, list) and all(isinstance(row, dict) and "run" in row for row in rows)
+    first = text.split("\n", 1)[0]
+    if fmt == "markdown":
+        return first == MARKDOWN_TITLE
+    if fmt == "csv":
+        return first.startswith(",".join(RECORD_FIELDS[:3]) + ",")
+    return "━" in text and any(line.strip() == "protocol" for line in text.splitlines())

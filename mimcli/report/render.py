@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -163,12 +164,15 @@ def markdown_table(table: AccuracyTable, compare: str | None) -> list[str]:
     return lines
 
 
+MARKDOWN_TITLE = "# Linear-probe report"  # the first line; `mim report --out` replaces a file that starts with it
+
+
 def markdown(
     report: Report, paths: list[Path], figures: list[tuple[str, Path]] | None, plots_note: str | None, base: Path
 ) -> str:
     """The whole report as one markdown document (figure links relative to `base`)."""
     lines = [
-        "# Linear-probe report",
+        MARKDOWN_TITLE,
         "",
         f"{len(report.runs)} runs from {', '.join(f'`{p}`' for p in paths)}. Table metric: "
         f"`{report.metric}` ({METRICS[report.metric]}).",
@@ -228,7 +232,19 @@ def relative(path: Path, base: Path) -> str:
 
 
 def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, indent=2) + "\n"
+    """Strict JSON: a NaN or infinite value (a probe that diverged) is written as null, which every parser reads."""
+    return json.dumps(finite(rows), indent=2, allow_nan=False) + "\n"
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None, through dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

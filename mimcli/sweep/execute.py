@@ -23,16 +23,13 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from mimcli import runs
+from mimcli import runs, signals
 from mimcli.config import READ, training_plugins
 from mimcli.errors import UsageError
 from mimcli.lock import describe_holder, lock_note, point_lock
@@ -48,24 +45,6 @@ from mimcli.sweep.state import (
     run_status,
 )
 from mimcli.train import pretrain
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM (SLURM's time limit, `kill`) unwinds like Ctrl-C, so locks are released and the sweep can resume."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
 
 # --------------------------------------------------------------------------------------------- running
 
@@ -228,7 +207,11 @@ def run_sweep(
                 console.print(command, markup=False, highlight=False, soft_wrap=True)
             outcomes.append(PointOutcome(point, "dry-run", message=state, commands=commands))
         return outcomes
-    with _sigterm_raises():
+    # a signal unwinds like an error: the point's lock is released, and rerunning the sweep resumes it
+    with (
+        signals.handle_signals(),
+        signals.keeping("finished points are kept: run the same `mim sweep` again to continue"),
+    ):
         for point in selected:
             outcome = run_point(point, console, show_progress)
             if outcome.status != "ran":

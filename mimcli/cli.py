@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from mimcli.errors import UsageError
 
@@ -200,15 +199,16 @@ def supervised(
 def presets() -> None:
     """List the named presets with a one-line description each."""
     from mimcli.config import list_presets, read_toml
+    from mimcli.tables import Col, fit_table
 
-    table = Table(title="presets")
-    table.add_column("name", style="bold")
-    table.add_column("description")
+    rows = []
     for name, path in sorted(list_presets().items()):
         run = read_toml(path).get("run", {})
         reproduces = run.get("reproduces", "")
-        table.add_row(name, run.get("description", "") + (f"\nreproduces: {reproduces}" if reproduces else ""))
-    console.print(table)
+        rows.append([name, escape(run.get("description", "") + (f"\nreproduces: {reproduces}" if reproduces else ""))])
+    columns = (Col("name", key=True, style="bold"), Col("description", wrap=True))
+    for renderable in fit_table("presets", columns, rows, console.width):
+        console.print(renderable)
 
 
 def _csv(text: str | None) -> list[str] | None:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
+from rich.markup import escape
 
 from mimcli import distributed, provenance, runs
 from mimcli.config import RunConfig
@@ -35,6 +35,7 @@ from mimcli.objectives.precision import resolve_precision
 from mimcli.optim import build_optimizer, build_schedule, schedule_per_step
 from mimcli.progress import TrainingProgress, make_progress
 from mimcli.run_dir import append_metrics, check_run_dir, prepare_run_dir, run_provenance
+from mimcli.tables import Col, fit_table
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -303,21 +304,22 @@ def format_epoch(result: EpochResult, epochs: int) -> str:
     return f"epoch {result.epoch}/{epochs}  {terms}  {result.images / result.seconds:.0f} img/s  {result.seconds:.1f}s"
 
 
-def summary_table(config: RunConfig, run_dir: Path, results: list[EpochResult], seconds: float) -> Table:
-    table = Table(title=f"{config.run.name}: {describe_model(config)}", show_header=True)
-    table.add_column("key")
-    table.add_column("value")
+def summary_table(
+    config: RunConfig, run_dir: Path, results: list[EpochResult], seconds: float, width: int = 80
+) -> list[RenderableType]:
     last = results[-1] if results else None
-    table.add_row("run directory", str(run_dir))
-    table.add_row("backbone", f"{config.model.backbone} width {config.model.width} ({config.data.image_size} px)")
-    table.add_row("data", f"{config.data.dataset}" + (f" subset {config.data.subset}" if config.data.subset else ""))
-    table.add_row("epochs", str(config.train.epochs))
+    rows = [
+        ["run directory", escape(str(run_dir))],
+        ["backbone", f"{config.model.backbone} width {config.model.width} ({config.data.image_size} px)"],
+        ["data", f"{config.data.dataset}" + (f" subset {config.data.subset}" if config.data.subset else "")],
+        ["epochs", str(config.train.epochs)],
+    ]
     if last:
-        for name, value in last.terms.items():
-            table.add_row(f"final {name}", f"{value:.4f}")
-        table.add_row("images/s (last epoch)", f"{last.images / last.seconds:.0f}")
-    table.add_row("wall time", f"{seconds:.1f} s")
-    return table
+        rows += [[f"final {name}", f"{value:.4f}"] for name, value in last.terms.items()]
+        rows.append(["images/s (last epoch)", f"{last.images / last.seconds:.0f}"])
+    rows.append(["wall time", f"{seconds:.1f} s"])
+    title = escape(f"{config.run.name}: {describe_model(config)}")
+    return fit_table(title, (Col("key", key=True), Col("value", wrap=True)), rows, width)
 
 
 def pretrain(
@@ -358,6 +360,7 @@ def pretrain(
                 "finished_at": provenance.now(),
             },
         )
-        console.print(summary_table(config, run_dir, results, seconds))
+        for renderable in summary_table(config, run_dir, results, seconds, console.width):
+            console.print(renderable)
     distributed.barrier()  # the run directory is complete when any rank returns
     return results

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mimcli.provenance",
             "mimcli.lock",
             "mimcli.progress",
+            "mimcli.tables",
             "mimcli.logging_sinks",
             "mimcli.distributed",
         ),

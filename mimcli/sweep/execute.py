@@ -230,7 +230,8 @@ def run_sweep(
                 console.print(f"{point.name}: {outcome.status}{note}", markup=False, highlight=False)
             outcomes.append(outcome)
     if outcomes:
-        console.print(outcome_table(outcomes))
+        for renderable in outcome_table(outcomes, console.width):
+            console.print(renderable)
     if report:
         for sweep_dir in sweep_dirs:
             print_report(sweep_dir, console)

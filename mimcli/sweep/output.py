@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
+from rich.markup import escape
 
 from mimcli.errors import UsageError
 from mimcli.sweep.state import PointOutcome
+from mimcli.tables import Col, fit_table
 
 
-def outcome_table(outcomes: list[PointOutcome]) -> Table:
-    table = Table(title=f"sweep {outcomes[0].point.sweep_dir}" if outcomes else "sweep")
-    for column in ("point", "status", "trained", "probed", "note"):
-        table.add_column(column)
+def outcome_table(outcomes: list[PointOutcome], width: int) -> list[RenderableType]:
+    rows = []
     for o in outcomes:
         trained = ("resumed" if o.resumed else "yes") if o.trained else "-"
-        table.add_row(o.point.name, o.status, trained, "yes" if o.probed else "-", o.message)
-    return table
+        rows.append([escape(o.point.name), o.status, trained, "yes" if o.probed else "-", escape(o.message)])
+    columns = (Col("point", key=True), Col("status"), Col("trained"), Col("probed"), Col("note", wrap=True))
+    title = escape(f"sweep {outcomes[0].point.sweep_dir}") if outcomes else "sweep"
+    return fit_table(title, columns, rows, width)
 
 
 def print_report(sweep_dir: Path, console: Console) -> None:

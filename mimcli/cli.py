@@ -32,7 +32,10 @@ err_console = Console(stderr=True)
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT)
 
 PresetOption = Annotated[
-    str | None, typer.Option("--preset", "-p", help="Preset name (see `mim presets`), or a TOML file: a name ending in .toml or holding a /.")
+    str | None,
+    typer.Option(
+        "--preset", "-p", help="Preset name (see `mim presets`), or a TOML file: a name ending in .toml or holding a /."
+    ),
 ]
 SetOption = Annotated[
     list[str] | None,

@@ -133,7 +133,7 @@ def test_a_folder_or_file_named_like_a_preset_does_not_shadow_it(tmp_path, monke
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "mine").write_text("[train]\nepochs = 7\n")
     assert load_config("configs/mine").train.epochs == 7  # a separator: a path, with or without .toml
-    with pytest.raises(UsageError, match="preset file not found: shapes-study/x.toml"):
+    with pytest.raises(UsageError, match=r"preset file not found: shapes-study/x\.toml"):
         load_config("shapes-study/x.toml")
     (tmp_path / "mine").write_text("[train]\nepochs = 7\n")
     with pytest.raises(UsageError, match=r"unknown preset 'mine' \(a file is read when the name ends in .toml"):

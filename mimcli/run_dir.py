@@ -42,7 +42,7 @@ def check_run_dir(run_dir: Path, config: RunConfig, resume: bool, force: bool) -
         allowed: tuple[str, ...] = runs.RESUME_SAFE_KEYS
         if config.train.schedule != "constant":  # the learning rate of every epoch depends on train.epochs
             allowed = tuple(key for key in allowed if key != "train.epochs")
-        diff = runs.config_diff(runs.load_run_config(run_dir), config, allowed)
+        diff = runs.config_diff(runs.load_run_config(run_dir), runs.as_recorded(config, run_dir), allowed)
         if diff:
             raise UsageError(
                 f"--resume must train the recipe that produced the weights; it differs in "
@@ -84,4 +84,6 @@ def run_provenance(run_dir: Path, device: torch.device, resume: bool) -> dict[st
         if isinstance(before, dict) and before.get("started_at"):
             info["resumed_at"] = [*before.get("resumed_at", []), info["started_at"]]
             info["started_at"] = before["started_at"]
+        if isinstance(before, dict) and before.get("adjusted"):  # what the first session changed still holds
+            info["adjusted"] = before["adjusted"]
     return info

@@ -70,7 +70,9 @@ def _units(columns: Sequence[Col]) -> list[list[int]]:
 
 
 def plan_parts(columns: Sequence[Col], rows: Sequence[Sequence[str]], width: int) -> tuple[bool, list[list[int]]]:
-    """(stack the key columns into one?, the non-key column indexes of each part) for `width` columns."""
+    """(stack the key columns into one?, the non-key column indexes of each part) for `width` columns.
+    A part too wide even alone (a cell wider than the console) comes back on its own; fit_table lets
+    its columns fold so that the key columns stay whole."""
     needs = [need(c, [row[i] for row in rows]) for i, c in enumerate(columns)]
     keys = [i for i, c in enumerate(columns) if c.key]
     units = _units(columns)
@@ -105,6 +107,7 @@ def fit_table(
 
     `sections`: indexes of the rows a rule goes above (blocks of rows)."""
     stack_keys, parts = plan_parts(columns, rows, width)
+    needs = [need(c, [row[i] for row in rows]) for i, c in enumerate(columns)]
     columns = [fold_header(c, [row[i] for row in rows]) for i, c in enumerate(columns)]
     keys = [i for i, c in enumerate(columns) if c.key]
     above = set(sections)
@@ -118,7 +121,11 @@ def fit_table(
             shown.append((replace(columns[keys[0]], header=header), keys))
         else:
             shown += [(columns[i], [i]) for i in keys]
-        shown += [(columns[i], [i]) for i in part]
+        key_width = max(needs[i] for i in keys) if stack_keys else sum(needs[i] for i in keys)
+        if EDGE + key_width + sum(needs[i] for i in part) > width:  # too wide alone: these fold, the keys stay
+            shown += [(replace(columns[i], wrap=True), [i]) for i in part]
+        else:
+            shown += [(columns[i], [i]) for i in part]
         for column, _ in shown:
             table.add_column(
                 column.header, justify=column.justify, overflow="fold", no_wrap=not column.wrap, style=column.style

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,9 @@ class Trainer:
                 else f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes"
             )
             raise UsageError(why)
+        self.adjusted = adjustments(cfg, self.data, self.per_rank_batch, world)
+        if self.adjusted:  # the run records (config.toml, checkpoint) and uses what it trains with
+            self.config = cfg = runs.with_values(cfg, {key: a["used"] for key, a in self.adjusted.items()})
         self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
         self.steps_per_epoch = len(self.data) // (self.per_rank_batch * world)
         self.schedule = build_schedule(self.optimizer, cfg.train, self.steps_per_epoch)
@@ -299,6 +303,30 @@ class Trainer:
         return results
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a SLURM allocation or taskset, not the whole machine's)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def adjustments(cfg: RunConfig, data: ImageData | ImageIndex, per_rank_batch: int, world: int) -> dict[str, Any]:
+    """The values this run cannot use as asked, each {requested, used, why}: run.json records them, config.toml
+    holds the used ones, and `pretrain` says so in one line each."""
+    out: dict[str, Any] = {}
+    if cfg.data.subset is not None and cfg.data.subset > len(data):
+        why = f"there are only {len(data)} training images"
+        out["data.subset"] = {"requested": cfg.data.subset, "used": len(data), "why": why}
+    if per_rank_batch != cfg.train.batch_size:
+        over = f" over {world} processes" if world > 1 else ""
+        why = f"a batch cannot hold more than the {len(data)} training images{over}"
+        out["train.batch_size"] = {"requested": cfg.train.batch_size, "used": per_rank_batch, "why": why}
+    cpus = usable_cpus()
+    if isinstance(data, ImageIndex) and cfg.data.workers > cpus:  # only streamed images are decoded by workers
+        why = f"this process may use {cpus} CPUs, and more decoding processes than CPUs only compete for them"
+        out["data.workers"] = {"requested": cfg.data.workers, "used": cpus, "why": why}
+    return out
+
+
 def format_epoch(result: EpochResult, epochs: int) -> str:
     terms = "  ".join(f"{k} {v:.4f}" for k, v in result.terms.items())
     return f"epoch {result.epoch}/{epochs}  {terms}  {result.images / result.seconds:.0f} img/s  {result.seconds:.1f}s"
@@ -338,9 +366,19 @@ def pretrain(
     if resume:
         trainer.load_checkpoint(run_dir / runs.CHECKPOINT)
     prepare_run_dir(run_dir, replace)
+    config = trainer.config  # with the values it adjusted
     if distributed.is_main():
+        for key, change in trainer.adjusted.items():
+            console.print(
+                f"note: {key}={change['requested']} adjusted to {change['used']}: {change['why']}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         runs.save_config(run_dir, config)
         trainer.provenance = run_provenance(run_dir, trainer.device, resume)
+        if trainer.adjusted:
+            trainer.provenance["adjusted"] = {**trainer.provenance.get("adjusted", {}), **trainer.adjusted}
         runs.write_json(
             run_dir / runs.STATUS, {**trainer.provenance, "status": "running", "epochs_done": trainer.epoch}
         )

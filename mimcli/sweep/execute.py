@@ -147,7 +147,8 @@ def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_p
     weights = source.run_dir / "backbones" / f"epoch-{point.epoch}.pt"
     if not weights.is_file():
         raise UsageError(f"{weights} not found: {source.run_dir} was trained without saving epoch {point.epoch}")
-    runs.save_config(point.run_dir, point.config)
+    adjusted = run_status(source.run_dir).get("adjusted")  # what training changed holds for its epochs too
+    runs.save_config(point.run_dir, runs.as_recorded(point.config, source.run_dir))
     _link_or_copy(weights, point.run_dir / runs.BACKBONE)
     kept = [r for r in runs.read_metrics(source.run_dir) if r.get("epoch", 0) <= point.epoch]
     runs.atomic_write_text(point.run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in kept))
@@ -158,6 +159,7 @@ def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_p
             "epochs_done": point.epoch,
             "derived_from": os.path.relpath(source.run_dir, point.run_dir),
             "weights": f"backbones/epoch-{point.epoch}.pt",
+            **({"adjusted": adjusted} if adjusted else {}),
         },
     )
     return True

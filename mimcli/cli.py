@@ -160,12 +160,12 @@ def _train(
         if config.probe.datasets and distributed.is_distributed():
             from mimcli.probe import extract_features_distributed
 
-            extract_features_distributed(run_dir, config, console)
+            extract_features_distributed(run_dir, config, console, show_progress=not quiet)
     if config.probe.datasets and on_rank_0:  # probes run on rank 0 alone, on the features cached above
         from mimcli.probe import run_probes
         from mimcli.report.probe_table import print_probe_table
 
-        result = run_probes(run_dir, device=config.train.device, console=console)
+        result = run_probes(run_dir, device=config.train.device, console=console, show_progress=not quiet)
         print_probe_table(result, console)
         _exit_if_partial(result, config.probe.datasets)
 
@@ -229,6 +229,12 @@ def probe(
         str | None, typer.Option(help="Where torchvision data sets live (default: data.root).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    no_progress: Annotated[
+        bool,
+        typer.Option(
+            "--no-progress", help="No live bar: a line every 50 batches, or every quarter of a linear probe, for logs."
+        ),
+    ] = False,
 ) -> None:
     """Probe frozen features (cached in HDF5) on the source and transfer data sets."""
     from mimcli.probe import run_probes
@@ -250,6 +256,7 @@ def probe(
         data_root=data_root,
         device=device,
         console=console,
+        show_progress=not no_progress,
     )
     print_probe_table(result, console)
     from mimcli.runs import load_run_config

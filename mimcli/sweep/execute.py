@@ -189,7 +189,13 @@ def run_point(point: SweepPoint, console: Console, show_progress: bool = True) -
         missing = missing_probes(point.run_dir, point.config)
         if missing:
             console.print(f"{point.name}: probing {', '.join(missing)}", markup=False)
-            run_probes(point.run_dir, datasets=missing, device=point.config.train.device, console=console)
+            run_probes(
+                point.run_dir,
+                datasets=missing,
+                device=point.config.train.device,
+                console=console,
+                show_progress=show_progress,
+            )
             outcome.probed = True
     return outcome
 

@@ -133,7 +133,7 @@ def fit_table(
         for index, row in enumerate(rows):
             if index in above and index > 0:
                 table.add_section()
-            table.add_row(*("\n".join(row[i] for i in indexes if row[i]) for _, indexes in shown))
+            table.add_row(*("\n".join(row[i] for i in indexes) for _, indexes in shown))  # stacked keys: line per key
         out.append(table)
     out.extend(note_lines(notes))
     return out

@@ -115,6 +115,15 @@ def probe_dataset(
             record["metrics"] = linear_probe(train_x, train_y, test_x, test_y, seeds, linear, on_epoch=bar.advance)
     elif protocol == "knn":
         record["metrics"] = knn_probe(train_x, train_y, test_x, test_y)
+        if len(train) < KNN_K:  # knn_probe votes with every train item: say so and record the k used
+            record["params"].update(k=len(train), k_requested=KNN_K)
+            if cache.console is not None:
+                cache.console.print(
+                    f"note: {dataset.name}: kNN k={KNN_K} adjusted to {len(train)}, the train split's size",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
     else:
         record["metrics"] = regression_probe(train_x, train_y, test_x, test_y, seeds)
     record["cache_key"] = cache.key(dataset.source, dataset.image_size, layers)

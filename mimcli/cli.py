@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from mimcli import signals
 from mimcli.errors import UsageError, allocation_failure
@@ -34,7 +33,10 @@ err_console = Console(stderr=True)
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT); SIGTERM 143, SIGHUP 129 (mimcli/signals.py)
 
 PresetOption = Annotated[
-    str | None, typer.Option("--preset", "-p", help="Preset name (see `mim presets`) or path to a TOML file.")
+    str | None,
+    typer.Option(
+        "--preset", "-p", help="Preset name (see `mim presets`), or a TOML file: a name ending in .toml or holding a /."
+    ),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -187,13 +189,13 @@ def _train(
         if config.probe.datasets and distributed.is_distributed():
             from mimcli.probe import extract_features_distributed
 
-            extract_features_distributed(run_dir, config, console)
+            extract_features_distributed(run_dir, config, console, show_progress=not quiet)
     if config.probe.datasets and on_rank_0:  # probes run on rank 0 alone, on the features cached above
         from mimcli.probe import run_probes
         from mimcli.report.probe_table import print_probe_table
 
         with signals.keeping(f"training finished; probe.json keeps each data set probed: `mim probe {run_dir}`"):
-            result = run_probes(run_dir, device=config.train.device, console=console)
+            result = run_probes(run_dir, device=config.train.device, console=console, show_progress=not quiet)
         print_probe_table(result, console)
         _exit_if_partial(result, config.probe.datasets)
 
@@ -232,15 +234,16 @@ def supervised(
 def presets() -> None:
     """List the named presets with a one-line description each."""
     from mimcli.config import list_presets, read_toml
+    from mimcli.tables import Col, fit_table
 
-    table = Table(title="presets")
-    table.add_column("name", style="bold")
-    table.add_column("description")
+    rows = []
     for name, path in sorted(list_presets().items()):
         run = read_toml(path).get("run", {})
         reproduces = run.get("reproduces", "")
-        table.add_row(name, run.get("description", "") + (f"\nreproduces: {reproduces}" if reproduces else ""))
-    console.print(table)
+        rows.append([name, escape(run.get("description", "") + (f"\nreproduces: {reproduces}" if reproduces else ""))])
+    columns = (Col("name", key=True, style="bold"), Col("description", wrap=True))
+    for renderable in fit_table("presets", columns, rows, console.width):
+        console.print(renderable)
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -258,6 +261,12 @@ def probe(
         str | None, typer.Option(help="Where torchvision data sets live (default: data.root).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    no_progress: Annotated[
+        bool,
+        typer.Option(
+            "--no-progress", help="No live bar: a line every 50 batches, or every quarter of a linear probe, for logs."
+        ),
+    ] = False,
 ) -> None:
     """Probe frozen features (cached in HDF5) on the source and transfer data sets."""
     from mimcli.probe import run_probes
@@ -280,6 +289,7 @@ def probe(
             data_root=data_root,
             device=device,
             console=console,
+            show_progress=not no_progress,
         )
     print_probe_table(result, console)
     from mimcli.runs import load_run_config

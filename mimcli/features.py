@@ -10,8 +10,10 @@ written row by row into the same checksummed layout (`FeatureCache._stream`, doc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex, resolve_loader
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
+from mimcli.progress import CountProgress
 from mimcli.runs import BACKBONE, file_sha256, load_run_config, tensor_bytes
 from mimcli.weights import load_backbone
 
@@ -51,6 +54,7 @@ OFFICIAL_STATISTICS: dict[str, tuple[list[float], list[float]]] = {
     "flowers102": ([0.518, 0.410, 0.329], [0.296, 0.249, 0.285]),
 }
 TRAINING_SOURCES = ("cifar10", "cifar100", "shapes-")  # pretrained with Normalize(0.5, 0.5)
+LOG_EVERY = 50  # without a live bar, a progress line every 50 batches (25,600 images at the default 512)
 log = logging.getLogger(__name__)
 
 
@@ -139,6 +143,7 @@ def extract(
     std: list[float],
     device: torch.device,
     batch_size: int = 512,
+    on_batch: Callable[[], None] | None = None,
 ) -> dict[str, Tensor]:
     """Pooled layer2/3/4 features of uint8 images (eval mode; bf16 autocast on CUDA), float32 on the CPU.
 
@@ -152,6 +157,8 @@ def extract(
         pooled = encode(backbone, chunk, mean, std, device)
         for name in LAYERS:
             outputs[name].append(pooled[name])
+        if on_batch is not None:
+            on_batch()
     return {name: distributed.gather_shards(torch.cat(parts), n).cpu() for name, parts in outputs.items()}
 
 
@@ -194,8 +201,10 @@ class FeatureCache:
         loader: str | None = None,
         memory_gb: float | None = None,
         workers: int | None = None,
+        show_progress: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.show_progress = show_progress
         run_loader, run_memory_gb, run_workers = _stream_settings(self.run_dir)
         self.loader = loader or run_loader
         self.memory_gb = run_memory_gb if memory_gb is None else memory_gb
@@ -247,6 +256,14 @@ class FeatureCache:
     def _say(self, message: str) -> None:
         if self.console is not None and distributed.is_main():
             self.console.print(message)
+
+    def progress(self, description: str, total: int, unit: str = "batches", every: int | None = None) -> CountProgress:
+        """A live bar on a terminal (unless show_progress is off), a line every `every` units in a log;
+        rank 0 only."""
+        console = self.console if distributed.is_main() else None
+        return CountProgress(
+            console, description, total, unit, self.show_progress, LOG_EVERY if every is None else every
+        )
 
     def _warn(self, message: str) -> None:
         if self.console is not None:
@@ -312,7 +329,9 @@ class FeatureCache:
             f"extracting {dataset.name} {split} features: {len(data)} images at {dataset.image_size} px "
             f"on {self.device}"
         )
-        layers = extract(self.backbone(), data.images, mean, std, self.device, self.batch_size)
+        batches = math.ceil(len(range(len(data))[distributed.shard(len(data))]) / self.batch_size)
+        with self.progress(f"{dataset.name} {split} features", batches) as bar:
+            layers = extract(self.backbone(), data.images, mean, std, self.device, self.batch_size, bar.advance)
         meta = self._meta(dataset, split, len(data), data.classes, mean, std, norm)
         features = Features(layers, data.labels.clone(), dict(data.targets), list(data.classes), meta)
         if distributed.is_main():
@@ -328,8 +347,11 @@ class FeatureCache:
             kind = norm_kind(dataset.source, self.normalize)
             if kind == NORM:  # train-split statistics: one decoding pass over the train images first
                 counts = torch.zeros(3, 256, dtype=torch.long)
-                for images, _ in clean_batches(indexes["train"], dataset.image_size, self.batch_size, self.workers):
-                    counts += channel_counts(images)
+                batches = math.ceil(len(indexes["train"]) / self.batch_size)
+                with self.progress(f"{dataset.name} train statistics", batches) as bar:
+                    for images, _ in clean_batches(indexes["train"], dataset.image_size, self.batch_size, self.workers):
+                        counts += channel_counts(images)
+                        bar.advance()
                 mean, std = stats_from_counts(counts)
             else:
                 mean, std, kind = probe_normalization(dataset.source, torch.empty(0), self.normalize)
@@ -360,11 +382,15 @@ class FeatureCache:
         )
         dims = getattr(self.backbone(), "feature_dims", {})  # PooledResNet's channels per layer
         needed = n * (8 + 4 * sum(dims.get(name, 0) for name in LAYERS))
-        with atomic_h5(self.path(dataset.source, split, dataset.image_size), needed) as handle:
+        with (
+            contextlib.ExitStack() as stack,
+            atomic_h5(self.path(dataset.source, split, dataset.image_size), needed) as handle,
+        ):
             _checksummed(handle, "labels", index.labels)
             handle.create_group("targets")
             row = 0
             pin = self.device.type == "cuda"
+            bar = stack.enter_context(self.progress(f"{dataset.name} {split} features", math.ceil(n / self.batch_size)))
             for images, _ in clean_batches(index, dataset.image_size, self.batch_size, self.workers, pin):
                 pooled = encode(self.backbone(), images, mean, std, self.device)
                 for name, values in pooled.items():
@@ -375,6 +401,7 @@ class FeatureCache:
                         )
                     handle[name][row : row + len(values)] = values.cpu().numpy()
                 row += len(images)
+                bar.advance()
             for name, value in self._meta(dataset, split, n, index.classes, mean, std, norm).items():
                 handle.attrs[name] = value
 

@@ -162,3 +162,68 @@ def make_progress(
     if live and console.is_terminal:
         return LiveProgress(*args)
     return PlainProgress(*args, every=every)
+
+
+class CountProgress:
+    """Progress through a counted job that is not training (feature batches, probe epochs): the same live
+    bar as training, with elapsed time and time left, on a terminal; otherwise (a log, --no-progress) one
+    flushed line every `every` units, each with the rate and the time left, and one at the end. A job
+    done within `quiet_s` seconds logs nothing (a small probe should not fill a log)."""
+
+    quiet_s = 5.0
+
+    def __init__(self, console: Console | None, description: str, total: int, unit: str, live: bool, every: int):
+        self.console, self.description, self.total, self.unit, self.every = console, description, total, unit, every
+        self.done = 0
+        self.start = time.perf_counter()
+        self.logged = False
+        self.bar: Progress | None = None
+        if console is not None and live and console.is_terminal:
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(unit),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            self.bar = Progress(*columns, console=console, transient=True, refresh_per_second=4)
+            self.bar.start()
+            self.task = self.bar.add_task(description, total=total)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n)
+        elif self.every and self.done % self.every == 0 and self.done < self.total and self.past_quiet():
+            self.line()
+
+    def past_quiet(self) -> bool:
+        return time.perf_counter() - self.start >= self.quiet_s
+
+    def line(self) -> None:
+        """`description: done/total unit  rate  elapsed  ETA`, flushed (for logs)."""
+        if self.console is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        rate = f"{self.done / elapsed:.1f} {self.unit}/s" if elapsed > 0 else ""
+        parts = [f"{self.description}: {self.done}/{self.total} {self.unit}", rate]
+        parts += [f"elapsed {format_duration(elapsed)}", f"ETA {format_duration(eta)}"]
+        self.console.print("  ".join(p for p in parts if p), highlight=False, soft_wrap=True, markup=False)
+        self.console.file.flush()
+        self.logged = True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+        elif self.logged:  # it logged along the way: say when it ended
+            self.line()

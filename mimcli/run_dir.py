@@ -70,7 +70,7 @@ def check_resume(run_dir: Path, config: RunConfig) -> None:
             f"{run_dir / runs.CONFIG} was changed after {runs.CHECKPOINT} was written ({'; '.join(edits)}); "
             "the weights were trained with the checkpoint's values: put them back, or train a new run"
         )
-    diff = runs.config_diff(stored, config, allowed)
+    diff = runs.config_diff(stored, runs.as_recorded(config, run_dir), allowed)  # adjusted values as used
     if diff:
         raise UsageError(
             f"--resume must train the recipe that produced the weights; it differs in "
@@ -113,4 +113,6 @@ def run_provenance(run_dir: Path, device: torch.device, resume: bool) -> dict[st
         if isinstance(before, dict) and before.get("started_at"):
             info["resumed_at"] = [*before.get("resumed_at", []), info["started_at"]]
             info["started_at"] = before["started_at"]
+        if isinstance(before, dict) and before.get("adjusted"):  # what the first session changed still holds
+            info["adjusted"] = before["adjusted"]
     return info

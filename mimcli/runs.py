@@ -201,6 +201,28 @@ def config_diff(stored: RunConfig, planned: RunConfig, allowed: tuple[str, ...] 
     ]
 
 
+def with_values(config: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """A copy of `config` with `section.key` values replaced (validated like any config)."""
+    raw = config.to_dict()
+    for key, value in values.items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    return build_config(raw, "adjusted values", stored=True)
+
+
+def as_recorded(config: RunConfig, run_dir: Path) -> RunConfig:
+    """`config` with each value the run in `run_dir` adjusted (run.json "adjusted": a batch larger than
+    the data...) replaced by the value it used, when `config` asks for the same value again: the
+    same command line then compares equal to the run's config.toml."""
+    try:
+        adjusted = read_json(Path(run_dir) / STATUS).get("adjusted") or {}
+    except (OSError, ValueError, AttributeError):
+        return config
+    flat = dict(_flatten(config.to_dict()))
+    values = {key: record["used"] for key, record in adjusted.items() if flat.get(key) == record.get("requested")}
+    return with_values(config, values) if values else config
+
+
 def save_config(run_dir: Path, config: RunConfig) -> None:
     atomic_write_text(run_dir / CONFIG, to_toml(config.to_dict()))
 

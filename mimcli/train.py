@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
+from rich.markup import escape
 
 from mimcli import distributed, provenance, runs, signals
 from mimcli.config import RunConfig
@@ -35,6 +36,7 @@ from mimcli.objectives.precision import resolve_precision
 from mimcli.optim import build_optimizer, build_schedule, schedule_per_step
 from mimcli.progress import TrainingProgress, make_progress
 from mimcli.run_dir import append_metrics, check_run_dir, prepare_run_dir, run_provenance
+from mimcli.tables import Col, fit_table
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -96,6 +98,9 @@ class Trainer:
                 else f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes"
             )
             raise UsageError(why)
+        self.adjusted = adjustments(cfg, self.data, self.per_rank_batch, world)
+        if self.adjusted:  # the run records (config.toml, checkpoint) and uses what it trains with
+            self.config = cfg = runs.with_values(cfg, {key: a["used"] for key, a in self.adjusted.items()})
         self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
         self.steps_per_epoch = len(self.data) // (self.per_rank_batch * world)
         self.schedule = build_schedule(self.optimizer, cfg.train, self.steps_per_epoch)
@@ -327,26 +332,51 @@ class Trainer:
         return results
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (a SLURM allocation or taskset, not the whole machine's)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def adjustments(cfg: RunConfig, data: ImageData | ImageIndex, per_rank_batch: int, world: int) -> dict[str, Any]:
+    """The values this run cannot use as asked, each {requested, used, why}: run.json records them, config.toml
+    holds the used ones, and `pretrain` says so in one line each."""
+    out: dict[str, Any] = {}
+    if cfg.data.subset is not None and cfg.data.subset > len(data):
+        why = f"there are only {len(data)} training images"
+        out["data.subset"] = {"requested": cfg.data.subset, "used": len(data), "why": why}
+    if per_rank_batch != cfg.train.batch_size:
+        over = f" over {world} processes" if world > 1 else ""
+        why = f"a batch cannot hold more than the {len(data)} training images{over}"
+        out["train.batch_size"] = {"requested": cfg.train.batch_size, "used": per_rank_batch, "why": why}
+    cpus = usable_cpus()
+    if isinstance(data, ImageIndex) and cfg.data.workers > cpus:  # only streamed images are decoded by workers
+        why = f"this process may use {cpus} CPUs, and more decoding processes than CPUs only compete for them"
+        out["data.workers"] = {"requested": cfg.data.workers, "used": cpus, "why": why}
+    return out
+
+
 def format_epoch(result: EpochResult, epochs: int) -> str:
     terms = "  ".join(f"{k} {v:.4f}" for k, v in result.terms.items())
     return f"epoch {result.epoch}/{epochs}  {terms}  {result.images / result.seconds:.0f} img/s  {result.seconds:.1f}s"
 
 
-def summary_table(config: RunConfig, run_dir: Path, results: list[EpochResult], seconds: float) -> Table:
-    table = Table(title=f"{config.run.name}: {describe_model(config)}", show_header=True)
-    table.add_column("key")
-    table.add_column("value")
+def summary_table(
+    config: RunConfig, run_dir: Path, results: list[EpochResult], seconds: float, width: int = 80
+) -> list[RenderableType]:
     last = results[-1] if results else None
-    table.add_row("run directory", str(run_dir))
-    table.add_row("backbone", f"{config.model.backbone} width {config.model.width} ({config.data.image_size} px)")
-    table.add_row("data", f"{config.data.dataset}" + (f" subset {config.data.subset}" if config.data.subset else ""))
-    table.add_row("epochs", str(config.train.epochs))
+    rows = [
+        ["run directory", escape(str(run_dir))],
+        ["backbone", f"{config.model.backbone} width {config.model.width} ({config.data.image_size} px)"],
+        ["data", f"{config.data.dataset}" + (f" subset {config.data.subset}" if config.data.subset else "")],
+        ["epochs", str(config.train.epochs)],
+    ]
     if last:
-        for name, value in last.terms.items():
-            table.add_row(f"final {name}", f"{value:.4f}")
-        table.add_row("images/s (last epoch)", f"{last.images / last.seconds:.0f}")
-    table.add_row("wall time", f"{seconds:.1f} s")
-    return table
+        rows += [[f"final {name}", f"{value:.4f}"] for name, value in last.terms.items()]
+        rows.append(["images/s (last epoch)", f"{last.images / last.seconds:.0f}"])
+    rows.append(["wall time", f"{seconds:.1f} s"])
+    title = escape(f"{config.run.name}: {describe_model(config)}")
+    return fit_table(title, (Col("key", key=True), Col("value", wrap=True)), rows, width)
 
 
 def pretrain(
@@ -365,12 +395,22 @@ def pretrain(
     if resume:
         trainer.load_checkpoint(run_dir / runs.CHECKPOINT)
     prepare_run_dir(run_dir, replace)
+    config = trainer.config  # with the values it adjusted
     if distributed.is_main():
+        for key, change in trainer.adjusted.items():
+            console.print(
+                f"note: {key}={change['requested']} adjusted to {change['used']}: {change['why']}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         runs.save_config(run_dir, config)
         if not (run_dir / runs.REQUIREMENTS).exists():  # the environment of the first start, kept on resume
             runs.atomic_write_text(run_dir / runs.REQUIREMENTS, provenance.requirements())
         # the label is recorded so that a reader without this run's plugins still names it (mim report)
         trainer.provenance = {**run_provenance(run_dir, trainer.device, resume), "label": describe_model(config)}
+        if trainer.adjusted:
+            trainer.provenance["adjusted"] = {**trainer.provenance.get("adjusted", {}), **trainer.adjusted}
         runs.write_json(
             run_dir / runs.STATUS, {**trainer.provenance, "status": "running", "epochs_done": trainer.epoch}
         )
@@ -390,6 +430,7 @@ def pretrain(
                 "finished_at": provenance.now(),
             },
         )
-        console.print(summary_table(config, run_dir, results, seconds))
+        for renderable in summary_table(config, run_dir, results, seconds, console.width):
+            console.print(renderable)
     distributed.barrier()  # the run directory is complete when any rank returns
     return results

@@ -123,6 +123,23 @@ def test_unknown_preset_lists_known_ones():
     assert "unknown preset 'simclr-typo'" in str(error.value) and "simclr-rc" in str(error.value)
 
 
+def test_a_folder_or_file_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    """`--out shapes-study` leaves a folder of that name; the bare name still means the preset."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shapes-study").mkdir()
+    (tmp_path / "simclr").write_text("[train]\nepochs = 7\n")
+    assert load_config("shapes-study").to_dict() == load_config(str(list_presets()["shapes-study"])).to_dict()
+    assert load_config("simclr").train.epochs == load_config(str(list_presets()["simclr"])).train.epochs != 7
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "mine").write_text("[train]\nepochs = 7\n")
+    assert load_config("configs/mine").train.epochs == 7  # a separator: a path, with or without .toml
+    with pytest.raises(UsageError, match=r"preset file not found: shapes-study/x\.toml"):
+        load_config("shapes-study/x.toml")
+    (tmp_path / "mine").write_text("[train]\nepochs = 7\n")
+    with pytest.raises(UsageError, match=r"unknown preset 'mine' \(a file is read when the name ends in .toml"):
+        load_config("mine")
+
+
 def test_unreadable_toml_names_the_line(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[train]\nepochs = 3\nbatch_size = = 2\n")

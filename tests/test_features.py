@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import h5py
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
 
 from mimcli.config import load_config
 from mimcli.data.transfer import resolve_dataset
@@ -192,3 +194,26 @@ def test_a_failed_write_leaves_no_file(setup, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         cache.get(dataset)
     assert list((run_dir / "features").iterdir()) == []  # neither the .h5 nor its temporary file
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_extraction_reports_its_batches_in_a_log_and_gives_the_same_features(tmp_path, monkeypatch, loader):
+    """Without a terminal, extraction prints a line every LOG_EVERY batches (here 1) with the time left;
+    the features are those of a silent extraction."""
+    from mimcli import features
+    from mimcli.progress import CountProgress
+
+    monkeypatch.setattr(features, "LOG_EVERY", 1)
+    monkeypatch.setattr(CountProgress, "quiet_s", 0.0)
+    run_dir = make_run(tmp_path)
+    silent_dir = shutil.copytree(run_dir, tmp_path / "silent")
+    folder = make_image_folder(tmp_path / "images", per_class=6)
+    dataset = resolve_dataset(f"imagefolder:{folder}", root=tmp_path, image_size=32)
+    console = Console(file=io.StringIO(), width=200)
+    train, _ = FeatureCache(run_dir, console=console, batch_size=4, loader=loader, workers=0).get(dataset)
+    lines = console.file.getvalue().splitlines()
+    steps = [line for line in lines if line.startswith(f"{dataset.name} train features: ")]
+    assert [line.split(": ")[1].split()[0] for line in steps] == ["1/3", "2/3", "3/3"]
+    assert all("ETA" in line and "batches/s" in line for line in steps)
+    silent = FeatureCache(silent_dir, batch_size=4, loader=loader, workers=0)
+    assert torch.equal(silent.get(dataset)[0].layers["layer4"], train.layers["layer4"])

@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "mimcli.lock",
             "mimcli.signals",
             "mimcli.progress",
+            "mimcli.tables",
             "mimcli.logging_sinks",
             "mimcli.distributed",
         ),

@@ -195,6 +195,7 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
     assert "missing" in table and "acc_val_selected" in table and "r2" in table
 
     # kNN and a different layer set on the same cached features: the backbone is never loaded.
+    knn_console = quiet()
     run_probes(
         run_dir,
         datasets=[images],
@@ -202,9 +203,10 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
         layers=[2, 3, 4],
         data_root=empty,
         device="cpu",
-        console=quiet(),
+        console=knn_console,
         backbone_loader=never,
     )
+    assert "kNN k=200 adjusted to 12, the train split's size" in knn_console.file.getvalue()
     again = run_probes(
         run_dir,
         datasets=[images],
@@ -219,6 +221,8 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
     records = {(r["dataset"], r["protocol"], tuple(r["layers"])): r for r in again["results"]}
     assert len(again["results"]) == 4
     assert records[(images, "knn", (2, 3, 4))]["metrics"]["acc"]["mean"] >= 0
+    assert records[(images, "knn", (2, 3, 4))]["params"]["k"] == 12  # the k used; k_requested: 200
+    assert records[(images, "knn", (2, 3, 4))]["params"]["k_requested"] == 200
     assert records[(images, "linear", (4,))]["params"]["seeds"] == [5]  # replaced, not appended
     assert records[("cifar10", "linear", (4,))]["status"] == "missing"
 

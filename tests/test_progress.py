@@ -175,3 +175,29 @@ def test_version_flag(cli):
     code, out, _ = cli("--version")
     assert code == 0
     assert out.strip() == f"mim {mimcli.__version__} (mim-ssl)"
+
+
+def test_count_progress_is_a_live_bar_on_a_terminal_and_lines_in_a_log(monkeypatch):
+    """Extraction and probes: on a terminal the bar shows done/total and the time left; in a log a line every
+    `every` units (rate, elapsed, ETA) and one at the end; a job done within quiet_s logs nothing."""
+    from mimcli.progress import CountProgress
+
+    terminal = Console(file=io.StringIO(), width=120, force_terminal=True)
+    with CountProgress(terminal, "cifar10 train features", 10, "batches", live=True, every=3) as bar:
+        for _ in range(10):
+            bar.advance()
+    shown = terminal.file.getvalue()
+    assert "cifar10 train features" in shown and "10/10" in shown and "ETA" in shown
+    log, buffer = log_console()
+    with CountProgress(log, "probing dtd", 10, "epochs", live=True, every=3) as bar:
+        for _ in range(10):
+            bar.advance()
+    assert buffer.getvalue() == ""  # done within quiet_s
+    monkeypatch.setattr(CountProgress, "quiet_s", 0.0)
+    log, buffer = log_console()
+    with CountProgress(log, "probing dtd", 10, "epochs", live=True, every=3) as bar:
+        for _ in range(10):
+            bar.advance()
+    lines = buffer.getvalue().splitlines()
+    assert [line.split()[2] for line in lines] == ["3/10", "6/10", "9/10", "10/10"]
+    assert all("epochs/s" in line and "ETA" in line for line in lines)

@@ -954,3 +954,38 @@ def test_any_file_name_trains_in_stream_mode_and_packs(cli, tmp_path, kind):
     row = names.index(b"b/" + NAMES[kind])  # relative to the folder, the file system's own bytes
     with open(odd, "rb") as original:
         assert packed_index(tmp_path / "images.h5", "train").read(row) == original.read()
+
+
+def test_an_adjusted_value_is_said_recorded_and_resumable(cli, tmp_path):
+    """A batch larger than the data (and a subset larger than it) is used as what fits: one line says so,
+    config.toml holds the value used, run.json what was asked; the same command line resumes the run."""
+    run = tmp_path / "run"
+    args = [*TINY, "--set", "train.batch_size=1000000000", "--set", "data.subset=100000", "--out", str(run)]
+    code, out, err = cli("pretrain", *args)
+    assert code == 0, err
+    assert "note: train.batch_size=1000000000 adjusted to 64: a batch cannot hold more than the 64" in out
+    assert "note: data.subset=100000 adjusted to 64: there are only 64 training images" in out
+    stored = runs.load_run_config(run)
+    assert (stored.train.batch_size, stored.data.subset) == (64, 64)
+    adjusted = runs.read_json(run / runs.STATUS)["adjusted"]
+    assert adjusted["train.batch_size"]["requested"] == 1000000000 and adjusted["train.batch_size"]["used"] == 64
+    code, out, err = cli("pretrain", *args, "--set", "train.epochs=2", "--resume")
+    assert code == 0, err
+    assert runs.read_json(run / runs.STATUS)["epochs_done"] == 2
+    assert runs.read_json(run / runs.STATUS)["adjusted"] == adjusted
+
+
+def test_more_decoding_processes_than_cpus_are_adjusted(monkeypatch):
+    """Streamed images (an ImageIndex) are decoded by data.workers processes: at most one per usable CPU."""
+    from mimcli.data.index import ImageIndex
+
+    monkeypatch.setattr(train, "usable_cpus", lambda: 2)
+    config = load_config(None, [*TINY_KEYS, "data.workers=8"])
+    index = ImageIndex(np.array([b"a.png"] * 64), torch.zeros(64, dtype=torch.long), ["a"])
+    changes = train.adjustments(config, index, 32, 1)
+    assert list(changes) == ["data.workers"] and (
+        changes["data.workers"]["used"],
+        changes["data.workers"]["requested"],
+    ) == (2, 8)
+    assert "2 CPUs" in changes["data.workers"]["why"]
+    assert train.adjustments(load_config(None, [*TINY_KEYS, "data.workers=2"]), index, 32, 1) == {}

@@ -37,16 +37,26 @@ def list_presets() -> dict[str, Path]:
     return found
 
 
+def looks_like_path(name: str) -> bool:
+    """A preset argument names a file when it ends in .toml or holds a path separator; anything else is a
+    preset name, whatever files or folders the working directory holds (`--out shapes-study` must not
+    shadow the shapes-study preset)."""
+    return name.endswith(".toml") or "/" in name or (os.sep != "/" and os.sep in name)
+
+
 def resolve_preset(name_or_path: str) -> Path:
-    """A preset name (`simclr-rc`) or a path to a TOML file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.exists():
+    """A preset name (`simclr-rc`) or a path to a TOML file (`my.toml`, `configs/base`)."""
+    if looks_like_path(name_or_path):
+        candidate = Path(name_or_path).expanduser()
         if not candidate.is_file():
             raise UsageError(f"preset file not found: {candidate}")
         return candidate
     presets = list_presets()
     if name_or_path not in presets:
-        raise UsageError(f"unknown preset {name_or_path!r}; known presets: {', '.join(sorted(presets)) or 'none'}")
+        hint = " (a file is read when the name ends in .toml or contains a /)" if Path(name_or_path).is_file() else ""
+        raise UsageError(
+            f"unknown preset {name_or_path!r}{hint}; known presets: {', '.join(sorted(presets)) or 'none'}"
+        )
     return presets[name_or_path]
 
 

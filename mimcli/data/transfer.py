@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -266,16 +266,24 @@ def _load_cub200(root: Path, size: int, download: bool) -> tuple[ImageData, Imag
     return decode(splits[True]), decode(splits[False])
 
 
-REGISTRY: dict[str, tuple[Task, Loader]] = {
-    "cifar10": ("classification", _pretraining_split("cifar10")),
-    "cifar100": ("classification", _pretraining_split("cifar100")),
-    "stl10": ("classification", _pretraining_split("stl10")),
-    "dtd": ("classification", _load_dtd),
-    "mnist": ("classification", _load_mnist("mnist")),
-    "fashionmnist": ("classification", _load_mnist("fashionmnist")),
-    "cub200": ("classification", _load_cub200),
-    "flowers102": ("classification", _load_flowers102),
-    "gtsrb": ("classification", _load_gtsrb),
+class Known(NamedTuple):
+    """One torchvision-backed probe data set: the name the field uses for it, its task and its loader."""
+
+    display: str
+    task: Task
+    loader: Loader
+
+
+REGISTRY: dict[str, Known] = {
+    "cifar10": Known("CIFAR-10", "classification", _pretraining_split("cifar10")),
+    "cifar100": Known("CIFAR-100", "classification", _pretraining_split("cifar100")),
+    "stl10": Known("STL-10", "classification", _pretraining_split("stl10")),
+    "dtd": Known("DTD", "classification", _load_dtd),
+    "mnist": Known("MNIST", "classification", _load_mnist("mnist")),
+    "fashionmnist": Known("Fashion-MNIST", "classification", _load_mnist("fashionmnist")),
+    "cub200": Known("CUB-200-2011", "classification", _load_cub200),
+    "flowers102": Known("Oxford Flowers-102", "classification", _load_flowers102),
+    "gtsrb": Known("GTSRB", "classification", _load_gtsrb),
 }
 # What torchvision (or the CUB archive) downloads on first use: the folder it fills under data.root and the
 # archives' size in MB, rounded (torchvision's URLs: cifar-10-python.tar.gz 163, cifar-100-python.tar.gz 161,
@@ -317,6 +325,12 @@ def describe_downloads(pending: Sequence[tuple[str, int]], root: str | Path) -> 
 SHAPES_TASKS: dict[str, Task] = {"shape": "classification", "hue": "classification", "position": "regression"}
 COLOUR_TARGET = "colour"
 NATIVE_SIZE = {"stl10": 96}  # REFERENCE.md: STL-10 models are probed on STL-10 itself at 96 px
+
+
+def display_name(name: str) -> str:
+    """How tables and figures name a data set id (a probe name or a run's data.dataset), as the field does:
+    `fashionmnist` -> Fashion-MNIST; the others (shapes:hue, image folders) as written."""
+    return REGISTRY[name].display if name in REGISTRY else name
 
 
 def known_names() -> list[str]:
@@ -407,6 +421,6 @@ def resolve_dataset(
         )
     if sep or kind not in REGISTRY:
         raise UsageError(f"unknown probe dataset {name!r}; choose from {', '.join(known_names())}")
-    task, loader = REGISTRY[kind]
+    _, task, loader = REGISTRY[kind]
     size = NATIVE_SIZE.get(kind, image_size) if kind == pretrain_dataset else image_size
     return TransferDataset(kind, task, kind, None, size, lambda: loader(root, size, download))

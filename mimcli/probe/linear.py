@@ -4,6 +4,7 @@ gradients equal to nn.Linear + cross-entropy + SGD; best-test and validation-sel
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,7 @@ def fit_linear(
     n_classes: int,
     params: LinearParams,
     evals: list[tuple[Tensor, Tensor]],
+    on_epoch: Callable[[], None] | None = None,
 ) -> list[Tensor]:
     """Train one linear classifier per row of `pools` (indices into x; equal lengths) at once.
 
@@ -96,6 +98,8 @@ def fit_linear(
             for (ex, ey), acc in zip(evals, history):
                 predicted = torch.matmul(weight, ex.transpose(-1, -2)).argmax(1)  # (S, C, n) -> (S, n)
                 acc[:, epoch] = (predicted == ey).float().mean(-1) * 100
+            if on_epoch is not None:
+                on_epoch()
     return [acc.cpu() for acc in history]
 
 
@@ -107,12 +111,14 @@ def linear_probe(
     seeds: list[int],
     params: LinearParams,
     n_classes: int | None = None,
+    on_epoch: Callable[[], None] | None = None,
 ) -> dict[str, Summary]:
-    """{"acc_best_test": summary, "acc_val_selected": summary} over seeds (see the module docstring)."""
+    """{"acc_best_test": summary, "acc_val_selected": summary} over seeds (see the module docstring).
+    `on_epoch` is called after every epoch of each of its two fits (2 x params.epochs calls)."""
     n_classes = n_classes or int(max(train_y.max(), test_y.max())) + 1
     n = train_x.shape[0]
     everything = torch.arange(n).expand(len(seeds), n)
-    (paper_test,) = fit_linear(train_x, train_y, everything, seeds, n_classes, params, [(test_x, test_y)])
+    (paper_test,) = fit_linear(train_x, train_y, everything, seeds, n_classes, params, [(test_x, test_y)], on_epoch)
     splits = [val_split(n, seed) for seed in seeds]
     fit_index = torch.stack([fit for fit, _ in splits])
     val_index = torch.stack([val for _, val in splits]).to(train_x.device)
@@ -124,6 +130,7 @@ def linear_probe(
         n_classes,
         params,
         [(train_x[val_index], train_y[val_index]), (test_x, test_y)],
+        on_epoch,
     )
     chosen = val_acc.argmax(1, keepdim=True)  # first maximum: the earliest best epoch
     return {

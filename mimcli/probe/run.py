@@ -112,9 +112,19 @@ def probe_dataset(
     if features == "standardized":
         train_x, test_x = standardize(train_x, test_x)
     if protocol == "linear":
-        record["metrics"] = linear_probe(train_x, train_y, test_x, test_y, seeds, linear)
+        with cache.progress(f"probing {dataset.name}", 2 * linear.epochs, "epochs", every=linear.epochs // 4) as bar:
+            record["metrics"] = linear_probe(train_x, train_y, test_x, test_y, seeds, linear, on_epoch=bar.advance)
     elif protocol == "knn":
         record["metrics"] = knn_probe(train_x, train_y, test_x, test_y)
+        if len(train) < KNN_K:  # knn_probe votes with every train item: say so and record the k used
+            record["params"].update(k=len(train), k_requested=KNN_K)
+            if cache.console is not None:
+                cache.console.print(
+                    f"note: {dataset.name}: kNN k={KNN_K} adjusted to {len(train)}, the train split's size",
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
     else:
         record["metrics"] = regression_probe(train_x, train_y, test_x, test_y, seeds)
     record["cache_key"] = cache.key(dataset.source, dataset.image_size, layers)
@@ -171,13 +181,15 @@ def run_probes(
     weights: str = BACKBONE,
     out_name: str = PROBE,
     backbone_loader: Callable[[], PooledResNet] | None = None,
+    show_progress: bool = True,
 ) -> ProbeResult:
     """Probe a run's backbone (or `weights`, e.g. backbones/epoch-100.pt) on data sets; merge into `out_name`.
 
     Every None falls back to the run's [probe] section (data_root: data.root). probe.json is
     rewritten atomically after each data set, so finished results survive a later failure, and read,
     merged and replaced under the run's folder_lock, so two probes of one run both keep their results.
-    Printing the result is the caller's (mimcli.report.probe_table.print_probe_table).
+    Printing the result is the caller's (mimcli.report.probe_table.print_probe_table). Extraction and
+    linear probes show a live bar on a terminal unless `show_progress` is off (then: log lines).
     """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
@@ -215,7 +227,9 @@ def run_probes(
     pending = pending_downloads(names, root) if config.data.download else []
     if pending:  # said before anything is fetched, so a one-epoch trial does not download gigabytes unannounced
         console.print(describe_downloads(pending, root), highlight=False)
-    cache = FeatureCache(run_dir, weights, device, console, backbone_loader, normalize=section.normalize)
+    cache = FeatureCache(
+        run_dir, weights, device, console, backbone_loader, normalize=section.normalize, show_progress=show_progress
+    )
     path = run_dir / out_name
     result: ProbeResult = {
         "format": FORMAT,
@@ -243,11 +257,21 @@ def missing_datasets(result: ProbeResult, names: list[str]) -> list[str]:
     return [name for name in names if key(name) in gone]
 
 
-def extract_features_distributed(run_dir: Path, config: RunConfig, console: Console | None = None) -> None:
+def extract_features_distributed(
+    run_dir: Path, config: RunConfig, console: Console | None = None, show_progress: bool = True
+) -> None:
     """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
     so that `run_probes` on rank 0 then reads only the cache."""
     shapes = config.data.shapes.spec()
-    cache = FeatureCache(run_dir, BACKBONE, config.train.device, console, None, normalize=config.probe.normalize)
+    cache = FeatureCache(
+        run_dir,
+        BACKBONE,
+        config.train.device,
+        console,
+        None,
+        normalize=config.probe.normalize,
+        show_progress=show_progress,
+    )
     for name in config.probe.datasets:
         dataset = resolve_dataset(
             name,

@@ -33,7 +33,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from mimcli import runs
 from mimcli.errors import UsageError
@@ -67,7 +66,6 @@ from mimcli.report.constants import (
     COMPARE,
     DAGGER,
     DATASET_ORDER,
-    DISPLAY,
     EPOCHS,
     FORMATS,
     IGNORED_KEYS,
@@ -101,12 +99,12 @@ from mimcli.report.render import (
 )
 from mimcli.report.sweeps import Series, SeriesPoint, SweepTable, build_sweep
 from mimcli.report.tables import Report, build_report, protocol_lines
+from mimcli.tables import Col, fit_table
 
 __all__ = [
     "COMPARE",
     "DAGGER",
     "DATASET_ORDER",
-    "DISPLAY",
     "EPOCHS",
     "FORMATS",
     "IGNORED_KEYS",
@@ -227,10 +225,9 @@ def run_report(
         err.print(f"wrote {len(figures)} plots to {plots}", markup=False, highlight=False, soft_wrap=True)
     if fmt == "table":
         renderables: list[Any] = rich_tables(report, plain=out is not None, width=console.width if out is None else 200)
-        protocol = Table(title="protocol", show_header=False)
-        for what, value in protocol_lines(report):
-            protocol.add_row(what, value)
-        renderables.append(protocol)
+        lines = [[escape(what), escape(value)] for what, value in protocol_lines(report)]
+        columns = (Col("what", key=True), Col("value", wrap=True))
+        renderables += fit_table("protocol", columns, lines, console.width if out is None else 200, show_header=False)
         if out is None:
             for renderable in renderables:
                 console.print(renderable)

@@ -9,7 +9,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mimcli.report.constants import DAGGER, DISPLAY, MEAN
+from mimcli.data.transfer import display_name
+from mimcli.report.constants import DAGGER, MEAN
 from mimcli.report.groups import Group
 
 
@@ -27,7 +28,7 @@ class Column:
         elif kind == "imagefolder":
             text = f"imagefolder:{Path(arg).name}"
         else:
-            text = DISPLAY.get(self.key, self.key)
+            text = display_name(self.key)
         return f"{text} (R²)" if self.task == "regression" else text
 
     @property
@@ -88,7 +89,7 @@ class AccuracyTable:
     @property
     def title(self) -> str:
         kind, _, arg = self.source.partition(":")
-        name = f"image folder {Path(arg).name}" if kind == "imagefolder" else DISPLAY.get(self.source, self.source)
+        name = f"image folder {Path(arg).name}" if kind == "imagefolder" else display_name(self.source)
         return f"{name} pretraining"
 
     def column(self, key: str) -> Column | None:

@@ -44,19 +44,6 @@ DATASET_ORDER = (
     "shapes:hue",
     "shapes:position",
 )
-DISPLAY = {
-    "cifar10": "CIFAR10",
-    "cifar100": "CIFAR100",
-    "stl10": "STL10",
-    "dtd": "DTD",
-    "mnist": "MNIST",
-    "fashionmnist": "FaMNIST",
-    "cub200": "CUBirds",
-    "flowers102": "VGGFlower",
-    "gtsrb": "TrafficSigns",
-    "shapes": "shapes",
-    "imagefolder": "image folder",
-}
 
 # Config keys that never split runs into different rows: names, paths and execution details.
 IGNORED_KEYS = (

@@ -13,9 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mimcli.data.transfer import display_name
 from mimcli.diagnostics import KEY
 from mimcli.report.collect import Run, run_fields, source_key
-from mimcli.report.constants import DISPLAY
 from mimcli.report.naming import safe_name
 
 PLANE_X, PLANE_Y = "z1_z2_renyi", "z_v_renyi"
@@ -150,7 +150,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
                 fontsize="x-small",
                 color=colours(index % 10),
             )
-        axes.set(xlabel=LABELS[PLANE_X], ylabel=LABELS[PLANE_Y], title=DISPLAY.get(source, source))
+        axes.set(xlabel=LABELS[PLANE_X], ylabel=LABELS[PLANE_Y], title=display_name(source))
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.18))
     bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=list(panels), label="epoch")
     bar.locator = MaxNLocator(integer=True)
@@ -163,7 +163,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
     for row, source in zip(grid, sources):
         for axes, key in zip(row, (PLANE_X, PLANE_Y)):
             plot_over_epochs(axes, key, by_source[source])
-            axes.set(xlabel="epoch", ylabel=LABELS[key], title=f"{DISPLAY.get(source, source)}: {SHORT[key]}")
+            axes.set(xlabel="epoch", ylabel=LABELS[key], title=f"{display_name(source)}: {SHORT[key]}")
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend_right(row[1])
     save(figure, "information-epochs", "I(z1; z2) and I(z; v) against epochs")
@@ -179,7 +179,7 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
             axes.set(xlabel="epoch", ylabel=f"I(z; {factor})  [Renyi, nats]", title=factor)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend_right(axes)
-        figure.suptitle(f"{DISPLAY.get(source, source)}: information the representation keeps about each factor")
+        figure.suptitle(f"{display_name(source)}: information the representation keeps about each factor")
         save(figure, f"information-factors-{safe_name(source)}", f"I(z; factor) against epochs ({source})")
     return written
 

@@ -10,13 +10,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.console import RenderableType
+from rich.markup import escape
 
 from mimcli.report.accuracy import reference_label
 from mimcli.report.cells import AccuracyTable, Column, Row
 from mimcli.report.constants import DAGGER, MEAN, METRICS, RECORD_FIELDS
 from mimcli.report.sweeps import SweepTable
 from mimcli.report.tables import Report, protocol_lines
+from mimcli.tables import Col, fit_table
 
 
 def cell_text(table: AccuracyTable, index: int, column: Column) -> str | None:
@@ -24,78 +26,38 @@ def cell_text(table: AccuracyTable, index: int, column: Column) -> str | None:
     return None if cell is None else cell.text(column.digits)
 
 
-def column_chunks(table: AccuracyTable, width: int, compared: bool) -> list[list[Column]]:
-    """Split the data columns into runs that fit `width` beside the model and n columns, so that at 80
-    columns (logs, pipes) a wide table is stacked into parts instead of squeezed into '…'."""
-
-    def cells(column: Column) -> list[str]:
-        texts = [cell_text(table, i, column) or "-" for i in range(len(table.rows))]
-        if compared:
-            texts += [
-                f"{c.reference:.{column.digits}f} ({c.difference:+.{column.digits}f})"
-                for r in table.rows
-                if (c := r.cells.get(column.key)) is not None and c.reference is not None
-            ]
-        return texts
-
-    def need(column: Column) -> int:  # widest cell (+1 for the best mark) or header word, plus padding and rule
-        return max([len(t) + 1 for t in cells(column)] + [len(w) for w in column.header.split()]) + 3
-
-    fixed = max([len(r.label) for r in table.rows] + [5]) + 3 + len(str(max(len(r.group.runs) for r in table.rows))) + 4
-    chunks: list[list[Column]] = [[]]
-    used = fixed
-    for column in table.columns:
-        if chunks[-1] and used + need(column) > width:
-            chunks.append([])
-            used = fixed
-        chunks[-1].append(column)
-        used += need(column)
-    return chunks
-
-
-def rich_tables(report: Report, plain: bool = False, width: int = 200) -> list[Table]:
-    """Rich tables that stay readable at `width` columns: a table too wide is stacked into parts (each
-    with the model column), cells fold rather than end in '…'; the best value per block carries a '*'
-    (and is green unless `plain`, e.g. for a text file)."""
-    out = []
+def rich_tables(report: Report, plain: bool = False, width: int = 200) -> list[RenderableType]:
+    """Rich tables that stay readable at `width` columns (mimcli.tables: a table too wide is stacked into
+    parts, each with the model column; nothing ends in '…'), each followed by its notes as plain lines;
+    the best value per block carries a '*' (and is green unless `plain`, e.g. for a text file)."""
+    out: list[RenderableType] = []
     for table in report.tables:
         best = "Best per block marked *." if plain else "Best per block marked * (green on a terminal)."
         compared = report.compare is not None and table.has_reference
         under = [f"Under each value: the {reference_name(report)} number (ours - reference)."] if compared else []
-        chunks = column_chunks(table, width, compared)
-        for part, columns in enumerate(chunks, start=1):
-            title = table.title + (f" ({part}/{len(chunks)})" if len(chunks) > 1 else "")
-            caption = (
-                "\n".join([" ".join([best, *under, *table.notes]), *table.spread]) if part == len(chunks) else None
-            )
-            rich = Table(title=title, caption=caption)
-            rich.add_column("model", overflow="fold")
-            rich.add_column("n", justify="right")
-            for column in columns:
-                rich.add_column(column.header, justify="right", overflow="fold")
-            previous = None
-            for index, row in enumerate(table.rows):
-                if previous is not None and row.block != previous:
-                    rich.add_section()
-                previous = row.block
-                texts = []
-                for column in columns:
-                    text = cell_text(table, index, column)
-                    if text is None:
-                        texts.append("-")
-                        continue
-                    if (index, column.key) in table.best:
-                        text = f"{text}*" if plain else f"[bold green]{text}*[/bold green]"
-                    cell = row.cells[column.key]
-                    if compared and cell.reference is not None:
-                        text += (
-                            f"\n[dim]{cell.reference:.{column.digits}f} ({cell.difference:+.{column.digits}f})[/dim]"
-                        )
-                    texts.append(text)
-                rich.add_row(row.label, str(len(row.group.runs)), *texts)
-            out.append(rich)
+        columns = [Col("model", key=True), Col("n", justify="right")]
+        columns += [Col(c.header, justify="right") for c in table.columns]
+        rows, sections = [], []
+        for index, row in enumerate(table.rows):
+            if index and row.block != table.rows[index - 1].block:
+                sections.append(index)
+            texts = [escape(row.label), str(len(row.group.runs))]
+            for column in table.columns:
+                text = cell_text(table, index, column)
+                if text is None:
+                    texts.append("-")
+                    continue
+                if (index, column.key) in table.best:
+                    text = f"{text}*" if plain else f"[bold green]{text}*[/bold green]"
+                cell = row.cells[column.key]
+                if compared and cell.reference is not None:
+                    text += f"\n[dim]{cell.reference:.{column.digits}f} ({cell.difference:+.{column.digits}f})[/dim]"
+                texts.append(text)
+            rows.append(texts)
+        notes = [escape(" ".join([best, *under, *table.notes])), *map(escape, table.spread)]
+        out += fit_table(escape(table.title), columns, rows, width, sections=sections, notes=notes)
     for sweep in report.sweeps:
-        out.append(rich_sweep(sweep))
+        out += rich_sweep(sweep, width)
     return out
 
 
@@ -125,13 +87,14 @@ def sweep_headers(sweep: SweepTable) -> list[str]:
     return ["model", sweep.symbol, primary.header if primary else "source", MEAN, "n"]
 
 
-def rich_sweep(sweep: SweepTable) -> Table:
-    rich = Table(title=sweep.title)
-    for index, header in enumerate(sweep_headers(sweep)):
-        rich.add_column(header, justify="left" if index == 0 else "right", overflow="fold")
-    for label, x, row in sweep_rows(sweep):
-        rich.add_row(label, x, *sweep_cells(sweep, row), str(len(row.group.runs)))
-    return rich
+def rich_sweep(sweep: SweepTable, width: int = 200) -> list[RenderableType]:
+    headers = sweep_headers(sweep)
+    columns = [Col(headers[0], key=True), Col(headers[1], justify="right", key=True)]
+    columns += [Col(h, justify="right") for h in headers[2:]]
+    rows = [
+        [escape(label), x, *sweep_cells(sweep, row), str(len(row.group.runs))] for label, x, row in sweep_rows(sweep)
+    ]
+    return fit_table(escape(sweep.title), columns, rows, width)
 
 
 def md_escape(text: str) -> str:

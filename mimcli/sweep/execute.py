@@ -131,7 +131,8 @@ def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_p
     weights = source.run_dir / "backbones" / f"epoch-{point.epoch}.pt"
     if not weights.is_file():
         raise UsageError(f"{weights} not found: {source.run_dir} was trained without saving epoch {point.epoch}")
-    runs.save_config(point.run_dir, point.config)
+    adjusted = run_status(source.run_dir).get("adjusted")  # what training changed holds for its epochs too
+    runs.save_config(point.run_dir, runs.as_recorded(point.config, source.run_dir))
     _link_or_copy(weights, point.run_dir / runs.BACKBONE)
     kept = [r for r in runs.read_metrics(source.run_dir) if r.get("epoch", 0) <= point.epoch]
     runs.atomic_write_text(point.run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in kept))
@@ -142,6 +143,7 @@ def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_p
             "epochs_done": point.epoch,
             "derived_from": os.path.relpath(source.run_dir, point.run_dir),
             "weights": f"backbones/epoch-{point.epoch}.pt",
+            **({"adjusted": adjusted} if adjusted else {}),
         },
     )
     return True
@@ -172,7 +174,13 @@ def run_point(point: SweepPoint, console: Console, show_progress: bool = True, g
         missing = missing_probes(point.run_dir, point.config)
         if missing:
             console.print(f"{point.name}: probing {', '.join(missing)}", markup=False)
-            run_probes(point.run_dir, datasets=missing, device=point.config.train.device, console=console)
+            run_probes(
+                point.run_dir,
+                datasets=missing,
+                device=point.config.train.device,
+                console=console,
+                show_progress=show_progress,
+            )
             outcome.probed = True
     return outcome
 
@@ -219,7 +227,8 @@ def run_sweep(
                 console.print(f"{point.name}: {outcome.status}{note}", markup=False, highlight=False)
             outcomes.append(outcome)
     if outcomes:
-        console.print(outcome_table(outcomes))
+        for renderable in outcome_table(outcomes, console.width):
+            console.print(renderable)
     if report:
         for sweep_dir in sweep_dirs:
             print_report(sweep_dir, console)

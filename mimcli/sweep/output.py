@@ -5,22 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
+from rich.markup import escape
 
 from mimcli.errors import UsageError
 from mimcli.sweep.jobs import STATES, PointStatus, log_tail, sweep_status
 from mimcli.sweep.state import PointOutcome
+from mimcli.tables import Col, fit_table
 
 
-def outcome_table(outcomes: list[PointOutcome]) -> Table:
-    table = Table(title=f"sweep {outcomes[0].point.sweep_dir}" if outcomes else "sweep")
-    for column in ("point", "status", "trained", "probed", "note"):
-        table.add_column(column)
+def outcome_table(outcomes: list[PointOutcome], width: int) -> list[RenderableType]:
+    rows = []
     for o in outcomes:
         trained = ("resumed" if o.resumed else "yes") if o.trained else "-"
-        table.add_row(o.point.name, o.status, trained, "yes" if o.probed else "-", o.message)
-    return table
+        rows.append([escape(o.point.name), o.status, trained, "yes" if o.probed else "-", escape(o.message)])
+    columns = (Col("point", key=True), Col("status"), Col("trained"), Col("probed"), Col("note", wrap=True))
+    title = escape(f"sweep {outcomes[0].point.sweep_dir}") if outcomes else "sweep"
+    return fit_table(title, columns, rows, width)
 
 
 def print_report(sweep_dir: Path, console: Console) -> None:
@@ -46,20 +47,18 @@ def _short(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
-def status_table(sweep_dir: Path, statuses: list[PointStatus]) -> Table:
-    """`mim sweep status`: one row per point, with its job and the log to read."""
-    table = Table(title=f"sweep {sweep_dir}")
-    for column in ("point", "state", "job", "log", "note"):
-        table.add_column(column, overflow="fold")
-    for s in statuses:
-        table.add_row(s.name, s.state, s.job_id or "-", _short(s.log) or "-", s.note)
-    return table
+def status_table(sweep_dir: Path, statuses: list[PointStatus], width: int) -> list[RenderableType]:
+    """`mim sweep status`: one row per point, with its job and the log to read (fit to the width)."""
+    rows = [[escape(s.name), s.state, s.job_id or "-", escape(_short(s.log) or "-"), escape(s.note)] for s in statuses]
+    columns = (Col("point", key=True), Col("state"), Col("job"), Col("log", wrap=True), Col("note", wrap=True))
+    return fit_table(escape(f"sweep {sweep_dir}"), columns, rows, width)
 
 
 def print_status(sweep_dir: Path, console: Console, tail: int = 10) -> list[PointStatus]:
     """The status table, a count per state, and the last lines of each failed point's log."""
     statuses = sweep_status(sweep_dir)
-    console.print(status_table(sweep_dir, statuses))
+    for part in status_table(sweep_dir, statuses, console.width):
+        console.print(part)
     counts = [f"{sum(s.state == state for s in statuses)} {state}" for state in STATES]
     console.print(", ".join(c for c in counts if not c.startswith("0 ")), highlight=False)
     for s in statuses:

@@ -67,7 +67,7 @@ def check_conflicts(points: list[SweepPoint]) -> None:
     every = {q.run_dir: q for p in points for q in (p, p.source) if q is not None}
     for point in every.values():
         if (point.run_dir / runs.CONFIG).is_file():
-            diff = runs.config_diff(runs.load_run_config(point.run_dir), point.config)
+            diff = runs.config_diff(runs.load_run_config(point.run_dir), runs.as_recorded(point.config, point.run_dir))
             if diff:
                 raise UsageError(
                     f"{point.run_dir} holds a run of another config ({'; '.join(diff[:3])}): "

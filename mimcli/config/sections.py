@@ -263,6 +263,11 @@ class ProbeSection(Section):
         description="Probe image normalisation: official (the reference's per-data-set constants; "
         "CIFAR and shapes with the training (0.5, 0.5)) or train_stats (each set's train-split statistics).",
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Feature extraction: fp32 (official eval_lr.py) or bf16 autocast (faster on GPUs / AMX CPUs; "
+        "rounds the features). Part of the feature cache's file name.",
+    )
 
 
 class RunConfig(Section):

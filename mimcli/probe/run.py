@@ -205,7 +205,9 @@ def run_probes(
                 "classification data sets (use linear or knn)"
             )
     console = console or Console()
-    cache = FeatureCache(run_dir, weights, device, console, backbone_loader, normalize=section.normalize)
+    cache = FeatureCache(
+        run_dir, weights, device, console, backbone_loader, normalize=section.normalize, precision=section.precision
+    )
     path = run_dir / out_name
     result: ProbeResult = {
         "format": FORMAT,
@@ -236,7 +238,10 @@ def extract_features_distributed(run_dir: Path, config: RunConfig, console: Cons
     """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
     so that `run_probes` on rank 0 then reads only the cache."""
     shapes = config.data.shapes.spec()
-    cache = FeatureCache(run_dir, BACKBONE, config.train.device, console, None, normalize=config.probe.normalize)
+    probe = config.probe
+    cache = FeatureCache(
+        run_dir, BACKBONE, config.train.device, console, None, normalize=probe.normalize, precision=probe.precision
+    )
     for name in config.probe.datasets:
         dataset = resolve_dataset(
             name,

@@ -175,7 +175,8 @@ def test_an_image_folder_is_probed_with_its_train_statistics():
     [
         (32, 1 / 20, ("layer2", "layer3", "layer4")),
         (64, 1 / 20, ("layer2", "layer3", "layer4")),
-        (224, 1 / 80, ("layer4",)),  # mi_estimators.py: "/20.  # 80 for ImageNet"; main.py: layer4 only on ImageNet
+        (224, 1 / 20, ("layer4",)),  # mi_estimators.py L8 executes "/20." (its "80 for ImageNet" is a comment);
+        # main.py L52: layer4 only on ImageNet
     ],
 )
 def test_lbe_rho_and_blocks_follow_the_resolution(size, rho, blocks):
@@ -252,7 +253,7 @@ def test_paper_presets_match_the_official_scripts(preset, prefix, epochs):
     assert config.data.stl10_split == "unlabeled" and config.probe.normalize == "official"
     assert config.data.image_size == (64 if config.data.dataset == "stl10" else 32)
     if config.method.name != "supervised":  # the projector's keys (supervised has a linear classifier)
-        assert config.method.proj_dim is None and config.method.hidden_dim == 512  # the method's own default, below
+        assert config.method.proj_dim is None and config.method.hidden_dim is None  # the method's own default, below
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ def blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[tor
 def test_fit_linear_is_nn_linear_with_sgd_and_multistep_lr():
     x, y = blobs(300, 8, 3, spread=4.0, seed=0)  # overlapping classes: accuracy moves from epoch to epoch
     test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
-    params = LinearParams(epochs=10, lr=0.05, batch_size=64)
+    params = LinearParams(epochs=10, lr=0.05, batch_size=64, drop_last=False)  # the option: partial batch kept
     (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
 
     generator = torch.Generator().manual_seed(7)
@@ -63,6 +63,39 @@ def test_fit_linear_is_nn_linear_with_sgd_and_multistep_lr():
         with torch.no_grad():
             reference.append((model(test_x).argmax(1) == test_y).float().mean().item() * 100)
     assert params.milestones == [6, 8]
+    assert len(set(reference)) > 2
+    assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
+
+
+def test_fit_linear_at_the_default_settings_is_the_official_probe():
+    """LinearParams() against eval_lr.py written with torch: nn.Linear, SGD lr 0.01 momentum 0.9,
+    MultiStepLR [60, 80] x0.1, 100 epochs, a shuffled loader of batch 128 with drop_last=True
+    (300 items: two steps an epoch, 44 items left out of each)."""
+    x, y = blobs(300, 8, 3, spread=4.0, seed=0)
+    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
+    params = LinearParams()
+    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
+
+    generator = torch.Generator().manual_seed(7)
+    initial = (torch.rand(3, 9, generator=generator) * 2 - 1) / math.sqrt(8)
+    model = nn.Linear(8, 3)
+    with torch.no_grad():
+        model.weight.copy_(initial[:, :8])
+        model.bias.copy_(initial[:, 8])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[60, 80], gamma=0.1)
+    reference = []
+    for _ in range(100):
+        order = torch.randperm(300, generator=generator)
+        for batch in order.split(128):
+            if len(batch) < 128:  # drop_last=True
+                continue
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            reference.append((model(test_x).argmax(1) == test_y).float().mean().item() * 100)
     assert len(set(reference)) > 2
     assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
 
@@ -306,10 +339,58 @@ def test_per_class_split_is_seeded_and_stratified():
     labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 3)
     train, test = per_class_split(labels)
     assert torch.equal(torch.cat([train, test]).sort().values, torch.arange(18))
-    assert [int((labels[train] == c).sum()) for c in range(3)] == [8, 4, 2]
+    assert [int((labels[train] == c).sum()) for c in range(3)] == [8, 4, 2]  # int(0.8 n): 8, 4, 2
     again, _ = per_class_split(labels)
     other, _ = per_class_split(labels, seed=7)
     assert torch.equal(train, again) and not torch.equal(train, other)
+
+
+def _official_vgg_flower_split(labels, train):
+    """vgg_flower.py load_images (L27-L54) of the official code, transcribed: file paths from the
+    labels' order, a defaultdict by label, one RandomState(42) shuffling each class's indexer in turn."""
+    import os
+    from collections import defaultdict
+
+    import numpy as np
+
+    rs = np.random.RandomState(42)
+    all_filepaths = defaultdict(list)
+    for i, label in enumerate(labels):
+        all_filepaths[label].append(os.path.join("root", "jpg", f"image_{i + 1:05d}.jpg"))
+    split_filepaths = []
+    for _label, paths in all_filepaths.items():
+        num = len(paths)
+        paths = np.array(paths)
+        indexer = np.arange(num)
+        rs.shuffle(indexer)
+        paths = paths[indexer].tolist()
+        paths = paths[: int(0.8 * num)] if train else paths[int(0.8 * num) :]
+        split_filepaths.extend(paths)
+    return split_filepaths
+
+
+def test_flowers_and_gtsrb_split_equal_the_official_procedure():
+    """The split indices against the official procedure: labels in file order with classes first met out
+    of order (as imagelabels.mat), sizes whose 0.8 n rounds differently from int (n = 3, 8, 13, 2, 7)."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = {77: 3, 5: 8, 40: 13, 1: 2, 12: 7}
+    labels = [label for label, n in sizes.items() for _ in range(n)]
+    labels = [labels[i] for i in torch.randperm(len(labels), generator=generator).tolist()]
+    train, test = per_class_split(labels)
+    names = [f"image_{i + 1:05d}.jpg" for i in range(len(labels))]
+    assert sorted(names[i] for i in train.tolist()) == sorted(
+        path.rsplit("/", 1)[-1] for path in _official_vgg_flower_split(labels, train=True)
+    )
+    assert sorted(names[i] for i in test.tolist()) == sorted(
+        path.rsplit("/", 1)[-1] for path in _official_vgg_flower_split(labels, train=False)
+    )
+    assert len(train) == sum(int(0.8 * n) for n in sizes.values()) == 2 + 6 + 10 + 1 + 5
+    # GTSRB: traffic_sign.py L29-L50 is the same procedure with classes 0..42 in ascending order
+    gtsrb = [c for c in range(43) for _ in range(5 + c % 4)]
+    train, _ = per_class_split(gtsrb)
+    assert [gtsrb[i] for i in train.tolist()].count(3) == int(0.8 * 8)
+    expected = _official_vgg_flower_split(gtsrb, train=True)
+    assert sorted(int(p[-9:-4]) - 1 for p in expected) == train.tolist()
 
 
 def test_cub200_uses_the_official_split(tmp_path):

@@ -203,6 +203,11 @@ class TrainSection(Section):
     optimizer: Literal["adam", "sgd", "lars"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    lars_exclude_1d: bool = Field(
+        False,
+        description="LARS: biases and BatchNorm parameters (ndim <= 1) get no weight decay and no trust ratio "
+        "(the SimCLR paper's LARS); false: every parameter gets both, as the official code executes.",
+    )
     schedule: Literal["constant", "cosine", "warmup_cosine"] = Field(
         "constant", description="cosine: per epoch; warmup_cosine: linear warm-up then cosine, per step (LARS recipe)."
     )
@@ -252,6 +257,9 @@ class ProbeSection(Section):
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.01, gt=0)
+    drop_last: bool = Field(
+        True, description="Skip each epoch's last partial batch, as the official probe loader (drop_last=True)."
+    )
     features: Literal["raw", "standardized"] = Field(
         "raw",
         description="raw: the pooled features as they are (the paper's probe); standardized: each dimension "

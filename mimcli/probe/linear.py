@@ -30,6 +30,7 @@ class LinearParams:
     batch_size: int = 128
     momentum: float = MOMENTUM
     gamma: float = GAMMA
+    drop_last: bool = True  # the official train loader's drop_last=True (eval_lr.py L108)
 
     @property
     def milestones(self) -> list[int]:
@@ -40,7 +41,7 @@ class LinearParams:
 
     @classmethod
     def from_config(cls, section: ProbeSection) -> LinearParams:
-        return cls(epochs=section.epochs, lr=section.lr, batch_size=section.batch_size)
+        return cls(epochs=section.epochs, lr=section.lr, batch_size=section.batch_size, drop_last=section.drop_last)
 
 
 def fit_linear(
@@ -56,7 +57,9 @@ def fit_linear(
 
     Model s uses seeds[s] for its initialisation (nn.Linear's U(-1/sqrt(D), 1/sqrt(D)) for weight
     and bias) and its per-epoch shuffles (drawn on the CPU, so every device sees the same batches);
-    the last batch of an epoch may be smaller. `evals` are (features (n, D) or (S, n, D), labels (n,)
+    with params.drop_last (the official loader) the last partial batch of an epoch is skipped, so a pool
+    smaller than one batch trains nothing, as there; otherwise it is a smaller last step.
+    `evals` are (features (n, D) or (S, n, D), labels (n,)
     or (S, n)); returns, for each, the accuracy in percent after every epoch, (S, epochs), on the CPU.
 
     The bias is a weight on a constant-1 feature, and the step is written out by hand: with
@@ -84,7 +87,8 @@ def fit_linear(
             lr = params.lr_at(epoch)
             order = torch.stack([torch.randperm(pool_size, generator=g) for g in generators]).to(device)
             epoch_index = pools.gather(1, order)
-            for start in range(0, pool_size, params.batch_size):
+            end = pool_size - pool_size % params.batch_size if params.drop_last else pool_size
+            for start in range(0, end, params.batch_size):
                 index = epoch_index[:, start : start + params.batch_size]
                 size = index.shape[1]
                 xb = x.index_select(0, index.flatten()).view(n_models, size, -1)  # (S, B, D + 1)

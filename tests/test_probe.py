@@ -38,57 +38,23 @@ def blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[tor
 # --------------------------------------------------------------------------------------------- linear
 
 
-def test_fit_linear_is_nn_linear_with_sgd_and_multistep_lr():
-    x, y = blobs(300, 8, 3, spread=4.0, seed=0)  # overlapping classes: accuracy moves from epoch to epoch
-    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
-    params = LinearParams(epochs=10, lr=0.05, batch_size=64, drop_last=False)  # the option: partial batch kept
-    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
-
-    generator = torch.Generator().manual_seed(7)
-    initial = (torch.rand(3, 9, generator=generator) * 2 - 1) / math.sqrt(8)
-    model = nn.Linear(8, 3)
+def _torch_probe(x, y, test_x, test_y, seed, epochs, lr, batch_size, milestones, drop_last):
+    """eval_lr.py's probe written with torch: nn.Linear (initialised as fit_linear draws it), SGD with
+    momentum 0.9, MultiStepLR x0.1, a shuffled loader; test accuracy after every epoch."""
+    generator = torch.Generator().manual_seed(seed)
+    dim, classes = x.shape[1], int(y.max()) + 1
+    initial = (torch.rand(classes, dim + 1, generator=generator) * 2 - 1) / math.sqrt(dim)
+    model = nn.Linear(dim, classes)
     with torch.no_grad():
-        model.weight.copy_(initial[:, :8])
-        model.bias.copy_(initial[:, 8])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[6, 8], gamma=0.1)
+        model.weight.copy_(initial[:, :dim])
+        model.bias.copy_(initial[:, dim])
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
     reference = []
-    for _ in range(10):
-        order = torch.randperm(300, generator=generator)
-        for batch in order.split(64):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            reference.append((model(test_x).argmax(1) == test_y).float().mean().item() * 100)
-    assert params.milestones == [6, 8]
-    assert len(set(reference)) > 2
-    assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
-
-
-def test_fit_linear_at_the_default_settings_is_the_official_probe():
-    """LinearParams() against eval_lr.py written with torch: nn.Linear, SGD lr 0.01 momentum 0.9,
-    MultiStepLR [60, 80] x0.1, 100 epochs, a shuffled loader of batch 128 with drop_last=True
-    (300 items: two steps an epoch, 44 items left out of each)."""
-    x, y = blobs(300, 8, 3, spread=4.0, seed=0)
-    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
-    params = LinearParams()
-    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
-
-    generator = torch.Generator().manual_seed(7)
-    initial = (torch.rand(3, 9, generator=generator) * 2 - 1) / math.sqrt(8)
-    model = nn.Linear(8, 3)
-    with torch.no_grad():
-        model.weight.copy_(initial[:, :8])
-        model.bias.copy_(initial[:, 8])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[60, 80], gamma=0.1)
-    reference = []
-    for _ in range(100):
-        order = torch.randperm(300, generator=generator)
-        for batch in order.split(128):
-            if len(batch) < 128:  # drop_last=True
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for batch in order.split(batch_size):
+            if drop_last and len(batch) < batch_size:
                 continue
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
@@ -96,6 +62,31 @@ def test_fit_linear_at_the_default_settings_is_the_official_probe():
         schedule.step()
         with torch.no_grad():
             reference.append((model(test_x).argmax(1) == test_y).float().mean().item() * 100)
+    return reference
+
+
+def test_fit_linear_is_nn_linear_with_sgd_and_multistep_lr():
+    x, y = blobs(300, 8, 3, spread=4.0, seed=0)  # overlapping classes: accuracy moves from epoch to epoch
+    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
+    params = LinearParams(epochs=10, lr=0.05, batch_size=64, drop_last=False)  # the option: partial batch kept
+    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
+    reference = _torch_probe(
+        x, y, test_x, test_y, 7, epochs=10, lr=0.05, batch_size=64, milestones=[6, 8], drop_last=False
+    )
+    assert params.milestones == [6, 8]
+    assert len(set(reference)) > 2
+    assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
+
+
+def test_fit_linear_at_the_default_settings_is_the_official_probe():
+    """LinearParams() against eval_lr.py (L104-L135): SGD lr 0.01 momentum 0.9, MultiStepLR [60, 80] x0.1,
+    100 epochs, batch 128 with drop_last=True (300 items: two steps an epoch, 44 items left out of each)."""
+    x, y = blobs(300, 8, 3, spread=4.0, seed=0)
+    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
+    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, LinearParams(), [(test_x, test_y)])
+    reference = _torch_probe(
+        x, y, test_x, test_y, 7, epochs=100, lr=0.01, batch_size=128, milestones=[60, 80], drop_last=True
+    )
     assert len(set(reference)) > 2
     assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
 

@@ -121,6 +121,7 @@ def test_imagenet_presets_train_streamed_on_a_generated_folder(cli, tmp_path, pr
         "model.width=4",
         "data.image_size=32",
         "train.batch_size=8",
+        "train.bn_group_size=4",  # the preset's DataParallel grouping, two groups of each view
         "train.epochs=1",
         "data.workers=0",
         "train.precision=fp32",

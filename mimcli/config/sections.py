@@ -224,6 +224,12 @@ class TrainSection(Section):
         description="BatchNorm statistics in pretraining: per_view (official: each view on its own, "
         "computed in one pass) or joint (all views as one batch).",
     )
+    bn_group_size: int = Field(
+        0,
+        ge=0,
+        description="Backbone BatchNorm statistics per group of N rows of each view on each process, as the "
+        "official ImageNet run's DataParallel (4 GPUs: 256); 0: each view's whole batch (all ranks under DDP).",
+    )
     loss_precision: Literal["fp32", "autocast"] = Field(
         "fp32", description="fp32: losses outside autocast (official); autocast: loss matmuls in the autocast dtype."
     )
@@ -306,6 +312,12 @@ class RunConfig(Section):
             raise ValueError(
                 f"train.batch_size={self.train.batch_size}: method {self.method.name!r} needs at least "
                 f"{self.method.min_batch} images per batch"
+            )
+        group = self.train.bn_group_size
+        if group and (self.train.bn_stats != "per_view" or self.train.batch_size % group):
+            raise ValueError(
+                f"train.bn_group_size={group} needs train.bn_stats = 'per_view' and a train.batch_size that "
+                f"it divides (got {self.train.bn_stats!r}, {self.train.batch_size})"
             )
         if self.data.shapes.layout == "centred" and "shapes:position" in self.probe.datasets:
             raise ValueError(

@@ -38,18 +38,27 @@ def blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[tor
 # --------------------------------------------------------------------------------------------- linear
 
 
-def _torch_probe(x, y, test_x, test_y, seed, epochs, lr, batch_size, milestones, drop_last):
+def _torch_probe(x, y, test_x, test_y, seed, epochs, lr, batch_size, milestones, drop_last, init_std=None):
     """eval_lr.py's probe written with torch: nn.Linear (initialised as fit_linear draws it), SGD with
-    momentum 0.9, MultiStepLR x0.1, a shuffled loader; test accuracy after every epoch."""
+    momentum 0.9, MultiStepLR x0.1, a shuffled loader; test accuracy after every epoch. milestones None and
+    init_std: eval_lr_imagenet.py's fc.weight.normal_(0, init_std), bias zero_(), CosineAnnealingLR(epochs)."""
     generator = torch.Generator().manual_seed(seed)
     dim, classes = x.shape[1], int(y.max()) + 1
-    initial = (torch.rand(classes, dim + 1, generator=generator) * 2 - 1) / math.sqrt(dim)
     model = nn.Linear(dim, classes)
     with torch.no_grad():
-        model.weight.copy_(initial[:, :dim])
-        model.bias.copy_(initial[:, dim])
+        if init_std is None:
+            initial = (torch.rand(classes, dim + 1, generator=generator) * 2 - 1) / math.sqrt(dim)
+            model.weight.copy_(initial[:, :dim])
+            model.bias.copy_(initial[:, dim])
+        else:
+            model.weight.copy_(torch.randn(classes, dim, generator=generator) * init_std)
+            model.bias.zero_()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+        if milestones is None
+        else torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    )
     reference = []
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator)
@@ -89,6 +98,61 @@ def test_fit_linear_at_the_default_settings_is_the_official_probe():
     )
     assert len(set(reference)) > 2
     assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
+
+
+def test_fit_linear_with_the_imagenet_recipe_is_eval_lr_imagenet():
+    """imagenet_params (eval_lr_imagenet.py L140-L144): N(0, 0.01) weights, zero bias, SGD 0.3 momentum 0.9,
+    CosineAnnealingLR over the epochs, batch 128 with drop_last."""
+    from mimcli.config import ProbeSection
+    from mimcli.probe.imagenet import imagenet_params
+
+    params = imagenet_params(ProbeSection(epochs=12))
+    assert (params.lr, params.schedule, params.init_std, params.batch_size, params.drop_last) == (
+        0.3,
+        "cosine",
+        0.01,
+        128,
+        True,
+    )
+    x, y = blobs(300, 8, 3, spread=4.0, seed=0)
+    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
+    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
+    reference = _torch_probe(
+        x, y, test_x, test_y, 7, epochs=12, lr=0.3, batch_size=128, milestones=None, drop_last=True, init_std=0.01
+    )
+    assert len(set(reference)) > 2
+    assert ours[0].tolist() == pytest.approx(reference, abs=0.51)
+
+
+def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path):
+    """A run pretrained at 224 px is probed as eval_lr_imagenet.py: augmented train epochs (seeded, so a
+    second probe repeats the numbers), Resize(256) + CenterCrop(224) test features under their own name."""
+    run_dir = make_run(
+        tmp_path,
+        overrides=[
+            "data.image_size=224",
+            "data.shapes.n_train=24",
+            "data.shapes.n_test=12",
+            "probe.epochs=3",
+            "probe.batch_size=8",
+        ],
+    )
+    kwargs = {"datasets": ["shapes:shape"], "layers": [4], "seeds": [0], "device": "cpu", "console": quiet()}
+    (record,) = run_probes(run_dir, **kwargs)["results"]
+    assert record["status"] == "ok", record["message"]
+    params = record["params"]
+    assert (params["lr"], params["schedule"], params["init"], params["milestones"]) == (
+        0.3,
+        "cosine",
+        "N(0, 0.01), bias 0",
+        [],
+    )
+    assert params["recipe"].startswith("imagenet") and (record["n_train"], record["n_test"]) == (24, 12)
+    assert record["cache_key"].endswith("-r256c224/224px/layer4")
+    assert all("-r256c224-" in p.name for p in (run_dir / "features").glob("*.h5"))
+    assert len(list((run_dir / "features").glob("*.h5"))) == 2
+    (again,) = run_probes(run_dir, **kwargs)["results"]
+    assert again["metrics"] == record["metrics"]
 
 
 def test_linear_probe_separable_and_random_labels():

@@ -277,6 +277,12 @@ class ProbeSection(Section):
         description="Probe image normalisation: official (the reference's per-data-set constants; "
         "CIFAR and shapes with the training (0.5, 0.5)) or train_stats (each set's train-split statistics).",
     )
+    recipe: Literal["auto", "paper", "imagenet"] = Field(
+        "auto",
+        description="paper: eval_lr.py (clean images at the training size, SGD 0.01, steps at 60/80); imagenet: "
+        "eval_lr_imagenet.py (augmented train epochs at 224 px, Resize 256 / CenterCrop 224 test, N(0, 0.01) init, "
+        "SGD 0.3 cosine); auto: imagenet for runs pretrained at 224 px or more.",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="Feature extraction: fp32 (official eval_lr.py) or bf16 autocast (faster on GPUs / AMX CPUs; "

@@ -35,8 +35,9 @@ from rich.console import Console
 from mimcli.config import RunConfig
 from mimcli.data.transfer import TransferDataset, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
-from mimcli.features import FeatureCache, layer_names
+from mimcli.features import FeatureCache, layer_names, probe_normalization
 from mimcli.models.resnet import PooledResNet
+from mimcli.probe.imagenet import ImagenetProbeData, augmented_epochs, imagenet_params, uses_imagenet_recipe
 from mimcli.probe.knn import KNN_K, KNN_TEMPERATURE, knn_probe
 from mimcli.probe.linear import LINEAR_SELECTION, LinearParams, linear_probe
 from mimcli.probe.records import ProbeRecord, ProbeResult
@@ -73,8 +74,10 @@ def _params(protocol: str, linear: LinearParams, seeds: list[int]) -> dict[str, 
             "momentum": linear.momentum,
             "batch_size": linear.batch_size,
             "drop_last": linear.drop_last,
+            "schedule": linear.schedule,
             "milestones": linear.milestones,
             "gamma": linear.gamma,
+            "init": f"N(0, {linear.init_std:g}), bias 0" if linear.init_std is not None else "nn.Linear uniform",
             "selection": LINEAR_SELECTION,
             "val_fraction": VAL_FRACTION,
             "seeds": seeds,
@@ -92,9 +95,18 @@ def probe_dataset(
     seeds: list[int],
     linear: LinearParams,
     features: str = "raw",
+    imagenet: bool = False,
 ) -> ProbeRecord:
-    """One probe record; a data set that is not on disk (and not cached) gives status 'missing'."""
+    """One probe record; a data set that is not on disk (and not cached) gives status 'missing'.
+    imagenet: the official ImageNet recipe (probe/imagenet.py), linear protocol and raw features only."""
     protocol = "regression" if dataset.task == "regression" else protocol
+    if imagenet:
+        if protocol != "linear" or features != "raw":
+            raise UsageError(
+                f"the ImageNet probe recipe is a linear probe on raw features (got protocol {protocol!r}, "
+                f"features {features!r}); use --set probe.recipe=paper"
+            )
+        return _probe_imagenet(dataset, cache, layers, seeds, linear)
     record = _record(dataset, protocol, layers)
     record["params"] = {**_params(protocol, linear, seeds), "features": features}
     if features == "standardized":
@@ -119,6 +131,39 @@ def probe_dataset(
         record["metrics"] = regression_probe(train_x, train_y, test_x, test_y, seeds)
     record["cache_key"] = cache.key(dataset.source, dataset.image_size, layers)
     record["n_train"], record["n_test"] = len(train), len(test)
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def _probe_imagenet(
+    dataset: TransferDataset, cache: FeatureCache, layers: list[int], seeds: list[int], linear: LinearParams
+) -> ProbeRecord:
+    """eval_lr_imagenet.py: augmented train epochs, Resize(256) + CenterCrop(224) test (probe/imagenet.py)."""
+    record = _record(dataset, "linear", layers)
+    record["params"] = {
+        **_params("linear", linear, seeds),
+        "features": "raw",
+        "recipe": "imagenet: train RandomResizedCrop(224) + flip each epoch, test Resize(256) + CenterCrop(224)",
+    }
+    start = time.perf_counter()
+    holder = ImagenetProbeData(dataset)
+    centred = holder.centred()
+    try:
+        clean, test = cache.get(centred)
+        train_images = holder.images()[0].images
+    except DataNotFoundError as error:
+        record["status"], record["message"] = "missing", str(error)
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        return record
+    device = cache.device
+    mean, std, _ = probe_normalization(dataset.source, train_images, cache.normalize)
+    epochs = augmented_epochs(cache.backbone(), train_images, mean, std, layers, device, cache.precision, seed=seeds[0])
+    train_y, test_y = clean.target(dataset.target).to(device), test.target(dataset.target).to(device)
+    record["metrics"] = linear_probe(
+        epochs, train_y, test.matrix(layers).to(device), test_y, seeds, linear, val_x=clean.matrix(layers).to(device)
+    )
+    record["cache_key"] = cache.key(centred.source, centred.image_size, layers)
+    record["n_train"], record["n_test"] = len(clean), len(test)
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record
 
@@ -216,9 +261,10 @@ def run_probes(
         "checkpoint": {"path": weights, "sha256": cache.sha256},
         "results": _existing(path, cache.sha256, console),
     }
-    linear = LinearParams.from_config(section)
+    imagenet = uses_imagenet_recipe(config)
+    linear = imagenet_params(section) if imagenet else LinearParams.from_config(section)
     for dataset in bound:
-        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features)
+        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features, imagenet)
         result["results"] = merge_records(result["results"], record)
         write_json(path, result)
     return result

@@ -11,7 +11,7 @@ on --dataset ImageNet):
 
 Images are held decoded at 256 x 256: a non-square image is squashed to the square first, where the
 official transforms crop the original (docs/fidelity.md). Sets read from image folders (ImageNet itself)
-are not held in memory here: probe them with probe.recipe = "paper".
+are not held in memory here: run_probes probes them with the paper recipe (their record says so).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class ImagenetProbeData:
         if dataset.files is not None:
             raise UsageError(
                 f"{dataset.name}: the ImageNet probe recipe re-encodes augmented train images every epoch from "
-                "memory; probe image folders with --set probe.recipe=paper"
+                "memory; image folders are probed with the paper recipe"
             )
         self.dataset = dataclasses.replace(dataset, image_size=STORE_SIZE)
         self._images: tuple[ImageData, ImageData] | None = None

@@ -104,7 +104,7 @@ def probe_dataset(
         if protocol != "linear" or features != "raw":
             raise UsageError(
                 f"the ImageNet probe recipe is a linear probe on raw features (got protocol {protocol!r}, "
-                f"features {features!r}); use --set probe.recipe=paper"
+                f"features {features!r})"
             )
         return _probe_imagenet(dataset, cache, layers, seeds, linear)
     record = _record(dataset, protocol, layers)
@@ -262,9 +262,15 @@ def run_probes(
         "results": _existing(path, cache.sha256, console),
     }
     imagenet = uses_imagenet_recipe(config)
-    linear = imagenet_params(section) if imagenet else LinearParams.from_config(section)
     for dataset in bound:
-        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features, imagenet)
+        # The ImageNet recipe is a linear probe on raw features of sets held in memory; image folders (ImageNet
+        # itself: streamed, too large for augmented epochs in memory), kNN, regression and standardised features
+        # keep the paper recipe's cached features, which their record's params say.
+        own = imagenet and dataset.files is None and protocol == "linear" and section.features == "raw"
+        linear = imagenet_params(section) if own else LinearParams.from_config(section)
+        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features, own)
+        if imagenet and not own:
+            record["params"]["recipe"] = "paper (the ImageNet recipe covers linear probes on raw, in-memory sets)"
         result["results"] = merge_records(result["results"], record)
         write_json(path, result)
     return result

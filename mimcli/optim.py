@@ -12,7 +12,7 @@ from mimcli.config import TrainSection
 
 
 class LARS(torch.optim.Optimizer):
-    """LARS as the official InfoCL code executes it (SimCLR/modules/lars.py L40-L80): every parameter gets
+    """LARS as the official InfoCL code executes it (SimCLR/modules/lars.py L45-L105): every parameter gets
     weight decay and the trust ratio eta * ||w|| / ||g + wd w||, and the learning rate enters the momentum
     buffer (classic momentum): v = m v + lr * trust * (g + wd w); w -= v. Its exclusion lists
     (["batch_normalization", "bias"]) are passed but never read (a TODO in its step), so BatchNorm and bias

@@ -264,8 +264,7 @@ def test_paper_presets_match_the_official_scripts(preset, prefix, epochs):
     probe = config.probe
     assert (probe.epochs, probe.batch_size, probe.lr, probe.drop_last) == (100, 128, 0.01, True)
     assert (probe.recipe, probe.precision, probe.features) == ("auto", "fp32", "raw")
-    if prefix == "paper-":
-        assert config.train.precision == "fp32"  # the official code has no autocast
+    assert config.train.precision == "fp32"  # the official code has no autocast
 
 
 def test_backbone_batchnorm_groups_equal_dataparallel_replicas():

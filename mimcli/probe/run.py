@@ -37,7 +37,13 @@ from mimcli.data.transfer import TransferDataset, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.features import FeatureCache, layer_names, probe_normalization
 from mimcli.models.resnet import PooledResNet
-from mimcli.probe.imagenet import ImagenetProbeData, augmented_epochs, imagenet_params, uses_imagenet_recipe
+from mimcli.probe.imagenet import (
+    STORE_SIZE,
+    ImagenetProbeData,
+    augmented_epochs,
+    imagenet_params,
+    uses_imagenet_recipe,
+)
 from mimcli.probe.knn import KNN_K, KNN_TEMPERATURE, knn_probe
 from mimcli.probe.linear import LINEAR_SELECTION, LinearParams, linear_probe
 from mimcli.probe.records import ProbeRecord, ProbeResult
@@ -232,17 +238,18 @@ def run_probes(
     layer_names(layers)
     seeds = list(dict.fromkeys(seeds or section.seeds))
     shapes = config.data.shapes.spec()
-    bound = [
-        resolve_dataset(
+
+    def bind(name: str, image_size: int) -> TransferDataset:
+        return resolve_dataset(
             name,
             root=data_root or config.data.root,
-            image_size=config.data.image_size,
+            image_size=image_size,
             download=config.data.download,
             shapes=shapes,
             pretrain_dataset=config.data.dataset,
         )
-        for name in names
-    ]
+
+    bound = [bind(name, config.data.image_size) for name in names]
     if protocol == "regression":
         wrong = [d.name for d in bound if d.task != "regression"]
         if wrong:
@@ -262,11 +269,13 @@ def run_probes(
         "results": _existing(path, cache.sha256, console),
     }
     imagenet = uses_imagenet_recipe(config)
-    for dataset in bound:
+    for name, dataset in zip(names, bound):
         # The ImageNet recipe is a linear probe on raw features of sets held in memory; image folders (ImageNet
         # itself: streamed, too large for augmented epochs in memory), kNN, regression and standardised features
         # keep the paper recipe's cached features, which their record's params say.
         own = imagenet and dataset.files is None and protocol == "linear" and section.features == "raw"
+        if own:  # decoded at the recipe's 256 px, not resized up from the training size
+            dataset = bind(name, STORE_SIZE)
         linear = imagenet_params(section) if own else LinearParams.from_config(section)
         record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features, own)
         if imagenet and not own:

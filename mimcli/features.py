@@ -55,6 +55,8 @@ OFFICIAL_STATISTICS: dict[str, tuple[list[float], list[float]]] = {
 }
 TRAINING_SOURCES = ("cifar10", "cifar100", "shapes-")  # pretrained with Normalize(0.5, 0.5)
 LOG_EVERY = 50  # without a live bar, a progress line every 50 batches (25,600 images at the default 512)
+# probe.precision -> the cache attribute naming it; fp32 is the official code's (no autocast anywhere)
+PRECISION_ATTR = {"fp32": "fp32", "bf16": "bf16-autocast"}
 log = logging.getLogger(__name__)
 
 
@@ -143,9 +145,10 @@ def extract(
     std: list[float],
     device: torch.device,
     batch_size: int = 512,
+    precision: str = "fp32",
     on_batch: Callable[[], None] | None = None,
 ) -> dict[str, Tensor]:
-    """Pooled layer2/3/4 features of uint8 images (eval mode; bf16 autocast on CUDA), float32 on the CPU.
+    """Pooled layer2/3/4 features of uint8 images (eval mode; `precision` as `encode`), float32 on the CPU.
 
     With a process group up, every rank encodes its contiguous share and all get every row, in order.
     """
@@ -154,7 +157,7 @@ def extract(
     images = images[distributed.shard(n)]
     outputs: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
     for chunk in torch.split(images, batch_size):
-        pooled = encode(backbone, chunk, mean, std, device)
+        pooled = encode(backbone, chunk, mean, std, device, precision)
         for name in LAYERS:
             outputs[name].append(pooled[name])
         if on_batch is not None:
@@ -164,17 +167,23 @@ def extract(
 
 @torch.no_grad()
 def encode(
-    backbone: nn.Module, images: Tensor, mean: list[float], std: list[float], device: torch.device
+    backbone: nn.Module,
+    images: Tensor,
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    precision: str = "fp32",
 ) -> dict[str, Tensor]:
-    """Pooled layer2/3/4 float32 features of one uint8 batch, normalised (bf16 autocast on CUDA): the one
-    forward both the in-memory and the streamed extraction run, so their features are the same."""
+    """Pooled layer2/3/4 float32 features of one uint8 batch, normalised: the one forward both the in-memory
+    and the streamed extraction run, so their features are the same. precision (probe.precision): fp32, as
+    the official eval_lr.py, or bf16 autocast (faster on GPUs and AMX CPUs, rounds the features)."""
     cuda = device.type == "cuda"
     shift = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     scale = torch.tensor(std, device=device).view(1, 3, 1, 1)
     x = images.to(device, non_blocking=True).float().div_(255).sub_(shift).div_(scale)
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         pooled = backbone(x)
     return {name: pooled[name].float() for name in LAYERS}
 
@@ -198,6 +207,7 @@ class FeatureCache:
         backbone_loader: Callable[[], nn.Module] | None = None,
         batch_size: int = 512,
         normalize: str = "official",
+        precision: str = "fp32",
         loader: str | None = None,
         memory_gb: float | None = None,
         workers: int | None = None,
@@ -210,6 +220,9 @@ class FeatureCache:
         self.memory_gb = run_memory_gb if memory_gb is None else memory_gb
         self.workers = run_workers if workers is None else workers
         self.normalize = normalize
+        if precision not in PRECISION_ATTR:
+            raise UsageError(f"feature precision {precision!r}: choose one of {', '.join(PRECISION_ATTR)}")
+        self.precision = precision
         self.weights = weights
         path = self.run_dir / weights
         if not path.is_file():
@@ -225,6 +238,7 @@ class FeatureCache:
     # ------------------------------------------------------------------------------------ naming
     def path(self, source: str, split: str, image_size: int) -> Path:
         tag = "" if self.normalize == "official" else f"-{self.normalize.replace('_', '')}"
+        tag += "" if self.precision == "fp32" else f"-{self.precision}"  # fp32 keeps the names of older caches
         return self.folder / f"{source}-{split}-{image_size}px-{self.sha256[:16]}{tag}.h5"
 
     def key(self, source: str, image_size: int, layers: list[int]) -> str:
@@ -289,6 +303,8 @@ class FeatureCache:
         expected = norm_kind(str(attrs.get("source")), self.normalize)
         if attrs.get("norm") != expected:
             return f"normalised with {attrs.get('norm')!r}, not {expected!r}"
+        if attrs.get("precision") != PRECISION_ATTR[self.precision]:  # an untagged file from a bf16 extraction
+            return f"extracted in {attrs.get('precision')!r}, not {PRECISION_ATTR[self.precision]!r}"
         absent = [name for name in (*LAYERS, "labels") if name not in handle]
         if absent:
             return f"missing {', '.join(absent)}"
@@ -331,7 +347,9 @@ class FeatureCache:
         )
         batches = math.ceil(len(range(len(data))[distributed.shard(len(data))]) / self.batch_size)
         with self.progress(f"{dataset.name} {split} features", batches) as bar:
-            layers = extract(self.backbone(), data.images, mean, std, self.device, self.batch_size, bar.advance)
+            layers = extract(
+                self.backbone(), data.images, mean, std, self.device, self.batch_size, self.precision, bar.advance
+            )
         meta = self._meta(dataset, split, len(data), data.classes, mean, std, norm)
         features = Features(layers, data.labels.clone(), dict(data.targets), list(data.classes), meta)
         if distributed.is_main():
@@ -392,7 +410,7 @@ class FeatureCache:
             pin = self.device.type == "cuda"
             bar = stack.enter_context(self.progress(f"{dataset.name} {split} features", math.ceil(n / self.batch_size)))
             for images, _ in clean_batches(index, dataset.image_size, self.batch_size, self.workers, pin):
-                pooled = encode(self.backbone(), images, mean, std, self.device)
+                pooled = encode(self.backbone(), images, mean, std, self.device, self.precision)
                 for name, values in pooled.items():
                     if name not in handle:
                         chunks = (min(n, self.batch_size), values.shape[1])
@@ -429,7 +447,7 @@ class FeatureCache:
             "norm_mean": mean,
             "norm_std": std,
             "device": str(self.device),
-            "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32",
+            "precision": PRECISION_ATTR[self.precision],
         }
 
     def _write(self, path: Path, features: Features) -> None:

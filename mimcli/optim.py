@@ -12,12 +12,28 @@ from mimcli.config import TrainSection
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum and layer-wise trust ratios (You et al.); biases and norms are not adapted."""
+    """LARS as the official InfoCL code executes it (SimCLR/modules/lars.py L45-L105): every parameter gets
+    weight decay and the trust ratio eta * ||w|| / ||g + wd w||, and the learning rate enters the momentum
+    buffer (classic momentum): v = m v + lr * trust * (g + wd w); w -= v. Its exclusion lists
+    (["batch_normalization", "bias"]) are passed but never read (a TODO in its step), so BatchNorm and bias
+    parameters are decayed and adapted too; a tensor whose norm is 0 keeps trust 0 and never moves.
+
+    exclude_1d (train.lars_exclude_1d, not official): parameters with ndim <= 1 (biases, BatchNorm) get
+    neither decay nor trust ratio, as the SimCLR / Barlow Twins papers' LARS. One guard differs from the
+    official code: a zero gradient norm gives trust 1 (a zero update) where the official division gives NaN.
+    """
 
     def __init__(
-        self, params: ParamsT, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001
+        self,
+        params: ParamsT,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+        exclude_1d: bool = False,
     ) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta})
+        defaults = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "eta": eta, "exclude_1d": exclude_1d}
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
@@ -26,16 +42,15 @@ class LARS(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 grad = p.grad
-                if p.ndim > 1:  # weights: decay and trust ratio
+                if not (group["exclude_1d"] and p.ndim <= 1):  # decay and trust ratio
                     grad = grad.add(p, alpha=group["weight_decay"])
                     w_norm, g_norm = torch.norm(p), torch.norm(grad)
-                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, 1.0)
-                    grad = grad.mul(trust)
+                    grad = grad.mul(torch.where(g_norm > 0, group["eta"] * w_norm / g_norm, 1.0))
                 state = self.state[p]
                 if "mu" not in state:
                     state["mu"] = torch.zeros_like(p)
-                mu = state["mu"].mul_(group["momentum"]).add_(grad)
-                p.add_(mu, alpha=-group["lr"])
+                mu = state["mu"].mul_(group["momentum"]).add_(grad, alpha=group["lr"])
+                p.sub_(mu)
         return None
 
 
@@ -50,7 +65,8 @@ def build_optimizer(
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     # LARS: train.lr is the rate per 256 images (ImageNet recipe: 0.3 x global batch / 256).
-    return LARS(params, lr=cfg.lr * global_batch / 256, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    lr = cfg.lr * global_batch / 256
+    return LARS(params, lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, exclude_1d=cfg.lars_exclude_1d)
 
 
 def schedule_per_step(cfg: TrainSection) -> bool:

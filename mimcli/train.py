@@ -108,8 +108,8 @@ class Trainer:
         self.augment = BatchAugment(cfg.augment, cfg.data.image_size)
         self.source: BatchSource = build_source(cfg, self.data, self.device, self.augment, self.model.method.n_views)
         self.train_model: torch.nn.Module = distributed.wrap_model(
-            self.model, self.device, self.model.method.sync_batchnorm
-        )
+            self.model, self.device, self.model.method.sync_batchnorm and not cfg.train.bn_group_size
+        )  # groups of bn_group_size rows are per process: DataParallel's per-GPU statistics
         self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
         self.diagnostics = (
             Diagnostics.build(cfg, self.data, self.augment, self.device) if distributed.is_main() else None

@@ -117,6 +117,25 @@ def test_second_get_reads_the_cache_only(setup):
     assert torch.equal(again_test.labels, test.labels) and again_train.classes == ["blue", "red"]
 
 
+def test_feature_precision_is_fp32_by_default_and_named_in_the_cache(setup):
+    """probe.precision: fp32 (official) keeps the untagged file name and records "fp32"; bf16 autocast writes
+    its own "-bf16" file; an untagged file whose attribute says bf16 is rebuilt in fp32."""
+    run_dir, dataset, (train, _) = setup
+    assert train.meta["precision"] == "fp32"
+    assert FeatureCache(run_dir).path("x", "train", 32).name.endswith(f"{FeatureCache(run_dir).sha256[:16]}.h5")
+    bf16 = FeatureCache(run_dir, precision="bf16")
+    assert bf16.path("x", "train", 32).name.endswith("-bf16.h5")
+    rounded, _ = bf16.get(dataset)
+    assert rounded.meta["precision"] == "bf16-autocast"
+    assert not torch.equal(rounded.layers["layer4"], train.layers["layer4"])
+    assert torch.allclose(rounded.layers["layer4"], train.layers["layer4"], rtol=0.05, atol=0.05)
+    path = FeatureCache(run_dir).path(dataset.source, "train", dataset.image_size)
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["precision"] = "bf16-autocast"  # as a bf16 extraction before the option existed wrote it
+    again, _ = FeatureCache(run_dir).get(dataset)
+    assert again.meta["precision"] == "fp32" and torch.equal(again.layers["layer4"], train.layers["layer4"])
+
+
 def test_features_are_the_normalised_backbone_outputs(setup):
     run_dir, dataset, (train, test) = setup
     images_train, images_test = dataset.load()

@@ -19,7 +19,7 @@ from mimcli.data.images import ImageData
 from mimcli.features import probe_normalization
 from mimcli.methods.compose import build_model
 from mimcli.models.resnet import build_backbone
-from mimcli.models.viewnorm import PerViewBatchNorm, per_view_batchnorm, view_groups
+from mimcli.models.viewnorm import PerViewBatchNorm, group_batchnorm, per_view_batchnorm, view_groups
 from mimcli.regularizers import build_regularizer
 
 
@@ -175,7 +175,8 @@ def test_an_image_folder_is_probed_with_its_train_statistics():
     [
         (32, 1 / 20, ("layer2", "layer3", "layer4")),
         (64, 1 / 20, ("layer2", "layer3", "layer4")),
-        (224, 1 / 80, ("layer4",)),  # mi_estimators.py: "/20.  # 80 for ImageNet"; main.py: layer4 only on ImageNet
+        (224, 1 / 20, ("layer4",)),  # mi_estimators.py L8 executes "/20." (its "80 for ImageNet" is a comment);
+        # main.py L52: layer4 only on ImageNet
     ],
 )
 def test_lbe_rho_and_blocks_follow_the_resolution(size, rho, blocks):
@@ -252,19 +253,56 @@ def test_paper_presets_match_the_official_scripts(preset, prefix, epochs):
     assert config.data.stl10_split == "unlabeled" and config.probe.normalize == "official"
     assert config.data.image_size == (64 if config.data.dataset == "stl10" else 32)
     if config.method.name != "supervised":  # the projector's keys (supervised has a linear classifier)
-        assert config.method.proj_dim is None and config.method.hidden_dim == 512  # the method's own default, below
+        assert config.method.proj_dim is None and config.method.hidden_dim is None  # the method's own default, below
+    if config.method.name == "simclr":
+        assert config.method.temperature == 0.5  # main.py L25 (no main.sh line sets it)
+    # the view recipe: test_fidelity_pins::test_augmentation_equals_the_official_transforms pins these values
+    jitter = (0.4, 0.4, 0.4, 0.1) if config.method.name == "supervised" else (0.8, 0.8, 0.8, 0.2)
+    augment = config.augment
+    assert (augment.brightness, augment.contrast, augment.saturation, augment.hue) == jitter
+    assert (augment.mean, augment.std, augment.translate) == ((0.5,) * 3, (0.5,) * 3, 0)
+    probe = config.probe
+    assert (probe.epochs, probe.batch_size, probe.lr, probe.drop_last) == (100, 128, 0.01, True)
+    assert (probe.recipe, probe.precision, probe.features) == ("auto", "fp32", "raw")
+    assert config.train.precision == "fp32"  # the official code has no autocast
 
 
-@pytest.mark.parametrize(
-    ("method", "dims"),
-    [
-        ("simclr", [(512, 512), (512, 128)]),
-        ("byol", [(512, 512), (512, 128), (128, 128), (128, 128)]),
-        ("barlow", [(512, 512), (512, 1024)]),
-    ],
-)
-def test_heads_have_the_official_sizes(method, dims):
-    """--projection_dim 128 (SimCLR, BYOL; BYOL's predictor 128 -> 128) and 1024 (BarTwins) in main.sh."""
-    model = build_model(load_config(None, [f"method.name={method!r}"]), num_classes=1)
-    heads = [model.method.projector, *([model.method.predictor] if method == "byol" else [])]
-    assert [(m.in_features, m.out_features) for h in heads for m in h if isinstance(m, nn.Linear)] == dims
+def test_backbone_batchnorm_groups_equal_dataparallel_replicas():
+    """train.bn_group_size: the official ImageNet run's DataParallel, emulated with replicas: each view
+    forwarded on its own, its rows split over "GPUs"; the first GPU's replica is the module itself (its
+    running statistics persist), the others are copies (theirs are dropped); gradients are summed."""
+    official = _bn_net().train()
+    grouped = group_batchnorm(per_view_batchnorm(copy.deepcopy(official)), 3).train()
+    views = [torch.randn(6, 3, 8, 8, dtype=torch.float64) * (i + 1) + i for i in range(2)]
+    weights = torch.randn(12, 2, dtype=torch.float64)
+
+    outputs, copies = [], []
+    for view in views:
+        first, second = view.split(3)
+        copies.append(copy.deepcopy(official))
+        outputs += [official(first), copies[-1](second)]
+    expected = torch.cat(outputs)
+    (expected * weights).sum().backward()
+    with view_groups(2):
+        got = grouped(torch.cat(views))
+    (got * weights).sum().backward()
+
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for (name, a), b, *others in zip(
+        official.named_parameters(), grouped.parameters(), *(c.parameters() for c in copies)
+    ):
+        summed = a.grad + sum(other.grad for other in others)  # DataParallel's reduce onto the first GPU
+        torch.testing.assert_close(b.grad, summed, rtol=1e-10, atol=1e-12, msg=name)
+    for (name, a), b in zip(official.named_buffers(), grouped.buffers()):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=name)
+    assert int(grouped[1].num_batches_tracked) == 2  # once per view, from its first group
+
+
+def test_imagenet_presets_group_the_backbone_batchnorm_as_dataparallel():
+    config = load_config("imagenet-simclr-rc", ["model.width=8"])
+    assert config.train.bn_group_size == 256  # 1024 per view over 4 GPUs
+    model = build_model(config, num_classes=1)
+    backbone_layers = [m for m in model.backbone.modules() if isinstance(m, PerViewBatchNorm)]
+    decoder_layers = [m for m in model.regularizer.modules() if isinstance(m, PerViewBatchNorm)]
+    assert backbone_layers and all(m.group_size == 256 for m in backbone_layers)
+    assert decoder_layers and all(m.group_size == 0 for m in decoder_layers)  # the decoder is outside DataParallel

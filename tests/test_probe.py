@@ -38,33 +38,121 @@ def blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[tor
 # --------------------------------------------------------------------------------------------- linear
 
 
-def test_fit_linear_is_nn_linear_with_sgd_and_multistep_lr():
-    x, y = blobs(300, 8, 3, spread=4.0, seed=0)  # overlapping classes: accuracy moves from epoch to epoch
-    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
-    params = LinearParams(epochs=10, lr=0.05, batch_size=64)
-    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
-
-    generator = torch.Generator().manual_seed(7)
-    initial = (torch.rand(3, 9, generator=generator) * 2 - 1) / math.sqrt(8)
-    model = nn.Linear(8, 3)
+def _torch_probe(x, y, test_x, test_y, seed, epochs, lr, batch_size, milestones, drop_last, init_std=None):
+    """eval_lr.py's probe written with torch: nn.Linear (initialised as fit_linear draws it), SGD with
+    momentum 0.9, MultiStepLR x0.1, a shuffled loader; test accuracy after every epoch. milestones None and
+    init_std: eval_lr_imagenet.py's fc.weight.normal_(0, init_std), bias zero_(), CosineAnnealingLR(epochs)."""
+    generator = torch.Generator().manual_seed(seed)
+    dim, classes = x.shape[1], int(y.max()) + 1
+    model = nn.Linear(dim, classes)
     with torch.no_grad():
-        model.weight.copy_(initial[:, :8])
-        model.bias.copy_(initial[:, 8])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[6, 8], gamma=0.1)
+        if init_std is None:
+            initial = (torch.rand(classes, dim + 1, generator=generator) * 2 - 1) / math.sqrt(dim)
+            model.weight.copy_(initial[:, :dim])
+            model.bias.copy_(initial[:, dim])
+        else:
+            model.weight.copy_(torch.randn(classes, dim, generator=generator) * init_std)
+            model.bias.zero_()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)
+        if milestones is None
+        else torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    )
     reference = []
-    for _ in range(10):
-        order = torch.randperm(300, generator=generator)
-        for batch in order.split(64):
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for batch in order.split(batch_size):
+            if drop_last and len(batch) < batch_size:
+                continue
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
             optimizer.step()
         schedule.step()
         with torch.no_grad():
             reference.append((model(test_x).argmax(1) == test_y).float().mean().item() * 100)
+    return reference
+
+
+def test_fit_linear_is_nn_linear_with_sgd_and_multistep_lr():
+    x, y = blobs(300, 8, 3, spread=4.0, seed=0)  # overlapping classes: accuracy moves from epoch to epoch
+    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
+    params = LinearParams(epochs=10, lr=0.05, batch_size=64, drop_last=False)  # the option: partial batch kept
+    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
+    reference = _torch_probe(
+        x, y, test_x, test_y, 7, epochs=10, lr=0.05, batch_size=64, milestones=[6, 8], drop_last=False
+    )
     assert params.milestones == [6, 8]
     assert len(set(reference)) > 2
     assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
+
+
+def test_fit_linear_at_the_default_settings_is_the_official_probe():
+    """LinearParams() against eval_lr.py (L104-L135): SGD lr 0.01 momentum 0.9, MultiStepLR [60, 80] x0.1,
+    100 epochs, batch 128 with drop_last=True (300 items: two steps an epoch, 44 items left out of each)."""
+    x, y = blobs(300, 8, 3, spread=4.0, seed=0)
+    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
+    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, LinearParams(), [(test_x, test_y)])
+    reference = _torch_probe(
+        x, y, test_x, test_y, 7, epochs=100, lr=0.01, batch_size=128, milestones=[60, 80], drop_last=True
+    )
+    assert len(set(reference)) > 2
+    assert ours[0].tolist() == pytest.approx(reference, abs=0.51)  # at most one test item may flip
+
+
+def test_fit_linear_with_the_imagenet_recipe_is_eval_lr_imagenet():
+    """imagenet_params (eval_lr_imagenet.py L140-L144): N(0, 0.01) weights, zero bias, SGD 0.3 momentum 0.9,
+    CosineAnnealingLR over the epochs, batch 128 with drop_last."""
+    from mimcli.config import ProbeSection
+    from mimcli.probe.imagenet import imagenet_params
+
+    params = imagenet_params(ProbeSection(epochs=12))
+    assert (params.lr, params.schedule, params.init_std, params.batch_size, params.drop_last) == (
+        0.3,
+        "cosine",
+        0.01,
+        128,
+        True,
+    )
+    x, y = blobs(300, 8, 3, spread=4.0, seed=0)
+    test_x, test_y = blobs(200, 8, 3, spread=4.0, seed=1)
+    (ours,) = fit_linear(x, y, torch.arange(300).unsqueeze(0), [7], 3, params, [(test_x, test_y)])
+    reference = _torch_probe(
+        x, y, test_x, test_y, 7, epochs=12, lr=0.3, batch_size=128, milestones=None, drop_last=True, init_std=0.01
+    )
+    assert len(set(reference)) > 2
+    assert ours[0].tolist() == pytest.approx(reference, abs=0.51)
+
+
+def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path):
+    """A run pretrained at 224 px is probed as eval_lr_imagenet.py: augmented train epochs (seeded, so a
+    second probe repeats the numbers), Resize(256) + CenterCrop(224) test features under their own name."""
+    run_dir = make_run(
+        tmp_path,
+        overrides=[
+            "data.image_size=224",
+            "data.shapes.n_train=24",
+            "data.shapes.n_test=12",
+            "probe.epochs=3",
+            "probe.batch_size=8",
+        ],
+    )
+    kwargs = {"datasets": ["shapes:shape"], "layers": [4], "seeds": [0], "device": "cpu", "console": quiet()}
+    (record,) = run_probes(run_dir, **kwargs)["results"]
+    assert record["status"] == "ok", record["message"]
+    params = record["params"]
+    assert (params["lr"], params["schedule"], params["init"], params["milestones"]) == (
+        0.3,
+        "cosine",
+        "N(0, 0.01), bias 0",
+        [],
+    )
+    assert params["recipe"].startswith("imagenet") and (record["n_train"], record["n_test"]) == (24, 12)
+    assert record["cache_key"].endswith("-r256c224/224px/layer4")
+    assert all("-r256c224-" in p.name for p in (run_dir / "features").glob("*.h5"))
+    assert len(list((run_dir / "features").glob("*.h5"))) == 2
+    (again,) = run_probes(run_dir, **kwargs)["results"]
+    assert again["metrics"] == record["metrics"]
 
 
 def test_linear_probe_separable_and_random_labels():
@@ -310,10 +398,58 @@ def test_per_class_split_is_seeded_and_stratified():
     labels = torch.tensor([0] * 10 + [1] * 5 + [2] * 3)
     train, test = per_class_split(labels)
     assert torch.equal(torch.cat([train, test]).sort().values, torch.arange(18))
-    assert [int((labels[train] == c).sum()) for c in range(3)] == [8, 4, 2]
+    assert [int((labels[train] == c).sum()) for c in range(3)] == [8, 4, 2]  # int(0.8 n): 8, 4, 2
     again, _ = per_class_split(labels)
     other, _ = per_class_split(labels, seed=7)
     assert torch.equal(train, again) and not torch.equal(train, other)
+
+
+def _official_vgg_flower_split(labels, train):
+    """vgg_flower.py load_images (L27-L54) of the official code, transcribed: file paths from the
+    labels' order, a defaultdict by label, one RandomState(42) shuffling each class's indexer in turn."""
+    import os
+    from collections import defaultdict
+
+    import numpy as np
+
+    rs = np.random.RandomState(42)
+    all_filepaths = defaultdict(list)
+    for i, label in enumerate(labels):
+        all_filepaths[label].append(os.path.join("root", "jpg", f"image_{i + 1:05d}.jpg"))
+    split_filepaths = []
+    for _label, paths in all_filepaths.items():
+        num = len(paths)
+        paths = np.array(paths)
+        indexer = np.arange(num)
+        rs.shuffle(indexer)
+        paths = paths[indexer].tolist()
+        paths = paths[: int(0.8 * num)] if train else paths[int(0.8 * num) :]
+        split_filepaths.extend(paths)
+    return split_filepaths
+
+
+def test_flowers_and_gtsrb_split_equal_the_official_procedure():
+    """The split indices against the official procedure: labels in file order with classes first met out
+    of order (as imagelabels.mat), sizes whose 0.8 n rounds differently from int (n = 3, 8, 13, 2, 7)."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = {77: 3, 5: 8, 40: 13, 1: 2, 12: 7}
+    labels = [label for label, n in sizes.items() for _ in range(n)]
+    labels = [labels[i] for i in torch.randperm(len(labels), generator=generator).tolist()]
+    train, test = per_class_split(labels)
+    names = [f"image_{i + 1:05d}.jpg" for i in range(len(labels))]
+    assert sorted(names[i] for i in train.tolist()) == sorted(
+        path.rsplit("/", 1)[-1] for path in _official_vgg_flower_split(labels, train=True)
+    )
+    assert sorted(names[i] for i in test.tolist()) == sorted(
+        path.rsplit("/", 1)[-1] for path in _official_vgg_flower_split(labels, train=False)
+    )
+    assert len(train) == sum(int(0.8 * n) for n in sizes.values()) == 2 + 6 + 10 + 1 + 5
+    # GTSRB: traffic_sign.py L29-L50 is the same procedure with classes 0..42 in ascending order
+    gtsrb = [c for c in range(43) for _ in range(5 + c % 4)]
+    train, _ = per_class_split(gtsrb)
+    assert [gtsrb[i] for i in train.tolist()].count(3) == int(0.8 * 8)
+    expected = _official_vgg_flower_split(gtsrb, train=True)
+    assert sorted(int(p[-9:-4]) - 1 for p in expected) == train.tolist()
 
 
 def test_cub200_uses_the_official_split(tmp_path):

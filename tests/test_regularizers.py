@@ -120,6 +120,21 @@ def test_lbe_noise_only_in_training_and_only_on_its_blocks():
     assert all(torch.equal(v, features[k]) for k, v in lbe.eval().perturb(features).items())
 
 
+def test_noise_is_drawn_and_added_in_fp32_under_bf16_autocast():
+    """As the official fp32 code: bf16 pooled features (what autocast returns) get fp32 noise, so none of it
+    rounds away (in bf16, sigma 0.01 on values near 1 loses about a quarter, docs/fidelity.md)."""
+    backbone = build_backbone("resnet18", 8, 32)
+    lbe = build_regularizer(regularizer_section(kind="lbe", sigma=0.01), backbone, 32, 2).train()
+    features = {name: torch.ones(64, dim, dtype=torch.bfloat16) for name, dim in backbone.feature_dims.items()}
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        noisy = lbe.perturb(features)
+    torch.manual_seed(3)
+    for name in ("layer2", "layer3", "layer4"):
+        expected = torch.ones(64, features[name].shape[1]) + 0.01 * torch.randn(64, features[name].shape[1])
+        assert noisy[name].dtype == torch.float32 and torch.equal(noisy[name], expected)
+
+
 def test_lbe_term_is_minus_the_weighted_bound():
     backbone = build_backbone("resnet18", 8, 32)
     cfg = regularizer_section(kind="lbe", rho=0.05, block_weights={"layer2": 0.25, "layer3": 0.5, "layer4": 1.0})

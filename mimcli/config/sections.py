@@ -210,6 +210,11 @@ class TrainSection(Section):
     optimizer: Literal["adam", "sgd", "lars"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    lars_exclude_1d: bool = Field(
+        False,
+        description="LARS: biases and BatchNorm parameters (ndim <= 1) get no weight decay and no trust ratio "
+        "(the SimCLR paper's LARS); false: every parameter gets both, as the official code executes.",
+    )
     schedule: Literal["constant", "cosine", "warmup_cosine"] = Field(
         "constant", description="cosine: per epoch; warmup_cosine: linear warm-up then cosine, per step (LARS recipe)."
     )
@@ -225,6 +230,12 @@ class TrainSection(Section):
         "per_view",
         description="BatchNorm statistics in pretraining: per_view (official: each view on its own, "
         "computed in one pass) or joint (all views as one batch).",
+    )
+    bn_group_size: int = Field(
+        0,
+        ge=0,
+        description="Backbone BatchNorm statistics per group of N rows of each view on each process, as the "
+        "official ImageNet run's DataParallel (4 GPUs: 256); 0: each view's whole batch (all ranks under DDP).",
     )
     loss_precision: Literal["fp32", "autocast"] = Field(
         "fp32", description="fp32: losses outside autocast (official); autocast: loss matmuls in the autocast dtype."
@@ -259,6 +270,9 @@ class ProbeSection(Section):
     epochs: int = Field(100, gt=0)
     batch_size: int = Field(128, gt=0)
     lr: float = Field(0.01, gt=0)
+    drop_last: bool = Field(
+        True, description="Skip each epoch's last partial batch, as the official probe loader (drop_last=True)."
+    )
     features: Literal["raw", "standardized"] = Field(
         "raw",
         description="raw: the pooled features as they are (the paper's probe); standardized: each dimension "
@@ -269,6 +283,17 @@ class ProbeSection(Section):
         "official",
         description="Probe image normalisation: official (the reference's per-data-set constants; "
         "CIFAR and shapes with the training (0.5, 0.5)) or train_stats (each set's train-split statistics).",
+    )
+    recipe: Literal["auto", "paper", "imagenet"] = Field(
+        "auto",
+        description="paper: eval_lr.py (clean images at the training size, SGD 0.01, steps at 60/80); imagenet: "
+        "eval_lr_imagenet.py (augmented train epochs at 224 px, Resize 256 / CenterCrop 224 test, N(0, 0.01) init, "
+        "SGD 0.3 cosine); auto: imagenet for runs pretrained at 224 px or more.",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Feature extraction: fp32 (official eval_lr.py) or bf16 autocast (faster on GPUs / AMX CPUs; "
+        "rounds the features). Part of the feature cache's file name.",
     )
 
 
@@ -303,6 +328,12 @@ class RunConfig(Section):
             raise ValueError(
                 f"train.batch_size={self.train.batch_size}: method {self.method.name!r} needs at least "
                 f"{self.method.min_batch} images per batch"
+            )
+        group = self.train.bn_group_size
+        if group and (self.train.bn_stats != "per_view" or self.train.batch_size % group):
+            raise ValueError(
+                f"train.bn_group_size={group} needs train.bn_stats = 'per_view' and a train.batch_size that "
+                f"it divides (got {self.train.bn_stats!r}, {self.train.batch_size})"
             )
         if self.data.shapes.layout == "centred" and "shapes:position" in self.probe.datasets:
             raise ValueError(

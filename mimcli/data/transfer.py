@@ -83,19 +83,29 @@ def concat(parts: Sequence[ImageData]) -> ImageData:
 
 
 def per_class_split(
-    labels: torch.Tensor, train_fraction: float = 0.8, seed: int = SPLIT_SEED
+    labels: torch.Tensor | Sequence[int], train_fraction: float = 0.8, seed: int = SPLIT_SEED
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train index, test index): within each class (ascending), a seeded permutation; the first
-    round(train_fraction * n) go to train. One generator serves all classes in turn."""
-    generator = torch.Generator().manual_seed(seed)
-    train, test = [], []
-    for label in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == label).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        cut = round(train_fraction * len(members))
-        train.append(members[:cut])
-        test.append(members[cut:])
-    return torch.cat(train).sort().values, torch.cat(test).sort().values
+    """(train index, test index), ascending: the official per-class split of vgg_flower.py L27-L54 and
+    traffic_sign.py L29-L50. Classes in the order they first appear in `labels` (the official
+    defaultdict's insertion order: file order for Flowers, class 0..42 for GTSRB); one
+    np.random.RandomState(seed) shuffles np.arange(n) of each class in turn; the first int(0.8 n)
+    (rounded down) go to train."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    groups: dict[int, list[int]] = {}
+    for position, label in enumerate(torch.as_tensor(labels).tolist()):
+        groups.setdefault(label, []).append(position)
+    train: list[int] = []
+    test: list[int] = []
+    for members in groups.values():
+        order = np.arange(len(members))
+        rng.shuffle(order)
+        shuffled = [members[i] for i in order.tolist()]
+        cut = int(train_fraction * len(members))
+        train += shuffled[:cut]
+        test += shuffled[cut:]
+    return torch.tensor(sorted(train), dtype=torch.long), torch.tensor(sorted(test), dtype=torch.long)
 
 
 def decode_samples(samples: Sequence[tuple[Any, int]] | Any, classes: list[str], image_size: int) -> ImageData:
@@ -167,10 +177,12 @@ def _load_dtd(root: Path, size: int, download: bool) -> tuple[ImageData, ImageDa
 
 
 def _load_flowers102(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
-    """All 8,189 images of the official train/val/test files, re-split 80/20 per class (seed 42)."""
+    """All 8,189 images of the official train/val/test files in image-number order (the order of
+    imagelabels.mat, which the official VGGFlower enumerates), re-split 80/20 per class (seed 42)."""
     from torchvision import datasets
 
-    parts = []
+    items: list[tuple[Path, int]] = []
+    classes: list[str] = []
     for split in ("train", "val", "test"):
         ds = _torchvision(
             "flowers102",
@@ -178,14 +190,18 @@ def _load_flowers102(root: Path, size: int, download: bool) -> tuple[ImageData, 
             _download_hint("flowers-102/{jpg,imagelabels.mat,setid.mat}"),
             partial(datasets.Flowers102, str(root), split=split, download=download),
         )
-        parts.append(decode_samples(ds, list(ds.classes), size))
-    data = concat(parts)
+        items += [(Path(path), int(label)) for path, label in zip(ds._image_files, ds._labels)]
+        classes = list(ds.classes)
+    items.sort(key=lambda item: item[0].name)  # image_00001.jpg, image_00002.jpg, ...
+    data = decode_samples(_ImageFiles(items), classes, size)
     train, test = per_class_split(data.labels)
     return data.select(train), data.select(test)
 
 
 def _load_gtsrb(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
-    """GTSRB Final_Training images (torchvision's train split), re-split 80/20 per class (seed 42)."""
+    """GTSRB Final_Training images (torchvision's train split), re-split 80/20 per class (seed 42). Within a
+    class the files are in name order; the official glob() lists them in the file system's order, which
+    differs between machines, so that order (and with it the exact split) cannot be reproduced."""
     from torchvision import datasets
 
     ds = _torchvision(

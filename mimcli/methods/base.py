@@ -26,7 +26,12 @@ from mimcli.models.resnet import PooledResNet
 class ProjectorSection(MethodSection):
     """Keys of the methods that put an MLP projector on the pooled features (SimCLR, BYOL, Barlow Twins)."""
 
-    hidden_dim: int = Field(512, gt=0, description="Projector hidden width.")
+    hidden_dim: int | None = Field(
+        None,
+        gt=0,
+        description="Projector hidden width (default: the backbone's feature width, 512 ResNet-18 / 2048 ResNet-50, "
+        "as the official heads).",
+    )
     proj_dim: int | None = Field(None, gt=0, description="Projector output (default 128; 1024 for Barlow).")
 
 

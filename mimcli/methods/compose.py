@@ -8,7 +8,7 @@ from mimcli.config import RunConfig
 from mimcli.data.batch import Batch
 from mimcli.methods import Method, build_method
 from mimcli.models.resnet import PooledResNet, build_backbone
-from mimcli.models.viewnorm import per_view_batchnorm, view_groups
+from mimcli.models.viewnorm import group_batchnorm, per_view_batchnorm, view_groups
 from mimcli.objectives.precision import LossPrecision, loss_precision
 from mimcli.regularizers import Regularizer, build_regularizer
 
@@ -54,4 +54,7 @@ def build_model(config: RunConfig, num_classes: int) -> PretrainModel:
     model = PretrainModel(backbone, method, regularizer, config.regularizer.lam, config.train.loss_precision)
     if config.train.bn_stats == "per_view" and method.n_views > 1:
         per_view_batchnorm(model)  # the official statistics: each view normalised on its own
+        # DataParallel's per-GPU statistics (official ImageNet run), on the backbone as there: the official RC
+        # decoder sits outside DataParallel and SimCLR's projector has no BatchNorm
+        group_batchnorm(model.backbone, config.train.bn_group_size)
     return model

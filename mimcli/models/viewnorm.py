@@ -11,6 +11,12 @@ over every rank: SyncBatchNorm per view.
 
 How many views the rows hold is set for a forward pass with `view_groups(n)`; outside it (probes,
 evaluation, one-view methods) the layer is an ordinary BatchNorm.
+
+`group_size` (train.bn_group_size, set on the backbone's layers): each view's rows are further
+normalised in consecutive groups of that many rows, as the official ImageNet run's DataParallel
+(4 GPUs, 256 rows of each view on each): every group with its own statistics, and the running
+statistics updated from each view's first group only (DataParallel keeps the in-place buffer
+updates of the replica on the first GPU and drops the others').
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class PerViewBatchNorm(GlobalBatchNorm):
     """BatchNorm1d/2d whose training statistics are per view (see the module docstring)."""
 
     synced = False  # True: each view's statistics over every rank (set by distributed.convert_batchnorm)
+    group_size = 0  # > 0: statistics per group of this many rows of each view (see the module docstring)
 
     def forward(self, x: Tensor) -> Tensor:
         groups = _GROUPS.get() if self.training else 1
@@ -49,7 +56,31 @@ class PerViewBatchNorm(GlobalBatchNorm):
             return step(self, x)
         if x.shape[0] % groups:
             raise ValueError(f"{x.shape[0]} rows do not split into {groups} views")
-        return torch.cat([step(self, part) for part in x.chunk(groups)])
+        if not self.group_size:
+            return torch.cat([step(self, part) for part in x.chunk(groups)])
+        out = []
+        for view in x.chunk(groups):
+            if view.shape[0] % self.group_size:
+                raise ValueError(
+                    f"train.bn_group_size={self.group_size} does not divide the {view.shape[0]} rows of a view "
+                    "on this process"
+                )
+            first, *rest = torch.split(view, self.group_size)
+            out.append(step(self, first))  # the only group whose statistics reach the running buffers
+            out += [self._batch_statistics_only(part) for part in rest]
+        return torch.cat(out)
+
+    def _batch_statistics_only(self, x: Tensor) -> Tensor:
+        """Training-mode BatchNorm of x that leaves the running statistics untouched."""
+        return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+def group_batchnorm(module: nn.Module, group_size: int) -> nn.Module:
+    """Set `group_size` on every per-view BatchNorm layer below module (see the module docstring)."""
+    for layer in module.modules():
+        if isinstance(layer, PerViewBatchNorm):
+            layer.group_size = group_size
+    return module
 
 
 def per_view_batchnorm(module: nn.Module) -> nn.Module:

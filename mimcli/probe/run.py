@@ -35,9 +35,16 @@ from rich.console import Console
 from mimcli.config import RunConfig
 from mimcli.data.transfer import TransferDataset, describe_downloads, pending_downloads, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
-from mimcli.features import FeatureCache, layer_names
+from mimcli.features import FeatureCache, layer_names, probe_normalization
 from mimcli.lock import folder_lock
 from mimcli.models.resnet import PooledResNet
+from mimcli.probe.imagenet import (
+    STORE_SIZE,
+    ImagenetProbeData,
+    augmented_epochs,
+    imagenet_params,
+    uses_imagenet_recipe,
+)
 from mimcli.probe.knn import KNN_K, KNN_TEMPERATURE, knn_probe
 from mimcli.probe.linear import LINEAR_SELECTION, LinearParams, linear_probe
 from mimcli.probe.records import ProbeRecord, ProbeResult
@@ -73,8 +80,11 @@ def _params(protocol: str, linear: LinearParams, seeds: list[int]) -> dict[str, 
             "lr": linear.lr,
             "momentum": linear.momentum,
             "batch_size": linear.batch_size,
+            "drop_last": linear.drop_last,
+            "schedule": linear.schedule,
             "milestones": linear.milestones,
             "gamma": linear.gamma,
+            "init": f"N(0, {linear.init_std:g}), bias 0" if linear.init_std is not None else "nn.Linear uniform",
             "selection": LINEAR_SELECTION,
             "val_fraction": VAL_FRACTION,
             "seeds": seeds,
@@ -92,9 +102,18 @@ def probe_dataset(
     seeds: list[int],
     linear: LinearParams,
     features: str = "raw",
+    imagenet: bool = False,
 ) -> ProbeRecord:
-    """One probe record; a data set that is not on disk (and not cached) gives status 'missing'."""
+    """One probe record; a data set that is not on disk (and not cached) gives status 'missing'.
+    imagenet: the official ImageNet recipe (probe/imagenet.py), linear protocol and raw features only."""
     protocol = "regression" if dataset.task == "regression" else protocol
+    if imagenet:
+        if protocol != "linear" or features != "raw":
+            raise UsageError(
+                f"the ImageNet probe recipe is a linear probe on raw features (got protocol {protocol!r}, "
+                f"features {features!r})"
+            )
+        return _probe_imagenet(dataset, cache, layers, seeds, linear)
     record = _record(dataset, protocol, layers)
     record["params"] = {**_params(protocol, linear, seeds), "features": features}
     if features == "standardized":
@@ -129,6 +148,39 @@ def probe_dataset(
         record["metrics"] = regression_probe(train_x, train_y, test_x, test_y, seeds)
     record["cache_key"] = cache.key(dataset.source, dataset.image_size, layers)
     record["n_train"], record["n_test"] = len(train), len(test)
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    return record
+
+
+def _probe_imagenet(
+    dataset: TransferDataset, cache: FeatureCache, layers: list[int], seeds: list[int], linear: LinearParams
+) -> ProbeRecord:
+    """eval_lr_imagenet.py: augmented train epochs, Resize(256) + CenterCrop(224) test (probe/imagenet.py)."""
+    record = _record(dataset, "linear", layers)
+    record["params"] = {
+        **_params("linear", linear, seeds),
+        "features": "raw",
+        "recipe": "imagenet: train RandomResizedCrop(224) + flip each epoch, test Resize(256) + CenterCrop(224)",
+    }
+    start = time.perf_counter()
+    holder = ImagenetProbeData(dataset)
+    centred = holder.centred()
+    try:
+        clean, test = cache.get(centred)
+        train_images = holder.images()[0].images
+    except DataNotFoundError as error:
+        record["status"], record["message"] = "missing", str(error)
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        return record
+    device = cache.device
+    mean, std, _ = probe_normalization(dataset.source, train_images, cache.normalize)
+    epochs = augmented_epochs(cache.backbone(), train_images, mean, std, layers, device, cache.precision, seed=seeds[0])
+    train_y, test_y = clean.target(dataset.target).to(device), test.target(dataset.target).to(device)
+    record["metrics"] = linear_probe(
+        epochs, train_y, test.matrix(layers).to(device), test_y, seeds, linear, val_x=clean.matrix(layers).to(device)
+    )
+    record["cache_key"] = cache.key(centred.source, centred.image_size, layers)
+    record["n_train"], record["n_test"] = len(clean), len(test)
     record["seconds"] = round(time.perf_counter() - start, 3)
     return record
 
@@ -204,17 +256,18 @@ def run_probes(
     layer_names(layers)
     seeds = list(dict.fromkeys(seeds or section.seeds))
     shapes = config.data.shapes.spec()
-    bound = [
-        resolve_dataset(
+
+    def bind(name: str, image_size: int) -> TransferDataset:
+        return resolve_dataset(
             name,
             root=data_root or config.data.root,
-            image_size=config.data.image_size,
+            image_size=image_size,
             download=config.data.download,
             shapes=shapes,
             pretrain_dataset=config.data.dataset,
         )
-        for name in names
-    ]
+
+    bound = [bind(name, config.data.image_size) for name in names]
     if protocol == "regression":
         wrong = [d.name for d in bound if d.task != "regression"]
         if wrong:
@@ -228,7 +281,14 @@ def run_probes(
     if pending:  # said before anything is fetched, so a one-epoch trial does not download gigabytes unannounced
         console.print(describe_downloads(pending, root), highlight=False)
     cache = FeatureCache(
-        run_dir, weights, device, console, backbone_loader, normalize=section.normalize, show_progress=show_progress
+        run_dir,
+        weights,
+        device,
+        console,
+        backbone_loader,
+        normalize=section.normalize,
+        precision=section.precision,
+        show_progress=show_progress,
     )
     path = run_dir / out_name
     result: ProbeResult = {
@@ -237,9 +297,18 @@ def run_probes(
         "checkpoint": {"path": weights, "sha256": cache.sha256},
         "results": _existing(path, cache.sha256, console),
     }
-    linear = LinearParams.from_config(section)
-    for dataset in bound:
-        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features)
+    imagenet = uses_imagenet_recipe(config)
+    for name, dataset in zip(names, bound):
+        # The ImageNet recipe is a linear probe on raw features of sets held in memory; image folders (ImageNet
+        # itself: streamed, too large for augmented epochs in memory), kNN, regression and standardised features
+        # keep the paper recipe's cached features, which their record's params say.
+        own = imagenet and dataset.files is None and protocol == "linear" and section.features == "raw"
+        if own:  # decoded at the recipe's 256 px, not resized up from the training size
+            dataset = bind(name, STORE_SIZE)
+        linear = imagenet_params(section) if own else LinearParams.from_config(section)
+        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features, own)
+        if imagenet and not own:
+            record["params"]["recipe"] = "paper (the ImageNet recipe covers linear probes on raw, in-memory sets)"
         with folder_lock(run_dir):  # another `mim probe` on this run may have written since: merge into its file
             result["results"] = merge_records(_existing(path, cache.sha256, None), record)
             write_json(path, result)
@@ -263,13 +332,15 @@ def extract_features_distributed(
     """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
     so that `run_probes` on rank 0 then reads only the cache."""
     shapes = config.data.shapes.spec()
+    probe = config.probe
     cache = FeatureCache(
         run_dir,
         BACKBONE,
         config.train.device,
         console,
         None,
-        normalize=config.probe.normalize,
+        normalize=probe.normalize,
+        precision=probe.precision,
         show_progress=show_progress,
     )
     for name in config.probe.datasets:

@@ -37,12 +37,19 @@ class Regularizer(nn.Module):
         self.sigma = cfg.sigma
 
     def perturb(self, features: Features) -> Features:
-        """z = f(v) + sigma * eps on the pooled blocks this regulariser makes stochastic (training only)."""
+        """z = f(v) + sigma * eps on the pooled blocks this regulariser makes stochastic (training only).
+
+        The noise is drawn and added in at least fp32 even when the backbone ran under bf16 autocast, as
+        the official code (fp32 throughout): in bf16, f(v) + 0.01 * eps rounds about a fifth of the noise
+        entries away (docs/fidelity.md). fp32 and float64 features draw exactly what they drew before."""
         if not self.training or not self.noisy_blocks or self.sigma == 0:
             return features
         noisy = dict(features)
         for name in self.noisy_blocks:
-            noisy[name] = features[name] + self.sigma * torch.randn_like(features[name])
+            clean = features[name]
+            dtype = torch.promote_types(clean.dtype, torch.float32)
+            noise = torch.randn(clean.shape, dtype=dtype, device=clean.device)
+            noisy[name] = clean.to(dtype) + self.sigma * noise
         return noisy
 
     def loss(self, clean: Features, noisy: Features, batch: Batch) -> dict[str, Tensor]:

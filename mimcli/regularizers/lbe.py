@@ -15,14 +15,16 @@ from mimcli.models.resnet import PooledResNet
 from mimcli.objectives import information
 from mimcli.regularizers.base import Features, Regularizer, register_regularizer
 
+LBE_RHO = 1 / 20  # official InfoNCE: score = -||z - mu||^2 / 20. (SimCLR/modules/mi_estimators.py L8)
+
 
 class LBESection(RegularizerSection):
     kind: Literal["lbe"] = "lbe"
     rho: float | None = Field(
         None,
         gt=0,
-        description="LBE distance scale exp(-rho * ||z_k - f(v_l)||^2); default as the official "
-        "code: 1/20 (0.05), 1/80 (0.0125) at 224 px (ImageNet).",
+        description="LBE distance scale exp(-rho * ||z_k - f(v_l)||^2); default 1/20 (0.05) at every "
+        "resolution, as every folder of the official code executes (its '80 for ImageNet' is a comment).",
     )
     block_weights: dict[str, float] | None = Field(
         None,
@@ -33,10 +35,9 @@ class LBESection(RegularizerSection):
     uses = ("lambda", "sigma", "rho", "block_weights")
 
     def lbe_rho(self, image_size: int) -> float:
-        """rho, or the official default for the resolution (the reference divides by 20, by 80 on ImageNet)."""
-        if self.rho is not None:
-            return self.rho
-        return 1 / 80 if image_size >= IMAGENET_SIZE else 1 / 20
+        """rho, or the official 1/20: mi_estimators.py divides by 20. in every folder; its comment
+        "# 80 for ImageNet" was never executed, so the ImageNet runs divided by 20 too."""
+        return LBE_RHO if self.rho is None else self.rho
 
     def lbe_block_weights(self, image_size: int) -> dict[str, float]:
         """block_weights, or the official default for the resolution."""

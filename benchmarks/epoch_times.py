@@ -98,10 +98,11 @@ def main() -> None:
     flags = {"dry": " --dry-run", "cpu": " --cpu"}.get(size, "")
     flags += f" --repeats {args.repeats}" if args.repeats > 1 else ""
     command = f"python benchmarks/epoch_times.py --before {args.before}{flags}"
+    repeats = "; the fastest of the alternating repeats (by CPU time on a CPU)" if args.repeats > 1 else ""
     text = (
         f"## Epoch times before and after: {machine()}\n\n`{command}`: one epoch (synthetic 32 x 32 uint8, "
         "data on the device) after a warm-up epoch, eager, default precision, each code tree in its own "
-        f"process, scaled to 50,000 images{'; the fastest of the alternating repeats' if args.repeats > 1 else ''}."
+        f"process, scaled to 50,000 images{repeats}."
         f"\n\n{markdown_table(rows, list(rows[0]))}"
     )
     save(name, measured, text, args.out, args.write and not args.dry_run)

@@ -43,6 +43,8 @@ def time_tree(tree: Path, size: str) -> list[dict[str, Any]]:
         "print(json.dumps(rows))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+    if size != "gpu":  # one thread: on a shared CPU, more only wait for each other
+        env["OMP_NUM_THREADS"] = "1"
     # the working directory comes first on sys.path: run in the tree, so its mimcli is the one imported
     done = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True, check=False)
     sys.stderr.write(done.stderr[-3000:])

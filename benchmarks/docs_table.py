@@ -58,6 +58,20 @@ def update_section(name: str, body: str, doc: Path = DOC) -> Path:
     return doc
 
 
+def save(name: str, record: dict[str, Any], text: str, out: Path | None, write: bool) -> None:
+    """A script's results: OUT/<name>.json and OUT/<name>.md when `out` is given, and its section of
+    docs/benchmarks.md when `write`; the text is printed either way."""
+    import json
+
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.json").write_text(json.dumps({"machine": machine(), **record}, indent=2))
+        (out / f"{name}.md").write_text(text + "\n")
+    if write:
+        update_section(name, text)
+    print(text)
+
+
 def in_fresh_process(module: str, function: str, arg: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """`benchmarks/<module>.py`'s function(arg) in a new Python process (one intra-op thread, plus `env`),
     its JSON result: peak RSS (`resource.getrusage`) is per process, so each measurement gets its own."""

@@ -13,8 +13,10 @@ under --transfer-root (dtd, mnist, ...); missing ones are listed as missing, not
 JPEG re-encoding costs a little accuracy against the PNG-exact data (shared/README.md), so read the
 difference to the report as "close or not", not to the decimal.
 
-Writes reproduce_report.json and reproduce_report.md to --out; --write also puts the table into
-docs/benchmarks.md (not in --dry-run).
+Writes reproduce_report.json and reproduce_report.md to --out after each model (so a run stopped by a
+time limit still returns the models that finished, marked `"complete": false`), and copies each
+finished run's metrics.jsonl and probe.json to OUT/runs/<preset>/; --write also puts the table into
+docs/benchmarks.md as it grows (not in --dry-run).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -104,18 +107,25 @@ def main() -> None:
         "--per-class", type=int, default=None, help="first N train and test images of each class (a quick GPU check)"
     )
     parser.add_argument("--write", action="store_true", help="also update docs/benchmarks.md")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"presets to train, in order (default {','.join(MODELS)})"
+    )
     args = parser.parse_args()
+    models = {preset: MODELS[preset] for preset in args.models.split(",") if preset in MODELS}
+    if not models:
+        sys.exit(f"--models {args.models}: none of {', '.join(MODELS)}")
     if not args.archive.is_file():
         sys.exit(f"CIFAR-10 archive not found: {args.archive} (pass --archive)")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
+    text = ""
     with tempfile.TemporaryDirectory() as scratch:
         root = extract(args.archive, Path(scratch), 20 if args.dry_run else args.per_class)
         print(f"extracted {root} in {time.perf_counter() - start:.0f} s", flush=True)
         transfer = [] if args.dry_run else TRANSFER
         probes = [f"imagefolder:{root}", f"colourstats:{root}"]  # transfer sets are probed apart, below
-        runs = {preset: (args.runs or Path(scratch) / "runs") / preset for preset in MODELS}
+        runs = {preset: (args.runs or Path(scratch) / "runs") / preset for preset in models}
         sets = [
             "data.dataset='imagefolder'",
             f"data.root='{root}'",
@@ -125,7 +135,7 @@ def main() -> None:
             *(DRY if args.dry_run else []),
         ]
         options = [x for s in sets for x in ("--set", s)]
-        for preset, label in MODELS.items():
+        for preset, label in models.items():
             run = runs[preset]
             began = time.perf_counter()
             print(f"{label}: pretraining {args.epochs} epochs, then probing (log: {args.out / 'runs.log'})", flush=True)
@@ -160,9 +170,18 @@ def main() -> None:
             row["train+probe s"] = time.perf_counter() - began
             print(json.dumps(row), flush=True)
             rows.append(row)
-    seconds = time.perf_counter() - start
-    columns = list(rows[0])
-    table = markdown_table(rows, columns)
+            kept = args.out / "runs" / preset
+            kept.mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.jsonl", "probe.json"):
+                shutil.copyfile(run / name, kept / name)
+            text = write_records(args, rows, time.perf_counter() - start, len(models))
+    print(text)
+
+
+def write_records(args: argparse.Namespace, rows: list[dict[str, Any]], seconds: float, models: int) -> str:
+    """reproduce_report.json and .md in --out (and docs/benchmarks.md with --write) for the rows so far."""
+    table = markdown_table(rows, list(rows[0]))
+    complete = len(rows) == models
     mode = (
         "dry run (CPU, 20 images per class, width 8, 1 epoch: checks the script, not the numbers)"
         if args.dry_run
@@ -172,16 +191,15 @@ def main() -> None:
     text = (
         f"## Report's 30-epoch table: {machine()}\n\n`python benchmarks/reproduce_report.py`: {mode}. "
         f"Linear probe, best test accuracy over 100 epochs (the report's rule); s/epoch is the median "
-        f"pretraining epoch after the first. {seconds:.0f} s in all."
-        f"\n\n{table}"
+        f"pretraining epoch after the first. {seconds:.0f} s in all"
+        f"{'' if complete else f' ({len(rows)} of {models} models finished)'}.\n\n{table}"
     )
-    (args.out / "reproduce_report.json").write_text(
-        json.dumps({"machine": machine(), "dry_run": args.dry_run, "seconds": seconds, "rows": rows}, indent=2)
-    )
+    record = {"machine": machine(), "dry_run": args.dry_run, "complete": complete, "seconds": seconds, "rows": rows}
+    (args.out / "reproduce_report.json").write_text(json.dumps(record, indent=2))
     (args.out / "reproduce_report.md").write_text(text + "\n")
     if args.write and not args.dry_run:
         update_section("reproduce_report", text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -11,13 +11,15 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from rich.console import Console, RenderableType
 from rich.markup import escape
+from torch.profiler import record_function
 
 from mimcli import distributed, provenance, runs, signals
 from mimcli.config import RunConfig
@@ -42,6 +44,23 @@ from mimcli.tables import Col, fit_table
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     """Every random draw of an epoch derives from (seed, epoch, rank): resume is exact without replay."""
     return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+T = TypeVar("T")
+
+
+def named(items: Iterable[T], name: str) -> Iterator[T]:
+    """`items`, each one produced inside a profiler range called `name` (a generator's work runs at `next`)."""
+    iterator = iter(items)
+    while True:
+        with record_function(name):
+            item = next(iterator, _END)
+        if item is _END:
+            return
+        yield cast(T, item)
+
+
+_END = object()
 
 
 @dataclass
@@ -212,19 +231,25 @@ class Trainer:
             progress.start_epoch(epoch)
         start = time.perf_counter()
         first = self.step
-        for step, (views, labels) in enumerate(self.source.batches(batches, seed, augment_rng, first), start=first + 1):
-            batch = Batch(views.contiguous(memory_format=self.memory_format), labels, n_views)
-            with self.autocast():
+        source = named(self.source.batches(batches, seed, augment_rng, first), "mim.data")
+        # The phases are named for the profiler (benchmarks/gpu_profile.py); unprofiled, each costs microseconds.
+        for step, (views, labels) in enumerate(source, start=first + 1):
+            with record_function("mim.data"):
+                batch = Batch(views.contiguous(memory_format=self.memory_format), labels, n_views)
+            with self.autocast(), record_function("mim.forward"):
                 terms = self.step_fn(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            self.optimizer.step()
-            if self.schedule_per_step:
-                self.schedule.step()
-            self.model.method.on_step_end(self.model.backbone, epoch, cfg.train.epochs)
-            for name, value in terms.items():
-                value = value.detach().float()
-                sums[name] = sums[name] + value if name in sums else value
+            with record_function("mim.backward"):
+                self.optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+            with record_function("mim.optimizer"):
+                self.optimizer.step()
+                if self.schedule_per_step:
+                    self.schedule.step()
+                self.model.method.on_step_end(self.model.backbone, epoch, cfg.train.epochs)
+            with record_function("mim.metrics"):
+                for name, value in terms.items():
+                    value = value.detach().float()
+                    sums[name] = sums[name] + value if name in sums else value
             self.step = step
             stop = signals.stop_requested()
             if step < len(batches) and (

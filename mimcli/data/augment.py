@@ -33,6 +33,7 @@ seeded generator reproduces the views exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -80,6 +81,17 @@ class AugmentParams:
 
 # ---------------------------------------------------------------------------------------------------
 # colour operations on float images in [0, 1], per-sample factors
+
+
+@functools.lru_cache(maxsize=64)
+def constant(
+    values: tuple[float, ...] | tuple[int, ...], device: torch.device, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """A small constant tensor, made once per device: `torch.tensor(..., device=cuda)` copies from the
+    host and waits for the GPU's queue to drain, which inside a step would stall it every call.
+    Callers never modify the result in place."""
+    with torch.inference_mode(False):  # usable outside inference mode even when first made inside it
+        return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _per_sample(factor: Tensor | float, images: Tensor) -> Tensor:
@@ -141,7 +153,7 @@ def adjust_hue(images: Tensor, factor: Tensor | float) -> Tensor:
     hue = hue.add_((dr - db).add_(delta, alpha=2.0).mul_(is_g))
     hue = hue.add_((dg - dr).add_(delta, alpha=4.0).mul_(is_b))
     hue = hue.div_(delta.clamp(min=1e-12)).add_(shift * 6.0)  # hue in sextants, shifted: (-4, 8)
-    offset = torch.tensor((6.0, 4.0, 2.0), dtype=images.dtype, device=images.device).view(1, 3, 1, 1)  # n + 1
+    offset = constant((6.0, 4.0, 2.0), images.device, images.dtype).view(1, 3, 1, 1)  # n + 1
     k = hue + offset
     k = k.sub_(torch.floor(k * (1.0 / 6.0)).mul_(6.0))  # mod 6, in [0, 6)
     ramp = k.sub_(3.0).abs_().neg_().add_(2.0).clamp_(0.0, 1.0)
@@ -264,8 +276,8 @@ def _check_images(images: Tensor) -> None:
 
 
 def _mean_std(aug: AugmentSection, device: torch.device) -> tuple[Tensor, Tensor]:
-    mean = torch.tensor(aug.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(aug.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    mean = constant(tuple(aug.mean), device).view(1, -1, 1, 1)
+    std = constant(tuple(aug.std), device).view(1, -1, 1, 1)
     return mean, std
 
 
@@ -284,7 +296,7 @@ def normalize_only(images: Tensor, cfg: AugmentSection | RunConfig, out_size: in
         if height == out_size and width == out_size:
             x = images.to(torch.float32).mul_(1.0 / 255.0)  # as torchvision's to_dtype(scale=True)
         else:
-            full = torch.tensor((0, 0, height, width), device=images.device).expand(batch, 4)
+            full = constant((0, 0, height, width), images.device, torch.int64).expand(batch, 4)
             x = resized_crop(images, full, out_size, gain=1.0 / 255.0).clamp_(0.0, 1.0)
         mean, std = _mean_std(aug, images.device)
         return x.sub_(mean).div_(std)
@@ -319,10 +331,11 @@ class BatchAugment:
             u[:, _U_AREA], u[:, _U_RATIO], u[:, _U_TOP], u[:, _U_LEFT], height, width, c.crop_scale, c.crop_ratio
         )
         jitter = u[:, _U_JITTER] < c.jitter_p
-        lo = torch.tensor([r[0] for r in self.factor_ranges], device=device)
-        hi = torch.tensor([r[1] for r in self.factor_ranges], device=device)
+        device = torch.device(device)
+        lo = constant(tuple(r[0] for r in self.factor_ranges), device)
+        hi = constant(tuple(r[1] for r in self.factor_ranges), device)
         factors = lo + (hi - lo) * u[:, _U_FACTORS]
-        identity = torch.tensor(IDENTITY_FACTORS, device=device)
+        identity = constant(IDENTITY_FACTORS, device)
         factors = torch.where(jitter.unsqueeze(1), factors, identity)
         return AugmentParams(
             boxes=boxes,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mimcli.config import RunConfig
-from mimcli.data.augment import BatchAugment
+from mimcli.data.augment import BatchAugment, constant
 from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex, StreamBatches, stream_steps
 from mimcli.errors import UsageError
@@ -64,7 +64,7 @@ class StreamSource:
         for views, labels in stream_steps(dataset, start_step, self.workers, self.device.type == "cuda"):
             views = views.to(self.device, non_blocking=True)
             params = self.augment.sample_params(len(views), size, size, self.device, rng)
-            params.boxes = torch.tensor((0, 0, size, size), device=self.device).expand(len(views), 4)
+            params.boxes = constant((0, 0, size, size), self.device, torch.int64).expand(len(views), 4)
             yield self.augment.apply(views, params), labels.to(self.device, non_blocking=True)
 
 

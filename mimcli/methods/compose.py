@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from mimcli.config import RunConfig
 from mimcli.data.batch import Batch
@@ -33,10 +34,13 @@ class PretrainModel(nn.Module):
             return self._terms(batch)
 
     def _terms(self, batch: Batch) -> dict[str, Tensor]:
-        clean = self.backbone(batch.views)
-        noisy = self.regularizer.perturb(clean)
-        method_terms = self.method.loss(noisy, batch)
-        reg_terms = self.regularizer.loss(clean, noisy, batch)
+        with record_function("mim.backbone"):  # named for the profiler (benchmarks/gpu_profile.py)
+            clean = self.backbone(batch.views)
+        with record_function("mim.method"):
+            noisy = self.regularizer.perturb(clean)
+            method_terms = self.method.loss(noisy, batch)
+        with record_function("mim.regularizer"):
+            reg_terms = self.regularizer.loss(clean, noisy, batch)
         method_loss, reg = method_terms.pop("method"), reg_terms.pop("reg")
         return {
             "loss": method_loss + self.lam * reg,

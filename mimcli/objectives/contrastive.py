@@ -20,7 +20,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     n = z1.shape[0]
     logits = z @ z.T / temperature
     logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    # the positive of row i is row i + n (mod 2n), made on the device: a host copy would wait for the GPU
+    targets = torch.arange(n, 3 * n, device=z.device).remainder_(2 * n)
     return F.cross_entropy(logits, targets)
 
 

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from torch import nn
 
 from mimcli.config import RunConfig
 from mimcli.data.transfer import TransferDataset, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.features import FeatureCache, layer_names
-from mimcli.models.resnet import PooledResNet
 from mimcli.probe.knn import KNN_K, KNN_TEMPERATURE, knn_probe
 from mimcli.probe.linear import LINEAR_SELECTION, LinearParams, linear_probe
 from mimcli.probe.records import ProbeRecord, ProbeResult
@@ -165,10 +165,15 @@ def run_probes(
     console: Console | None = None,
     weights: str = BACKBONE,
     out_name: str = PROBE,
-    backbone_loader: Callable[[], PooledResNet] | None = None,
+    backbone_loader: Callable[[], nn.Module] | None = None,
+    identity: str | None = None,
+    fixed_norm: tuple[list[float], list[float]] | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> ProbeResult:
     """Probe a run's backbone (or `weights`, e.g. backbones/epoch-100.pt) on data sets; merge into `out_name`.
 
+    A model mim did not train (mimcli.probe.foreign) passes its backbone_loader, its `identity` (the
+    cache's checkpoint hash), its own normalisation `fixed_norm` and the `preprocessing` each record names.
     Every None falls back to the run's [probe] section (data_root: data.root). probe.json is
     rewritten atomically after each data set, so finished results survive a later failure.
     Printing the result is the caller's (mimcli.report.probe_table.print_probe_table).
@@ -205,7 +210,16 @@ def run_probes(
                 "classification data sets (use linear or knn)"
             )
     console = console or Console()
-    cache = FeatureCache(run_dir, weights, device, console, backbone_loader, normalize=section.normalize)
+    cache = FeatureCache(
+        run_dir,
+        weights,
+        device,
+        console,
+        backbone_loader,
+        normalize=section.normalize,
+        identity=identity,
+        fixed_norm=fixed_norm,
+    )
     path = run_dir / out_name
     result: ProbeResult = {
         "format": FORMAT,
@@ -216,6 +230,8 @@ def run_probes(
     linear = LinearParams.from_config(section)
     for dataset in bound:
         record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features)
+        if preprocessing is not None:
+            record["params"]["preprocessing"] = preprocessing
         result["results"] = merge_records(result["results"], record)
         write_json(path, result)
     return result

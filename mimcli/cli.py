@@ -233,10 +233,13 @@ def probe(
         str | None, typer.Option(help="Where torchvision data sets live (default: data.root).")
     ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
-    out: OutOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Probe directory of a model mim did not train (default runs/probe-<model>)."),
+    ] = None,
     format_: Annotated[
         str,
-        typer.Option("--format", help="Checkpoint layout: auto | mim | torchvision | solo-learn | lightly | infocl."),
+        typer.Option("--format", help="Checkpoint layout: auto | solo-learn | lightly | infocl | torchvision | mim."),
     ] = "auto",
     stem: Annotated[
         str, typer.Option(help="A 3x3-stem checkpoint's stem: auto (by input size) | cifar | stl.")

@@ -263,3 +263,26 @@ def test_torchvision_options_are_recorded(cli, tmp_path):
         assert handle["layer2"].shape == (64, 64)  # layer1's 64 channels in the first slot
         assert handle.attrs["norm"] == "the model's own constants"
         assert list(handle.attrs["norm_std"]) == pytest.approx([0.229, 0.224, 0.225])
+
+
+def test_timm_model_with_its_own_config(cli, tmp_path):
+    timm = pytest.importorskip("timm")
+    out = tmp_path / "timm"
+    code, _, err = cli("probe", "timm:resnet18", "--out", str(out), "--input-size", "32", *PROBE)
+    assert code == 0, err
+    description = json.loads((out / "model.json").read_text())["model"]
+    assert description["feature_layers"] == ["layer2", "layer3", "layer4"]  # the last three of its feature_info
+    assert description["normalization"]["from"] == "timm pretrained_cfg"
+    mean, std = description["pretrained_cfg"]["mean"], description["pretrained_cfg"]["std"]
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18").eval()
+    x = (shapes_train_images().float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model.forward_features(x).mean(dim=(2, 3))
+    torch.testing.assert_close(cached(out)["layer4"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_timm_missing_is_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "timm", None)  # import timm raises ImportError
+    code, _, err = cli("probe", "timm:resnet18", "--out", str(tmp_path / "t"), *PROBE)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "mim[timm]" in err

@@ -152,6 +152,10 @@ def test_our_own_backbone_probed_as_a_file_equals_the_run_probe(cli, tmp_path):
     assert set(rows) == {"SimCLR", "mim resnet18 (backbone.pt)"}
     assert rows["mim resnet18 (backbone.pt)"]["method"] == "foreign:checkpoint"
     assert rows["mim resnet18 (backbone.pt)"]["value"] == rows["SimCLR"]["value"]
+    # a foreign row is another model by design: mim's rows are not marked as trained differently
+    code, text, err = cli("report", str(tmp_path / "runs"), "--format", "markdown")
+    assert code == 0 and "different protocols" not in err and "SimCLR†" not in text
+    assert "| mim resnet18 (backbone.pt) |" in text.replace(" †", "")
 
 
 def test_torchvision_random_weights_offline(cli, tmp_path):

@@ -44,7 +44,8 @@ def convert_hint(path: Path) -> str:
     """The one-line conversion recipe for a checkpoint that needs pickle."""
     return (
         f"if you trust it, convert it once: python -c \"import torch; c = torch.load('{path}', weights_only=False); "
-        "torch.save(c.get('state_dict', c), 'weights.pt')\" and probe weights.pt"
+        "torch.save(c.get('state_dict', c) if isinstance(c, dict) else c.state_dict(), 'weights.pt')\" "
+        "and probe weights.pt"
     )
 
 
@@ -57,11 +58,11 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        detail = next((line for line in str(error).splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
-        what = re.sub(r"\s+", " ", detail).strip()
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f"it holds a {found.group(1)} object" if found else "it holds Python objects, not only tensors"
         raise UsageError(
-            f"{path} needs pickle to load ({what or 'it holds Python objects, not only tensors'}), and unpickling "
-            f"can run code, so mim loads tensors only; {convert_hint(path)}"
+            f"{path} needs pickle to load ({what}), and unpickling can run code, so mim loads tensors only; "
+            f"{convert_hint(path)}"
         ) from None
     except Exception as error:  # a torn, empty or non-torch file
         lines = str(error).strip().splitlines()

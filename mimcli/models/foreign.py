@@ -98,8 +98,8 @@ def parse_source(source: str) -> tuple[str, str, str | None]:
         return kind, name, weights or None
     if not Path(source).is_file():
         raise UsageError(
-            f"{source!r} is neither a run directory, a checkpoint file, torchvision:NAME[:WEIGHTS] "
-            "nor timm:NAME[:pretrained]"
+            f"{source!r} is not a run directory, a checkpoint file, torchvision:NAME[:WEIGHTS] "
+            "or timm:NAME[:pretrained]"
         )
     return "checkpoint", str(Path(source).resolve()), None
 

@@ -252,7 +252,14 @@ def _csv(text: str | None) -> list[str] | None:
 
 @app.command()
 def probe(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mim pretrain`.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A run directory written by `mim pretrain`, or a model mim did not train: torchvision:NAME[:WEIGHTS], "
+            "timm:NAME[:pretrained], a checkpoint file (mim, torchvision, solo-learn, lightly, InfoCL ResNets), "
+            "or the probe directory such a probe wrote (docs/probing.md)."
+        ),
+    ],
     datasets: Annotated[str | None, typer.Option(help="Comma-separated: cifar10,dtd,... or imagefolder:PATH.")] = None,
     protocol: Annotated[str | None, typer.Option(help="linear | knn | regression.")] = None,
     layers: Annotated[str | None, typer.Option(help="Pooled blocks to probe: 4 or 2,3,4 (concatenated).")] = None,
@@ -267,10 +274,37 @@ def probe(
             "--no-progress", help="No live bar: a line every 50 batches, or every quarter of a linear probe, for logs."
         ),
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Probe directory of a model mim did not train (default runs/probe-<model>)."),
+    ] = None,
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="Checkpoint layout: auto | solo-learn | lightly | infocl | torchvision | mim."),
+    ] = "auto",
+    stem: Annotated[
+        str, typer.Option(help="A 3x3-stem checkpoint's stem: auto (by input size) | cifar | stl.")
+    ] = "auto",
+    feature_layers: Annotated[
+        str | None, typer.Option(help="Three module names read as layers 2,3,4 (default layer2,layer3,layer4).")
+    ] = None,
+    pool: Annotated[str | None, typer.Option(help="avg | max | token (a ViT's class token); default avg.")] = None,
+    input_size: Annotated[
+        int | None, typer.Option(min=8, help="Image size in pixels (default: the model's own, else data.image_size).")
+    ] = None,
+    norm: Annotated[
+        str, typer.Option(help="auto (the model's own, else per data set) | dataset | imagenet | M,M,M/S,S,S.")
+    ] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of random initial weights.")] = 0,
+    set_: SetOption = None,
+    info: Annotated[
+        bool, typer.Option("--info", help="Also measure I(z; v), I(z1; z2), I(z; factor) (mimcli.diagnostics).")
+    ] = False,
 ) -> None:
     """Probe frozen features (cached in HDF5) on the source and transfer data sets."""
-    from mimcli.probe import run_probes
+    from mimcli.probe.foreign import ModelOptions, ProbeChoices, probe_model
     from mimcli.report.probe_table import print_probe_table
+    from mimcli.runs import load_run_config
 
     if protocol is not None and protocol not in ("linear", "knn", "regression"):
         raise UsageError(f"--protocol {protocol!r}: choose linear, knn or regression")
@@ -279,21 +313,11 @@ def probe(
         seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
+    options = ModelOptions(format_, stem, _csv(feature_layers), pool, input_size, norm, seed, list(set_ or []))
+    choices = ProbeChoices(_csv(datasets), protocol, layer_list, seed_list, data_root, device, not no_progress)
     with signals.keeping("probe.json keeps each data set probed before the stop; run the same `mim probe` again"):
-        result = run_probes(
-            run_dir,
-            datasets=_csv(datasets),
-            protocol=protocol,
-            layers=layer_list,
-            seeds=seed_list,
-            data_root=data_root,
-            device=device,
-            console=console,
-            show_progress=not no_progress,
-        )
+        run_dir, result = probe_model(model, choices, out=out, options=options, info=info, console=console)
     print_probe_table(result, console)
-    from mimcli.runs import load_run_config
-
     _exit_if_partial(result, _csv(datasets) or load_run_config(run_dir).probe.datasets)
 
 

@@ -43,6 +43,7 @@ LAYERS = ("layer2", "layer3", "layer4")
 NORM = "train-split statistics"
 OFFICIAL_NORM = "official constants"
 TRAINING_NORM = "training normalisation (0.5, 0.5)"
+MODEL_NORM = "the model's own constants"  # a foreign model's (mimcli.models.foreign), e.g. ImageNet's
 # data_statistics.py of the official code (identical in its SimCLR, BYOL, BarTwins, Supervised folders).
 OFFICIAL_STATISTICS: dict[str, tuple[list[float], list[float]]] = {
     "stl10": ([0.491, 0.482, 0.447], [0.247, 0.244, 0.262]),
@@ -212,6 +213,8 @@ class FeatureCache:
         memory_gb: float | None = None,
         workers: int | None = None,
         show_progress: bool = True,
+        identity: str | None = None,
+        fixed_norm: tuple[list[float], list[float]] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.show_progress = show_progress
@@ -227,7 +230,9 @@ class FeatureCache:
         path = self.run_dir / weights
         if not path.is_file():
             raise UsageError(f"{path} not found: has the run finished?")
-        self.sha256 = file_sha256(path)
+        # a foreign model's identity: its weights' hash plus how features are taken (layers, pooling)
+        self.sha256 = identity or file_sha256(path)
+        self.fixed_norm = fixed_norm
         self.folder = self.run_dir / "features"
         self.device = device if isinstance(device, torch.device) else distributed.resolve_device(device)
         self.console = console
@@ -237,7 +242,7 @@ class FeatureCache:
 
     # ------------------------------------------------------------------------------------ naming
     def path(self, source: str, split: str, image_size: int) -> Path:
-        tag = "" if self.normalize == "official" else f"-{self.normalize.replace('_', '')}"
+        tag = "" if self.normalize == "official" or self.fixed_norm else f"-{self.normalize.replace('_', '')}"
         tag += "" if self.precision == "fp32" else f"-{self.precision}"  # fp32 keeps the names of older caches
         return self.folder / f"{source}-{split}-{image_size}px-{self.sha256[:16]}{tag}.h5"
 
@@ -259,7 +264,7 @@ class FeatureCache:
                 return self._stream(dataset, indexes, found)
         with distributed.main_first():  # under DDP rank 0 downloads first
             images = dict(zip(splits, dataset.load()))
-        mean, std, norm = probe_normalization(dataset.source, images["train"].images, self.normalize)
+        mean, std, norm = self._normalization(dataset.source, images["train"].images)
         for split in splits:
             if found[split] is None:
                 found[split] = self._build(dataset, split, images[split], mean, std, norm)
@@ -285,6 +290,15 @@ class FeatureCache:
         else:
             log.warning(message)
 
+    def _normalization(self, source: str, train_images: Tensor) -> tuple[list[float], list[float], str]:
+        """The model's own constants when it has them (a foreign model's), else the per-data-set rule."""
+        if self.fixed_norm is not None:
+            return list(self.fixed_norm[0]), list(self.fixed_norm[1]), MODEL_NORM
+        return probe_normalization(source, train_images, self.normalize)
+
+    def _norm_kind(self, source: str) -> str:
+        return MODEL_NORM if self.fixed_norm is not None else norm_kind(source, self.normalize)
+
     def backbone(self) -> nn.Module:
         if self._backbone is None:
             self._backbone = self._loader().to(self.device).eval()
@@ -300,7 +314,7 @@ class FeatureCache:
             return f"of format {attrs.get('format')!r}, not {FORMAT}"
         if attrs.get("checkpoint_sha256") != self.sha256 or attrs.get("split") != split:
             return "for another checkpoint or split"
-        expected = norm_kind(str(attrs.get("source")), self.normalize)
+        expected = self._norm_kind(str(attrs.get("source")))
         if attrs.get("norm") != expected:
             return f"normalised with {attrs.get('norm')!r}, not {expected!r}"
         if attrs.get("precision") != PRECISION_ATTR[self.precision]:  # an untagged file from a bf16 extraction
@@ -362,7 +376,7 @@ class FeatureCache:
         """Missing splits extracted batch by batch from the files and written row by row (rank 0; the
         other ranks wait and read the files): memory holds a few batches, never the set."""
         if distributed.is_main():
-            kind = norm_kind(dataset.source, self.normalize)
+            kind = self._norm_kind(dataset.source)
             if kind == NORM:  # train-split statistics: one decoding pass over the train images first
                 counts = torch.zeros(3, 256, dtype=torch.long)
                 batches = math.ceil(len(indexes["train"]) / self.batch_size)
@@ -372,7 +386,7 @@ class FeatureCache:
                         bar.advance()
                 mean, std = stats_from_counts(counts)
             else:
-                mean, std, kind = probe_normalization(dataset.source, torch.empty(0), self.normalize)
+                mean, std, kind = self._normalization(dataset.source, torch.empty(0))
             for split, index in indexes.items():
                 if found[split] is None:
                     self._stream_split(dataset, split, index, mean, std, kind)

@@ -11,6 +11,10 @@ runs/<name>/
   probe.json      probe results (written by `mim probe`)
   features/       cached probe features (HDF5, written by `mim probe`)
 
+A model mim did not train, probed with `mim probe torchvision:NAME` or a checkpoint file, gets a
+run-like directory: model.json (what the model is) in place of run.json, backbone.pt, config.toml
+(the probe data's settings), probe.json, features/ (mimcli.probe.foreign).
+
 A directory is a mim run when it holds config.toml and a run.json whose status is "running" or
 "finished" (`is_run`). `--force` replaces only such a directory, and only when everything in it is a
 name from the list above (or one of our temporary files): mim never deletes a file it did not write.
@@ -40,6 +44,7 @@ CHECKPOINT = "checkpoint.pt"
 BACKBONE = "backbone.pt"
 STATUS = "run.json"
 PROBE = "probe.json"
+FOREIGN = "model.json"  # a probe directory of a model mim did not train (mimcli.probe.foreign)
 FEATURES = "features"
 SAVED_BACKBONES = "backbones"
 REQUIREMENTS = "requirements.txt"

@@ -76,15 +76,17 @@ def test_spread_lines_compare_each_regularised_row_with_its_baseline():
     from mimcli.report.cells import Cell, Column
     from mimcli.report.spread import spread_lines
 
-    def row(label: str, kind: str, values: list[float], settings: dict) -> NS:
+    def row(label: str, kind: str, values: list[float], settings: dict, foreign: bool = False) -> NS:
         config = NS(regularizer=NS(kind=kind), method=NS(name="simclr"))
-        group = NS(config=config, settings=settings, runs=[object()] * len(values))
+        group = NS(config=config, settings=settings, runs=[object()] * len(values), foreign=foreign)
         return NS(label=label, group=group, cells={"shapes:hue": Cell(values)})
 
     base = {"model.width": 16}
     table = NS(
         columns=[Column("shapes:hue", "classification", "source")],
         rows=[
+            # a model mim did not train, with the same settings: never a baseline
+            row("torchvision resnet18", "none", [50.0, 51.0, 52.0], base, foreign=True),
             row("SimCLR", "none", [10.0, 11.0, 12.0], base),
             row("SimCLR (w8)", "none", [0.0, 0.0, 0.0], {"model.width": 8}),
             row("SimCLR + RC", "rc", [15.0, 16.0, 17.0], {**base, "regularizer.kind": "rc"}),

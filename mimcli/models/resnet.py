@@ -1,8 +1,9 @@
-"""ResNet-18/50 backbones that return the global-average-pooled outputs of layer2, layer3 and layer4.
+"""ResNet-18/34/50/101/152 backbones that return the global-average-pooled outputs of layer2, layer3 and layer4.
 
 torchvision's ResNet supplies the blocks; only the stem changes (CIFAR: 3x3 stride 1, no max-pool;
 STL-10: 3x3 stride 2, no max-pool; ImageNet: the standard 7x7 + max-pool). `width` scales every
-stage so the same code runs in seconds on a CPU with 16 base channels.
+stage so the same code runs in seconds on a CPU with 16 base channels. Training offers ResNet-18 and
+-50 (model.backbone); the other depths are here for checkpoints trained elsewhere (mim probe).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ Stem = Literal["cifar", "stl", "imagenet"]
 
 _SPECS: dict[str, tuple[type[nn.Module], list[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
+    "resnet101": (Bottleneck, [3, 4, 23, 3]),
+    "resnet152": (Bottleneck, [3, 8, 36, 3]),
 }
 
 

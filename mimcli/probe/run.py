@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from torch import nn
 
 from mimcli.config import RunConfig
 from mimcli.data.transfer import TransferDataset, describe_downloads, pending_downloads, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.features import FeatureCache, layer_names, probe_normalization
 from mimcli.lock import folder_lock
-from mimcli.models.resnet import PooledResNet
 from mimcli.probe.imagenet import (
     STORE_SIZE,
     ImagenetProbeData,
@@ -232,11 +232,16 @@ def run_probes(
     console: Console | None = None,
     weights: str = BACKBONE,
     out_name: str = PROBE,
-    backbone_loader: Callable[[], PooledResNet] | None = None,
+    backbone_loader: Callable[[], nn.Module] | None = None,
     show_progress: bool = True,
+    identity: str | None = None,
+    fixed_norm: tuple[list[float], list[float]] | None = None,
+    preprocessing: dict[str, Any] | None = None,
 ) -> ProbeResult:
     """Probe a run's backbone (or `weights`, e.g. backbones/epoch-100.pt) on data sets; merge into `out_name`.
 
+    A model mim did not train (mimcli.probe.foreign) passes its backbone_loader, its `identity` (the
+    cache's checkpoint hash), its own normalisation `fixed_norm` and the `preprocessing` each record names.
     Every None falls back to the run's [probe] section (data_root: data.root). probe.json is
     rewritten atomically after each data set, so finished results survive a later failure, and read,
     merged and replaced under the run's folder_lock, so two probes of one run both keep their results.
@@ -289,6 +294,8 @@ def run_probes(
         normalize=section.normalize,
         precision=section.precision,
         show_progress=show_progress,
+        identity=identity,
+        fixed_norm=fixed_norm,
     )
     path = run_dir / out_name
     result: ProbeResult = {
@@ -309,6 +316,8 @@ def run_probes(
         record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features, own)
         if imagenet and not own:
             record["params"]["recipe"] = "paper (the ImageNet recipe covers linear probes on raw, in-memory sets)"
+        if preprocessing is not None:
+            record["params"]["preprocessing"] = preprocessing
         with folder_lock(run_dir):  # another `mim probe` on this run may have written since: merge into its file
             result["results"] = merge_records(_existing(path, cache.sha256, None), record)
             write_json(path, result)

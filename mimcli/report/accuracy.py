@@ -115,10 +115,13 @@ def build_table(
                     f"runs (the others lack a transfer data set)"
                 )
         table.rows.append(Row(group, cells))
-    # model-level protocol (backbone, width, image size, stem) across rows
-    protocols = [{k: g.settings.get(k) for k in MODEL_PROTOCOL} for g in groups]
-    common = majority([frozen(p) for p in protocols])
-    for row, protocol in zip(table.rows, protocols):
+    # model-level protocol (backbone, width, image size, stem) across mim's rows; a model mim did not
+    # train is a different model by design, and its own row says what it is
+    trained = [(row, {k: g.settings.get(k) for k in MODEL_PROTOCOL}) for row, g in zip(table.rows, groups)]
+    trained = [(row, protocol) for row, protocol in trained if not row.group.foreign]
+    protocols = [protocol for _, protocol in trained]
+    common = majority([frozen(p) for p in protocols]) if protocols else ""
+    for row, protocol in trained:
         row.flagged = frozen(protocol) != common
     if any(row.flagged for row in table.rows):
         warnings.append(

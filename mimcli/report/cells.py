@@ -74,7 +74,7 @@ class Row:
 
     @property
     def block(self) -> str:
-        return self.group.config.method.name
+        return "foreign" if self.group.foreign else self.group.config.method.name
 
 
 @dataclass

@@ -26,9 +26,12 @@ class Run:
     records: list[dict[str, Any]]  # probe records with status "ok"
     metrics: list[dict[str, Any]]
     label: str | None = None  # run.json's label: the row label when the run's plugin is not imported here
+    foreign: dict[str, Any] | None = None  # model.json's description of a model mim did not train
 
     @property
     def model(self) -> str:
+        if self.foreign is not None:
+            return str(self.foreign.get("label", "?"))
         return describe_model(self.config, self.label)
 
     @property
@@ -79,11 +82,19 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
     except UsageError as error:
         skip(f"unreadable {runs.CONFIG} ({error})")
         return None
+    foreign = None
     try:
         status = runs.read_json(path / runs.STATUS)
     except FileNotFoundError:
-        skip(f"no {runs.STATUS} (not written by `mim pretrain`)")
-        return None
+        try:  # a model mim did not train: nothing to finish, model.json says what it is
+            foreign = runs.read_json(path / runs.FOREIGN)["model"]
+            status = {"status": "finished"}
+        except FileNotFoundError:
+            skip(f"no {runs.STATUS} (not written by `mim pretrain`)")
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            skip(f"unreadable {runs.FOREIGN} ({error})")
+            return None
     except (OSError, ValueError) as error:
         skip(f"unreadable {runs.STATUS} ({error})")
         return None
@@ -104,7 +115,7 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         skip(f"unreadable {runs.PROBE} ({error})")
         return None
-    if stale(path, probe):
+    if foreign is None and stale(path, probe):  # a foreign probe hashes its weights with how it reads them
         skip(f"{runs.PROBE} is stale: the backbone changed after probing (run `mim probe {name}` again)")
         return None
     records = [
@@ -123,7 +134,7 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
         skip("no probe results with status ok")
         return None
     label = status.get("label")
-    return Run(path, name, config, records, runs.read_metrics(path), label if isinstance(label, str) else None)
+    return Run(path, name, config, records, runs.read_metrics(path), label if isinstance(label, str) else None, foreign)
 
 
 def stale(path: Path, probe: dict[str, Any]) -> bool:
@@ -170,13 +181,18 @@ def preferred_record(records: list[dict[str, Any]], metric: str) -> dict[str, An
 
 def probe_signature(record: dict[str, Any]) -> dict[str, Any]:
     """What must match for two probe numbers to be comparable (the probe seeds need not)."""
-    params = {k: v for k, v in (record.get("params") or {}).items() if k != "seeds"}
+    # the seeds need not match, and how a foreign model sees its images belongs to the model, not the probe
+    params = {k: v for k, v in (record.get("params") or {}).items() if k not in ("seeds", "preprocessing")}
     return {"protocol": record.get("protocol"), "layers": record.get("layers"), **params}
 
 
 def run_fields(run: Run) -> dict[str, Any]:
     """The columns that name a run in every tidy record (probe results and information estimates)."""
     cfg = run.config
+    if run.foreign is not None:
+        return {"run": run.name, "model": run.model, "method": f"foreign:{run.foreign.get('kind')}"} | dict.fromkeys(
+            ("regularizer", "lambda", "epochs", "seed")
+        )
     return {
         "run": run.name,
         "model": run.model,

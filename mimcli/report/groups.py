@@ -43,6 +43,15 @@ def settings(config: RunConfig) -> dict[str, Any]:
     return keep
 
 
+def run_settings(run: Run) -> dict[str, Any]:
+    """A run's settings; a foreign model's are its probe data's plus what model.json says it is."""
+    if run.foreign is None:
+        return settings(run.config)
+    kept = {k: v for k, v in settings(run.config).items() if k.startswith(("data.", "probe."))}
+    taken = ("source", "weights", "seed", "feature_layers", "pool", "input_size", "normalization")
+    return kept | {f"model.{k}": run.foreign.get(k) for k in taken}
+
+
 def frozen(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -63,11 +72,17 @@ class Group:
     def model(self) -> str:
         return self.runs[0].model
 
-    def order(self) -> tuple[int, int, float, int, str]:
+    @property
+    def foreign(self) -> bool:
+        """A model mim did not train (its row follows mim's rows; it is nobody's baseline)."""
+        return self.runs[0].foreign is not None
+
+    def order(self) -> tuple[bool, int, int, float, int, str]:
         cfg = self.config
         # registration order: the built-ins as mimcli.methods / mimcli.regularizers list them, then plugins
         # (a run whose plugin is not imported here comes last)
         return (
+            self.foreign,
             _position(list(method_sections()), cfg.method.name),
             _position(list(regularizer_sections()), cfg.regularizer.kind),
             self.runs[0].lam or 0.0,
@@ -83,7 +98,7 @@ def _position(names: list[str], name: str) -> int:
 def group_runs(runs_: list[Run]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run in runs_:
-        values = settings(run.config)
+        values = run_settings(run)
         key = frozen(values)
         groups.setdefault(key, Group([], values)).runs.append(run)
     for group in groups.values():

@@ -25,12 +25,14 @@ def _without_regularizer(settings: dict[str, Any]) -> str:
 def baseline_of(table: AccuracyTable, row: Row) -> Row | None:
     """The unregularised row that `row` should be compared with, or None (row is a baseline, or none exists)."""
     config = row.group.config
-    if config.regularizer.kind == "none":
+    if config.regularizer.kind == "none" or row.group.foreign:
         return None
     same_method = [
         r
         for r in table.rows
-        if r.group.config.regularizer.kind == "none" and r.group.config.method.name == config.method.name
+        if r.group.config.regularizer.kind == "none"
+        and r.group.config.method.name == config.method.name
+        and not r.group.foreign
     ]
     key = _without_regularizer(row.group.settings)
     exact = [r for r in same_method if _without_regularizer(r.group.settings) == key]

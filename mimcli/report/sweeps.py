@@ -64,6 +64,8 @@ def build_sweep(table: AccuracyTable, axis: str) -> SweepTable | None:
 
         wanted = {strip(rows[0].group.settings) for rows in members}
         baselines = [
-            r for r in table.rows if r.group.config.regularizer.kind == "none" and strip(r.group.settings) in wanted
+            r
+            for r in table.rows
+            if r.group.config.regularizer.kind == "none" and not r.group.foreign and strip(r.group.settings) in wanted
         ]
     return SweepTable(axis, table, series, baselines)

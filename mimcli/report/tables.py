@@ -55,6 +55,17 @@ def build_report(
     return Report(metric, runs_, tables, sweeps, warnings, reference, compare)
 
 
+def foreign_line(run: Run) -> str:
+    """How a model mim did not train was read: its source, feature layers, pooling, input and normalisation."""
+    model = run.foreign or {}
+    norm = model.get("normalization")
+    norm_text = f"mean {norm['mean']} std {norm['std']} ({norm.get('from')})" if norm else "per data set"
+    return (
+        f"{run.model} = {model.get('source')}: layers {','.join(model.get('feature_layers') or [])} "
+        f"({model.get('pool')} pooled), {model.get('input_size')} px, normalisation {norm_text}"
+    )
+
+
 def protocol_lines(report: Report) -> list[tuple[str, str]]:
     """(what, value) pairs describing how the runs were trained and probed, read from the runs."""
 
@@ -64,39 +75,46 @@ def protocol_lines(report: Report) -> list[tuple[str, str]]:
             return next(iter(counts))
         return ", ".join(f"{v} ({plural(n, 'run')})" for v, n in sorted(counts.items()))
 
-    cfgs = [run.config for run in report.runs]
+    trained = [run for run in report.runs if run.foreign is None]
+    cfgs = [run.config for run in trained]
     probes = [r for run in report.runs for r in run.records]
-    lines = [
-        ("runs", str(len(report.runs))),
-        ("backbone", distinct([f"{c.model.backbone}, width {c.model.width}, stem {c.model.stem}" for c in cfgs])),
-        (
-            "pretraining data",
-            distinct(
-                [
-                    f"{source_key(c)} at {c.data.image_size} px"
-                    + (f", subset {c.data.subset}" if c.data.subset else "")
-                    for c in cfgs
-                ]
+    lines = [("runs", str(len(trained)))] if trained else []
+    lines += (
+        [
+            ("backbone", distinct([f"{c.model.backbone}, width {c.model.width}, stem {c.model.stem}" for c in cfgs])),
+            (
+                "pretraining data",
+                distinct(
+                    [
+                        f"{source_key(c)} at {c.data.image_size} px"
+                        + (f", subset {c.data.subset}" if c.data.subset else "")
+                        for c in cfgs
+                    ]
+                ),
             ),
-        ),
-        ("method", distinct([run.model for run in report.runs])),
-        ("epochs", distinct([c.train.epochs for c in cfgs])),
-        ("batch size", distinct([c.train.batch_size for c in cfgs])),
-        (
-            "optimiser",
-            distinct(
-                [
-                    f"{c.train.optimizer} lr {c.train.lr:g}, weight decay {c.train.weight_decay:g}, "
-                    f"{c.train.schedule} schedule"
-                    for c in cfgs
-                ]
+            ("method", distinct([run.model for run in trained])),
+            ("epochs", distinct([c.train.epochs for c in cfgs])),
+            ("batch size", distinct([c.train.batch_size for c in cfgs])),
+            (
+                "optimiser",
+                distinct(
+                    [
+                        f"{c.train.optimizer} lr {c.train.lr:g}, weight decay {c.train.weight_decay:g}, "
+                        f"{c.train.schedule} schedule"
+                        for c in cfgs
+                    ]
+                ),
             ),
-        ),
-        ("training seeds", ", ".join(map(str, sorted({c.train.seed for c in cfgs})))),
-    ]
+            ("training seeds", ", ".join(map(str, sorted({c.train.seed for c in cfgs})))),
+        ]
+        if trained
+        else []
+    )
+    lines += [("not trained by mim", foreign_line(run)) for run in report.runs if run.foreign is not None]
     for protocol in sorted({r.get("protocol") for r in probes}, key=str):
         group = [r for r in probes if r.get("protocol") == protocol]
-        params = [{k: v for k, v in (r.get("params") or {}).items() if k not in ("selection", "seeds")} for r in group]
+        skipped = ("selection", "seeds", "preprocessing")
+        params = [{k: v for k, v in (r.get("params") or {}).items() if k not in skipped} for r in group]
         text = distinct([", ".join(f"{k} {v}" for k, v in p.items()) for p in params])
         layers = distinct([",".join(map(str, r.get("layers") or [])) for r in group])
         seeds = sorted({s for r in group for s in (r.get("params") or {}).get("seeds", [])})

@@ -173,7 +173,8 @@ def main() -> None:
             kept = args.out / "runs" / preset
             kept.mkdir(parents=True, exist_ok=True)
             for name in ("metrics.jsonl", "probe.json"):
-                shutil.copyfile(run / name, kept / name)
+                if (kept / name).resolve() != (run / name).resolve():  # --runs may already be inside --out
+                    shutil.copyfile(run / name, kept / name)
             text = write_records(args, rows, time.perf_counter() - start, len(models))
     print(text)
 

@@ -289,4 +289,4 @@ def test_timm_model_with_its_own_config(cli, tmp_path):
 def test_timm_missing_is_one_line(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "timm", None)  # import timm raises ImportError
     code, _, err = cli("probe", "timm:resnet18", "--out", str(tmp_path / "t"), *PROBE)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "mim[timm]" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "pip install timm" in err

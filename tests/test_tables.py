@@ -103,3 +103,7 @@ def test_sweep_and_its_report_tables(cli, at_width, tmp_path):
         whole = ["lambda-0.1", "lambda-1", "SimCLR + RC (λ=0.1)", "SimCLR + RC (λ=1)", "shapes:shape", "shapes:hue"]
         assert_readable(out, width, whole)
         assert "Accuracy against λ" in out and "protocol" in out
+        code, out, err = cli("sweep", "status", str(tmp_path / "lambda-quickstart-rc"))
+        assert code == 0, err
+        assert_readable(out, width, ["lambda-0.1", "lambda-1"])
+        assert "2 done" in out

@@ -141,7 +141,9 @@ def _timm() -> Any:
     try:
         return importlib.import_module("timm")
     except ImportError:
-        raise UsageError("timm:NAME needs timm: pip install 'mim[timm]' (or pip install timm)") from None
+        raise UsageError(
+            "timm:NAME needs timm: pip install timm (or pip install -e '.[timm]' in mim's checkout)"
+        ) from None
 
 
 def _timm_model(name: str, weights: str | None, seed: int) -> tuple[nn.Module, dict[str, Any]]:

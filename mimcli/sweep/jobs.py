@@ -177,7 +177,9 @@ def point_status(name: str, run_dir: Path, job: dict[str, Any] | None, sacct: di
     lock = _lock(run_dir)
     if lock == "elsewhere" and job_state == "failed":  # its task was killed outright (SIGKILL, a node lost)
         status.state = "failed"
-        status.note = "; ".join(n for n in (status.note, f"remove {lock_path(run_dir)} before retrying") if n)
+        stale = os.path.relpath(lock_path(run_dir))  # the lock is keyed on the real path: shown from here
+        stale = stale if not stale.startswith("..") else str(lock_path(run_dir))
+        status.note = "; ".join(n for n in (status.note, f"remove {stale} before retrying") if n)
     elif lock:
         status.state = "running"  # a job or a local `mim sweep` works on it right now
     elif job_state in ("queued", "running", "failed"):

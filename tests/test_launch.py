@@ -25,6 +25,8 @@ pytest.importorskip("submitit")
 
 TINY = [*TINY_BASE, "train.batch_size=32", "train.device=cpu", "train.threads=1"]
 PROBED = [*TINY, "probe.datasets=['shapes:shape']", "probe.epochs=5"]
+# enough epochs that a tiny task on an idle machine is still training when the test catches its first save
+EPOCHS = 12
 SETS = [arg for key in [*TINY, "probe.datasets=[]"] for arg in ("--set", key)]
 
 
@@ -45,7 +47,7 @@ def stop_mid_training(run_dir: Path) -> int:
     os.kill(pid, signal.SIGSTOP)
     try:
         status = runs.read_json(run_dir / runs.STATUS)
-        assert status["status"] == "running" and status["epochs_done"] < 3, status
+        assert status["status"] == "running" and status["epochs_done"] < EPOCHS, status
         os.kill(pid, signal.SIGUSR2)
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -54,7 +56,7 @@ def stop_mid_training(run_dir: Path) -> int:
 
 def test_local_launcher_requeues_a_stopped_task_and_it_resumes_bit_exactly(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
-    points = plan_sweep("seeds", "simclr", "0,1,2", [*PROBED, "train.epochs=3"], out_root="runs")
+    points = plan_sweep("seeds", "simclr", "0,1,2", [*PROBED, f"train.epochs={EPOCHS}"], out_root="runs")
     jobs = launch.submit(points, launch.LaunchOptions("local"), console=quiet())
     assert len(jobs) == 3
     victim = points[1]

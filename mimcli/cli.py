@@ -475,8 +475,8 @@ def _error(message: str) -> None:
 def _command_line_error() -> type[Exception]:
     """The base class of the usage errors typer raises (an unknown option, a missing argument).
 
-    typer up to 0.24 raises click's ClickException; later releases vendor click and raise their own copy,
-    and click is no longer installed with them. `typer.BadParameter` derives from that base in every
+    typer up to 0.25 raises click's ClickException; from 0.26 typer vendors click and raises its own copy,
+    and click is no longer installed with it. `typer.BadParameter` derives from that base in every
     release, so its MRO names it through typer's public API, whichever typer is installed."""
     for base in typer.BadParameter.__mro__:
         if base.__name__ == "ClickException":

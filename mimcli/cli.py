@@ -352,6 +352,10 @@ def sweep(
     name: Annotated[str | None, typer.Option(help="Sweep folder name (default <kind>-<preset>).")] = None,
     shard: Annotated[str | None, typer.Option(help="I/N: run only every N-th point, from the I-th.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the points and their commands only.")] = False,
+    random_init: Annotated[
+        bool,
+        typer.Option("--random-init", help="Also probe the preset untrained (train.epochs=0), once per training seed."),
+    ] = False,
     no_progress: QuietOption = False,
     trust_plugins: TrustOption = False,
     launcher: Annotated[
@@ -395,7 +399,7 @@ def sweep(
             raise UsageError("--shard splits a sweep by hand; a launcher submits every point that needs it")
         options = launch_options(launcher, partition, account, gpus, cpus, mem, time, sbatch or [])
         plugins = READ if dry_run else training_plugins(list(set_ or []), trust_plugins)
-        points = plan_sweep(kind, preset or [], values, set_, set_values, out, name, plugins)
+        points = plan_sweep(kind, preset or [], values, set_, set_values, out, name, plugins, random_init)
         if launch_sweep(points, options, retry_failed, dry_run, console):
             raise typer.Exit(1)  # the local launcher waited, and a point failed
         return
@@ -419,6 +423,7 @@ def sweep(
         console,
         show_progress=not no_progress,
         trust_plugins=trust_plugins,
+        random_init=random_init,
     )
     locked = [o for o in outcomes if o.status == "skipped-locked"]
     if locked:

@@ -263,6 +263,13 @@ def probe(
     datasets: Annotated[str | None, typer.Option(help="Comma-separated: cifar10,dtd,... or imagefolder:PATH.")] = None,
     protocol: Annotated[str | None, typer.Option(help="linear | knn | regression.")] = None,
     layers: Annotated[str | None, typer.Option(help="Pooled blocks to probe: 4 or 2,3,4 (concatenated).")] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="standardized | raw: the probe reads each dimension standardised on the train split, or the features "
+            "as they are (default: the run's probe.features; the cached features serve both, kept as two records)."
+        ),
+    ] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated probe seeds (mean and std reported).")] = None,
     data_root: Annotated[
         str | None, typer.Option(help="Where torchvision data sets live (default: data.root).")
@@ -308,13 +315,17 @@ def probe(
 
     if protocol is not None and protocol not in ("linear", "knn", "regression"):
         raise UsageError(f"--protocol {protocol!r}: choose linear, knn or regression")
+    if features is not None and features not in ("standardized", "raw"):
+        raise UsageError(f"--features {features!r}: choose standardized or raw")
     try:
         layer_list = [int(x) for x in _csv(layers) or []] if layers else None
         seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
     options = ModelOptions(format_, stem, _csv(feature_layers), pool, input_size, norm, seed, list(set_ or []))
-    choices = ProbeChoices(_csv(datasets), protocol, layer_list, seed_list, data_root, device, not no_progress)
+    choices = ProbeChoices(
+        _csv(datasets), protocol, layer_list, seed_list, data_root, device, not no_progress, features
+    )
     with signals.keeping("probe.json keeps each data set probed before the stop; run the same `mim probe` again"):
         run_dir, result = probe_model(model, choices, out=out, options=options, info=info, console=console)
     print_probe_table(result, console)

@@ -68,7 +68,8 @@ def build_table(
             per_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for record in run.records:
                 per_dataset[record["dataset"]].append(record)
-            picks = {name: preferred_record(recs, metric) for name, recs in per_dataset.items()}
+            features = run.config.probe.features
+            picks = {name: preferred_record(recs, metric, features) for name, recs in per_dataset.items()}
             chosen[id(run)] = {name: rec for name, rec in picks.items() if rec is not None}
             for name, rec in chosen[id(run)].items():
                 tasks.setdefault(name, "regression" if rec.get("protocol") == "regression" else "classification")

@@ -12,7 +12,9 @@ Definitions (the same for every method and regulariser, so their numbers compare
   (x, y)); classes get the delta kernel, continuous targets the Gaussian kernel.
 
 Estimators (mimcli.objectives.mutual_information, nats): matrix-based Renyi (alpha = 1.01) for
-everything, KSG for I(z1; z2) and I(z; v), InfoNCE with a fixed cosine critic for I(z1; z2).
+everything, KSG for I(z1; z2) and I(z; v), InfoNCE with a fixed cosine critic for I(z1; z2). Each
+I(z; factor) comes with its shuffled-label floor and a bootstrap interval (factor_estimates). A run
+of train.epochs = 0 records one line at epoch 0: the estimates before the first step.
 """
 
 from __future__ import annotations
@@ -37,10 +39,15 @@ from mimcli.objectives.mutual_information import (
     ksg,
     label_gram,
     renyi_mutual_information,
+    resample_indices,
+    resampled_interval,
+    shuffled,
 )
 
 SEED_OFFSET = 7_777  # the evaluation batch's seed is train.seed + this: fixed per run, apart from training draws
 PIXEL_GRID = 8
+RESAMPLES = 20  # bootstrap batches behind each I(z; factor) interval
+FLOOR_SEED = 0  # the shuffles and resamples: a generator of their own, so training's RNG is untouched
 KEY = "info"  # metrics.jsonl records carry the estimates under this key
 
 
@@ -112,14 +119,34 @@ def information_estimates(
 ) -> dict[str, float]:
     """Every estimate the diagnostics record, from features and the things they are compared with."""
     gram_z1, gram_z2, gram_z, gram_v = (gaussian_gram(t) for t in (z1, z2, z, pixels))
-    out = {
+    out: dict[str, float | Tensor] = {
         "z1_z2_renyi": renyi_mutual_information(gram_z1, gram_z2),
         "z1_z2_infonce": infonce(cosine_scores(z1, z2)),
         "z1_z2_ksg": ksg(z1, z2),
         "z_v_renyi": renyi_mutual_information(gram_z, gram_v),
         "z_v_ksg": ksg(z, pixels),
     }
+    generator = torch.Generator().manual_seed(FLOOR_SEED)
     for name, target in factors.items():
-        gram = gaussian_gram(target) if target.is_floating_point() else label_gram(target)
-        out[f"z_{name}_renyi"] = renyi_mutual_information(gram_z, gram)
+        out |= factor_estimates(f"z_{name}_renyi", z, gram_z, target, generator)
     return {name: float(value) for name, value in out.items()}
+
+
+def _target_gram(target: Tensor) -> Tensor:
+    return gaussian_gram(target) if target.is_floating_point() else label_gram(target)
+
+
+def factor_estimates(
+    key: str, z: Tensor, gram_z: Tensor, target: Tensor, generator: torch.Generator
+) -> dict[str, float | Tensor]:
+    """I(z; factor) under `key`, its shuffled-label floor (`key`_shuffled) and a 95 % interval over
+    RESAMPLES bootstrap batches (`key`_low, `key`_high): compare two models only where a difference
+    exceeds both."""
+    point = float(renyi_mutual_information(gram_z, _target_gram(target)))
+    floor = float(renyi_mutual_information(gram_z, _target_gram(shuffled(target, generator))))
+    resampled = []
+    for index in resample_indices(len(z), RESAMPLES, generator):
+        index = index.to(z.device)
+        resampled.append(float(renyi_mutual_information(gaussian_gram(z[index]), _target_gram(target[index]))))
+    low, high = resampled_interval(point, resampled)
+    return {key: point, f"{key}_shuffled": floor, f"{key}_low": low, f"{key}_high": high}

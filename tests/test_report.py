@@ -451,6 +451,7 @@ def test_json_and_csv_records(trained, tmp_path):
         "value": 34.0,
         "protocol": "linear",
         "layers": [4],
+        "features": "raw",  # a record without params.features is the paper's raw probe
     }
     plain = next(r for r in rows if r["run"].endswith("simclr-s1") and r["dataset"] == "cifar10")
     assert plain["lambda"] is None and plain["seed"] == 1 and plain["value"] == 86.0

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
-from mimcli.diagnostics import KEY, Diagnostics, diagnostics_interval, factor_estimates
+from mimcli.diagnostics import KEY, Diagnostics, diagnostics_interval, factor_estimates, z_resamples
 from mimcli.objectives.mutual_information import (
     correlated_gaussians,
     cosine_scores,
@@ -157,11 +157,13 @@ def test_shuffled_floor_is_near_zero_on_independent_data_and_the_interval_holds_
     independent = torch.randn(256, 2, generator=generator, dtype=torch.float64)
     dependent = independent + 3 * torch.stack([labels % 2, labels // 2], 1).double()
     for z in (independent, dependent):
-        found = factor_estimates("k", z, gaussian_gram(z), labels, torch.Generator().manual_seed(1))
+        gram, floors = gaussian_gram(z), torch.Generator().manual_seed(1)
+        found = factor_estimates("k", gram, labels, floors, z_resamples(gram, floors, 20))
         assert abs(found["k_shuffled"]) < 0.05  # labels permuted: no dependence left (log N is 5.5)
         assert found["k_low"] <= found["k"] <= found["k_high"]
     assert abs(found["k"]) > 0.1 + found["k_high"] - found["k_low"]  # dependent: beyond the floor and interval
-    independent_point = factor_estimates("k", independent, gaussian_gram(independent), labels, generator)["k"]
+    gram = gaussian_gram(independent)
+    independent_point = factor_estimates("k", gram, labels, generator, z_resamples(gram, generator, 2))["k"]
     assert abs(independent_point) < 0.05
     # the interval is the point plus the resampled values' spread about their own mean (2.5 % and 97.5 %)
     assert resampled_interval(1.0, [0.0, 1.0, 2.0, 3.0, 4.0]) == pytest.approx((1.0 - 1.9, 1.0 + 1.9))

@@ -2,7 +2,7 @@
 
 x, y in R^d with corr(x_k, y_k) = rho, independent across k: I = -d/2 log(1 - rho^2) nats. For each
 case, `--seeds` independent batches of N samples (N = 256, train.diagnostics_images' default);
-the table gives the mean and standard deviation over seeds of:
+the table gives the mean and standard deviation over seeds of (d up to 192, the dimension of v):
 
   KSG        mimcli.objectives.mutual_information.ksg (k = 3)
   InfoNCE    infonce(cosine_scores(x, y)), the fixed critic the diagnostics use (temperature 0.1)
@@ -40,6 +40,8 @@ from mimcli.objectives.mutual_information import (
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "information.md"
 CASES = [(1, 0.0), (1, 0.5), (1, 0.9), (4, 0.0), (4, 0.5), (4, 0.9), (16, 0.0), (16, 0.5)]
+# the diagnostics' real dimensions: z has 128 (ResNet-18 width 16, layer 4), v 192 (8 x 8 x 3 pixels)
+CASES += [(128, 0.0), (128, 0.1), (192, 0.0), (192, 0.1)]
 
 
 def silverman(x: torch.Tensor) -> float:

@@ -263,6 +263,13 @@ def probe(
     datasets: Annotated[str | None, typer.Option(help="Comma-separated: cifar10,dtd,... or imagefolder:PATH.")] = None,
     protocol: Annotated[str | None, typer.Option(help="linear | knn | regression.")] = None,
     layers: Annotated[str | None, typer.Option(help="Pooled blocks to probe: 4 or 2,3,4 (concatenated).")] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="standardized | raw: the probe reads each dimension standardised on the train split, or the features "
+            "as they are (default: the run's probe.features; the cached features serve both, kept as two records)."
+        ),
+    ] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated probe seeds (mean and std reported).")] = None,
     data_root: Annotated[
         str | None, typer.Option(help="Where torchvision data sets live (default: data.root).")
@@ -308,13 +315,17 @@ def probe(
 
     if protocol is not None and protocol not in ("linear", "knn", "regression"):
         raise UsageError(f"--protocol {protocol!r}: choose linear, knn or regression")
+    if features is not None and features not in ("standardized", "raw"):
+        raise UsageError(f"--features {features!r}: choose standardized or raw")
     try:
         layer_list = [int(x) for x in _csv(layers) or []] if layers else None
         seed_list = [int(x) for x in _csv(seeds) or []] if seeds else None
     except ValueError:
         raise UsageError("--layers and --seeds take comma-separated integers") from None
     options = ModelOptions(format_, stem, _csv(feature_layers), pool, input_size, norm, seed, list(set_ or []))
-    choices = ProbeChoices(_csv(datasets), protocol, layer_list, seed_list, data_root, device, not no_progress)
+    choices = ProbeChoices(
+        _csv(datasets), protocol, layer_list, seed_list, data_root, device, not no_progress, features
+    )
     with signals.keeping("probe.json keeps each data set probed before the stop; run the same `mim probe` again"):
         run_dir, result = probe_model(model, choices, out=out, options=options, info=info, console=console)
     print_probe_table(result, console)
@@ -352,6 +363,10 @@ def sweep(
     name: Annotated[str | None, typer.Option(help="Sweep folder name (default <kind>-<preset>).")] = None,
     shard: Annotated[str | None, typer.Option(help="I/N: run only every N-th point, from the I-th.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the points and their commands only.")] = False,
+    random_init: Annotated[
+        bool,
+        typer.Option("--random-init", help="Also probe the preset untrained (train.epochs=0), once per training seed."),
+    ] = False,
     no_progress: QuietOption = False,
     trust_plugins: TrustOption = False,
     launcher: Annotated[
@@ -395,7 +410,7 @@ def sweep(
             raise UsageError("--shard splits a sweep by hand; a launcher submits every point that needs it")
         options = launch_options(launcher, partition, account, gpus, cpus, mem, time, sbatch or [])
         plugins = READ if dry_run else training_plugins(list(set_ or []), trust_plugins)
-        points = plan_sweep(kind, preset or [], values, set_, set_values, out, name, plugins)
+        points = plan_sweep(kind, preset or [], values, set_, set_values, out, name, plugins, random_init)
         if launch_sweep(points, options, retry_failed, dry_run, console):
             raise typer.Exit(1)  # the local launcher waited, and a point failed
         return
@@ -419,6 +434,7 @@ def sweep(
         console,
         show_progress=not no_progress,
         trust_plugins=trust_plugins,
+        random_init=random_init,
     )
     locked = [o for o in outcomes if o.status == "skipped-locked"]
     if locked:

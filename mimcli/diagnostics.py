@@ -12,7 +12,9 @@ Definitions (the same for every method and regulariser, so their numbers compare
   (x, y)); classes get the delta kernel, continuous targets the Gaussian kernel.
 
 Estimators (mimcli.objectives.mutual_information, nats): matrix-based Renyi (alpha = 1.01) for
-everything, KSG for I(z1; z2) and I(z; v), InfoNCE with a fixed cosine critic for I(z1; z2).
+everything, KSG for I(z1; z2) and I(z; v), InfoNCE with a fixed cosine critic for I(z1; z2). Each
+I(z; factor) comes with its shuffled-label floor and a bootstrap interval (factor_estimates). A run
+of train.epochs = 0 records one line at epoch 0: the estimates before the first step.
 """
 
 from __future__ import annotations
@@ -36,11 +38,17 @@ from mimcli.objectives.mutual_information import (
     infonce,
     ksg,
     label_gram,
+    renyi_entropy,
     renyi_mutual_information,
+    resample_indices,
+    resampled_interval,
+    shuffled,
 )
 
 SEED_OFFSET = 7_777  # the evaluation batch's seed is train.seed + this: fixed per run, apart from training draws
 PIXEL_GRID = 8
+RESAMPLES = 10  # bootstrap batches behind each I(z; factor) interval (each: 3 eigendecompositions per factor)
+FLOOR_SEED = 0  # the shuffles and resamples: a generator of their own, so training's RNG is untouched
 KEY = "info"  # metrics.jsonl records carry the estimates under this key
 
 
@@ -112,14 +120,46 @@ def information_estimates(
 ) -> dict[str, float]:
     """Every estimate the diagnostics record, from features and the things they are compared with."""
     gram_z1, gram_z2, gram_z, gram_v = (gaussian_gram(t) for t in (z1, z2, z, pixels))
-    out = {
+    out: dict[str, float | Tensor] = {
         "z1_z2_renyi": renyi_mutual_information(gram_z1, gram_z2),
         "z1_z2_infonce": infonce(cosine_scores(z1, z2)),
         "z1_z2_ksg": ksg(z1, z2),
         "z_v_renyi": renyi_mutual_information(gram_z, gram_v),
         "z_v_ksg": ksg(z, pixels),
     }
+    generator = torch.Generator().manual_seed(FLOOR_SEED)
+    resamples = z_resamples(gram_z, generator)
     for name, target in factors.items():
-        gram = gaussian_gram(target) if target.is_floating_point() else label_gram(target)
-        out[f"z_{name}_renyi"] = renyi_mutual_information(gram_z, gram)
+        out |= factor_estimates(f"z_{name}_renyi", gram_z, target, generator, resamples)
     return {name: float(value) for name, value in out.items()}
+
+
+def _target_gram(target: Tensor) -> Tensor:
+    return gaussian_gram(target) if target.is_floating_point() else label_gram(target)
+
+
+def z_resamples(gram_z: Tensor, generator: torch.Generator, count: int = RESAMPLES) -> list[tuple[Tensor, Tensor]]:
+    """(index, S(z) on it) for `count` bootstrap batches, shared by every factor: the batch's own kernel
+    (its width fixed by the whole batch), so a resample costs no new distances."""
+    out = []
+    for index in resample_indices(len(gram_z), count, generator):
+        index = index.to(gram_z.device)
+        out.append((index, renyi_entropy(gram_z[index][:, index])))
+    return out
+
+
+def factor_estimates(
+    key: str, gram_z: Tensor, target: Tensor, generator: torch.Generator, resamples: list[tuple[Tensor, Tensor]]
+) -> dict[str, float]:
+    """I(z; factor) under `key`, its shuffled-label floor (`key`_shuffled) and a 95 % interval over the
+    bootstrap batches `resamples` (`key`_low, `key`_high): compare two models only where a difference
+    exceeds both."""
+    point = float(renyi_mutual_information(gram_z, _target_gram(target)))
+    floor = float(renyi_mutual_information(gram_z, _target_gram(shuffled(target, generator))))
+    resampled = []
+    for index, entropy_z in resamples:
+        gram_t = _target_gram(target[index])
+        joint = gram_z[index][:, index] * gram_t
+        resampled.append(float(entropy_z + renyi_entropy(gram_t) - renyi_entropy(joint)))
+    low, high = resampled_interval(point, resampled)
+    return {key: point, f"{key}_shuffled": floor, f"{key}_low": low, f"{key}_high": high}

@@ -1,4 +1,4 @@
-"""What run.json records so a run can be reproduced: versions, code commit, device, command line, times.
+"""What run.json records so a run can be reproduced: versions, code commit, device, threads, command line, times.
 
 The git commit is that of the mim source tree (the checkout holding this package), since that is the
 code that trained the run; an installed wheel has none and records null. `git_dirty` says whether
@@ -86,5 +86,7 @@ def describe(device: torch.device, argv: list[str] | None = None) -> dict[str, A
         "cuda": torch.version.cuda,
         "device": str(device),
         "device_name": device_name(device),
+        # CPU results depend on it: reductions split over threads sum in another order (docs/sweeps.md)
+        "threads": torch.get_num_threads(),
         "command": list(sys.argv if argv is None else argv),
     }

@@ -443,6 +443,9 @@ def pretrain(
     results = trainer.fit(show_progress)
     seconds = time.perf_counter() - start
     if distributed.is_main():
+        info = trainer.measure() if config.train.epochs == 0 else {}
+        if info:  # an untrained run (random init) records the estimates before any step, at epoch 0
+            append_metrics(run_dir, {"epoch": 0, **info})
         if trainer.epoch == 0 or not (run_dir / runs.BACKBONE).exists():
             trainer.save_checkpoint()
         runs.write_json(

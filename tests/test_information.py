@@ -15,7 +15,7 @@ from rich.console import Console
 
 from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
-from mimcli.diagnostics import KEY, Diagnostics, diagnostics_interval
+from mimcli.diagnostics import KEY, Diagnostics, diagnostics_interval, factor_estimates, z_resamples
 from mimcli.objectives.mutual_information import (
     correlated_gaussians,
     cosine_scores,
@@ -27,6 +27,7 @@ from mimcli.objectives.mutual_information import (
     label_gram,
     renyi_entropy,
     renyi_mutual_information,
+    resampled_interval,
 )
 from mimcli.report import run_report
 from mimcli.train import Trainer, pretrain
@@ -146,10 +147,35 @@ def test_measurement_touches_neither_model_nor_rng(tmp_path):
         "z1_z2_ksg",
         "z_v_renyi",
         "z_v_ksg",
-        "z_shape_renyi",
-        "z_hue_renyi",
-        "z_position_renyi",
+        *(f"z_{f}_renyi{end}" for f in ("shape", "hue", "position") for end in ("", "_shuffled", "_low", "_high")),
     }
+
+
+def test_shuffled_floor_is_near_zero_on_independent_data_and_the_interval_holds_the_estimate():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (256,), generator=generator)
+    independent = torch.randn(256, 2, generator=generator, dtype=torch.float64)
+    dependent = independent + 3 * torch.stack([labels % 2, labels // 2], 1).double()
+    for z in (independent, dependent):
+        gram, floors = gaussian_gram(z), torch.Generator().manual_seed(1)
+        found = factor_estimates("k", gram, labels, floors, z_resamples(gram, floors, 20))
+        assert abs(found["k_shuffled"]) < 0.05  # labels permuted: no dependence left (log N is 5.5)
+        assert found["k_low"] <= found["k"] <= found["k_high"]
+    assert abs(found["k"]) > 0.1 + found["k_high"] - found["k_low"]  # dependent: beyond the floor and interval
+    gram = gaussian_gram(independent)
+    independent_point = factor_estimates("k", gram, labels, generator, z_resamples(gram, generator, 2))["k"]
+    assert abs(independent_point) < 0.05
+    # the interval is the point plus the resampled values' spread about their own mean (2.5 % and 97.5 %)
+    assert resampled_interval(1.0, [0.0, 1.0, 2.0, 3.0, 4.0]) == pytest.approx((1.0 - 1.9, 1.0 + 1.9))
+
+
+def test_an_untrained_run_records_the_estimates_before_the_first_step(tmp_path):
+    pretrain(load_config(None, [*TINY, "train.epochs=0"]), tmp_path / "init", show_progress=False)
+    [line] = runs.read_metrics(tmp_path / "init")
+    assert line["epoch"] == 0
+    before = Trainer(load_config(None, TINY), tmp_path / "unused").measure()[KEY]  # same seed, not yet trained
+    line[KEY].pop("seconds"), before.pop("seconds")
+    assert line[KEY] == before
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +241,7 @@ def test_report_records_and_plots(trained, tmp_path):
     for epoch, values in enumerate(estimates(straight), start=1):
         for name, value in values.items():
             assert simclr[(epoch, f"info:{name}")] == value
-    assert {r["dataset"] for r in rows} == {"shapes"} and len(rows) == 2 * 2 * 8
+    assert {r["dataset"] for r in rows} == {"shapes"} and len(rows) == 2 * 2 * 17
 
     out = tmp_path / "records.csv"
     run_report([root], fmt="csv", out=out, console=console, err_console=Console(file=io.StringIO()))

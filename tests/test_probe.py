@@ -11,6 +11,7 @@ import torch
 from test_features import make_image_folder, make_run, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
+from mimcli import runs
 from mimcli.data.transfer import per_class_split, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.probe import (
@@ -326,6 +327,30 @@ def test_a_partial_probe_exits_non_zero_and_keeps_what_it_could_probe(run, cli):
     assert statuses == {"cifar10": "missing", f"imagefolder:{folder}": "ok"}
     code, _, err = cli("probe", str(run_dir), "--datasets", f"imagefolder:{folder}", "--device", "cpu")
     assert code == 0 and err == ""
+
+
+def test_probe_features_choice_reuses_the_cache_and_keeps_the_raw_record_beside_it(run, cli, tmp_path):
+    run_dir, folder, _ = run
+    images = f"imagefolder:{folder}"
+    code, _, err = cli("probe", str(run_dir), "--datasets", images, "--device", "cpu", "--features", "raw")
+    assert code == 0, err
+    cached = {p: p.read_bytes() for p in (run_dir / "features").rglob("*") if p.is_file()}
+    assert cached
+    # a preset that standardises: the same run with probe.features = "standardized" in its config
+    twin = tmp_path / "twin"
+    shutil.copytree(run_dir, twin)
+    runs.save_config(twin, runs.with_values(runs.load_run_config(twin), {"probe.features": "standardized"}))
+    code, _, err = cli("probe", str(run_dir), "--datasets", images, "--device", "cpu", "--features", "standardized")
+    assert code == 0, err
+    # nothing was extracted again: the cache is byte for byte what the raw probe wrote
+    assert {p: p.read_bytes() for p in (run_dir / "features").rglob("*") if p.is_file()} == cached
+    records = json.loads((run_dir / "probe.json").read_text())["results"]
+    by_features = {r["params"]["features"]: r for r in records}
+    assert sorted(by_features) == ["raw", "standardized"] and len(records) == 2
+    preset = run_probes(twin, datasets=[images], device="cpu", console=quiet(), backbone_loader=never)
+    assert by_features["standardized"]["metrics"] == preset["results"][-1]["metrics"]
+    code, _, err = cli("probe", str(run_dir), "--features", "whitened")
+    assert code == 2 and err.strip() == "error: --features 'whitened': choose standardized or raw"
 
 
 def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):

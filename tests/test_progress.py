@@ -157,6 +157,7 @@ def test_run_json_records_what_reproduction_needs(tmp_path, monkeypatch):
     assert info["mim_version"] == mimcli.__version__
     assert info["torch"] == torch.__version__ and info["cuda"] == torch.version.cuda
     assert info["device"] == "cpu" and info["device_name"]
+    assert info["threads"] == torch.get_num_threads()
     assert info["status"] == "finished" and info["started_at"] <= info["finished_at"]
     assert isinstance(info["command"], list)
     assert info["git_commit"] == head and info["git_dirty"] is False
@@ -201,3 +202,21 @@ def test_count_progress_is_a_live_bar_on_a_terminal_and_lines_in_a_log(monkeypat
     lines = buffer.getvalue().splitlines()
     assert [line.split()[2] for line in lines] == ["3/10", "6/10", "9/10", "10/10"]
     assert all("epochs/s" in line and "ETA" in line for line in lines)
+
+
+def test_run_json_records_the_thread_count_a_study_pinned(tmp_path):
+    # CPU results depend on the thread count (sums split over threads add up in another order), so run.json
+    # says which one trained: the pinned train.threads, not the machine's default
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        pretrain(
+            load_config(None, [*TINY, "train.epochs=1", "train.threads=1"]),
+            tmp_path / "run",
+            console=log_console()[0],
+            show_progress=False,
+        )
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["threads"] == 1

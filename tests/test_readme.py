@@ -98,7 +98,8 @@ def write_image_folder(root: Path, per_class: int) -> None:
 
 def test_the_readme_has_the_commands_this_test_runs():
     verbs = [command[0] for command in readme_commands()]
-    assert verbs[0] == "sweep"  # the main job comes first
+    assert verbs[0] == "sweep"  # the main job comes first, and shows what training adds to random init
+    assert "--random-init" in readme_commands()[0]
     assert {"pretrain", "probe", "sweep", "report"} <= set(verbs)
 
 
@@ -109,8 +110,10 @@ def test_every_readme_command_runs_as_written(cli, tmp_path, monkeypatch):
         for checkpoint in [Path(word) for word in args if word.endswith(".pt")]:  # "another code base's" weights
             if not checkpoint.exists():
                 shutil.copy(tmp_path / "runs" / "simclr-rc" / "backbone.pt", checkpoint)
-        code, _, err = cli(*shrink(args))
+        code, out, err = cli(*shrink(args))
         assert code == 0, f"`mim {shlex.join(args)}` exited {code}: {err.strip()[-500:]}"
+        if "--random-init" in args:  # the main job's closing table: the untrained row and trained - random init
+            assert "random init" in out and "SimCLR - random init (n 1 vs 1" in " ".join(out.split())
 
 
 def test_an_image_folder_run_probes_its_own_test_split_and_nothing_else(cli, tmp_path, monkeypatch):

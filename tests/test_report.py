@@ -312,6 +312,31 @@ def test_epochs_table(trained, tmp_path):
     assert "| SimCLR + RC | 400 | 85.00 | 81.00 | 1 |" in markdown(report, [root], None, None, tmp_path)
 
 
+def test_random_init_row_is_named_so_and_every_trained_row_is_differenced_against_it(trained, tmp_path):
+    root = tmp_path / "runs"
+    for seed, (init, simclr) in enumerate([(40.0, 85.0), (41.0, 86.0), (42.0, 87.0)]):
+        variant(trained, root / f"random-init-seed-{seed}", cifar(seed=seed, epochs=0), [linear("cifar10", init)])
+        variant(trained, root / f"simclr-{seed}", cifar(seed=seed), [linear("cifar10", simclr)])
+    variant(trained, root / "simclr-rc", cifar("rc"), [linear("cifar10", 90.0)])
+    (table,) = build_report([root]).tables
+    # the untrained row is the baseline of the block and adds no "(1 ep)" to the trained rows' labels
+    assert [r.group.label for r in table.rows] == ["random init", "SimCLR", "SimCLR + RC"]
+    # SimCLR - random init: +45 with both variances 1, n 3 each: df 4, half-width t_0.975(4) sqrt(2/3) =
+    # 2.776445 * 0.816497 = 2.2669 (NIST table 1.3.6.7.2); + RC has one seed: no interval
+    assert table.spread[1:] == [
+        "SimCLR + RC - SimCLR (n 1 vs 3; 95% Welch t-interval over training seeds): "
+        "CIFAR-10 +4.00 (no interval: n = 1).",
+        "SimCLR - random init (n 3 vs 3; 95% Welch t-interval over training seeds): CIFAR-10 +45.00 [+42.73, +47.27].",
+        "SimCLR + RC - random init (n 1 vs 3; 95% Welch t-interval over training seeds): "
+        "CIFAR-10 +49.00 (no interval: n = 1).",
+    ]
+    # two untrained models in one table say which model each is
+    variant(trained, root / "byol-init", cifar(method="byol", epochs=0), [linear("cifar10", 30.0)])
+    (table,) = build_report([root]).tables
+    labels = [r.group.label for r in table.rows]
+    assert "random init (SimCLR)" in labels and "random init (BYOL)" in labels
+
+
 # --------------------------------------------------------------------------------------------- compare
 
 
@@ -426,6 +451,7 @@ def test_json_and_csv_records(trained, tmp_path):
         "value": 34.0,
         "protocol": "linear",
         "layers": [4],
+        "features": "raw",  # a record without params.features is the paper's raw probe
     }
     plain = next(r for r in rows if r["run"].endswith("simclr-s1") and r["dataset"] == "cifar10")
     assert plain["lambda"] is None and plain["seed"] == 1 and plain["value"] == 86.0

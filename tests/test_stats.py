@@ -78,7 +78,7 @@ def test_spread_lines_compare_each_regularised_row_with_its_baseline():
 
     def row(label: str, kind: str, values: list[float], settings: dict, foreign: bool = False) -> NS:
         config = NS(regularizer=NS(kind=kind), method=NS(name="simclr"))
-        group = NS(config=config, settings=settings, runs=[object()] * len(values), foreign=foreign)
+        group = NS(config=config, settings=settings, runs=[object()] * len(values), foreign=foreign, random_init=False)
         return NS(label=label, group=group, cells={"shapes:hue": Cell(values)})
 
     base = {"model.width": 16}

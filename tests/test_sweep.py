@@ -307,6 +307,42 @@ def test_regularizers_sweep_takes_each_kinds_preset_lambda():
     assert simclr[0].sweep_dir == Path("runs") / "regularizers-simclr"
 
 
+def test_random_init_adds_one_untrained_point_per_training_seed_and_every_point_keeps_the_users_set():
+    seeds = sweep.plan_sweep("seeds", "simclr", "0,1", UNPROBED, random_init=True)
+    assert [(p.name, p.config.train.seed, p.config.train.epochs) for p in seeds] == [
+        ("seed-0", 0, 30),
+        ("seed-1", 1, 30),
+        ("random-init-seed-0", 0, 0),
+        ("random-init-seed-1", 1, 0),
+    ]
+    # --set train.threads=1 (TINY) pins the CPU threads of every point, the untrained ones included
+    assert {p.config.train.threads for p in seeds} == {1}
+    epochs = sweep.plan_sweep("epochs", ["simclr", "byol"], "1,2", UNPROBED, random_init=True)
+    untrained = [(p.name, p.config.train.epochs, p.config.train.save_epochs, p.source) for p in epochs[-1:]]
+    assert untrained == [("byol/random-init-seed-0", 0, [], None)]  # a run of its own, not cut from training
+    assert [p.name for p in epochs].count("simclr/random-init-seed-0") == 1
+    assert len(sweep.plan_sweep("regularizers", "simclr", None, UNPROBED)) == 3  # only when asked
+
+
+def test_a_random_init_point_is_probed_untrained_and_the_report_subtracts_it(tmp_path, monkeypatch):
+    calls = counting_pretrain(monkeypatch)
+    points = sweep.plan_sweep(
+        "regularizers", "simclr", "none", [*PROBED, "train.epochs=1"], out_root=tmp_path, random_init=True
+    )
+    console = quiet()
+    sweep.run_sweep(points, console=console, show_progress=False)
+    trained, untrained = (tmp_path / "regularizers-simclr" / name for name in ("kind-none", "random-init-seed-0"))
+    assert calls == [trained, untrained]
+    assert runs.read_json(untrained / runs.STATUS)["epochs_done"] == 0
+    assert [m["epoch"] for m in runs.read_metrics(untrained)] == [0]  # only the estimates before any step
+    shape = [runs.read_json(d / runs.PROBE)["results"][0]["metrics"]["acc_best_test"]["mean"] for d in calls]
+    text = " ".join(output(console).split())
+    rows = [line for line in output(console).splitlines() if line.startswith("│")]
+    assert any(line.split("│")[1].strip() == "random init" for line in rows)  # the sweep's closing table
+    assert "SimCLR - random init (n 1 vs 1; 95% Welch t-interval over training seeds): shapes:shape " in text
+    assert f"{shape[0] - shape[1]:+.2f} (no interval: n = 1)." in text
+
+
 def test_existing_run_of_another_config_is_refused(tmp_path, fake_pretrain):
     sweep.run_sweep(
         sweep.plan_sweep("seeds", "simclr", "0", UNPROBED, out_root=tmp_path), console=quiet(), report=False

@@ -15,6 +15,11 @@ Three families, chosen for what an information-plane diagnostic needs (docs/info
   planes of deep networks). Needs no density, works for any dimension and for discrete labels
   (`label_gram`), and is a few eigendecompositions of N x N matrices.
 
+Floors and intervals (docs/information.md): `shuffled` pairs z with permuted labels, which keeps
+both marginals and removes the dependence, so the same estimator on it is the value that dependence
+must exceed; `resampled_interval` turns estimates on batches drawn with replacement into an interval
+around the point estimate.
+
 Everything is computed in float64 on the inputs' device, so results do not depend on the CPU's
 fp32 / bf16 paths.
 """
@@ -126,3 +131,28 @@ def correlated_gaussians(n: int, dims: int, rho: float, generator: torch.Generat
     x = torch.randn(n, dims, generator=generator, dtype=torch.float64)
     noise = torch.randn(n, dims, generator=generator, dtype=torch.float64)
     return x, rho * x + math.sqrt(1 - rho**2) * noise
+
+
+# ------------------------------------------------------------------------------------------- floors, intervals
+
+
+def shuffled(target: Tensor, generator: torch.Generator) -> Tensor:
+    """`target`'s rows permuted (CPU generator): the pairing with z broken, each marginal kept."""
+    return target[torch.randperm(len(target), generator=generator).to(target.device)]
+
+
+def resample_indices(n: int, resamples: int, generator: torch.Generator) -> list[Tensor]:
+    """`resamples` bootstrap batches: n indices drawn with replacement each (CPU generator)."""
+    return [torch.randint(n, (n,), generator=generator) for _ in range(resamples)]
+
+
+def resampled_interval(point: float, estimates: list[float], level: float = 0.95) -> tuple[float, float]:
+    """The point estimate plus the `level` quantiles of the resampled estimates' deviations from their mean.
+
+    A resample repeats some items, which shifts a kernel estimate (fewer distinct items: another
+    spectrum), so the resampled values are used for their spread only, centred on their own mean."""
+    values = torch.tensor(estimates, dtype=torch.float64)
+    deviations = values - values.mean()
+    probabilities = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    low, high = torch.quantile(deviations, probabilities).tolist()
+    return point + low, point + high

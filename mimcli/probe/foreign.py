@@ -190,6 +190,7 @@ class ProbeChoices:
     data_root: str | None = None
     device: str = "auto"
     show_progress: bool = True  # a live bar on a terminal; off: a line every N batches (logs)
+    features: str | None = None  # standardized | raw (None: the run's probe.features)
 
     def run(self, path: Path, console: Console | None, **foreign: Any) -> ProbeResult:
         """run_probes on `path`; `foreign`: a foreign model's backbone_loader, identity, fixed_norm, preprocessing."""
@@ -203,6 +204,7 @@ class ProbeChoices:
             device=self.device,
             console=console,
             show_progress=self.show_progress,
+            features=self.features,
             **foreign,
         )
 

@@ -54,6 +54,7 @@ from mimcli.runs import BACKBONE, PROBE, load_run_config, read_json, write_json
 
 FORMAT = 1
 PROTOCOLS = ("linear", "knn", "regression")
+FEATURES = ("standardized", "raw")  # probe.features: what the probe reads of the cached features
 
 
 def _record(dataset: TransferDataset, protocol: str, layers: list[int]) -> ProbeRecord:
@@ -208,14 +209,15 @@ def _existing(path: Path, sha256: str, console: Console | None) -> list[ProbeRec
 
 
 def merge_records(results: list[ProbeRecord], record: ProbeRecord) -> list[ProbeRecord]:
-    """Replace the record with the same (dataset, protocol, layers), else append."""
+    """Replace the record with the same (dataset, protocol, layers, features), else append: a probe on
+    standardised features keeps the raw one beside it (a record without params.features is raw)."""
+
+    def key(other: ProbeRecord) -> tuple[Any, ...]:
+        features = (other.get("params") or {}).get("features", "raw")
+        return other.get("dataset"), other.get("protocol"), other.get("layers"), features
 
     def same(other: ProbeRecord) -> bool:
-        return (other.get("dataset"), other.get("protocol"), other.get("layers")) == (
-            record["dataset"],
-            record["protocol"],
-            record["layers"],
-        )
+        return key(other) == key(record)
 
     return [record if same(r) else r for r in results] if any(map(same, results)) else [*results, record]
 
@@ -237,12 +239,14 @@ def run_probes(
     identity: str | None = None,
     fixed_norm: tuple[list[float], list[float]] | None = None,
     preprocessing: dict[str, Any] | None = None,
+    features: str | None = None,
 ) -> ProbeResult:
     """Probe a run's backbone (or `weights`, e.g. backbones/epoch-100.pt) on data sets; merge into `out_name`.
 
     A model mim did not train (mimcli.probe.foreign) passes its backbone_loader, its `identity` (the
     cache's checkpoint hash), its own normalisation `fixed_norm` and the `preprocessing` each record names.
-    Every None falls back to the run's [probe] section (data_root: data.root). probe.json is
+    Every None falls back to the run's [probe] section (data_root: data.root; features: probe.features,
+    which is applied to the cached features, so another choice re-extracts nothing). probe.json is
     rewritten atomically after each data set, so finished results survive a later failure, and read,
     merged and replaced under the run's folder_lock, so two probes of one run both keep their results.
     Printing the result is the caller's (mimcli.report.probe_table.print_probe_table). Extraction and
@@ -260,6 +264,9 @@ def run_probes(
     layers = sorted(set(layers or section.layers))
     layer_names(layers)
     seeds = list(dict.fromkeys(seeds or section.seeds))
+    features = features or section.features
+    if features not in FEATURES:
+        raise UsageError(f"probe features {features!r}: choose {' or '.join(FEATURES)}")
     shapes = config.data.shapes.spec()
 
     def bind(name: str, image_size: int) -> TransferDataset:
@@ -309,11 +316,11 @@ def run_probes(
         # The ImageNet recipe is a linear probe on raw features of sets held in memory; image folders (ImageNet
         # itself: streamed, too large for augmented epochs in memory), kNN, regression and standardised features
         # keep the paper recipe's cached features, which their record's params say.
-        own = imagenet and dataset.files is None and protocol == "linear" and section.features == "raw"
+        own = imagenet and dataset.files is None and protocol == "linear" and features == "raw"
         if own:  # decoded at the recipe's 256 px, not resized up from the training size
             dataset = bind(name, STORE_SIZE)
         linear = imagenet_params(section) if own else LinearParams.from_config(section)
-        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, section.features, own)
+        record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, features, own)
         if imagenet and not own:
             record["params"]["recipe"] = "paper (the ImageNet recipe covers linear probes on raw, in-memory sets)"
         if preprocessing is not None:

@@ -12,7 +12,7 @@ from mimcli.config import RunConfig
 from mimcli.report.cells import AccuracyTable, Cell, Column, Row
 from mimcli.report.collect import Run, preferred_record, probe_signature, record_value
 from mimcli.report.constants import DAGGER, DATASET_ORDER, MEAN, MODEL_PROTOCOL
-from mimcli.report.groups import Group, distinguishing_labels, frozen
+from mimcli.report.groups import Group, frozen, label_groups
 from mimcli.report.reference import reference_value
 from mimcli.report.spread import spread_lines
 
@@ -57,9 +57,7 @@ def build_table(
     source: str, groups: list[Group], metric: str, warnings: list[str], reference: dict[str, Any] | None = None
 ) -> AccuracyTable:
     """The accuracy table of one source data set (rows: groups; columns: probe data sets + transfer mean)."""
-    labels = distinguishing_labels([(g.model, g.settings) for g in groups])
-    for group, label in zip(groups, labels):
-        group.label = label
+    label_groups(groups)
     groups = sorted(groups, key=Group.order)
     config = groups[0].config
     # every run's chosen record per data set
@@ -70,7 +68,8 @@ def build_table(
             per_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for record in run.records:
                 per_dataset[record["dataset"]].append(record)
-            picks = {name: preferred_record(recs, metric) for name, recs in per_dataset.items()}
+            features = run.config.probe.features
+            picks = {name: preferred_record(recs, metric, features) for name, recs in per_dataset.items()}
             chosen[id(run)] = {name: rec for name, rec in picks.items() if rec is not None}
             for name, rec in chosen[id(run)].items():
                 tasks.setdefault(name, "regression" if rec.get("protocol") == "regression" else "classification")

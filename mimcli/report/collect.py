@@ -173,10 +173,15 @@ def record_value(record: dict[str, Any], metric: str) -> float | None:
     return float(summary["mean"])
 
 
-def preferred_record(records: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
-    """Of several records for one data set, the table shows linear (or regression) on layer 4 first."""
-    usable = [r for r in records if record_value(r, metric) is not None]
-    return min(usable, key=lambda r: (r.get("protocol") == "knn", r.get("layers") != [4]), default=None)
+def preferred_record(records: list[dict[str, Any]], metric: str, features: str | None = None) -> dict[str, Any] | None:
+    """Of several records for one data set, the table shows the run's own probe.features (`features`; a
+    `mim probe --features` of the other kind sits beside it), then linear (or regression) on layer 4."""
+
+    def rank(r: dict[str, Any]) -> tuple[bool, bool, bool]:
+        other = features is not None and (r.get("params") or {}).get("features", "raw") != features
+        return other, r.get("protocol") == "knn", r.get("layers") != [4]
+
+    return min((r for r in records if record_value(r, metric) is not None), key=rank, default=None)
 
 
 def probe_signature(record: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +228,7 @@ def records(
                 "value": value,
                 "protocol": record.get("protocol"),
                 "layers": record.get("layers"),
+                "features": (record.get("params") or {}).get("features", "raw"),
             }
             if reference is not None:
                 ref = reference_value(reference, source_key(cfg), run.model, record["dataset"])

@@ -25,6 +25,7 @@ RECORD_FIELDS = (
     "value",
     "protocol",
     "layers",
+    "features",
 )
 MEAN = "transfer mean"
 DAGGER = "†"

@@ -10,6 +10,7 @@ from typing import Any
 from mimcli.config import RunConfig, method_sections, regularizer_sections
 from mimcli.report.collect import Run
 from mimcli.report.constants import EPOCHS, IGNORED_KEYS, LAMBDA
+from mimcli.report.naming import random_init_label
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -77,6 +78,11 @@ class Group:
         """A model mim did not train (its row follows mim's rows; it is nobody's baseline)."""
         return self.runs[0].foreign is not None
 
+    @property
+    def random_init(self) -> bool:
+        """A mim model that trained no step (train.epochs = 0): what every trained row is compared with."""
+        return not self.foreign and self.config.train.epochs == 0
+
     def order(self) -> tuple[bool, int, int, float, int, str]:
         cfg = self.config
         # registration order: the built-ins as mimcli.methods / mimcli.regularizers list them, then plugins
@@ -104,6 +110,18 @@ def group_runs(runs_: list[Run]) -> list[Group]:
     for group in groups.values():
         group.runs.sort(key=lambda r: (r.config.train.seed, r.name))
     return list(groups.values())
+
+
+def label_groups(groups: list[Group]) -> None:
+    """Set each group's row label: trained rows told apart among themselves (an untrained row's 0 epochs
+    adds no "(8 ep)" to them), untrained ones named "random init" (with their model when several)."""
+    trained = [g for g in groups if not g.random_init]
+    untrained = [g for g in groups if g.random_init]
+    for group, label in zip(trained, distinguishing_labels([(g.model, g.settings) for g in trained])):
+        group.label = label
+    models = distinguishing_labels([(g.model, g.settings) for g in untrained], exclude=(EPOCHS,))
+    for group, label in zip(untrained, models):
+        group.label = random_init_label(label, len(untrained) > 1)
 
 
 def describe_setting(key: str, value: Any) -> str:

@@ -176,12 +176,28 @@ def write_information_plots(runs_: list[Run], directory: Path) -> list[tuple[str
         for axes, factor in zip(figure.subplots(1, len(factors), squeeze=False)[0], factors):
             key = f"{FACTOR_PREFIX}{factor}{FACTOR_SUFFIX}"
             plot_over_epochs(axes, key, by_source[source])
+            for index, run in enumerate(by_source[source]):
+                _floor_and_interval(axes, key, run, colours(index % 10))
             axes.set(xlabel="epoch", ylabel=f"I(z; {factor})  [Renyi, nats]", title=factor)
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         _legend_right(axes)
-        figure.suptitle(f"{display_name(source)}: information the representation keeps about each factor")
+        figure.suptitle(
+            f"{display_name(source)}: information the representation keeps about each factor "
+            "(band: 95 % bootstrap interval; dotted: shuffled-label floor)"
+        )
         save(figure, f"information-factors-{safe_name(source)}", f"I(z; factor) against epochs ({source})")
     return written
+
+
+def _floor_and_interval(axes: Any, key: str, run: Run, colour: Any) -> None:
+    """A run's bootstrap band and shuffled-label floor for the estimate `key`, where it recorded them."""
+    band = [(e, v[f"{key}_low"], v[f"{key}_high"]) for e, v in trajectory(run) if f"{key}_low" in v]
+    if band:
+        epochs, lows, highs = zip(*band)
+        axes.fill_between(epochs, lows, highs, color=colour, alpha=0.15, linewidth=0)
+    floor = [(e, v[f"{key}_shuffled"]) for e, v in trajectory(run) if f"{key}_shuffled" in v]
+    if floor:
+        axes.plot([e for e, _ in floor], [f for _, f in floor], linestyle=":", linewidth=1.0, color=colour)
 
 
 def _legend_right(axes: Any) -> None:

@@ -41,7 +41,8 @@ LOSS_NAMES = {
     "loss": "total loss",
     "loss_method": "method loss",
     "loss_reg": "regulariser term",
-    "mi_lbe": "LBE estimate of I(z, v)",
+    # the official LBE term: InfoNCE on I(z; v) without its log N and its positive term, so not a bound on I
+    "mi_lbe": "LBE term: -mean log sum exp(-rho |z - f(v)|^2)",
 }
 
 

@@ -7,7 +7,8 @@
 Kinds: `lambda` (regularizer.lambda; points per preset), `epochs` (train.epochs: ONE training to the
 largest value keeping backbones at the others; every other point is assembled from those weights),
 `seeds` (train.seed), `regularizers` (regularizer.kind, each with the lambda of its own preset) and
-`grid` (the product of `section.key=v1,v2,...` axes).
+`grid` (the product of `section.key=v1,v2,...` axes). `--random-init` adds, per preset, an untrained
+point per training seed (`random-init-seed-S`, train.epochs = 0): the baseline `mim report` subtracts.
 
 A point is finished when its run.json says "finished" and probe.json holds every data set of its
 [probe] section for the current backbone.pt; a finished point is skipped, an interrupted one (a
@@ -248,8 +249,9 @@ def sweep(
     console: Console | None = None,
     show_progress: bool = True,
     trust_plugins: bool = False,
+    random_init: bool = False,
 ) -> list[PointOutcome]:
     """`mim sweep` in one call: plan_sweep, then run_sweep. A dry run imports no plugin."""
     plugins = READ if dry_run else training_plugins(list(overrides or []), trust_plugins)
-    points = plan_sweep(kind, presets, values, overrides, set_values, out_root, name, plugins)
+    points = plan_sweep(kind, presets, values, overrides, set_values, out_root, name, plugins, random_init)
     return run_sweep(points, shard, dry_run, console, show_progress)

@@ -25,6 +25,7 @@ from mimcli.lock import lock_path
 
 KINDS = ("lambda", "epochs", "seeds", "regularizers", "grid")
 DEFAULT_REGULARIZERS = ("none", "rc", "lbe")
+RANDOM_INIT = "random-init"  # --random-init points: the preset untrained, one per training seed
 DEFAULT_LAMBDA: float = RegularizerSection.model_fields["lam"].default
 SWEPT_KEYS = {  # keys a kind sets itself: a --set of one of them would silently undo the sweep
     "lambda": ("regularizer.lambda",),
@@ -192,6 +193,40 @@ def _point_overrides(
     ]
 
 
+def _values_and_axes(
+    kind: str, texts: list[str], set_values: Sequence[str] | None
+) -> tuple[list[str], list[tuple[str, list[str]]], tuple[str, ...]]:
+    """(the swept values, the grid's axes, the keys the sweep sets itself), checked against the kind."""
+    if kind == "grid":
+        if texts:
+            raise UsageError("the grid sweep takes its values from --set-values section.key=v1,v2,...")
+        axes = _grid_axes(set_values or [])
+        if not axes:
+            raise UsageError("the grid sweep needs at least one --set-values section.key=v1,v2,...")
+        return texts, axes, tuple(key for key, _ in axes)
+    if set_values:
+        raise UsageError("--set-values is for the grid sweep; this sweep takes --values")
+    if kind == "regularizers" and not texts:
+        texts = list(DEFAULT_REGULARIZERS)
+    if not texts:
+        raise UsageError(f"the {kind} sweep needs --values, e.g. {'0.01,0.1,1' if kind == 'lambda' else '1,2,3'}")
+    return texts, [], SWEPT_KEYS[kind]
+
+
+def _sweep_dir(kind: str, presets: list[str], out_root: str | Path, name: str | None) -> Path:
+    if name is not None:
+        try:
+            check_folder_name(name)
+        except ValueError as error:
+            raise UsageError(f"--name {name!r}: {error}") from None
+    return Path(out_root) / (name or f"{kind}-{'+'.join(_stem(p) for p in presets)}")
+
+
+def random_init_overrides(seed: int) -> list[str]:
+    """A random-init point's own overrides: no training (epochs 0 saves the initial backbone), this seed."""
+    return ["train.epochs=0", "train.save_epochs=[]", f"train.seed={seed}"]
+
+
 def plan_sweep(
     kind: str,
     presets: str | Sequence[str],
@@ -201,12 +236,14 @@ def plan_sweep(
     out_root: str | Path = "runs",
     name: str | None = None,
     plugins: Plugins = READ,
+    random_init: bool = False,
 ) -> list[SweepPoint]:
     """The points of a sweep, every config built and validated (nothing is written); plugins are imported
     only as `plugins` allows (a dry run reads: READ).
 
     values: the swept values (strings may be comma-separated); regularizers defaults to none,rc,lbe.
     overrides: `section.key=value` applied to every point. set_values: the grid's `section.key=v1,v2` axes.
+    random_init: also, per preset, one untrained point (RANDOM_INIT-seed-S) per training seed of its points.
     """
     if kind not in KINDS:
         raise UsageError(f"unknown sweep kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -215,54 +252,31 @@ def plan_sweep(
         raise UsageError("a sweep needs at least one --preset")
     user = list(overrides or [])
     user_keys = {_key(text) for text in user}
-    texts = _value_texts(values)
-    if kind == "grid":
-        if texts:
-            raise UsageError("the grid sweep takes its values from --set-values section.key=v1,v2,...")
-        axes = _grid_axes(set_values or [])
-        if not axes:
-            raise UsageError("the grid sweep needs at least one --set-values section.key=v1,v2,...")
-        swept = tuple(key for key, _ in axes)
-    else:
-        axes = []
-        if set_values:
-            raise UsageError("--set-values is for the grid sweep; this sweep takes --values")
-        if kind == "regularizers" and not texts:
-            texts = list(DEFAULT_REGULARIZERS)
-        if not texts:
-            raise UsageError(f"the {kind} sweep needs --values, e.g. {'0.01,0.1,1' if kind == 'lambda' else '1,2,3'}")
-        swept = SWEPT_KEYS[kind]
+    texts, axes, swept = _values_and_axes(kind, _value_texts(values), set_values)
     clash = sorted(user_keys.intersection(swept))
     if clash:
         raise UsageError(f"--set {clash[0]} clashes with the {kind} sweep, which sets it per point")
 
-    if name is not None:
-        try:
-            check_folder_name(name)
-        except ValueError as error:
-            raise UsageError(f"--name {name!r}: {error}") from None
-    sweep_dir = Path(out_root) / (name or f"{kind}-{'+'.join(_stem(p) for p in presets)}")
+    sweep_dir = _sweep_dir(kind, presets, out_root, name)
     prefix = len(presets) > 1 or kind == "lambda"
+
+    def point(preset: str, label: str, extra: list[str]) -> SweepPoint:
+        point_name = f"{_stem(preset)}/{label}" if prefix else label
+        config = load_config(preset, [*user, *extra], plugins)
+        return SweepPoint(point_name, preset, [*user, *extra], sweep_dir / point_name, config, sweep_dir)
+
     points: list[SweepPoint] = []
     for preset in presets:
         base = load_config(preset, user, plugins)
-
-        made = []
-        for label, extra in _point_overrides(kind, preset, base, texts, user_keys, axes):
-            point_name = f"{_stem(preset)}/{label}" if prefix else label
-            made.append(
-                SweepPoint(
-                    point_name,
-                    preset,
-                    [*user, *extra],
-                    sweep_dir / point_name,
-                    load_config(preset, [*user, *extra], plugins),
-                    sweep_dir,
-                )
-            )
+        made = [
+            point(preset, label, extra) for label, extra in _point_overrides(kind, preset, base, texts, user_keys, axes)
+        ]
         if kind == "epochs":  # the last point is the one training; the others are read from its backbones
             for derived in made[:-1]:
                 derived.source, derived.epoch = made[-1], derived.config.train.epochs
+        if random_init:
+            seeds = unique([p.config.train.seed for p in made])
+            made += [point(preset, f"{RANDOM_INIT}-seed-{s}", random_init_overrides(s)) for s in seeds]
         points += made
     names = [p.name for p in points]
     duplicate = next((n for n in names if names.count(n) > 1), None)

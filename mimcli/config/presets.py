@@ -79,7 +79,8 @@ def read_preset(path: Path) -> dict[str, Any]:
     `base = "simclr-rc"` (a preset name, or a TOML file: a relative path is the file's neighbour) makes a
     preset "that one, except": sections merge key by key, any other value (a list included) is replaced.
     Switching `method.name` or `regularizer.kind` drops the base's keys the new choice lacks, as `--set`
-    does. The run name is never inherited (a preset's name is its file's). docs/extending.md, "Presets"."""
+    does. The run name is never inherited (a preset's name is its file's). docs/extending.md, "A preset that
+    extends another"."""
     return _read_chain(path, [])
 
 

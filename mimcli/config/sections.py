@@ -131,10 +131,6 @@ class ShapesSection(Section):
         "at the centre, so position is no shared cue for SimCLR to match views on (docs/shapes.md).",
     )
 
-    def spec(self) -> tuple[int, int, int, str, str]:
-        """(n_train, n_test, seed, background, layout): what the data loaders take (data.shapes.ShapesSpec)."""
-        return (self.n_train, self.n_test, self.seed, self.background, self.layout)
-
 
 class DataSection(Section):
     dataset: str = Field(

@@ -25,7 +25,6 @@ HUE_NAMES: list[str] = ["red", "amber", "lime", "green", "cyan", "azure", "viole
 TASKS: dict[str, str] = {"shape": "classification", "hue": "classification", "position": "regression"}
 BACKGROUNDS = ("textured", "plain")  # textured: tinted grey + low-frequency field + pixel noise; plain: flat grey
 LAYOUTS = ("scattered", "centred")  # scattered: uniform position inside the image; centred: centroid at the centre
-ShapesSpec = tuple[int, int, int, str, str]  # a run's data.shapes section: (n_train, n_test, seed, background, layout)
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601, the weights torchvision's RandomGrayscale uses
 HUE_JITTER = 0.4  # +- fraction of a hue class width

@@ -25,6 +25,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
+from mimcli.config import ShapesSection
 from mimcli.data.clean import decode_index, folder_indexes
 from mimcli.data.datasets import (
     _missing,
@@ -33,7 +34,6 @@ from mimcli.data.datasets import (
     to_rgb,
 )
 from mimcli.data.images import ImageData
-from mimcli.data.shapes import ShapesSpec
 from mimcli.data.stream import ImageIndex
 from mimcli.errors import DataNotFoundError, UsageError
 
@@ -379,12 +379,12 @@ def resolve_dataset(
     root: str | Path,
     image_size: int,
     download: bool = True,
-    shapes: ShapesSpec = (20_000, 5_000, 0, "textured", "scattered"),
+    shapes: ShapesSection | None = None,
     pretrain_dataset: str | None = None,
 ) -> TransferDataset:
     """Bind a probe data set name to its files and resolution (nothing is read until `.load()`).
 
-    `shapes` = (n_train, n_test, seed, background, layout) from the run's data.shapes section. `pretrain_dataset` is the
+    `shapes` is the run's data.shapes section (None: its defaults). `pretrain_dataset` is the
     run's data.dataset: the pretraining set itself is probed at its native size (STL-10: 96 px).
     """
     root = Path(root)
@@ -413,24 +413,24 @@ def resolve_dataset(
     if kind == "shapes" and sep:
         if arg not in SHAPES_TASKS:
             raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")
-        n_train, n_test, seed, background, layout = shapes
-        if arg == "position" and layout == "centred":
+        shapes = shapes or ShapesSection()
+        if arg == "position" and shapes.layout == "centred":
             raise UsageError("shapes:position needs data.shapes.layout = 'scattered': centred glyphs have one position")
         # the defaults (textured, scattered) keep their old cache name
-        variant = ("" if background == "textured" else f"-{background}") + (
-            "" if layout == "scattered" else f"-{layout}"
+        variant = ("" if shapes.background == "textured" else f"-{shapes.background}") + (
+            "" if shapes.layout == "scattered" else f"-{shapes.layout}"
         )
 
         def load_shapes() -> tuple[ImageData, ImageData]:
             return (
-                load_split("shapes", root, "train", image_size, shapes_sizes=shapes),
-                load_split("shapes", root, "test", image_size, shapes_sizes=shapes),
+                load_split("shapes", root, "train", image_size, shapes=shapes),
+                load_split("shapes", root, "test", image_size, shapes=shapes),
             )
 
         return TransferDataset(
             f"shapes:{arg}",
             SHAPES_TASKS[arg],
-            f"shapes-{n_train}-{n_test}-s{seed}{variant}",
+            f"shapes-{shapes.n_train}-{shapes.n_test}-s{shapes.seed}{variant}",
             arg,
             image_size,
             load_shapes,

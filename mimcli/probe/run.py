@@ -260,7 +260,6 @@ def run_probes(
     layers = sorted(set(layers or section.layers))
     layer_names(layers)
     seeds = list(dict.fromkeys(seeds or section.seeds))
-    shapes = config.data.shapes.spec()
 
     def bind(name: str, image_size: int) -> TransferDataset:
         return resolve_dataset(
@@ -268,7 +267,7 @@ def run_probes(
             root=data_root or config.data.root,
             image_size=image_size,
             download=config.data.download,
-            shapes=shapes,
+            shapes=config.data.shapes,
             pretrain_dataset=config.data.dataset,
         )
 
@@ -340,7 +339,6 @@ def extract_features_distributed(
 ) -> None:
     """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
     so that `run_probes` on rank 0 then reads only the cache."""
-    shapes = config.data.shapes.spec()
     probe = config.probe
     cache = FeatureCache(
         run_dir,
@@ -358,7 +356,7 @@ def extract_features_distributed(
             root=config.data.root,
             image_size=config.data.image_size,
             download=config.data.download,
-            shapes=shapes,
+            shapes=config.data.shapes,
             pretrain_dataset=config.data.dataset,
         )
         with contextlib.suppress(DataNotFoundError):  # rank 0's run_probes reports it as missing

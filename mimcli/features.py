@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mimcli import distributed
+from mimcli.config.datasets import dataset_record
 from mimcli.data.clean import clean_batches
 from mimcli.data.h5atomic import atomic_h5
 from mimcli.data.images import ImageData
@@ -44,17 +45,6 @@ NORM = "train-split statistics"
 OFFICIAL_NORM = "official constants"
 TRAINING_NORM = "training normalisation (0.5, 0.5)"
 MODEL_NORM = "the model's own constants"  # a foreign model's (mimcli.models.foreign), e.g. ImageNet's
-# data_statistics.py of the official code (identical in its SimCLR, BYOL, BarTwins, Supervised folders).
-OFFICIAL_STATISTICS: dict[str, tuple[list[float], list[float]]] = {
-    "stl10": ([0.491, 0.482, 0.447], [0.247, 0.244, 0.262]),
-    "cub200": ([0.483, 0.491, 0.424], [0.228, 0.224, 0.259]),
-    "dtd": ([0.533, 0.474, 0.426], [0.261, 0.250, 0.259]),
-    "fashionmnist": ([0.348, 0.348, 0.348], [0.347, 0.347, 0.347]),
-    "mnist": ([0.170, 0.170, 0.170], [0.320, 0.320, 0.320]),
-    "gtsrb": ([0.335, 0.291, 0.295], [0.267, 0.249, 0.251]),
-    "flowers102": ([0.518, 0.410, 0.329], [0.296, 0.249, 0.285]),
-}
-TRAINING_SOURCES = ("cifar10", "cifar100", "shapes-")  # pretrained with Normalize(0.5, 0.5)
 LOG_EVERY = 50  # without a live bar, a progress line every 50 batches (25,600 images at the default 512)
 # probe.precision -> the cache attribute naming it; fp32 is the official code's (no autocast anywhere)
 PRECISION_ATTR = {"fp32": "fp32", "bf16": "bf16-autocast"}
@@ -115,23 +105,25 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
     return stats_from_counts(counts)
 
 
-def norm_kind(source: str, mode: str = "official") -> str:
-    """Which normalisation a probe data set gets (see the module docstring)."""
-    if mode == "official" and source in OFFICIAL_STATISTICS:
+def norm_kind(name: str, mode: str = "official") -> str:
+    """Which normalisation the probe data set `name` gets: its record's official constants or the training
+    (0.5, 0.5) under mode "official", else (and for unregistered sets) its train split's statistics."""
+    record = dataset_record(name) if mode == "official" else None
+    if record is not None and record.statistics is not None:
         return OFFICIAL_NORM
-    if mode == "official" and (source in TRAINING_SOURCES[:2] or source.startswith(TRAINING_SOURCES[2])):
+    if record is not None and record.training_norm:
         return TRAINING_NORM
     return NORM
 
 
 def probe_normalization(
-    source: str, train_images: Tensor, mode: str = "official"
+    name: str, train_images: Tensor, mode: str = "official"
 ) -> tuple[list[float], list[float], str]:
-    """(mean, std, kind) for a probe data set's images."""
-    kind = norm_kind(source, mode)
-    if kind == OFFICIAL_NORM:
-        mean, std = OFFICIAL_STATISTICS[source]
-        return list(mean), list(std), kind
+    """(mean, std, kind) for the images of the probe data set `name`."""
+    kind = norm_kind(name, mode)
+    record = dataset_record(name)
+    if kind == OFFICIAL_NORM and record is not None and record.statistics is not None:
+        return list(record.statistics[0]), list(record.statistics[1]), kind
     if kind == TRAINING_NORM:
         return [0.5] * 3, [0.5] * 3, kind
     mean, std = channel_stats(train_images)
@@ -264,7 +256,7 @@ class FeatureCache:
                 return self._stream(dataset, indexes, found)
         with distributed.main_first():  # under DDP rank 0 downloads first
             images = dict(zip(splits, dataset.load()))
-        mean, std, norm = self._normalization(dataset.source, images["train"].images)
+        mean, std, norm = self._normalization(dataset.name, images["train"].images)
         for split in splits:
             if found[split] is None:
                 found[split] = self._build(dataset, split, images[split], mean, std, norm)
@@ -290,14 +282,14 @@ class FeatureCache:
         else:
             log.warning(message)
 
-    def _normalization(self, source: str, train_images: Tensor) -> tuple[list[float], list[float], str]:
+    def _normalization(self, name: str, train_images: Tensor) -> tuple[list[float], list[float], str]:
         """The model's own constants when it has them (a foreign model's), else the per-data-set rule."""
         if self.fixed_norm is not None:
             return list(self.fixed_norm[0]), list(self.fixed_norm[1]), MODEL_NORM
-        return probe_normalization(source, train_images, self.normalize)
+        return probe_normalization(name, train_images, self.normalize)
 
-    def _norm_kind(self, source: str) -> str:
-        return MODEL_NORM if self.fixed_norm is not None else norm_kind(source, self.normalize)
+    def _norm_kind(self, name: str) -> str:
+        return MODEL_NORM if self.fixed_norm is not None else norm_kind(name, self.normalize)
 
     def backbone(self) -> nn.Module:
         if self._backbone is None:
@@ -376,7 +368,7 @@ class FeatureCache:
         """Missing splits extracted batch by batch from the files and written row by row (rank 0; the
         other ranks wait and read the files): memory holds a few batches, never the set."""
         if distributed.is_main():
-            kind = self._norm_kind(dataset.source)
+            kind = self._norm_kind(dataset.name)
             if kind == NORM:  # train-split statistics: one decoding pass over the train images first
                 counts = torch.zeros(3, 256, dtype=torch.long)
                 batches = math.ceil(len(indexes["train"]) / self.batch_size)
@@ -386,7 +378,7 @@ class FeatureCache:
                         bar.advance()
                 mean, std = stats_from_counts(counts)
             else:
-                mean, std, kind = self._normalization(dataset.source, torch.empty(0))
+                mean, std, kind = self._normalization(dataset.name, torch.empty(0))
             for split, index in indexes.items():
                 if found[split] is None:
                     self._stream_split(dataset, split, index, mean, std, kind)

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from mimcli.config.base import Section, check_folder_name, own_keys
+from mimcli.config.datasets import pretraining_names
 from mimcli.config.registry import load_builtins, pick_section, plugin_entry, reading
 
 DEFAULT_METHOD = "simclr"
@@ -156,7 +157,7 @@ class DataSection(Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        known = {"cifar10", "cifar100", "stl10", "imagefolder", "shapes"}
+        known = pretraining_names()
         if value not in known:
             raise ValueError(f"unknown dataset {value!r}; choose one of {sorted(known)}")
         return value

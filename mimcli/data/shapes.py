@@ -17,12 +17,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from mimcli.config.datasets import Task
 from mimcli.data.images import ImageData
 
 SHAPE_NAMES: list[str] = ["disc", "square", "triangle", "cross", "ring", "star", "diamond", "L", "T", "heart"]
 N_HUES = 8
 HUE_NAMES: list[str] = ["red", "amber", "lime", "green", "cyan", "azure", "violet", "magenta"]
-TASKS: dict[str, str] = {"shape": "classification", "hue": "classification", "position": "regression"}
+TASKS: dict[str, Task] = {"shape": "classification", "hue": "classification", "position": "regression"}
 BACKGROUNDS = ("textured", "plain")  # textured: tinted grey + low-frequency field + pixel noise; plain: flat grey
 LAYOUTS = ("scattered", "centred")  # scattered: uniform position inside the image; centred: centroid at the centre
 

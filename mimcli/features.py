@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mimcli import distributed
-from mimcli.config.datasets import dataset_record
+from mimcli.config.datasets import source_record
 from mimcli.data.clean import clean_batches
 from mimcli.data.h5atomic import atomic_h5
 from mimcli.data.images import ImageData
@@ -105,10 +105,10 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
     return stats_from_counts(counts)
 
 
-def norm_kind(name: str, mode: str = "official") -> str:
-    """Which normalisation the probe data set `name` gets: its record's official constants or the training
-    (0.5, 0.5) under mode "official", else (and for unregistered sets) its train split's statistics."""
-    record = dataset_record(name) if mode == "official" else None
+def norm_kind(source: str, mode: str = "official") -> str:
+    """Which normalisation the images `source` get: their record's official constants or the training
+    (0.5, 0.5) under mode "official", else (and for unregistered sets) their train split's statistics."""
+    record = source_record(source) if mode == "official" else None
     if record is not None and record.statistics is not None:
         return OFFICIAL_NORM
     if record is not None and record.training_norm:
@@ -117,11 +117,11 @@ def norm_kind(name: str, mode: str = "official") -> str:
 
 
 def probe_normalization(
-    name: str, train_images: Tensor, mode: str = "official"
+    source: str, train_images: Tensor, mode: str = "official"
 ) -> tuple[list[float], list[float], str]:
-    """(mean, std, kind) for the images of the probe data set `name`."""
-    kind = norm_kind(name, mode)
-    record = dataset_record(name)
+    """(mean, std, kind) for a probe data set's images (`source`: their name in the feature cache)."""
+    kind = norm_kind(source, mode)
+    record = source_record(source)
     if kind == OFFICIAL_NORM and record is not None and record.statistics is not None:
         return list(record.statistics[0]), list(record.statistics[1]), kind
     if kind == TRAINING_NORM:
@@ -256,7 +256,7 @@ class FeatureCache:
                 return self._stream(dataset, indexes, found)
         with distributed.main_first():  # under DDP rank 0 downloads first
             images = dict(zip(splits, dataset.load()))
-        mean, std, norm = self._normalization(dataset.name, images["train"].images)
+        mean, std, norm = self._normalization(dataset.source, images["train"].images)
         for split in splits:
             if found[split] is None:
                 found[split] = self._build(dataset, split, images[split], mean, std, norm)
@@ -282,14 +282,14 @@ class FeatureCache:
         else:
             log.warning(message)
 
-    def _normalization(self, name: str, train_images: Tensor) -> tuple[list[float], list[float], str]:
+    def _normalization(self, source: str, train_images: Tensor) -> tuple[list[float], list[float], str]:
         """The model's own constants when it has them (a foreign model's), else the per-data-set rule."""
         if self.fixed_norm is not None:
             return list(self.fixed_norm[0]), list(self.fixed_norm[1]), MODEL_NORM
-        return probe_normalization(name, train_images, self.normalize)
+        return probe_normalization(source, train_images, self.normalize)
 
-    def _norm_kind(self, name: str) -> str:
-        return MODEL_NORM if self.fixed_norm is not None else norm_kind(name, self.normalize)
+    def _norm_kind(self, source: str) -> str:
+        return MODEL_NORM if self.fixed_norm is not None else norm_kind(source, self.normalize)
 
     def backbone(self) -> nn.Module:
         if self._backbone is None:
@@ -368,7 +368,7 @@ class FeatureCache:
         """Missing splits extracted batch by batch from the files and written row by row (rank 0; the
         other ranks wait and read the files): memory holds a few batches, never the set."""
         if distributed.is_main():
-            kind = self._norm_kind(dataset.name)
+            kind = self._norm_kind(dataset.source)
             if kind == NORM:  # train-split statistics: one decoding pass over the train images first
                 counts = torch.zeros(3, 256, dtype=torch.long)
                 batches = math.ceil(len(indexes["train"]) / self.batch_size)
@@ -378,7 +378,7 @@ class FeatureCache:
                         bar.advance()
                 mean, std = stats_from_counts(counts)
             else:
-                mean, std, kind = self._normalization(dataset.name, torch.empty(0))
+                mean, std, kind = self._normalization(dataset.source, torch.empty(0))
             for split, index in indexes.items():
                 if found[split] is None:
                     self._stream_split(dataset, split, index, mean, std, kind)

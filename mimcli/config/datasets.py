@@ -40,6 +40,7 @@ class DataSetRecord:
     pretrain: bool = False  # also a `data.dataset` a run can pretrain on
     native_size: int | None = None  # probed at this side when it is the run's own pretraining set (STL-10: 96)
     download: tuple[str, int] | None = None  # (folder it fills under data.root, archive size in MB)
+    source: str | None = None  # its images' name in the feature cache when records share them ("shapes")
 
     @property
     def chance(self) -> float | None:
@@ -68,6 +69,15 @@ def dataset_records() -> dict[str, DataSetRecord]:
 
 def dataset_record(name: str) -> DataSetRecord | None:
     return dataset_records().get(name)
+
+
+def source_record(source: str) -> DataSetRecord | None:
+    """The record of the images a feature cache names `source`: a record's own name, or a shared source
+    and its variant ("shapes-20000-5000-s0": the sizes and seed of the shapes every shapes:* task reads)."""
+    for record in dataset_records().values():
+        if source == (record.source or record.name) or (record.source and source.startswith(f"{record.source}-")):
+            return record
+    return None
 
 
 def display_name(name: str) -> str:

@@ -316,7 +316,8 @@ for _record in (
       ((0.335, 0.291, 0.295), (0.267, 0.249, 0.251)), download=("gtsrb", 280)),
     # the generated shapes (data.shapes; docs/shapes.md): one image set, a target per factor
     *(
-        DataSetRecord(f"shapes:{factor}", f"shapes:{factor}", task, SHAPES_CLASSES.get(factor), training_norm=True)
+        DataSetRecord(f"shapes:{factor}", f"shapes:{factor}", task, SHAPES_CLASSES.get(factor),
+                      training_norm=True, source="shapes")
         for factor, task in SHAPES_TASKS.items()
     ),
 ):
@@ -432,7 +433,7 @@ def resolve_dataset(
         return TransferDataset(
             f"shapes:{arg}",
             record.task,
-            f"shapes-{shapes.n_train}-{shapes.n_test}-s{shapes.seed}{variant}",
+            f"{record.source}-{shapes.n_train}-{shapes.n_test}-s{shapes.seed}{variant}",
             arg,
             image_size,
             load_shapes,

@@ -173,7 +173,7 @@ def _probe_imagenet(
         record["seconds"] = round(time.perf_counter() - start, 3)
         return record
     device = cache.device
-    mean, std, _ = probe_normalization(dataset.name, train_images, cache.normalize)
+    mean, std, _ = probe_normalization(dataset.source, train_images, cache.normalize)
     epochs = augmented_epochs(cache.backbone(), train_images, mean, std, layers, device, cache.precision, seed=seeds[0])
     train_y, test_y = clean.target(dataset.target).to(device), test.target(dataset.target).to(device)
     record["metrics"] = linear_probe(

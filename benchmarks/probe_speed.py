@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from mimcli.config import load_config
+from mimcli.config import ShapesSection, load_config
 from mimcli.data.images import ImageData
 from mimcli.data.transfer import resolve_dataset
 from mimcli.features import FeatureCache, channel_stats
@@ -122,8 +122,8 @@ def load_images(root: Path, quick: bool) -> tuple[str, Any]:
         folder = unpack_cifar_subset(CIFAR_JPEG, root / "images", *per_class)
         name = f"CIFAR-10 JPEG, {per_class[0] * 10} train / {per_class[1] * 10} test"
         return name, resolve_dataset(f"imagefolder:{folder}", root=root, image_size=32)
-    sizes = (per_class[0] * 10, per_class[1] * 10, 0, "textured", "scattered")
-    return f"shapes:shape, {sizes[0]} train / {sizes[1]} test", resolve_dataset(
+    sizes = ShapesSection(n_train=per_class[0] * 10, n_test=per_class[1] * 10)
+    return f"shapes:shape, {sizes.n_train} train / {sizes.n_test} test", resolve_dataset(
         "shapes:shape", root=root, image_size=32, shapes=sizes
     )
 

@@ -233,12 +233,12 @@ def supervised(
 @app.command()
 def presets() -> None:
     """List the named presets with a one-line description each."""
-    from mimcli.config import list_presets, read_toml
+    from mimcli.config import list_presets, read_preset
     from mimcli.tables import Col, fit_table
 
     rows = []
     for name, path in sorted(list_presets().items()):
-        run = read_toml(path).get("run", {})
+        run = read_preset(path).get("run", {})  # a preset extending another inherits its description
         reproduces = run.get("reproduces", "")
         rows.append([name, escape(run.get("description", "") + (f"\nreproduces: {reproduces}" if reproduces else ""))])
     columns = (Col("name", key=True, style="bold"), Col("description", wrap=True))

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from mimcli import distributed
+from mimcli.config.datasets import source_record
 from mimcli.data.clean import clean_batches
 from mimcli.data.h5atomic import atomic_h5
 from mimcli.data.images import ImageData
@@ -44,17 +45,6 @@ NORM = "train-split statistics"
 OFFICIAL_NORM = "official constants"
 TRAINING_NORM = "training normalisation (0.5, 0.5)"
 MODEL_NORM = "the model's own constants"  # a foreign model's (mimcli.models.foreign), e.g. ImageNet's
-# data_statistics.py of the official code (identical in its SimCLR, BYOL, BarTwins, Supervised folders).
-OFFICIAL_STATISTICS: dict[str, tuple[list[float], list[float]]] = {
-    "stl10": ([0.491, 0.482, 0.447], [0.247, 0.244, 0.262]),
-    "cub200": ([0.483, 0.491, 0.424], [0.228, 0.224, 0.259]),
-    "dtd": ([0.533, 0.474, 0.426], [0.261, 0.250, 0.259]),
-    "fashionmnist": ([0.348, 0.348, 0.348], [0.347, 0.347, 0.347]),
-    "mnist": ([0.170, 0.170, 0.170], [0.320, 0.320, 0.320]),
-    "gtsrb": ([0.335, 0.291, 0.295], [0.267, 0.249, 0.251]),
-    "flowers102": ([0.518, 0.410, 0.329], [0.296, 0.249, 0.285]),
-}
-TRAINING_SOURCES = ("cifar10", "cifar100", "shapes-")  # pretrained with Normalize(0.5, 0.5)
 LOG_EVERY = 50  # without a live bar, a progress line every 50 batches (25,600 images at the default 512)
 # probe.precision -> the cache attribute naming it; fp32 is the official code's (no autocast anywhere)
 PRECISION_ATTR = {"fp32": "fp32", "bf16": "bf16-autocast"}
@@ -116,10 +106,12 @@ def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
 
 
 def norm_kind(source: str, mode: str = "official") -> str:
-    """Which normalisation a probe data set gets (see the module docstring)."""
-    if mode == "official" and source in OFFICIAL_STATISTICS:
+    """Which normalisation the images `source` get: their record's official constants or the training
+    (0.5, 0.5) under mode "official", else (and for unregistered sets) their train split's statistics."""
+    record = source_record(source) if mode == "official" else None
+    if record is not None and record.statistics is not None:
         return OFFICIAL_NORM
-    if mode == "official" and (source in TRAINING_SOURCES[:2] or source.startswith(TRAINING_SOURCES[2])):
+    if record is not None and record.training_norm:
         return TRAINING_NORM
     return NORM
 
@@ -127,11 +119,11 @@ def norm_kind(source: str, mode: str = "official") -> str:
 def probe_normalization(
     source: str, train_images: Tensor, mode: str = "official"
 ) -> tuple[list[float], list[float], str]:
-    """(mean, std, kind) for a probe data set's images."""
+    """(mean, std, kind) for a probe data set's images (`source`: their name in the feature cache)."""
     kind = norm_kind(source, mode)
-    if kind == OFFICIAL_NORM:
-        mean, std = OFFICIAL_STATISTICS[source]
-        return list(mean), list(std), kind
+    record = source_record(source)
+    if kind == OFFICIAL_NORM and record is not None and record.statistics is not None:
+        return list(record.statistics[0]), list(record.statistics[1]), kind
     if kind == TRAINING_NORM:
         return [0.5] * 3, [0.5] * 3, kind
     mean, std = channel_stats(train_images)

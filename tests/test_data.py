@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mimcli.config import ShapesSection
 from mimcli.data.datasets import image_folder_split, load_image_folder, load_pretrain_data, seeded_subset
 from mimcli.errors import DataNotFoundError
 from tests.conftest import CIFAR_JPEG
@@ -76,7 +77,7 @@ def test_flat_folder_of_images_is_unlabeled_pretraining_data(tmp_path, cli):
 
 
 def test_seeded_subset_is_fixed_and_seed_dependent(tmp_path):
-    data = load_pretrain_data("shapes", str(tmp_path), 32, None, 0, False, (100, 10, 0, "textured", "scattered"))
+    data = load_pretrain_data("shapes", str(tmp_path), 32, None, 0, False, ShapesSection(n_train=100, n_test=10))
     a = seeded_subset(data, 10, seed=1)
     b = seeded_subset(data, 10, seed=1)
     c = seeded_subset(data, 10, seed=2)

@@ -23,7 +23,7 @@ import torch
 import torch.multiprocessing as mp
 
 from mimcli import distributed, runs
-from mimcli.config import load_config
+from mimcli.config import ShapesSection, load_config
 from mimcli.data.batch import Batch
 from mimcli.data.shapes import generate_shapes
 from mimcli.methods.compose import build_model
@@ -188,7 +188,7 @@ def feature_setup(root: Path):
     images = torch.randint(0, 256, (37, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     datasets = [
         resolve_dataset(
-            f"shapes:{task}", root=root, image_size=32, download=False, shapes=(37, 21, 0, "textured", "scattered")
+            f"shapes:{task}", root=root, image_size=32, download=False, shapes=ShapesSection(n_train=37, n_test=21)
         )
         for task in ("shape", "hue")
     ]

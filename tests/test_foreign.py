@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from mimcli import runs
+from mimcli.config import ShapesSection
 from mimcli.data.augment import BatchAugment
 from mimcli.data.source import load_train_data
 from mimcli.data.transfer import resolve_dataset
@@ -55,7 +56,7 @@ def by_hand(net: ResNet, images: Tensor) -> dict[str, Tensor]:
 
 
 def shapes_train_images() -> Tensor:
-    dataset = resolve_dataset("shapes:shape", root=".", image_size=32, shapes=(64, 32, 0, "textured", "scattered"))
+    dataset = resolve_dataset("shapes:shape", root=".", image_size=32, shapes=ShapesSection(n_train=64, n_test=32))
     return dataset.load()[0].images
 
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mimcli.data.transfer import DOWNLOADS, describe_downloads, pending_downloads
+from mimcli.config.datasets import dataset_records
+from mimcli.data.transfer import describe_downloads, pending_downloads
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SET = [
@@ -140,13 +141,15 @@ def test_an_image_folder_without_a_test_split_probes_nothing(cli, tmp_path, monk
 def test_probe_sets_that_need_downloads_are_announced_with_their_sizes(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()  # already there: not announced
     pending = pending_downloads(["cifar10", "dtd", "mnist", "shapes:shape", "imagefolder:x"], tmp_path)
-    assert pending == [("dtd", DOWNLOADS["dtd"][1]), ("mnist", DOWNLOADS["mnist"][1])]
+    assert pending == [("dtd", 625), ("mnist", 12)]
     line = describe_downloads(pending, "data")
     assert line == "probing will first download dtd (about 625 MB), mnist (about 12 MB) into data: about 0.6 GB in all"
 
 
-@pytest.mark.parametrize("name", sorted(DOWNLOADS))
+@pytest.mark.parametrize("name", sorted(n for n, record in dataset_records().items() if record.loader is not None))
 def test_every_downloadable_probe_set_has_a_size(name):
-    folder, megabytes = DOWNLOADS[name]
+    download = dataset_records()[name].download
+    assert download is not None
+    folder, megabytes = download
     assert folder
     assert megabytes > 0

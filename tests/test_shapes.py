@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from mimcli.config import RunConfig
+from mimcli.config import RunConfig, ShapesSection
 from mimcli.data.datasets import load_split
 from mimcli.data.shapes import (
     HUE_NAMES,
@@ -224,9 +224,9 @@ def test_colour_helpers():
 
 
 def test_load_split_uses_the_generator():
-    test_split = load_split("shapes", "unused-root", "test", 32, shapes_sizes=(30, 12, 7, "textured", "scattered"))
+    test_split = load_split("shapes", "unused-root", "test", 32, shapes=ShapesSection(n_train=30, n_test=12, seed=7))
     assert torch.equal(test_split.images, generate_shapes(12, seed=8).images)
-    train_split = load_split("shapes", "unused-root", "train", 64, shapes_sizes=(30, 12, 7, "textured", "scattered"))
+    train_split = load_split("shapes", "unused-root", "train", 64, shapes=ShapesSection(n_train=30, n_test=12, seed=7))
     assert train_split.images.shape == (30, 3, 64, 64)
     assert torch.equal(train_split.labels, generate_shapes(30, seed=7).labels)
 
@@ -244,14 +244,14 @@ def test_plain_background_is_one_grey_level_behind_the_same_glyphs(data, latents
     assert torch.equal(pixels[inside], glyph[inside])  # the glyph's own colour, without pixel noise
     with pytest.raises(ValueError, match="background"):
         generate_shapes(4, background="noisy")
-    spec = (30, 12, 7, "plain", "scattered")
+    spec = ShapesSection(n_train=30, n_test=12, seed=7, background="plain")
     assert torch.equal(
-        load_split("shapes", "unused-root", "test", 32, shapes_sizes=spec).images,
+        load_split("shapes", "unused-root", "test", 32, shapes=spec).images,
         generate_shapes(12, seed=8, background="plain").images,
     )
     # cached probe features are keyed by the images: the plain set must not reuse the textured set's cache
     textured = resolve_dataset(
-        "shapes:hue", root="unused-root", image_size=32, shapes=(30, 12, 7, "textured", "scattered")
+        "shapes:hue", root="unused-root", image_size=32, shapes=ShapesSection(n_train=30, n_test=12, seed=7)
     )
     assert textured.source == "shapes-30-12-s7"  # the name caches had before backgrounds existed
     plain_set = resolve_dataset("shapes:hue", root="unused-root", image_size=32, shapes=spec)
@@ -274,7 +274,7 @@ def test_centred_layout_moves_only_the_glyph_to_the_centre(data, latents):
     torch.testing.assert_close(centroid, torch.full((N, 2), 16.0), atol=0.15, rtol=0)
     with pytest.raises(ValueError, match="layout"):
         generate_shapes(4, layout="diagonal")
-    spec = (30, 12, 7, "plain", "centred")
+    spec = ShapesSection(n_train=30, n_test=12, seed=7, background="plain", layout="centred")
     assert resolve_dataset("shapes:hue", root="unused-root", image_size=32, shapes=spec).source == (
         "shapes-30-12-s7-plain-centred"
     )
@@ -286,6 +286,6 @@ def test_config_rejects_a_position_probe_on_centred_glyphs():
     shapes = {"dataset": "shapes", "shapes": {"layout": "centred"}}
     with pytest.raises(ValidationError, match="shapes:position"):
         RunConfig.model_validate({"data": shapes, "probe": {"datasets": ["shapes:hue", "shapes:position"]}})
-    assert RunConfig.model_validate({"data": shapes, "probe": {"datasets": ["shapes:hue"]}}).data.shapes.spec()[-1] == (
+    assert RunConfig.model_validate({"data": shapes, "probe": {"datasets": ["shapes:hue"]}}).data.shapes.layout == (
         "centred"
     )

@@ -70,6 +70,58 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
 
 
+BASE = "base"  # top-level key of a preset naming the preset (or TOML file) it extends
+
+
+def read_preset(path: Path) -> dict[str, Any]:
+    """A preset file as one raw config: its `base` chain read first, then this file's keys merged over it.
+
+    `base = "simclr-rc"` (a preset name, or a TOML file: a relative path is the file's neighbour) makes a
+    preset "that one, except": sections merge key by key, any other value (a list included) is replaced.
+    Switching `method.name` or `regularizer.kind` drops the base's keys the new choice lacks, as `--set`
+    does. The run name is never inherited (a preset's name is its file's). docs/extending.md, "A preset that
+    extends another"."""
+    return _read_chain(path, [])
+
+
+def _read_chain(path: Path, seen: list[Path]) -> dict[str, Any]:
+    here = path.resolve()
+    if here in seen:
+        chain = " -> ".join(str(p) for p in [*seen, here])
+        raise UsageError(f"preset {seen[0]}: its base chain returns to {here} ({chain})")
+    raw = anchor_plugins(read_toml(path), path.parent)
+    if BASE not in raw:
+        return raw
+    base = raw.pop(BASE)
+    if not isinstance(base, str) or not base:
+        raise UsageError(f"invalid config from {path}: base: must be a preset name or a .toml file (got {base!r})")
+    try:
+        base_path = resolve_preset(str(path.parent / base) if looks_like_path(base) else base)
+    except UsageError as error:
+        raise UsageError(f"{path}: base: {error}") from None
+    inherited = _read_chain(base_path, [*seen, here])
+    run = inherited.get("run")
+    if isinstance(run, dict):
+        run.pop("name", None)
+    return merge_sections(inherited, raw)
+
+
+def merge_sections(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """`own` over `base`: nested tables merge key by key, other values are replaced; a switched method or
+    regulariser (another `name` / `kind`) first loses the base's keys the new choice does not have."""
+    merged = dict(base)
+    for key, value in own.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            inherited = dict(merged[key])
+            selector = SELECTORS.get(key)
+            if selector in value and inherited.get(selector) != value[selector]:
+                _keep_own_keys(inherited, key, str(value[selector]))
+            merged[key] = merge_sections(inherited, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`section.key=value` -> (["section", "key"], value); the value is parsed as TOML, else kept as a string."""
     key, sep, raw = text.partition("=")
@@ -233,7 +285,7 @@ def load_config(preset: str | None, overrides: list[str] | None = None, plugins:
     source = "defaults"
     if preset:
         path = resolve_preset(preset)
-        raw = anchor_plugins(read_toml(path), path.parent)
+        raw = read_preset(path)
         source = str(path)
         raw.setdefault("run", {}).setdefault("name", path.stem)
     raw = apply_overrides(raw, list(overrides or []))

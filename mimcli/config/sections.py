@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from mimcli.config.base import Section, check_folder_name, own_keys
+from mimcli.config.datasets import pretraining_names
 from mimcli.config.registry import load_builtins, pick_section, plugin_entry, reading
 
 DEFAULT_METHOD = "simclr"
@@ -131,10 +132,6 @@ class ShapesSection(Section):
         "at the centre, so position is no shared cue for SimCLR to match views on (docs/shapes.md).",
     )
 
-    def spec(self) -> tuple[int, int, int, str, str]:
-        """(n_train, n_test, seed, background, layout): what the data loaders take (data.shapes.ShapesSpec)."""
-        return (self.n_train, self.n_test, self.seed, self.background, self.layout)
-
 
 class DataSection(Section):
     dataset: str = Field(
@@ -160,7 +157,7 @@ class DataSection(Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        known = {"cifar10", "cifar100", "stl10", "imagefolder", "shapes"}
+        known = pretraining_names()
         if value not in known:
             raise ValueError(f"unknown dataset {value!r}; choose one of {sorted(known)}")
         return value

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from mimcli.config import ShapesSection
 from mimcli.data.images import ImageData
-from mimcli.data.shapes import ShapesSpec, generate_shapes
+from mimcli.data.shapes import generate_shapes
 from mimcli.errors import DataNotFoundError, UsageError
 
 if TYPE_CHECKING:
@@ -162,9 +163,10 @@ def load_split(
     split: str,
     image_size: int,
     download: bool = True,
-    shapes_sizes: ShapesSpec = (20_000, 5_000, 0, "textured", "scattered"),
+    shapes: ShapesSection | None = None,
 ) -> ImageData:
-    """One split ('train' | 'test' | 'unlabeled' | 'pretrain') of a pretraining data set at image_size."""
+    """One split ('train' | 'test' | 'unlabeled' | 'pretrain') of a pretraining data set at image_size.
+    `shapes`: the run's data.shapes section (sizes, seed, background, layout); None: its defaults."""
     root = Path(root)
     if name in ("cifar10", "cifar100"):
         data = load_cifar(name, root, split != "test", download)
@@ -181,13 +183,13 @@ def load_split(
         folder = image_folder_split(root, "test" if split == "test" else "train")
         return load_image_folder(folder, image_size)
     elif name == "shapes":
-        n_train, n_test, seed, background, layout = shapes_sizes
+        shapes = shapes or ShapesSection()
         data = generate_shapes(
-            n_test if split == "test" else n_train,
-            seed=seed + (1 if split == "test" else 0),
+            shapes.n_test if split == "test" else shapes.n_train,
+            seed=shapes.seed + (1 if split == "test" else 0),
             image_size=32,
-            background=background,
-            layout=layout,
+            background=shapes.background,
+            layout=shapes.layout,
         )
     else:
         raise UsageError(f"unknown dataset {name!r}")
@@ -202,7 +204,7 @@ def load_pretrain_data(
     subset: int | None,
     seed: int,
     download: bool,
-    shapes_sizes: ShapesSpec = (20_000, 5_000, 0, "textured", "scattered"),
+    shapes: ShapesSection | None = None,
     stl10_split: str = "unlabeled",
 ) -> ImageData:
     """The images a pretraining run learns from, optionally a seeded subset. STL-10: the unlabeled
@@ -213,5 +215,5 @@ def load_pretrain_data(
     """
     split = {"unlabeled": "unlabeled", "unlabeled+train": "pretrain"}[stl10_split] if dataset == "stl10" else "train"
     native = {"cifar10": 32, "cifar100": 32, "stl10": 96, "shapes": 32}.get(dataset, image_size)
-    data = load_split(dataset, root, split, max(native, image_size), download, shapes_sizes)
+    data = load_split(dataset, root, split, max(native, image_size), download, shapes)
     return seeded_subset(data, subset, seed)

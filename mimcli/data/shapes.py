@@ -17,15 +17,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from mimcli.config.datasets import Task
 from mimcli.data.images import ImageData
 
 SHAPE_NAMES: list[str] = ["disc", "square", "triangle", "cross", "ring", "star", "diamond", "L", "T", "heart"]
 N_HUES = 8
 HUE_NAMES: list[str] = ["red", "amber", "lime", "green", "cyan", "azure", "violet", "magenta"]
-TASKS: dict[str, str] = {"shape": "classification", "hue": "classification", "position": "regression"}
+TASKS: dict[str, Task] = {"shape": "classification", "hue": "classification", "position": "regression"}
 BACKGROUNDS = ("textured", "plain")  # textured: tinted grey + low-frequency field + pixel noise; plain: flat grey
 LAYOUTS = ("scattered", "centred")  # scattered: uniform position inside the image; centred: centroid at the centre
-ShapesSpec = tuple[int, int, int, str, str]  # a run's data.shapes section: (n_train, n_test, seed, background, layout)
 
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601, the weights torchvision's RandomGrayscale uses
 HUE_JITTER = 0.4  # +- fraction of a hue class width

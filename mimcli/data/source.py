@@ -91,7 +91,7 @@ def load_train_data(cfg: RunConfig) -> ImageData | ImageIndex:
         data.subset,
         cfg.train.seed,
         data.download,
-        data.shapes.spec(),
+        data.shapes,
         data.stl10_split,
     )
 

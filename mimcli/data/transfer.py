@@ -21,10 +21,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 import torch
 
+from mimcli.config import ShapesSection
+from mimcli.config.datasets import DataSetRecord, Task, dataset_record, dataset_records, register_dataset
+from mimcli.config.datasets import display_name as display_name  # re-exported: what the report imports
 from mimcli.data.clean import decode_index, folder_indexes
 from mimcli.data.datasets import (
     _missing,
@@ -33,13 +36,14 @@ from mimcli.data.datasets import (
     to_rgb,
 )
 from mimcli.data.images import ImageData
-from mimcli.data.shapes import ShapesSpec
+from mimcli.data.shapes import N_HUES, SHAPE_NAMES
+from mimcli.data.shapes import TASKS as SHAPES_TASKS
 from mimcli.data.stream import ImageIndex
 from mimcli.errors import DataNotFoundError, UsageError
 
-Task = Literal["classification", "regression"]
 Loader = Callable[[Path, int, bool], tuple[ImageData, ImageData]]  # (root, image_size, download) -> (train, test)
 
+SHAPES_CLASSES = {"shape": len(SHAPE_NAMES), "hue": N_HUES}  # the classification factors of the shapes
 SPLIT_SEED = 42  # REFERENCE.md: Flowers102 and GTSRB use a per-class random 80/20 split with seed 42
 CUB_URL = "https://data.caltech.edu/records/65de6-vtw72/files/CUB_200_2011.tgz"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
@@ -282,40 +286,43 @@ def _load_cub200(root: Path, size: int, download: bool) -> tuple[ImageData, Imag
     return decode(splits[True]), decode(splits[False])
 
 
-class Known(NamedTuple):
-    """One torchvision-backed probe data set: the name the field uses for it, its task and its loader."""
-
-    display: str
-    task: Task
-    loader: Loader
-
-
-REGISTRY: dict[str, Known] = {
-    "cifar10": Known("CIFAR-10", "classification", _pretraining_split("cifar10")),
-    "cifar100": Known("CIFAR-100", "classification", _pretraining_split("cifar100")),
-    "stl10": Known("STL-10", "classification", _pretraining_split("stl10")),
-    "dtd": Known("DTD", "classification", _load_dtd),
-    "mnist": Known("MNIST", "classification", _load_mnist("mnist")),
-    "fashionmnist": Known("Fashion-MNIST", "classification", _load_mnist("fashionmnist")),
-    "cub200": Known("CUB-200-2011", "classification", _load_cub200),
-    "flowers102": Known("Oxford Flowers-102", "classification", _load_flowers102),
-    "gtsrb": Known("GTSRB", "classification", _load_gtsrb),
-}
-# What torchvision (or the CUB archive) downloads on first use: the folder it fills under data.root and the
-# archives' size in MB, rounded (torchvision's URLs: cifar-10-python.tar.gz 163, cifar-100-python.tar.gz 161,
-# stl10_binary.tar.gz 2,640, dtd-r1.0.1.tar.gz 625, MNIST 4 files 12, Fashion-MNIST 4 files 30,
-# CUB_200_2011.tgz 1,150, 102flowers.tgz + labels 345, GTSRB training + test archives 280).
-DOWNLOADS: dict[str, tuple[str, int]] = {
-    "cifar10": ("cifar-10-batches-py", 163),
-    "cifar100": ("cifar-100-python", 161),
-    "stl10": ("stl10_binary", 2640),
-    "dtd": ("dtd", 625),
-    "mnist": ("MNIST", 12),
-    "fashionmnist": ("FashionMNIST", 30),
-    "cub200": ("CUB_200_2011", 1150),
-    "flowers102": ("flowers-102", 345),
-    "gtsrb": ("gtsrb", 280),
-}
+# The built-in probe data sets, in the report's column order. Official statistics: data_statistics.py of the
+# official code (identical in its SimCLR, BYOL, BarTwins, Supervised folders); CIFAR and the generated shapes
+# are probed with the (0.5, 0.5) their models were pretrained with. Downloads: the folder torchvision (or the
+# CUB archive) fills under data.root and the archives' size in MB, rounded (torchvision's URLs:
+# cifar-10-python.tar.gz 163, cifar-100-python.tar.gz 161, stl10_binary.tar.gz 2,640, dtd-r1.0.1.tar.gz 625,
+# MNIST 4 files 12, Fashion-MNIST 4 files 30, CUB_200_2011.tgz 1,150, 102flowers.tgz + labels 345, GTSRB
+# training + test archives 280). STL-10 models are probed on STL-10 itself at 96 px, as the official code.
+_R = DataSetRecord  # short, so that each record below fits on two lines
+# fmt: off
+for _record in (
+    _R("cifar10", "CIFAR-10", "classification", 10, _pretraining_split("cifar10"), training_norm=True,
+      pretrain=True, download=("cifar-10-batches-py", 163)),
+    _R("cifar100", "CIFAR-100", "classification", 100, _pretraining_split("cifar100"), training_norm=True,
+      pretrain=True, download=("cifar-100-python", 161)),
+    _R("stl10", "STL-10", "classification", 10, _pretraining_split("stl10"),
+      ((0.491, 0.482, 0.447), (0.247, 0.244, 0.262)), pretrain=True, native_size=96, download=("stl10_binary", 2640)),
+    _R("dtd", "DTD", "classification", 47, _load_dtd,
+      ((0.533, 0.474, 0.426), (0.261, 0.250, 0.259)), download=("dtd", 625)),
+    _R("mnist", "MNIST", "classification", 10, _load_mnist("mnist"),
+      ((0.170, 0.170, 0.170), (0.320, 0.320, 0.320)), download=("MNIST", 12)),
+    _R("fashionmnist", "Fashion-MNIST", "classification", 10, _load_mnist("fashionmnist"),
+      ((0.348, 0.348, 0.348), (0.347, 0.347, 0.347)), download=("FashionMNIST", 30)),
+    _R("cub200", "CUB-200-2011", "classification", 200, _load_cub200,
+      ((0.483, 0.491, 0.424), (0.228, 0.224, 0.259)), download=("CUB_200_2011", 1150)),
+    _R("flowers102", "Oxford Flowers-102", "classification", 102, _load_flowers102,
+      ((0.518, 0.410, 0.329), (0.296, 0.249, 0.285)), download=("flowers-102", 345)),
+    _R("gtsrb", "GTSRB", "classification", 43, _load_gtsrb,
+      ((0.335, 0.291, 0.295), (0.267, 0.249, 0.251)), download=("gtsrb", 280)),
+    # the generated shapes (data.shapes; docs/shapes.md): one image set, a target per factor
+    *(
+        DataSetRecord(f"shapes:{factor}", f"shapes:{factor}", task, SHAPES_CLASSES.get(factor),
+                      training_norm=True, source="shapes")
+        for factor, task in SHAPES_TASKS.items()
+    ),
+):
+    register_dataset(_record)
+# fmt: on
 
 
 def pending_downloads(names: Sequence[str], root: str | Path) -> list[tuple[str, int]]:
@@ -324,8 +331,9 @@ def pending_downloads(names: Sequence[str], root: str | Path) -> list[tuple[str,
     root = Path(root)
     pending = []
     for name in dict.fromkeys(name.lower() for name in names):
-        if name in DOWNLOADS:
-            folder, megabytes = DOWNLOADS[name]
+        record = dataset_record(name)
+        if record is not None and record.download is not None:
+            folder, megabytes = record.download
             if not (root / folder).exists():
                 pending.append((name, megabytes))
     return pending
@@ -338,19 +346,12 @@ def describe_downloads(pending: Sequence[tuple[str, int]], root: str | Path) -> 
     return f"probing will first download {listed} into {root}: about {total / 1000:.1f} GB in all"
 
 
-SHAPES_TASKS: dict[str, Task] = {"shape": "classification", "hue": "classification", "position": "regression"}
 COLOUR_TARGET = "colour"
-NATIVE_SIZE = {"stl10": 96}  # REFERENCE.md: STL-10 models are probed on STL-10 itself at 96 px
-
-
-def display_name(name: str) -> str:
-    """How tables and figures name a data set id (a probe name or a run's data.dataset), as the field does:
-    `fashionmnist` -> Fashion-MNIST; the others (shapes:hue, image folders) as written."""
-    return REGISTRY[name].display if name in REGISTRY else name
 
 
 def known_names() -> list[str]:
-    return [*REGISTRY, "imagefolder:PATH", "colourstats:PATH", *(f"shapes:{task}" for task in SHAPES_TASKS)]
+    """The probe names `resolve_dataset` takes: the registered sets and the folder families."""
+    return [*dataset_records(), "imagefolder:PATH", "colourstats:PATH"]
 
 
 def colour_statistics(images: torch.Tensor) -> torch.Tensor:
@@ -379,12 +380,12 @@ def resolve_dataset(
     root: str | Path,
     image_size: int,
     download: bool = True,
-    shapes: ShapesSpec = (20_000, 5_000, 0, "textured", "scattered"),
+    shapes: ShapesSection | None = None,
     pretrain_dataset: str | None = None,
 ) -> TransferDataset:
     """Bind a probe data set name to its files and resolution (nothing is read until `.load()`).
 
-    `shapes` = (n_train, n_test, seed, background, layout) from the run's data.shapes section. `pretrain_dataset` is the
+    `shapes` is the run's data.shapes section (None: its defaults). `pretrain_dataset` is the
     run's data.dataset: the pretraining set itself is probed at its native size (STL-10: 96 px).
     """
     root = Path(root)
@@ -411,32 +412,35 @@ def resolve_dataset(
             return TransferDataset(f"colourstats:{arg}", "regression", source, COLOUR_TARGET, image_size, load_colour)
         return TransferDataset(f"imagefolder:{arg}", "classification", source, None, image_size, load_folder, files)
     if kind == "shapes" and sep:
-        if arg not in SHAPES_TASKS:
-            raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(SHAPES_TASKS)}")
-        n_train, n_test, seed, background, layout = shapes
-        if arg == "position" and layout == "centred":
+        record = dataset_record(f"shapes:{arg}")
+        if record is None:
+            tasks = [name.partition(":")[2] for name in dataset_records() if name.startswith("shapes:")]
+            raise UsageError(f"unknown shapes task {arg!r}; choose one of {', '.join(tasks)}")
+        shapes = shapes or ShapesSection()
+        if arg == "position" and shapes.layout == "centred":
             raise UsageError("shapes:position needs data.shapes.layout = 'scattered': centred glyphs have one position")
         # the defaults (textured, scattered) keep their old cache name
-        variant = ("" if background == "textured" else f"-{background}") + (
-            "" if layout == "scattered" else f"-{layout}"
+        variant = ("" if shapes.background == "textured" else f"-{shapes.background}") + (
+            "" if shapes.layout == "scattered" else f"-{shapes.layout}"
         )
 
         def load_shapes() -> tuple[ImageData, ImageData]:
             return (
-                load_split("shapes", root, "train", image_size, shapes_sizes=shapes),
-                load_split("shapes", root, "test", image_size, shapes_sizes=shapes),
+                load_split("shapes", root, "train", image_size, shapes=shapes),
+                load_split("shapes", root, "test", image_size, shapes=shapes),
             )
 
         return TransferDataset(
             f"shapes:{arg}",
-            SHAPES_TASKS[arg],
-            f"shapes-{n_train}-{n_test}-s{seed}{variant}",
+            record.task,
+            f"{record.source}-{shapes.n_train}-{shapes.n_test}-s{shapes.seed}{variant}",
             arg,
             image_size,
             load_shapes,
         )
-    if sep or kind not in REGISTRY:
+    found = None if sep else dataset_record(kind)
+    if found is None or found.loader is None:
         raise UsageError(f"unknown probe dataset {name!r}; choose from {', '.join(known_names())}")
-    _, task, loader = REGISTRY[kind]
-    size = NATIVE_SIZE.get(kind, image_size) if kind == pretrain_dataset else image_size
-    return TransferDataset(kind, task, kind, None, size, lambda: loader(root, size, download))
+    loader = found.loader
+    size = (found.native_size or image_size) if kind == pretrain_dataset else image_size
+    return TransferDataset(kind, found.task, kind, None, size, lambda: loader(root, size, download))

@@ -267,7 +267,6 @@ def run_probes(
     features = features or section.features
     if features not in FEATURES:
         raise UsageError(f"probe features {features!r}: choose {' or '.join(FEATURES)}")
-    shapes = config.data.shapes.spec()
 
     def bind(name: str, image_size: int) -> TransferDataset:
         return resolve_dataset(
@@ -275,7 +274,7 @@ def run_probes(
             root=data_root or config.data.root,
             image_size=image_size,
             download=config.data.download,
-            shapes=shapes,
+            shapes=config.data.shapes,
             pretrain_dataset=config.data.dataset,
         )
 
@@ -347,7 +346,6 @@ def extract_features_distributed(
 ) -> None:
     """Under DDP every rank encodes its share of each [probe] data set (rank 0 caches the features),
     so that `run_probes` on rank 0 then reads only the cache."""
-    shapes = config.data.shapes.spec()
     probe = config.probe
     cache = FeatureCache(
         run_dir,
@@ -365,7 +363,7 @@ def extract_features_distributed(
             root=config.data.root,
             image_size=config.data.image_size,
             download=config.data.download,
-            shapes=shapes,
+            shapes=config.data.shapes,
             pretrain_dataset=config.data.dataset,
         )
         with contextlib.suppress(DataNotFoundError):  # rank 0's run_probes reports it as missing

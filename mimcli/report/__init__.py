@@ -65,7 +65,6 @@ from mimcli.report.collect import (
 from mimcli.report.constants import (
     COMPARE,
     DAGGER,
-    DATASET_ORDER,
     EPOCHS,
     FORMATS,
     IGNORED_KEYS,
@@ -104,7 +103,6 @@ from mimcli.tables import Col, fit_table
 __all__ = [
     "COMPARE",
     "DAGGER",
-    "DATASET_ORDER",
     "EPOCHS",
     "FORMATS",
     "IGNORED_KEYS",

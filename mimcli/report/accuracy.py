@@ -9,9 +9,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from mimcli.config import RunConfig
+from mimcli.config.datasets import dataset_records
 from mimcli.report.cells import AccuracyTable, Cell, Column, Row
 from mimcli.report.collect import Run, preferred_record, probe_signature, record_value
-from mimcli.report.constants import DAGGER, DATASET_ORDER, MEAN, MODEL_PROTOCOL
+from mimcli.report.constants import DAGGER, MEAN, MODEL_PROTOCOL
 from mimcli.report.groups import Group, frozen, label_groups
 from mimcli.report.reference import reference_value
 from mimcli.report.spread import spread_lines
@@ -25,7 +26,8 @@ def is_source(dataset: str, config: RunConfig) -> bool:
 
 
 def column_order(column: Column) -> tuple[Any, ...]:
-    index = DATASET_ORDER.index(column.key) if column.key in DATASET_ORDER else len(DATASET_ORDER)
+    order = list(dataset_records())  # registration order: the paper's, then any registered later
+    index = order.index(column.key) if column.key in order else len(order)
     return ({"source": 0, "transfer": 1, "mean": 2}[column.role], index, column.key)
 
 

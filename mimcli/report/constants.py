@@ -1,4 +1,5 @@
-"""The report's vocabulary: formats, metrics, data set order and the config keys it reads.
+"""The report's vocabulary: formats, metrics and the config keys it reads (data set order, names and chance
+levels come from the data set records, mimcli.config.datasets).
 
 Method and regulariser order, labels and the keys each reads come from their config sections (registry order).
 """
@@ -30,21 +31,6 @@ RECORD_FIELDS = (
 MEAN = "transfer mean"
 DAGGER = "†"
 PLOTS_HINT = "plots need matplotlib: pip install 'matplotlib>=3.8'"
-
-DATASET_ORDER = (
-    "cifar10",
-    "cifar100",
-    "stl10",
-    "dtd",
-    "mnist",
-    "fashionmnist",
-    "cub200",
-    "flowers102",
-    "gtsrb",
-    "shapes:shape",
-    "shapes:hue",
-    "shapes:position",
-)
 
 # Config keys that never split runs into different rows: names, paths and execution details.
 IGNORED_KEYS = (

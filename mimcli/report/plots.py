@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from mimcli.config.datasets import dataset_record
 from mimcli.report.cells import Column
 from mimcli.report.constants import LAMBDA, MEAN
 from mimcli.report.information_plots import write_information_plots
@@ -23,20 +24,6 @@ from mimcli.report.tables import Report
 
 LOSS_SKIP = ("epoch", "lr", "images_per_s", "seconds", "train_acc")
 DPI = 200
-# Classes per classification task, for the chance line (100 / classes %).
-CLASSES = {
-    "cifar10": 10,
-    "cifar100": 100,
-    "stl10": 10,
-    "dtd": 47,
-    "mnist": 10,
-    "fashionmnist": 10,
-    "cub200": 200,
-    "flowers102": 102,
-    "gtsrb": 43,
-    "shapes:shape": 10,
-    "shapes:hue": 8,
-}
 LOSS_NAMES = {
     "loss": "total loss",
     "loss_method": "method loss",
@@ -68,8 +55,8 @@ def panel_title(column: Column) -> str:
 
 
 def chance(column: Column) -> float | None:
-    classes = CLASSES.get(column.key)
-    return 100.0 / classes if classes and column.task == "classification" else None
+    record = dataset_record(column.key)  # its number of classes, from the data set's record
+    return record.chance if record is not None and column.task == "classification" else None
 
 
 def panel_grid(figure: Any, n: int, columns: int = 3, sharex: bool = False) -> list[Any]:

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mimcli.config.datasets import dataset_records
 from mimcli.errors import UsageError
 from mimcli.report.accuracy import build_table, drop_duplicate_seeds, plural
 from mimcli.report.cells import AccuracyTable
 from mimcli.report.collect import Run, collect_runs, source_key
-from mimcli.report.constants import DATASET_ORDER, EPOCHS, LAMBDA, METRICS
+from mimcli.report.constants import EPOCHS, LAMBDA, METRICS
 from mimcli.report.groups import group_runs
 from mimcli.report.reference import load_reference
 from mimcli.report.sweeps import SweepTable, build_sweep
@@ -45,7 +46,7 @@ def build_report(
     by_source: dict[str, list[Run]] = defaultdict(list)
     for run in runs_:
         by_source[source_key(run.config)].append(run)
-    order = {name: i for i, name in enumerate(DATASET_ORDER)}
+    order = {name: i for i, name in enumerate(dataset_records())}
     tables = []
     for source, members in sorted(by_source.items(), key=lambda kv: (order.get(kv[0], 99), kv[0])):
         groups = group_runs(members)

@@ -441,12 +441,19 @@ def report(
     force: Annotated[
         bool, typer.Option("--force", help="Replace --out even when it is not a report mim wrote.")
     ] = False,
+    records: Annotated[
+        Path | None,
+        typer.Option(help="Also write each run's record (JSON: config, probes, history) to this folder."),
+    ] = None,
 ) -> None:
-    """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs."""
+    """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs
+    or their records (*.record.json)."""
     from mimcli.report import run_report
 
     with signals.keeping("the report is incomplete: run the same `mim report` again"):
-        run_report(list(paths or []), format_, out, plots, compare, metric, console=console, force=force)
+        run_report(
+            list(paths or []), format_, out, plots, compare, metric, console=console, force=force, records_dir=records
+        )
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """Marked sections of markdown documents, written from committed run records by the report's own code.
 
-A section is everything between
+A section is everything between the lines
 
     <!-- mim:begin NAME records=PATH[,PATH...] [show=tables,sweeps,protocol,figures] -->
     <!-- mim:end NAME -->
@@ -31,10 +31,11 @@ from mimcli.report.render import markdown_accuracy, markdown_sweep
 from mimcli.report.tables import Report, build_report, protocol_lines
 
 SECTION = re.compile(
-    r"(?P<begin><!-- mim:begin (?P<name>[\w.-]+)(?P<args>[^>]*?) -->\n)"
-    r"(?P<body>.*?)(?P<end><!-- mim:end (?P=name) -->)",
-    re.DOTALL,
+    r"^(?P<begin><!-- mim:begin (?P<name>[\w.-]+)(?P<args>[^>]*?) -->\n)"
+    r"(?P<body>.*?)^(?P<end><!-- mim:end (?P=name) -->)",
+    re.DOTALL | re.MULTILINE,
 )
+BEGIN = re.compile(r"^<!-- mim:begin ", re.MULTILINE)  # a marker starts its line; one quoted in prose does not
 SHOW = ("tables", "sweeps", "protocol", "figures")
 COMMAND = "python experiments/update_docs.py"  # what rewrites the sections; named in every body
 FIGURES = Path("docs") / "figures"
@@ -66,7 +67,7 @@ def parse(document: Path) -> list[Section]:
         if any(section.name == name for section in out):
             raise UsageError(f"{document}: two sections named {name}")
         out.append(Section(document, name, records, show, match["body"]))
-    begun = len(re.findall(r"<!-- mim:begin ", text))
+    begun = len(BEGIN.findall(text))
     if begun != len(out):
         raise UsageError(f"{document}: {begun} mim:begin markers but {len(out)} complete sections (check mim:end)")
     return out

@@ -5,6 +5,7 @@ drifts from its records."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,14 @@ def test_malformed_markers_are_an_error_naming_the_document(tmp_path, text):
     document.write_text(text)
     with pytest.raises(UsageError, match=r"doc\.md"):
         parse(document)
+
+
+def test_a_figure_section_writes_its_pngs_and_links_them(repo):
+    document = repo / "docs" / "results.md"
+    document.write_text("<!-- mim:begin figs records=docs/records/study show=figures -->\n<!-- mim:end figs -->\n")
+    assert update([document], repo) == ["docs/results.md: figs"]
+    folder = repo / "docs" / "figures" / "figs"
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", document.read_text())
+    assert links and sorted(links) == sorted(f"figures/figs/{p.name}" for p in folder.iterdir())
+    assert all(link.endswith(".png") for link in links)  # the PDF beside each PNG is not kept
+    assert update([document], repo, check=True, figures=False) == []

@@ -120,3 +120,10 @@ def test_a_figure_section_writes_its_pngs_and_links_them(repo):
     assert links and sorted(links) == sorted(f"figures/figs/{p.name}" for p in folder.iterdir())
     assert all(link.endswith(".png") for link in links)  # the PDF beside each PNG is not kept
     assert update([document], repo, check=True, figures=False) == []
+
+
+def test_a_section_naming_missing_records_is_an_error_naming_it(repo):
+    document = repo / "docs" / "results.md"
+    document.write_text("<!-- mim:begin gone records=docs/records/gone -->\n<!-- mim:end gone -->\n")
+    with pytest.raises(UsageError, match=r"results\.md: section gone: .*docs/records/gone"):
+        update([document], repo, check=True)

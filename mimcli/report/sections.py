@@ -111,7 +111,10 @@ def render(section: Section, root: Path, figures: bool) -> str:
     """The section's body from its records. Without `figures` a figure section keeps its current figure
     lines (their bytes depend on the matplotlib version; `missing_figures` checks that they exist)."""
     warnings: list[str] = []
-    report = build_report([root / r for r in section.records], "acc_best_test", None, warnings)
+    try:
+        report = build_report([root / r for r in section.records], "acc_best_test", None, warnings)
+    except UsageError as error:
+        raise UsageError(f"{section.document}: section {section.name}: {error}") from None
     lines = header(section, report, root)
     if "tables" in section.show:
         for table in report.tables:

@@ -429,7 +429,7 @@ def sweep(
 @app.command()
 def report(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Run directories or folders holding them (default runs/).")
+        list[Path] | None, typer.Argument(help="Run directories, run records or folders holding them (default runs/).")
     ] = None,
     format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json | csv.")] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,

@@ -445,7 +445,7 @@ def sweep(
 @app.command()
 def report(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="Run directories or folders holding them (default runs/).")
+        list[Path] | None, typer.Argument(help="Run directories, run records or folders holding them (default runs/).")
     ] = None,
     format_: Annotated[str, typer.Option("--format", "-f", help="table | markdown | json | csv.")] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
@@ -457,12 +457,19 @@ def report(
     force: Annotated[
         bool, typer.Option("--force", help="Replace --out even when it is not a report mim wrote.")
     ] = False,
+    records: Annotated[
+        Path | None,
+        typer.Option(help="Also write each run's record (JSON: config, probes, history) to this folder."),
+    ] = None,
 ) -> None:
-    """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs."""
+    """The report's tables (models x data sets, lambda, epochs) and plots, from finished, probed runs
+    or their records (*.record.json)."""
     from mimcli.report import run_report
 
     with signals.keeping("the report is incomplete: run the same `mim report` again"):
-        run_report(list(paths or []), format_, out, plots, compare, metric, console=console, force=force)
+        run_report(
+            list(paths or []), format_, out, plots, compare, metric, console=console, force=force, records_dir=records
+        )
 
 
 @app.command()

@@ -75,6 +75,7 @@ from mimcli.report.constants import (
     PLOTS_HINT,
     RECORD_FIELDS,
 )
+from mimcli.report.export import write_records
 from mimcli.report.groups import Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs, settings
 from mimcli.report.information_plots import information_records, write_information_plots
 from mimcli.report.naming import safe_name
@@ -186,12 +187,14 @@ def run_report(
     console: Console | None = None,
     err_console: Console | None = None,
     force: bool = False,
+    records_dir: Path | None = None,
 ) -> Report:
     """`mim report`: tables (rich | markdown | json | csv) to `out` or the console, PNGs to `plots`.
 
     Warnings and notes go to `err_console` (stderr by default), so JSON / CSV / markdown on stdout
     stay clean for redirection. An existing `out` is replaced only when it is a report of the same
     format (`written_by_report`) or with `force`: a file the user wrote is never overwritten.
+    `records_dir`: also write each run's record there (export), which `mim report` reads like the run.
     """
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -215,6 +218,9 @@ def run_report(
     finally:
         for warning in warnings:
             err.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
+    if records_dir is not None:
+        written = write_records(report.runs, paths, Path(records_dir))
+        err.print(f"wrote {len(written)} run records to {records_dir}", markup=False, highlight=False, soft_wrap=True)
     figures = write_plots(report, plots) if plots is not None else None
     note = PLOTS_HINT if plots is not None and figures is None else None
     if note:

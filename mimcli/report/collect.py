@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from mimcli import runs
-from mimcli.config import RunConfig
+from mimcli.config import RunConfig, anchor_plugins, build_config
 from mimcli.errors import UsageError
 from mimcli.labels import describe_model
 from mimcli.report.reference import reference_value
+from mimcli.report.run_records import is_record, read_record, run_name
 
 # --------------------------------------------------------------------------------------------- runs
 
@@ -45,7 +46,8 @@ def display_name(path: Path) -> str:
 
 
 def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Every folder holding config.toml at or below the paths (a run's own subfolders are not searched).
+    """Every folder holding config.toml at or below the paths (a run's own subfolders are not searched),
+    and every run record (`*.record.json`) outside run folders, which stands for its run.
     Symlinked folders are followed (a run linked into a results folder is reported), each real folder once,
     so a link to a folder above it cannot loop."""
     found: dict[Path, Path] = {}
@@ -53,9 +55,12 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise UsageError(f"{path}: no such file or directory")
+        if path.is_file() and is_record(path):
+            found.setdefault(path.resolve(), path)
+            continue
         if path.is_file():
             if path.name != runs.CONFIG:
-                raise UsageError(f"{path} is a file: pass run directories or folders holding them")
+                raise UsageError(f"{path} is a file: pass run directories, run records or folders holding them")
             path = path.parent
         for folder, subfolders, files in os.walk(path, followlinks=True):
             real = os.path.realpath(folder)
@@ -67,11 +72,16 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
             if runs.CONFIG in files:
                 found.setdefault(Path(folder).resolve(), Path(folder))
                 subfolders[:] = []
+                continue
+            for name in sorted(f for f in files if is_record(Path(f))):
+                found.setdefault((Path(folder) / name).resolve(), Path(folder) / name)
     return list(found.values())
 
 
 def load_run(path: Path, warnings: list[str]) -> Run | None:
     """The run, or None with a warning naming it when it is malformed, unfinished or not probed."""
+    if is_record(path) and path.is_file():
+        return load_record(path, warnings)
     name = display_name(path)
 
     def skip(reason: str) -> None:
@@ -118,6 +128,20 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
     if foreign is None and stale(path, probe):  # a foreign probe hashes its weights with how it reads them
         skip(f"{runs.PROBE} is stale: the backbone changed after probing (run `mim probe {name}` again)")
         return None
+    return probed_run(path, name, config, status, results, runs.read_metrics(path), foreign, warnings)
+
+
+def probed_run(
+    path: Path,
+    name: str,
+    config: RunConfig,
+    status: dict[str, Any],
+    results: list[Any],
+    metrics: list[dict[str, Any]],
+    foreign: dict[str, Any] | None,
+    warnings: list[str],
+) -> Run | None:
+    """The Run of a finished run's parts (from its folder or its record): its probe results with status ok."""
     records = [
         r
         for r in results
@@ -131,10 +155,23 @@ def load_run(path: Path, warnings: list[str]) -> Run | None:
     if failed:
         warnings.append(f"{name}: no probe result for {', '.join(failed)}")
     if not records:
-        skip("no probe results with status ok")
+        warnings.append(f"skipped {name}: no probe results with status ok")
         return None
     label = status.get("label")
-    return Run(path, name, config, records, runs.read_metrics(path), label if isinstance(label, str) else None, foreign)
+    return Run(path, name, config, records, metrics, label if isinstance(label, str) else None, foreign)
+
+
+def load_record(path: Path, warnings: list[str]) -> Run | None:
+    """The run a record stands for (run_records), or None with a warning when the file is not one."""
+    name = display_name(path.with_name(run_name(path)))
+    try:
+        data = read_record(path)
+        config = build_config(anchor_plugins(data["config"], path.parent), str(path), stored=True)
+    except (ValueError, UsageError) as error:
+        warnings.append(f"skipped {display_name(path)}: unreadable run record ({runs.first_line(error)})")
+        return None
+    foreign = data.get("foreign") if isinstance(data.get("foreign"), dict) else None
+    return probed_run(path, name, config, data["run"], data["results"], data["metrics"], foreign, warnings)
 
 
 def stale(path: Path, probe: dict[str, Any]) -> bool:

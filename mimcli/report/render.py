@@ -145,36 +145,9 @@ def markdown(
     ]
     lines += [f"- **{what}**: {value}" for what, value in protocol_lines(report)]
     for table in report.tables:
-        lines += ["", f"## {table.title}", "", *markdown_table(table, report.compare), ""]
-        transfer = [c.header for c in table.columns if c.role == "transfer" and c.task == "classification"]
-        notes = [
-            "Best value per block (rows of one base method) in **bold**; mean ± std over training seeds where n > 1."
-        ]
-        if transfer:
-            notes.append(f"{MEAN}: mean over {', '.join(transfer)}.")
-        if any(c.task == "regression" for c in table.columns):
-            notes.append("Regression columns show R² of the ridge probe.")
-        if any(r.flagged for r in table.rows) or any(c.flagged for r in table.rows for c in r.cells.values()):
-            notes.append(
-                f"{DAGGER}: trained or probed with a different protocol from the rest of the table (see Warnings)."
-            )
-        if report.compare and table.has_reference:
-            notes.append(f"`{report.compare}`: the {reference_name(report)} number; Δ = ours - reference.")
-        lines += [" ".join(notes + table.notes)]
-        if table.spread:
-            lines += ["", *[f"- {line}" for line in table.spread]]
+        lines += ["", f"## {table.title}", "", *markdown_accuracy(report, table)]
     for sweep in report.sweeps:
-        lines += [
-            "",
-            f"## {sweep.title}",
-            "",
-            md_row(sweep_headers(sweep)),
-            "|---|" + "---:|" * (len(sweep_headers(sweep)) - 1),
-        ]
-        lines += [
-            md_row([label, x, *sweep_cells(sweep, row), str(len(row.group.runs))])
-            for label, x, row in sweep_rows(sweep)
-        ]
+        lines += ["", f"## {sweep.title}", "", *markdown_sweep(sweep)]
     if figures:
         lines += ["", "## Figures", ""]
         loss = [(t, p) for t, p in figures if p.name.startswith("loss-")]
@@ -188,6 +161,32 @@ def markdown(
     if report.warnings:
         lines += ["", "## Warnings", "", *[f"- {w}" for w in report.warnings]]
     return "\n".join(lines) + "\n"
+
+
+def markdown_accuracy(report: Report, table: AccuracyTable) -> list[str]:
+    """One accuracy table in markdown with its notes and spread lines (the report's section, less its heading)."""
+    transfer = [c.header for c in table.columns if c.role == "transfer" and c.task == "classification"]
+    notes = ["Best value per block (rows of one base method) in **bold**; mean ± std over training seeds where n > 1."]
+    if transfer:
+        notes.append(f"{MEAN}: mean over {', '.join(transfer)}.")
+    if any(c.task == "regression" for c in table.columns):
+        notes.append("Regression columns show R² of the ridge probe.")
+    if any(r.flagged for r in table.rows) or any(c.flagged for r in table.rows for c in r.cells.values()):
+        notes.append(
+            f"{DAGGER}: trained or probed with a different protocol from the rest of the table (see Warnings)."
+        )
+    if report.compare and table.has_reference:
+        notes.append(f"`{report.compare}`: the {reference_name(report)} number; Δ = ours - reference.")
+    lines = [*markdown_table(table, report.compare), "", " ".join(notes + table.notes)]
+    return lines + (["", *[f"- {line}" for line in table.spread]] if table.spread else [])
+
+
+def markdown_sweep(sweep: SweepTable) -> list[str]:
+    headers = sweep_headers(sweep)
+    lines = [md_row(headers), "|---|" + "---:|" * (len(headers) - 1)]
+    return lines + [
+        md_row([label, x, *sweep_cells(sweep, row), str(len(row.group.runs))]) for label, x, row in sweep_rows(sweep)
+    ]
 
 
 def relative(path: Path, base: Path) -> str:

@@ -11,7 +11,9 @@ For one training batch (epoch 0's first, views drawn as in training, batch-norm 
 training, weights from a run directory's checkpoint or freshly initialised), this prints per block: the
 mean squared pairwise distance against 1 / rho, the effective number of neighbours exp(H(p_k)) against
 2N, the softmax weight on the other view of the same image against 1 / 2N, and, in the backbone, the
-cosine between the LBE term's gradient and the variance term's, and between LBE's and the method's.
+cosine between the LBE term's gradient and the variance term's, and between LBE's and the method's; and the
+batch's layout: the mean squared distance between the two views of an image, and between two images of one
+shape class, each over the mean of all pairs.
 
     python benchmarks/lbe_regime.py --preset quickstart-lbe                    # random init
     python benchmarks/lbe_regime.py --preset quickstart-lbe --run RUN_DIR      # a run's last checkpoint
@@ -43,6 +45,12 @@ def flat_grad(term: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Ten
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
+def mean_all(squared: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance over all pairs of distinct rows."""
+    n = squared.shape[0]
+    return squared.detach().sum() / (n * (n - 1))
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
@@ -65,6 +73,8 @@ def measure(trainer: Trainer) -> dict[str, object]:
     half = n // 2
     other = torch.cat([torch.arange(half, n), torch.arange(0, half)])  # the other view of the same image
     blocks: dict[str, object] = {}
+    shape = torch.cat([labels] * (n // labels.shape[0]))
+    same = (shape[:, None] == shape[None, :]) & (torch.arange(n)[:, None] % half != torch.arange(n)[None, :] % half)
     variance = torch.zeros(())
     for name, weight in model.regularizer.block_weights.items():
         c, z = clean[name], noisy[name]
@@ -73,14 +83,20 @@ def measure(trainer: Trainer) -> dict[str, object]:
         entropy = -(p * p.clamp_min(1e-30).log()).sum(1)
         blocks[name] = {
             "weight": weight,
-            "mean_sq_distance": float(squared.detach().sum() / (n * (n - 1))),
+            "mean_sq_distance": float(mean_all(squared)),
             "one_over_rho": 1 / rho,
-            "effective_neighbours": float(entropy.exp().mean()),
+            "effective_neighbours": float(entropy.detach().exp().mean()),
             "batch": n,
             "weight_on_other_view": float(p[torch.arange(n), other].mean()),
             "uniform_weight": 1 / n,
             "bound": float(-torch.logsumexp(-rho * torch.cdist(z, c).pow(2), dim=1).mean()),
             "floor_minus_log_2n": -math.log(n),
+            # how the batch is laid out: the two views of an image, and two images of one shape class, each
+            # against the mean over all pairs (1: no closer than any two rows)
+            "other_view_over_all": float(squared.detach()[torch.arange(n), other].mean() / mean_all(squared)),
+            "same_shape_over_all": float(
+                squared.detach()[same & ~torch.eye(n, dtype=torch.bool)].mean() / mean_all(squared)
+            ),
         }
         variance = variance + weight * rho * squared.mean()  # the flat-softmax limit of -reg
     g_reg = flat_grad(terms["loss_reg"], params)  # = -d(bound): the direction LBE moves the backbone

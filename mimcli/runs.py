@@ -69,6 +69,7 @@ RESUME_SAFE_KEYS = (
     "train.print_every",
     "train.diagnostics_every",
     "train.diagnostics_images",
+    "train.grad_norm_steps",
     "train.checkpoint_steps",
     "data.workers",
 )

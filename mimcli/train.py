@@ -216,15 +216,18 @@ class Trainer:
         seed = epoch_seed(cfg.train.seed, epoch, distributed.rank())
         augment_rng = torch.Generator(self.device).manual_seed(seed)
         sums: dict[str, torch.Tensor] = {}
+        grad_sums: dict[str, float] = {}  # train.grad_norm_steps: summed over the epoch's sampled steps
         if self.step and self.epoch_state:  # resumed mid-epoch: continue the epoch's random streams
             torch.set_rng_state(self.epoch_state["torch"].cpu())
             augment_rng.set_state(self.epoch_state["augment"].cpu())
             sums = {name: value.to(self.device) for name, value in self.epoch_state["sums"].items()}
+            grad_sums = dict(self.epoch_state.get("grad_sums", {}))
         else:
             torch.manual_seed(seed)  # regulariser noise
         n_views = self.model.method.n_views
         self.train_model.train()
         batches = self.batches(epoch)
+        grad_steps = sampled_steps(len(batches), cfg.train.grad_norm_steps)
         images_per_step = self.per_rank_batch * distributed.world_size()
         lr = self.optimizer.param_groups[0]["lr"]
         if progress is not None:
@@ -238,6 +241,9 @@ class Trainer:
                 batch = Batch(views.contiguous(memory_format=self.memory_format), labels, n_views)
             with self.autocast(), record_function("mim.forward"):
                 terms = self.step_fn(batch)
+            if step in grad_steps:  # same graph as the step's backward: no extra forward, no random draw
+                for name, value in self.model.gradient_norms(terms).items():
+                    grad_sums[name] = grad_sums.get(name, 0.0) + value
             with record_function("mim.backward"):
                 self.optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
@@ -260,6 +266,7 @@ class Trainer:
                     "torch": torch.get_rng_state(),
                     "augment": augment_rng.get_state(),
                     "sums": {name: value.cpu() for name, value in sums.items()},
+                    "grad_sums": grad_sums,
                 }
                 self.save_checkpoint()
                 if stop:  # SIGTERM and co. inside signals.deferred(): this step is saved, stop here
@@ -277,6 +284,7 @@ class Trainer:
         means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
         terms_mean = {name: value / max(len(batches), 1) for name, value in zip(sums, means.tolist())}
         self.check_finite(terms_mean, epoch)
+        terms_mean |= {name: value / len(grad_steps) for name, value in grad_sums.items()}
         if not self.schedule_per_step:
             self.schedule.step()
         self.epoch += 1
@@ -355,6 +363,13 @@ class Trainer:
             for sink in sinks:
                 sink.close()
         return results
+
+
+def sampled_steps(steps: int, count: int) -> set[int]:
+    """`count` steps (1-based) evenly spaced over an epoch of `steps`, the first one included (it sees the
+    epoch's starting weights); no random draw, so sampling changes nothing else in the run."""
+    count = min(count, steps)
+    return {1 + i * steps // count for i in range(count)}
 
 
 def usable_cpus() -> int:

@@ -250,6 +250,12 @@ class TrainSection(Section):
         None, ge=0, description="Epochs between information-plane estimates (0 off; default: 1 on shapes, else 0)."
     )
     diagnostics_images: int = Field(256, ge=8, description="Images in the fixed diagnostics batch.")
+    grad_norm_steps: int = Field(
+        0,
+        ge=0,
+        description="Steps per epoch (evenly spaced, the first included) at which each weighted loss term's "
+        "gradient norm in the backbone is measured; their mean goes into metrics.jsonl (grad_norm_*). 0: off.",
+    )
 
     @field_validator("log")
     @classmethod

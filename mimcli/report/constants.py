@@ -48,6 +48,7 @@ IGNORED_KEYS = (
     "data.download",
     "train.diagnostics_every",
     "train.diagnostics_images",
+    "train.grad_norm_steps",
 )
 MODEL_PROTOCOL = ("model.backbone", "model.width", "model.stem", "data.image_size")
 LAMBDA = "regularizer.lambda"

@@ -38,10 +38,11 @@ from mimcli.objectives.mutual_information import (
     label_gram,
     renyi_mutual_information,
 )
+from mimcli.runs import INFO_KEY
 
 SEED_OFFSET = 7_777  # the evaluation batch's seed is train.seed + this: fixed per run, apart from training draws
 PIXEL_GRID = 8
-KEY = "info"  # metrics.jsonl records carry the estimates under this key
+KEY = INFO_KEY  # written by the diagnostics, read by the report (which must not import this module)
 
 
 def diagnostics_interval(config: RunConfig) -> int:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mimcli.data.transfer import display_name
-from mimcli.diagnostics import KEY
 from mimcli.report.collect import Run, run_fields, source_key
 from mimcli.report.naming import safe_name
+from mimcli.runs import INFO_KEY as KEY
 
 PLANE_X, PLANE_Y = "z1_z2_renyi", "z_v_renyi"
 SHORT = {PLANE_X: "I(z1; z2)", PLANE_Y: "I(z; v)"}

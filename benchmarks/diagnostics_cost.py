@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_table import machine, markdown_table, update_section
 
 from mimcli.config import load_config
-from mimcli.train import Trainer
+from mimcli.train.loop import Trainer
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from train_speed import synthetic_images
 from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
 from mimcli.data.source import MemorySource
-from mimcli.train import Trainer
+from mimcli.train.loop import Trainer
 
 FLOP_PER_VIEW = 3.33e9  # ResNet-18 at 32 px, forward + backward, per view (issue 7: 333 TFLOP per epoch)
 DENSE_BF16_FLOPS = {"H200": 990e12, "H100": 990e12, "A100": 312e12}

@@ -34,7 +34,7 @@ from gpu_check import DENSE_BF16_FLOPS, FLOP_PER_VIEW
 from train_speed import bench_config, synthetic_images
 
 from mimcli.data.source import MemorySource
-from mimcli.train import Trainer
+from mimcli.train.loop import Trainer
 
 LEAVES = ("mim.data", "mim.backbone", "mim.method", "mim.regularizer", "mim.backward", "mim.optimizer", "mim.metrics")
 LABELS = {

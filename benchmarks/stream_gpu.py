@@ -24,7 +24,7 @@ from docs_table import machine, markdown_table, update_section
 from stream_memory import write_photos
 
 from mimcli.config import load_config
-from mimcli.train import Trainer
+from mimcli.train.loop import Trainer
 
 
 def epoch_rate(root: Path, loader: str, images: int, batch: int, workers: int) -> dict[str, object]:

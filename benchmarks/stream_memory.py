@@ -84,7 +84,7 @@ def measure_memory(root: Path) -> dict[str, float]:
 def measure_speed(root: Path) -> list[dict[str, object]]:
     """Images/s of one epoch, memory vs stream, same images, same model and seed."""
     from mimcli.config import load_config
-    from mimcli.train import Trainer
+    from mimcli.train.loop import Trainer
 
     rows = []
     for loader in ("memory", "stream"):

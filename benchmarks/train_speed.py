@@ -29,7 +29,7 @@ from mimcli.data.images import ImageData
 from mimcli.data.source import MemorySource
 from mimcli.methods.compose import build_model
 from mimcli.objectives.precision import resolve_precision
-from mimcli.train import Trainer
+from mimcli.train.loop import Trainer
 
 
 def synthetic_images(n: int, size: int = 32, seed: int = 0) -> ImageData:

@@ -22,12 +22,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mimcli import distributed, runs
+from mimcli import distributed
 from mimcli.config import load_config
 from mimcli.data.batch import Batch
 from mimcli.data.shapes import generate_shapes
 from mimcli.methods.compose import build_model
 from mimcli.objectives import contrastive
+from mimcli.rundir import runs
 from tests.conftest import TINY_KEYS
 
 WORLD = 2
@@ -196,7 +197,7 @@ def feature_setup(root: Path):
 
 
 def extract_features(backbone, images) -> dict[str, torch.Tensor]:
-    from mimcli.features import extract
+    from mimcli.probe.cache import extract
 
     return extract(backbone, images, [0.5] * 3, [0.25] * 3, torch.device("cpu"), batch_size=8)
 
@@ -206,8 +207,8 @@ def extract_features(backbone, images) -> dict[str, torch.Tensor]:
 
 def _checks(rank: int, out: Path) -> dict:
     """Everything that needs a process group but no CLI."""
-    from mimcli.features import FeatureCache
-    from mimcli.train import Trainer
+    from mimcli.probe.cache import FeatureCache
+    from mimcli.train.loop import Trainer
 
     result = {}
     with distributed.process_group("cpu"):
@@ -260,7 +261,7 @@ def test_gathered_loss_and_gradient_equal_one_process_with_the_global_batch(chec
 def test_ddp_step_equals_one_process_step_on_the_global_batch(checks, tmp_path, method, kind, bn):
     """DDP + global BatchNorm through the Trainer: the mean of the ranks' losses, the (averaged)
     gradients of every parameter and the BatchNorm running statistics match one process with 2B."""
-    from mimcli.train import Trainer
+    from mimcli.train.loop import Trainer
 
     with float64():
         reference = one_step(Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), tmp_path, data=DATA), slice(None))

@@ -19,7 +19,7 @@ from mimcli.config import load_config
 from mimcli.data.augment import normalize_only
 from mimcli.data.shapes import generate_shapes
 from mimcli.probe import LinearParams, linear_probe
-from mimcli.train import Trainer
+from mimcli.train.loop import Trainer
 
 
 @pytest.fixture

@@ -18,37 +18,14 @@ PACKAGE = Path(mimcli.__file__).parent
 # (layer, module prefixes). A module may import from its own layer or an earlier one. Prefixes match
 # whole dotted components ("mimcli.data" covers mimcli.data.shapes, not mimcli.database); the longest wins.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    (
-        "base",
-        (
-            "mimcli",
-            "mimcli.errors",
-            "mimcli.provenance",
-            "mimcli.lock",
-            "mimcli.signals",
-            "mimcli.progress",
-            "mimcli.tables",
-            "mimcli.logging_sinks",
-            "mimcli.distributed",
-        ),
-    ),
-    ("config", ("mimcli.config", "mimcli.runs", "mimcli.run_dir")),
+    ("base", ("mimcli", "mimcli.errors", "mimcli.signals", "mimcli.tables", "mimcli.distributed")),
+    ("config", ("mimcli.config",)),
+    ("rundir", ("mimcli.rundir",)),
     ("data", ("mimcli.data",)),
-    ("models", ("mimcli.models",)),
+    ("models", ("mimcli.models", "mimcli.rundir.weights")),
     ("objectives", ("mimcli.objectives",)),
-    (
-        "methods",
-        (
-            "mimcli.methods",
-            "mimcli.regularizers",
-            "mimcli.labels",
-            "mimcli.diagnostics",
-            "mimcli.optim",
-            "mimcli.weights",
-        ),
-    ),
+    ("methods", ("mimcli.methods", "mimcli.regularizers")),
     ("train", ("mimcli.train",)),
-    ("features", ("mimcli.features",)),
     ("probe", ("mimcli.probe",)),
     ("sweep/report", ("mimcli.sweep", "mimcli.report")),
     ("cli", ("mimcli.cli", "mimcli.__main__")),
@@ -89,7 +66,7 @@ def imports(path: Path, package: str | None = None) -> set[str]:
                     [*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])]
                 )
             found.add(base)
-            # `from mimcli import runs` imports the module mimcli.runs, not just the package
+            # `from mimcli import signals` imports the module mimcli.signals, not just the package
             found.update(f"{base}.{alias.name}" for alias in node.names if module_exists(f"{base}.{alias.name}"))
     return {name for name in found if name == "mimcli" or name.startswith("mimcli.")}
 
@@ -186,13 +163,13 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     source = tmp_path / "mod.py"
     source.write_text(
         "import torch\n\ndef f():\n    from mimcli.train import pretrain\n    import mimcli.sweep\n"
-        "    from . import runs\n    from .data.shapes import generate_shapes\n"
+        "    from . import signals\n    from .data.shapes import generate_shapes\n"
     )
     assert imports(source, package="mimcli") == {
         "mimcli.train",
         "mimcli.sweep",
         "mimcli",
-        "mimcli.runs",
+        "mimcli.signals",
         "mimcli.data.shapes",
     }
 

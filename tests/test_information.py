@@ -13,10 +13,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
-from mimcli.diagnostics import KEY, Diagnostics, diagnostics_interval
-from mimcli.objectives.mutual_information import (
+from mimcli.report import run_report
+from mimcli.rundir import runs
+from mimcli.train.diagnostics import KEY, Diagnostics, diagnostics_interval
+from mimcli.train.loop import Trainer, pretrain
+from mimcli.train.mutual_information import (
     correlated_gaussians,
     cosine_scores,
     gaussian_gram,
@@ -28,8 +30,6 @@ from mimcli.objectives.mutual_information import (
     renyi_entropy,
     renyi_mutual_information,
 )
-from mimcli.report import run_report
-from mimcli.train import Trainer, pretrain
 from tests.conftest import TINY_KEYS
 
 

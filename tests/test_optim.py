@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mimcli.config import load_config
-from mimcli.optim import LARS, build_optimizer, build_schedule, warmup_cosine
+from mimcli.train.optim import LARS, build_optimizer, build_schedule, warmup_cosine
 
 W0 = [[3.0, 0.0], [0.0, 4.0]]  # norm 5
 GW = [[0.3, -0.4], [0.0, 0.0]]

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 
-from mimcli import lock, runs, train
 from mimcli.config import load_config, read_toml, to_toml
 from mimcli.errors import UsageError
 from mimcli.models.resnet import build_backbone
@@ -33,6 +32,8 @@ from mimcli.objectives.contrastive import barlow_twins_loss, byol_loss, nt_xent
 from mimcli.objectives.information import lbe_bound, reconstruction_loss
 from mimcli.objectives.precision import promote
 from mimcli.report import find_run_dirs
+from mimcli.rundir import lock, runs
+from mimcli.train import loop as train
 from tests.conftest import TINY, TINY_KEYS, quiet
 
 RUN_KEYS = [*TINY_KEYS, "run.name=run"]
@@ -673,7 +674,7 @@ def test_the_probe_lock_excludes_another_process_until_it_lets_go(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys; from mimcli.lock import folder_lock\n"
+            "import sys; from mimcli.rundir.lock import folder_lock\n"
             f"with folder_lock({str(tmp_path / 'link')!r}):\n    print('held', flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,

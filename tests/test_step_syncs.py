@@ -14,7 +14,7 @@ import torch
 
 from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
-from mimcli.train import Trainer
+from mimcli.train.loop import Trainer
 from tests.conftest import TINY_KEYS
 
 PACKAGE = str(Path(__file__).resolve().parents[1] / "mimcli")

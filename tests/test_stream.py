@@ -154,8 +154,8 @@ class Interrupted(Exception):
 
 
 def test_trainer_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
-    from mimcli import runs
-    from mimcli.train import Trainer
+    from mimcli.rundir import runs
+    from mimcli.train.loop import Trainer
 
     make_imagenet(tmp_path / "data")  # 18 images, batch 4: 4 steps per epoch
     config = stream_config(
@@ -201,7 +201,7 @@ def _sharded(rank: int, out: Path, root: str) -> dict:
     import torch.distributed as dist
 
     from mimcli import distributed
-    from mimcli.train import epoch_seed
+    from mimcli.train.loop import epoch_seed
 
     dist.init_process_group("gloo")
     try:
@@ -233,7 +233,7 @@ def _sharded(rank: int, out: Path, root: str) -> dict:
 def test_two_ranks_see_every_image_once_per_epoch_and_resume_mid_epoch(tmp_path):
     from test_distributed import spawn
 
-    from mimcli.train import epoch_seed
+    from mimcli.train.loop import epoch_seed
 
     make_imagenet(tmp_path / "data", per_class=6)  # 18 images; global batch 8: 2 steps, 2 dropped
     ranks = spawn(_sharded, tmp_path / "spawn", str(tmp_path / "data"))

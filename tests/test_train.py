@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from mimcli import runs
 from mimcli.config import load_config
 from mimcli.data.batch import Batch
 from mimcli.data.shapes import generate_shapes
 from mimcli.methods.byol import byol_momentum
 from mimcli.methods.compose import build_model
-from mimcli.train import Trainer, describe_model, pretrain
-from mimcli.weights import load_backbone
+from mimcli.rundir import runs
+from mimcli.rundir.weights import load_backbone
+from mimcli.train.loop import Trainer, describe_model, pretrain
 from tests.conftest import TINY_KEYS
 
 TINY = TINY_KEYS

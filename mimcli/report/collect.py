@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimcli import runs
 from mimcli.config import RunConfig
 from mimcli.errors import UsageError
-from mimcli.labels import describe_model
 from mimcli.report.reference import reference_value
+from mimcli.rundir import runs
+from mimcli.rundir.labels import describe_model
 
 # --------------------------------------------------------------------------------------------- runs
 

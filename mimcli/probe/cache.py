@@ -31,9 +31,9 @@ from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex, resolve_loader
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
-from mimcli.progress import CountProgress
-from mimcli.runs import BACKBONE, file_sha256, load_run_config, tensor_bytes
-from mimcli.weights import load_backbone
+from mimcli.rundir.runs import BACKBONE, file_sha256, load_run_config, tensor_bytes
+from mimcli.rundir.weights import load_backbone
+from mimcli.train.progress import CountProgress
 
 if TYPE_CHECKING:
     from rich.console import Console

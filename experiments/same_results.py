@@ -2,8 +2,8 @@
 and print a digest of the trained weights and the logged loss, one line per pair.
 
     git worktree add /tmp/before <commit>                                  # the code before the change
-    OMP_NUM_THREADS=1 PYTHONPATH=/tmp/before python benchmarks/same_results.py > before.txt
-    OMP_NUM_THREADS=1 python benchmarks/same_results.py > after.txt
+    OMP_NUM_THREADS=1 PYTHONPATH=/tmp/before python experiments/same_results.py > before.txt
+    OMP_NUM_THREADS=1 python experiments/same_results.py > after.txt
     diff before.txt after.txt                                              # empty: bit-identical results
 
 fp32 and one thread, so the digests depend only on the code (and torch), not on the load or thread count.

@@ -21,7 +21,7 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 from torch.profiler import record_function
 
-from mimcli import distributed, provenance, runs, signals
+from mimcli import distributed, signals
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
 from mimcli.data.batch import Batch
@@ -29,16 +29,17 @@ from mimcli.data.images import ImageData
 from mimcli.data.sampler import epoch_order
 from mimcli.data.source import BatchSource, build_source, load_train_data
 from mimcli.data.stream import ImageIndex
-from mimcli.diagnostics import Diagnostics
 from mimcli.errors import DivergedError, UsageError
-from mimcli.labels import describe_model
-from mimcli.logging_sinks import Sink, open_sinks
 from mimcli.methods.compose import PretrainModel, build_model
 from mimcli.objectives.precision import resolve_precision
-from mimcli.optim import build_optimizer, build_schedule, schedule_per_step
-from mimcli.progress import TrainingProgress, make_progress
-from mimcli.run_dir import append_metrics, check_run_dir, prepare_run_dir, run_provenance
+from mimcli.rundir import provenance, runs
+from mimcli.rundir.labels import describe_model
+from mimcli.rundir.run_dir import append_metrics, check_run_dir, prepare_run_dir, run_provenance
 from mimcli.tables import Col, fit_table
+from mimcli.train.diagnostics import Diagnostics
+from mimcli.train.logging_sinks import Sink, open_sinks
+from mimcli.train.optim import build_optimizer, build_schedule, schedule_per_step
+from mimcli.train.progress import TrainingProgress, make_progress
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -302,7 +303,7 @@ class Trainer:
             )
 
     def measure(self) -> dict[str, Any]:
-        """Information-plane estimates for metrics.jsonl when due (mimcli.diagnostics), else {}."""
+        """Information-plane estimates for metrics.jsonl when due (mimcli.train.diagnostics), else {}."""
         return self.diagnostics.measure(self.model.backbone, self.epoch) if self.diagnostics else {}
 
     def fit(self, show_progress: bool = True) -> list[EpochResult]:

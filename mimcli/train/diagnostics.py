@@ -11,7 +11,7 @@ Definitions (the same for every method and regulariser, so their numbers compare
 - factors: every extra target the data set knows (`shapes`: shape and hue as classes, position as
   (x, y)); classes get the delta kernel, continuous targets the Gaussian kernel.
 
-Estimators (mimcli.objectives.mutual_information, nats): matrix-based Renyi (alpha = 1.01) for
+Estimators (mimcli.train.mutual_information, nats): matrix-based Renyi (alpha = 1.01) for
 everything, KSG for I(z1; z2) and I(z; v), InfoNCE with a fixed cosine critic for I(z1; z2).
 """
 
@@ -30,7 +30,8 @@ from mimcli.data.augment import BatchAugment, normalize_only
 from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex
 from mimcli.errors import UsageError
-from mimcli.objectives.mutual_information import (
+from mimcli.rundir.runs import INFO_KEY
+from mimcli.train.mutual_information import (
     cosine_scores,
     gaussian_gram,
     infonce,
@@ -38,7 +39,6 @@ from mimcli.objectives.mutual_information import (
     label_gram,
     renyi_mutual_information,
 )
-from mimcli.runs import INFO_KEY
 
 SEED_OFFSET = 7_777  # the evaluation batch's seed is train.seed + this: fixed per run, apart from training draws
 PIXEL_GRID = 8

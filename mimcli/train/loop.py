@@ -38,8 +38,9 @@ from mimcli.rundir.run_dir import append_metrics, check_run_dir, prepare_run_dir
 from mimcli.tables import Col, fit_table
 from mimcli.train.diagnostics import Diagnostics
 from mimcli.train.logging_sinks import Sink, open_sinks
-from mimcli.train.optim import build_optimizer, build_schedule, schedule_per_step
+from mimcli.train.optim import build_optimizer
 from mimcli.train.progress import TrainingProgress, make_progress
+from mimcli.train.schedules import learning_rate, target_momentum
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -123,8 +124,6 @@ class Trainer:
             self.config = cfg = runs.with_values(cfg, {key: a["used"] for key, a in self.adjusted.items()})
         self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
         self.steps_per_epoch = len(self.data) // (self.per_rank_batch * world)
-        self.schedule = build_schedule(self.optimizer, cfg.train, self.steps_per_epoch)
-        self.schedule_per_step = schedule_per_step(cfg.train)
         self.augment = BatchAugment(cfg.augment, cfg.data.image_size)
         self.source: BatchSource = build_source(cfg, self.data, self.device, self.augment, self.model.method.n_views)
         self.train_model: torch.nn.Module = distributed.wrap_model(
@@ -148,7 +147,6 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
             "epoch": self.epoch,
             "rng": rng,
             "config": self.config.to_dict(),
@@ -176,7 +174,6 @@ class Trainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.schedule.load_state_dict(state["schedule"])
             self.epoch = int(state["epoch"])
             self.step = int(state.get("step", 0))
             self.epoch_state = state.get("epoch_state", {})
@@ -227,14 +224,21 @@ class Trainer:
         self.train_model.train()
         batches = self.batches(epoch)
         images_per_step = self.per_rank_batch * distributed.world_size()
-        lr = self.optimizer.param_groups[0]["lr"]
         if progress is not None:
             progress.start_epoch(epoch)
         start = time.perf_counter()
         first = self.step
         source = named(self.source.batches(batches, seed, augment_rng, first), "mim.data")
+        lr = math.nan  # then the learning rate of the latest step, which the epoch's record logs
         # The phases are named for the profiler (benchmarks/gpu_profile.py); unprofiled, each costs microseconds.
         for step, (views, labels) in enumerate(source, start=first + 1):
+            global_step = epoch * self.steps_per_epoch + step - 1  # 0 for the run's first step
+            lr = learning_rate(cfg.train, images_per_step, global_step, self.steps_per_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            momentum = target_momentum(
+                self.model.method.base_momentum, global_step, self.steps_per_epoch, cfg.train.epochs
+            )
             with record_function("mim.data"):
                 batch = Batch(views.contiguous(memory_format=self.memory_format), labels, n_views)
             with self.autocast(), record_function("mim.forward"):
@@ -244,9 +248,7 @@ class Trainer:
                 terms["loss"].backward()
             with record_function("mim.optimizer"):
                 self.optimizer.step()
-                if self.schedule_per_step:
-                    self.schedule.step()
-                self.model.method.on_step_end(self.model.backbone, epoch, cfg.train.epochs)
+                self.model.method.on_step_end(self.model.backbone, momentum)
             with record_function("mim.metrics"):
                 for name, value in terms.items():
                     value = value.detach().float()
@@ -278,8 +280,6 @@ class Trainer:
         means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
         terms_mean = {name: value / max(len(batches), 1) for name, value in zip(sums, means.tolist())}
         self.check_finite(terms_mean, epoch)
-        if not self.schedule_per_step:
-            self.schedule.step()
         self.epoch += 1
         self.step, self.epoch_state = 0, {}
         return EpochResult(self.epoch, terms_mean, seconds, (len(batches) - first) * images_per_step, lr)

@@ -208,7 +208,7 @@ def extract_features(backbone, images) -> dict[str, torch.Tensor]:
 def _checks(rank: int, out: Path) -> dict:
     """Everything that needs a process group but no CLI."""
     from mimcli.probe.cache import FeatureCache
-    from mimcli.train.loop import Trainer
+    from mimcli.train.loop import build_trainer
 
     result = {}
     with distributed.process_group("cpu"):
@@ -216,9 +216,9 @@ def _checks(rank: int, out: Path) -> dict:
         result["losses"] = losses(global_inputs(), rows(rank))
         with float64():
             for method, kind, bn in END_TO_END:
-                trainer = Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), out / f"{method}-{bn}", data=DATA)
+                trainer = build_trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), out / f"{method}-{bn}", data=DATA)
                 result[f"{method}-{kind}-{bn}"] = one_step(trainer, rows(rank))
-        supervised = Trainer(tiny("supervised"), out / "supervised", data=DATA).model
+        supervised = build_trainer(tiny("supervised"), out / "supervised", data=DATA).model
         result["supervised_bn"] = [
             type(m).__name__ for m in supervised.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
         ]
@@ -261,10 +261,12 @@ def test_gathered_loss_and_gradient_equal_one_process_with_the_global_batch(chec
 def test_ddp_step_equals_one_process_step_on_the_global_batch(checks, tmp_path, method, kind, bn):
     """DDP + global BatchNorm through the Trainer: the mean of the ranks' losses, the (averaged)
     gradients of every parameter and the BatchNorm running statistics match one process with 2B."""
-    from mimcli.train.loop import Trainer
+    from mimcli.train.loop import build_trainer
 
     with float64():
-        reference = one_step(Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), tmp_path, data=DATA), slice(None))
+        reference = one_step(
+            build_trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), tmp_path, data=DATA), slice(None)
+        )
     ranks = [result[f"{method}-{kind}-{bn}"] for result in checks]
     assert ranks[0]["global_bn"] and not reference["global_bn"], "BatchNorm converted only under DDP"
     torch.testing.assert_close(sum(r["loss"] for r in ranks) / WORLD, reference["loss"], rtol=1e-12, atol=0)

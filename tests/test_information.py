@@ -17,7 +17,7 @@ from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.report import run_report
 from mimcli.rundir import runs
 from mimcli.train.diagnostics import KEY, Diagnostics, diagnostics_interval
-from mimcli.train.loop import Trainer, pretrain
+from mimcli.train.loop import build_trainer, pretrain
 from mimcli.train.mutual_information import (
     correlated_gaussians,
     cosine_scores,
@@ -129,7 +129,7 @@ def test_interval_defaults_to_every_epoch_on_shapes_only():
 
 
 def test_measurement_touches_neither_model_nor_rng(tmp_path):
-    trainer = Trainer(load_config(None, TINY), tmp_path)
+    trainer = build_trainer(load_config(None, TINY), tmp_path)
     assert trainer.diagnostics is not None
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     rng = torch.get_rng_state()

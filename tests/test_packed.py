@@ -160,13 +160,13 @@ def test_pack_gives_the_folders_batches(tmp_path):
 
 def test_training_from_the_pack_equals_training_from_the_folder(tmp_path):
     from mimcli.rundir import runs
-    from mimcli.train.loop import Trainer
+    from mimcli.train.loop import build_trainer
 
     make_imagenet(tmp_path / "folder")
     pack_folder(tmp_path / "folder", tmp_path / "set.h5")
     trainers = []
     for root, name, loader in ((tmp_path / "folder", "a", "stream"), (tmp_path / "set.h5", "b", "auto")):
-        trainer = Trainer(stream_config(root, "train.epochs=1", f"data.loader={loader}"), tmp_path / name)
+        trainer = build_trainer(stream_config(root, "train.epochs=1", f"data.loader={loader}"), tmp_path / name)
         assert type(trainer.source).__name__ == "StreamSource"  # a pack always streams, even below the budget
         trainer.fit(show_progress=False)
         trainers.append(trainer)

@@ -15,7 +15,7 @@ from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
 from mimcli.errors import UsageError
 from mimcli.rundir import provenance, runs
-from mimcli.train.loop import Trainer, pretrain
+from mimcli.train.loop import build_trainer, pretrain
 from mimcli.train.progress import (
     LiveProgress,
     PlainProgress,
@@ -53,7 +53,7 @@ class Recorder(TrainingProgress):
 
 def test_bar_advances_every_step_but_reads_the_loss_only_at_log_points(tmp_path):
     config = load_config(None, [*TINY, "train.log_every=3"])
-    trainer = Trainer(config, tmp_path, data=DATA)
+    trainer = build_trainer(config, tmp_path, data=DATA)
     recorder = Recorder(Console(file=io.StringIO()), 2, 0, trainer.steps_per_epoch, 16)
     result = trainer.train_epoch(recorder)
     assert trainer.steps_per_epoch == 4

@@ -860,7 +860,7 @@ def test_precision_auto_follows_the_cpu_and_both_branches_train(monkeypatch, tmp
     assert precision.resolve_precision("fp32", cpu) is None
     assert precision.resolve_precision("bf16", cpu) == torch.bfloat16
     config = load_config(None, [*RUN_KEYS, "train.precision=auto", "method.name=barlow", "regularizer.kind=lbe"])
-    trainer = train.Trainer(config, tmp_path, data=generate_shapes(64, seed=0))
+    trainer = train.build_trainer(config, tmp_path, data=generate_shapes(64, seed=0))
     assert trainer.autocast_dtype == (torch.bfloat16 if fast_bf16 else None)
     result = trainer.train_epoch(None)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.terms.values())

@@ -11,7 +11,7 @@ import torch
 from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
 from mimcli.train.logging_sinks import Sink
-from mimcli.train.loop import Trainer
+from mimcli.train.loop import build_trainer
 from mimcli.train.schedules import base_lr, learning_rate, target_momentum
 
 TINY = ["model.width=8", "data.dataset=shapes", "train.precision=fp32", "train.diagnostics_every=0"]
@@ -81,7 +81,7 @@ def test_logged_lr_is_the_lr_each_step_used(tmp_path):
             "train.warmup_epochs=1",
         ],
     )
-    trainer = Trainer(config, tmp_path, data=generate_shapes(64, seed=0))  # 4 steps per epoch
+    trainer = build_trainer(config, tmp_path, data=generate_shapes(64, seed=0))  # 4 steps per epoch
     used: list[float] = []
     optimizer_step = trainer.optimizer.step
 
@@ -111,10 +111,10 @@ def test_logged_lr_is_the_lr_each_step_used(tmp_path):
 
 def test_resumed_run_continues_the_schedule_from_its_step_count(tmp_path):
     sets = [*TINY, "train.batch_size=16", "train.epochs=2", "train.schedule=cosine", "train.lr=0.01"]
-    trainer = Trainer(load_config(None, sets), tmp_path, data=generate_shapes(64, seed=0))
+    trainer = build_trainer(load_config(None, sets), tmp_path, data=generate_shapes(64, seed=0))
     trainer.train_epoch(None)
     trainer.save_checkpoint()
-    resumed = Trainer(load_config(None, sets), tmp_path, data=generate_shapes(64, seed=0))
+    resumed = build_trainer(load_config(None, sets), tmp_path, data=generate_shapes(64, seed=0))
     resumed.load_checkpoint(tmp_path / "checkpoint.pt")
     result = resumed.train_epoch(None)
     assert result.lr == pytest.approx(0.005)  # epoch 1 of 2 of the cosine

@@ -155,7 +155,7 @@ class Interrupted(Exception):
 
 def test_trainer_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
     from mimcli.rundir import runs
-    from mimcli.train.loop import Trainer
+    from mimcli.train.loop import build_trainer
 
     make_imagenet(tmp_path / "data")  # 18 images, batch 4: 4 steps per epoch
     config = stream_config(
@@ -166,20 +166,23 @@ def test_trainer_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
         "train.schedule=warmup_cosine",
         "train.warmup_epochs=1",
     )
-    straight = Trainer(config, tmp_path / "a")
+    straight = build_trainer(config, tmp_path / "a")
     assert type(straight.source).__name__ == "StreamSource"
     straight.fit(show_progress=False)
 
-    class Crashing(Trainer):
-        def save_checkpoint(self) -> None:
-            super().save_checkpoint()
-            if self.epoch == 1 and self.step == 2:
-                raise Interrupted
-
     (tmp_path / "b").mkdir()
+    crashing = build_trainer(config, tmp_path / "b")
+    save = crashing.save_checkpoint
+
+    def save_then_crash() -> None:
+        save()
+        if crashing.epoch == 1 and crashing.step == 2:
+            raise Interrupted
+
+    crashing.save_checkpoint = save_then_crash  # type: ignore[method-assign]
     with pytest.raises(Interrupted):
-        Crashing(config, tmp_path / "b").fit(show_progress=False)
-    resumed = Trainer(config, tmp_path / "b")
+        crashing.fit(show_progress=False)
+    resumed = build_trainer(config, tmp_path / "b")
     resumed.load_checkpoint(tmp_path / "b" / runs.CHECKPOINT)
     assert (resumed.epoch, resumed.step) == (1, 2)
     resumed.fit(show_progress=False)

@@ -13,7 +13,7 @@ from mimcli.data.shapes import generate_shapes
 from mimcli.methods.compose import build_model
 from mimcli.rundir import runs
 from mimcli.rundir.weights import load_backbone
-from mimcli.train.loop import Trainer, describe_model, pretrain
+from mimcli.train.loop import build_trainer, describe_model, pretrain
 from tests.conftest import TINY_KEYS
 
 TINY = TINY_KEYS
@@ -30,7 +30,7 @@ def test_every_method_and_regulariser_trains(tmp_path, method, kind):
     if method == "supervised" and kind in ("mib", "ip"):
         pytest.skip("MIB and IP compare two views; supervised training has one")
     config = tiny(method, kind, "train.epochs=1")
-    trainer = Trainer(config, tmp_path, data=DATA)
+    trainer = build_trainer(config, tmp_path, data=DATA)
     before = [p.detach().clone() for p in trainer.model.backbone.parameters()]
     result = trainer.train_epoch(None)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.terms.values())
@@ -66,7 +66,7 @@ def test_total_loss_is_method_plus_lambda_times_term():
 
 
 def test_byol_target_follows_online_by_ema(tmp_path):
-    trainer = Trainer(tiny("byol"), tmp_path, data=DATA)
+    trainer = build_trainer(tiny("byol"), tmp_path, data=DATA)
     method, backbone = trainer.model.method, trainer.model.backbone
     target_before = [p.clone() for p in method.target_backbone.parameters()]
     with torch.no_grad():

@@ -44,7 +44,8 @@ from mimcli.data.images import ImageData
 from mimcli.data.transfer import resolve_dataset
 from mimcli.models.resnet import build_backbone
 from mimcli.probe import LinearParams, linear_probe
-from mimcli.probe.cache import FeatureCache, channel_stats
+from mimcli.probe.cache import FeatureCache
+from mimcli.probe.normalization import channel_stats
 from mimcli.rundir.runs import BACKBONE, save_config
 
 CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"

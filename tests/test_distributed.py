@@ -197,7 +197,7 @@ def feature_setup(root: Path):
 
 
 def extract_features(backbone, images) -> dict[str, torch.Tensor]:
-    from mimcli.probe.cache import extract
+    from mimcli.probe.extract import extract
 
     return extract(backbone, images, [0.5] * 3, [0.25] * 3, torch.device("cpu"), batch_size=8)
 

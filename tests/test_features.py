@@ -17,7 +17,8 @@ from rich.console import Console
 from mimcli.config import load_config
 from mimcli.data.transfer import resolve_dataset
 from mimcli.models.resnet import build_backbone
-from mimcli.probe.cache import FeatureCache, channel_stats
+from mimcli.probe.cache import FeatureCache
+from mimcli.probe.normalization import channel_stats
 from mimcli.rundir.runs import BACKBONE, save_config
 from mimcli.rundir.weights import load_backbone
 

@@ -19,7 +19,7 @@ from mimcli.data.images import ImageData
 from mimcli.methods.compose import build_model
 from mimcli.models.resnet import build_backbone
 from mimcli.models.viewnorm import PerViewBatchNorm, group_batchnorm, per_view_batchnorm, view_groups
-from mimcli.probe.cache import probe_normalization
+from mimcli.probe.normalization import probe_normalization
 from mimcli.regularizers import build_regularizer
 
 

@@ -24,13 +24,9 @@ from mimcli.data.source import StreamSource
 from mimcli.data.stream import index_split
 from mimcli.data.transfer import resolve_dataset
 from mimcli.errors import UsageError
-from mimcli.probe.cache import (
-    LAYERS,
-    FeatureCache,
-    channel_counts,
-    channel_stats,
-    stats_from_counts,
-)
+from mimcli.probe.cache import FeatureCache
+from mimcli.probe.extract import LAYERS
+from mimcli.probe.normalization import channel_counts, channel_stats, stats_from_counts
 
 
 def make_probe_folder(root: Path) -> Path:

@@ -32,7 +32,11 @@ from train_speed import synthetic_images
 from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
 from mimcli.data.source import MemorySource
-from mimcli.train.loop import build_trainer
+
+try:
+    from mimcli.train.loop import build_trainer
+except ImportError:  # an older tree, from before mimcli/train/ (benchmarks/epoch_times.py --before)
+    from mimcli.train import Trainer as build_trainer  # type: ignore[no-redef]
 
 FLOP_PER_VIEW = 3.33e9  # ResNet-18 at 32 px, forward + backward, per view (issue 7: 333 TFLOP per epoch)
 DENSE_BF16_FLOPS = {"H200": 990e12, "H100": 990e12, "A100": 312e12}

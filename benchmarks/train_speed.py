@@ -29,7 +29,11 @@ from mimcli.data.images import ImageData
 from mimcli.data.source import MemorySource
 from mimcli.methods.compose import build_model
 from mimcli.objectives.precision import resolve_precision
-from mimcli.train.loop import build_trainer
+
+try:
+    from mimcli.train.loop import build_trainer
+except ImportError:  # an older tree, from before mimcli/train/ (benchmarks/epoch_times.py --before)
+    from mimcli.train import Trainer as build_trainer  # type: ignore[no-redef]
 
 
 def synthetic_images(n: int, size: int = 32, seed: int = 0) -> ImageData:

@@ -67,6 +67,7 @@ def main() -> None:
                     text=True,
                     check=False,
                     env=env,
+                    cwd=folder,  # `-m` puts the working directory first on sys.path: PYTHONPATH must decide
                 )
                 if done.returncode:
                     print(method, kind, "failed:", done.stderr.strip().splitlines()[-1:], flush=True)

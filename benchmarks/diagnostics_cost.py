@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_table import machine, markdown_table, update_section
 
 from mimcli.config import load_config
-from mimcli.train import Trainer
+from mimcli.train.loop import build_trainer
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     config = load_config(args.preset, ["train.diagnostics_every=1", f"data.shapes.n_train={images}"])
     scale = full.data.shapes.n_train / images
     with tempfile.TemporaryDirectory() as folder:
-        trainer = Trainer(config, Path(folder))
+        trainer = build_trainer(config, Path(folder))
         epochs: list[float] = []
         measures: list[float] = []
         for _ in range(args.epochs):

@@ -32,7 +32,11 @@ from train_speed import synthetic_images
 from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
 from mimcli.data.source import MemorySource
-from mimcli.train import Trainer
+
+try:
+    from mimcli.train.loop import build_trainer
+except ImportError:  # an older tree, from before mimcli/train/ (benchmarks/epoch_times.py --before)
+    from mimcli.train import Trainer as build_trainer  # type: ignore[no-redef]
 
 FLOP_PER_VIEW = 3.33e9  # ResNet-18 at 32 px, forward + backward, per view (issue 7: 333 TFLOP per epoch)
 DENSE_BF16_FLOPS = {"H200": 990e12, "H100": 990e12, "A100": 312e12}
@@ -56,7 +60,7 @@ def loss_curves(dry: bool, quick: bool, device: str) -> dict[str, Any]:
                 f"train.device='{device}'",
             ],
         )
-        trainer = Trainer(config, Path("/nonexistent"), data=data)
+        trainer = build_trainer(config, Path("/nonexistent"), data=data)
         curves[label] = [round(trainer.train_epoch(None).terms["loss"], 4) for _ in range(epochs)]
     a, b = curves.values()
     worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
@@ -76,7 +80,7 @@ def epoch_time(kind: str, width: int, batch: int, compile_: bool, n_images: int,
             "train.log_every=1000000",
         ],
     )
-    trainer = Trainer(config, Path("/nonexistent"), data=synthetic_images(batch * 3))
+    trainer = build_trainer(config, Path("/nonexistent"), data=synthetic_images(batch * 3))
     trainer.train_epoch(None)  # warm-up: compilation, cuDNN autotuning, allocator
     trainer.data = synthetic_images(n_images, seed=1)
     trainer.source = MemorySource(trainer.data, trainer.device, trainer.augment, trainer.model.method.n_views)

@@ -67,7 +67,7 @@ dry)
     step 120 $python benchmarks/epoch_times.py --dry-run --before "$out/before" --out "$out"
     step 60 $python benchmarks/lightly_compare.py --dry-run --out "$out"
     if [ -f "$archive" ]; then
-        step 300 $python benchmarks/reproduce_report.py --dry-run --models simclr --archive "$archive" --out "$out"
+        step 300 $python experiments/reproduce_report.py --dry-run --models simclr --archive "$archive" --out "$out"
     else
         echo "== skipped: reproduce_report.py needs the CIFAR-10 archive" | tee -a "$log"
     fi
@@ -78,7 +78,7 @@ quick)
     step 60 $python -m pytest -q -p no:cacheprovider tests/test_augment.py -k cuda
     step 120 $python benchmarks/gpu_check.py --quick --out "$out"
     step 60 $python benchmarks/gpu_profile.py --widths 16 --steps 3 --out "$out"
-    step 120 $python benchmarks/reproduce_report.py --archive "$archive" --per-class 100 --epochs 2 --out "$out"
+    step 120 $python experiments/reproduce_report.py --archive "$archive" --per-class 100 --epochs 2 --out "$out"
     step 90 $python benchmarks/stream_gpu.py --images 256 --batch 64 --workers 8 --out "$out"
     ;;
 full)
@@ -87,7 +87,7 @@ full)
     step 90 $python benchmarks/gpu_profile.py --out "$out" --write
     step 100 $python benchmarks/epoch_times.py --before .lease/before --out "$out" --write
     step 80 $python benchmarks/lightly_compare.py --out "$out" --write
-    step 999 $python benchmarks/reproduce_report.py --archive "$archive" --out "$out" --write
+    step 999 $python experiments/reproduce_report.py --archive "$archive" --out "$out" --write
     ;;
 *)
     echo "unknown mode $mode: prepare, dry, quick or full" >&2

@@ -34,7 +34,7 @@ from gpu_check import DENSE_BF16_FLOPS, FLOP_PER_VIEW
 from train_speed import bench_config, synthetic_images
 
 from mimcli.data.source import MemorySource
-from mimcli.train import Trainer
+from mimcli.train.loop import build_trainer
 
 LEAVES = ("mim.data", "mim.backbone", "mim.method", "mim.regularizer", "mim.backward", "mim.optimizer", "mim.metrics")
 LABELS = {
@@ -156,7 +156,7 @@ def summarize(events: list[dict[str, Any]], steps: int) -> dict[str, Any]:
 def profile_model(kind: str, width: int, batch: int, steps: int, device: str) -> dict[str, Any]:
     """A warm-up epoch, then `steps` steps of one epoch under the profiler; the summary of its trace."""
     config = bench_config(width, kind, batch, "auto", device)
-    trainer = Trainer(config, Path("/nonexistent"), data=synthetic_images(batch * 3))
+    trainer = build_trainer(config, Path("/nonexistent"), data=synthetic_images(batch * 3))
     trainer.train_epoch(None)  # warm-up: cuDNN autotuning, allocator, the augmentation's constants
     trainer.data = synthetic_images(batch * steps, seed=1)
     trainer.source = MemorySource(trainer.data, trainer.device, trainer.augment, trainer.model.method.n_views)

@@ -103,9 +103,9 @@ def extract_pass(job: str) -> dict[str, float]:
 
     from mimcli.config import load_config
     from mimcli.data.transfer import resolve_dataset
-    from mimcli.features import FeatureCache
     from mimcli.models.resnet import build_backbone
-    from mimcli.runs import BACKBONE, save_config
+    from mimcli.probe.cache import FeatureCache
+    from mimcli.rundir.runs import BACKBONE, save_config
 
     torch.set_num_threads(1)
     run_dir = Path(tempfile.mkdtemp(prefix="features-"))

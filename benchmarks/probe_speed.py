@@ -42,10 +42,11 @@ from torch import nn
 from mimcli.config import ShapesSection, load_config
 from mimcli.data.images import ImageData
 from mimcli.data.transfer import resolve_dataset
-from mimcli.features import FeatureCache, channel_stats
 from mimcli.models.resnet import build_backbone
 from mimcli.probe import LinearParams, linear_probe
-from mimcli.runs import BACKBONE, save_config
+from mimcli.probe.cache import FeatureCache
+from mimcli.probe.normalization import channel_stats
+from mimcli.rundir.runs import BACKBONE, save_config
 
 CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 WIDTH = 8

@@ -24,7 +24,7 @@ from docs_table import machine, markdown_table, update_section
 from stream_memory import write_photos
 
 from mimcli.config import load_config
-from mimcli.train import Trainer
+from mimcli.train.loop import build_trainer
 
 
 def epoch_rate(root: Path, loader: str, images: int, batch: int, workers: int) -> dict[str, object]:
@@ -42,7 +42,7 @@ def epoch_rate(root: Path, loader: str, images: int, batch: int, workers: int) -
             "train.precision=auto",  # as measured before the preset turned to the official fp32
         ],
     )
-    trainer = Trainer(config, Path(tempfile.gettempdir()) / "unused")
+    trainer = build_trainer(config, Path(tempfile.gettempdir()) / "unused")
     trainer.train_epoch(None)  # warm-up: cuDNN autotuning, allocator, worker start
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()

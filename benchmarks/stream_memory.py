@@ -84,7 +84,7 @@ def measure_memory(root: Path) -> dict[str, float]:
 def measure_speed(root: Path) -> list[dict[str, object]]:
     """Images/s of one epoch, memory vs stream, same images, same model and seed."""
     from mimcli.config import load_config
-    from mimcli.train import Trainer
+    from mimcli.train.loop import build_trainer
 
     rows = []
     for loader in ("memory", "stream"):
@@ -105,7 +105,7 @@ def measure_speed(root: Path) -> list[dict[str, object]]:
             ],
         )
         start = time.perf_counter()
-        trainer = Trainer(config, Path(tempfile.gettempdir()) / "unused")
+        trainer = build_trainer(config, Path(tempfile.gettempdir()) / "unused")
         setup = time.perf_counter() - start
         result = trainer.train_epoch(None)
         rows.append(

@@ -29,7 +29,11 @@ from mimcli.data.images import ImageData
 from mimcli.data.source import MemorySource
 from mimcli.methods.compose import build_model
 from mimcli.objectives.precision import resolve_precision
-from mimcli.train import Trainer
+
+try:
+    from mimcli.train.loop import build_trainer
+except ImportError:  # an older tree, from before mimcli/train/ (benchmarks/epoch_times.py --before)
+    from mimcli.train import Trainer as build_trainer  # type: ignore[no-redef]
 
 
 def synthetic_images(n: int, size: int = 32, seed: int = 0) -> ImageData:
@@ -59,7 +63,7 @@ def bench_config(width: int, kind: str, batch: int, precision: str, device: str)
 def time_mim(config: RunConfig, steps: int, warmup: int) -> float:
     """Images/s of Trainer.train_epoch over `steps` batches (after `warmup` batches)."""
     batch = config.train.batch_size
-    trainer = Trainer(config, Path("/nonexistent"), data=synthetic_images(batch * warmup))
+    trainer = build_trainer(config, Path("/nonexistent"), data=synthetic_images(batch * warmup))
     trainer.train_epoch(None)
     trainer.data = synthetic_images(batch * steps, seed=1)
     trainer.source = MemorySource(trainer.data, trainer.device, trainer.augment, trainer.model.method.n_views)

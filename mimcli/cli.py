@@ -158,10 +158,11 @@ def _train(
     import contextlib
     import os
 
-    from mimcli import distributed, runs
+    from mimcli import distributed
     from mimcli.config import anchor_plugins, apply_overrides, build_config, load_config, read_toml, training_plugins
-    from mimcli.lock import run_lock
-    from mimcli.train import pretrain
+    from mimcli.rundir import runs
+    from mimcli.rundir.lock import run_lock
+    from mimcli.train.loop import pretrain
 
     plugins = training_plugins(overrides, trust_plugins)
     if resume and out is not None and (out / runs.CONFIG).is_file() and preset is None:
@@ -305,13 +306,13 @@ def probe(
     seed: Annotated[int, typer.Option(help="Seed of random initial weights.")] = 0,
     set_: SetOption = None,
     info: Annotated[
-        bool, typer.Option("--info", help="Also measure I(z; v), I(z1; z2), I(z; factor) (mimcli.diagnostics).")
+        bool, typer.Option("--info", help="Also measure I(z; v), I(z1; z2), I(z; factor) (mimcli.train.diagnostics).")
     ] = False,
 ) -> None:
     """Probe frozen features (cached in HDF5) on the source and transfer data sets."""
     from mimcli.probe.foreign import ModelOptions, ProbeChoices, probe_model
     from mimcli.report.probe_table import print_probe_table
-    from mimcli.runs import load_run_config
+    from mimcli.rundir.runs import load_run_config
 
     if protocol is not None and protocol not in ("linear", "knn", "regression"):
         raise UsageError(f"--protocol {protocol!r}: choose linear, knn or regression")

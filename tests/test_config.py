@@ -39,7 +39,7 @@ def test_every_preset_validates_and_round_trips():
 
 def test_every_preset_round_trips_through_a_run_directory(tmp_path):
     """load preset -> config.toml (what --resume, probe and report read) -> identical config."""
-    from mimcli import runs
+    from mimcli.rundir import runs
 
     for name in list_presets():
         config = load_config(name)
@@ -49,7 +49,7 @@ def test_every_preset_round_trips_through_a_run_directory(tmp_path):
 
 def test_multi_line_description_and_quotes_survive_config_toml(tmp_path):
     """A preset with a multi-line description (quotes, backslash, tab) is written and read back unchanged."""
-    from mimcli import runs
+    from mimcli.rundir import runs
 
     preset = tmp_path / "mine.toml"
     preset.write_text(

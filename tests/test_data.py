@@ -69,7 +69,7 @@ def test_flat_folder_of_images_is_unlabeled_pretraining_data(tmp_path, cli):
     ]
     code, _, err = cli("pretrain", "--preset", "simclr", *common, "--out", str(tmp_path / "run"))
     assert code == 0, err
-    from mimcli import runs
+    from mimcli.rundir import runs
 
     assert [m["epoch"] for m in runs.read_metrics(tmp_path / "run")] == [1]
     code, _, err = cli("supervised", *common, "--out", str(tmp_path / "sup"))

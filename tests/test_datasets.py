@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.config import datasets as registry
 from mimcli.config.datasets import DataSetRecord, dataset_records, register_dataset
 from mimcli.data.transfer import pending_downloads
-from mimcli.features import probe_normalization
+from mimcli.probe.normalization import probe_normalization
 from mimcli.report import build_report, markdown
 from mimcli.report.plots import write_plots
-from mimcli.train import pretrain
+from mimcli.rundir import runs
+from mimcli.train.loop import pretrain
 from tests.conftest import TINY_KEYS, quiet
 
 SVHN = DataSetRecord(

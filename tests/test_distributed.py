@@ -22,12 +22,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from mimcli import distributed, runs
+from mimcli import distributed
 from mimcli.config import ShapesSection, load_config
 from mimcli.data.batch import Batch
 from mimcli.data.shapes import generate_shapes
 from mimcli.methods.compose import build_model
 from mimcli.objectives import contrastive
+from mimcli.rundir import runs
 from tests.conftest import TINY_KEYS
 
 WORLD = 2
@@ -196,7 +197,7 @@ def feature_setup(root: Path):
 
 
 def extract_features(backbone, images) -> dict[str, torch.Tensor]:
-    from mimcli.features import extract
+    from mimcli.probe.extract import extract
 
     return extract(backbone, images, [0.5] * 3, [0.25] * 3, torch.device("cpu"), batch_size=8)
 
@@ -206,8 +207,8 @@ def extract_features(backbone, images) -> dict[str, torch.Tensor]:
 
 def _checks(rank: int, out: Path) -> dict:
     """Everything that needs a process group but no CLI."""
-    from mimcli.features import FeatureCache
-    from mimcli.train import Trainer
+    from mimcli.probe.cache import FeatureCache
+    from mimcli.train.loop import build_trainer
 
     result = {}
     with distributed.process_group("cpu"):
@@ -215,9 +216,9 @@ def _checks(rank: int, out: Path) -> dict:
         result["losses"] = losses(global_inputs(), rows(rank))
         with float64():
             for method, kind, bn in END_TO_END:
-                trainer = Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), out / f"{method}-{bn}", data=DATA)
+                trainer = build_trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), out / f"{method}-{bn}", data=DATA)
                 result[f"{method}-{kind}-{bn}"] = one_step(trainer, rows(rank))
-        supervised = Trainer(tiny("supervised"), out / "supervised", data=DATA).model
+        supervised = build_trainer(tiny("supervised"), out / "supervised", data=DATA).model
         result["supervised_bn"] = [
             type(m).__name__ for m in supervised.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
         ]
@@ -260,10 +261,12 @@ def test_gathered_loss_and_gradient_equal_one_process_with_the_global_batch(chec
 def test_ddp_step_equals_one_process_step_on_the_global_batch(checks, tmp_path, method, kind, bn):
     """DDP + global BatchNorm through the Trainer: the mean of the ranks' losses, the (averaged)
     gradients of every parameter and the BatchNorm running statistics match one process with 2B."""
-    from mimcli.train import Trainer
+    from mimcli.train.loop import build_trainer
 
     with float64():
-        reference = one_step(Trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), tmp_path, data=DATA), slice(None))
+        reference = one_step(
+            build_trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), tmp_path, data=DATA), slice(None)
+        )
     ranks = [result[f"{method}-{kind}-{bn}"] for result in checks]
     assert ranks[0]["global_bn"] and not reference["global_bn"], "BatchNorm converted only under DDP"
     torch.testing.assert_close(sum(r["loss"] for r in ranks) / WORLD, reference["loss"], rtol=1e-12, atol=0)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from mimcli import runs
 from mimcli.config import load_config
 from mimcli.errors import UsageError
 from mimcli.report.run_records import SUFFIX, make_record
 from mimcli.report.sections import parse, update
+from mimcli.rundir import runs
 from tests.conftest import TINY_BASE
 
 ROOT = Path(__file__).resolve().parents[1]

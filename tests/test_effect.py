@@ -19,7 +19,7 @@ from mimcli.config import load_config
 from mimcli.data.augment import normalize_only
 from mimcli.data.shapes import generate_shapes
 from mimcli.probe import LinearParams, linear_probe
-from mimcli.train import Trainer
+from mimcli.train.loop import build_trainer
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def hue_accuracy(kind: str, train, test) -> float:
             "train.seed=0",
         ],
     )
-    trainer = Trainer(config, Path("/unused"), data=train)
+    trainer = build_trainer(config, Path("/unused"), data=train)
     for _ in range(4):
         trainer.train_epoch(None)
     backbone = trainer.model.backbone.eval()

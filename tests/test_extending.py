@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimcli import runs
 from mimcli.config import load_config, load_plugin, method_sections, regularizer_sections, training_plugins
 from mimcli.errors import UsageError
+from mimcli.rundir import runs
 from tests.conftest import TINY
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"

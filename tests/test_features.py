@@ -16,10 +16,11 @@ from rich.console import Console
 
 from mimcli.config import load_config
 from mimcli.data.transfer import resolve_dataset
-from mimcli.features import FeatureCache, channel_stats
 from mimcli.models.resnet import build_backbone
-from mimcli.runs import BACKBONE, save_config
-from mimcli.weights import load_backbone
+from mimcli.probe.cache import FeatureCache
+from mimcli.probe.normalization import channel_stats
+from mimcli.rundir.runs import BACKBONE, save_config
+from mimcli.rundir.weights import load_backbone
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +196,7 @@ def test_a_damaged_cache_is_reported_and_rebuilt(setup, caplog, damage):
     path = FeatureCache(run_dir).path(dataset.source, "test", 32)
     damage(path)
     loader = BackboneLoader(run_dir)
-    with caplog.at_level(logging.WARNING, logger="mimcli.features"):
+    with caplog.at_level(logging.WARNING, logger="mimcli.probe.cache"):
         _, rebuilt = FeatureCache(run_dir, backbone_loader=loader).get(dataset)
     assert loader.calls == 1
     assert any(str(path) in record.getMessage() and "rebuilding" in record.getMessage() for record in caplog.records)
@@ -222,8 +223,8 @@ def test_a_failed_write_leaves_no_file(setup, monkeypatch):
 def test_extraction_reports_its_batches_in_a_log_and_gives_the_same_features(tmp_path, monkeypatch, loader):
     """Without a terminal, extraction prints a line every LOG_EVERY batches (here 1) with the time left;
     the features are those of a silent extraction."""
-    from mimcli import features
-    from mimcli.progress import CountProgress
+    from mimcli.probe import cache as features
+    from mimcli.train.progress import CountProgress
 
     monkeypatch.setattr(features, "LOG_EVERY", 1)
     monkeypatch.setattr(CountProgress, "quiet_s", 0.0)

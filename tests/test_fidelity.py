@@ -16,10 +16,10 @@ from mimcli.data import datasets
 from mimcli.data.batch import Batch
 from mimcli.data.datasets import load_pretrain_data
 from mimcli.data.images import ImageData
-from mimcli.features import probe_normalization
 from mimcli.methods.compose import build_model
 from mimcli.models.resnet import build_backbone
 from mimcli.models.viewnorm import PerViewBatchNorm, group_batchnorm, per_view_batchnorm, view_groups
+from mimcli.probe.normalization import probe_normalization
 from mimcli.regularizers import build_regularizer
 
 

@@ -18,8 +18,8 @@ from mimcli.data.batch import Batch
 from mimcli.methods import build_method
 from mimcli.methods.compose import build_model
 from mimcli.models.resnet import build_backbone
-from mimcli.optim import LARS, build_optimizer
 from mimcli.probe.imagenet import imagenet_params, uses_imagenet_recipe
+from mimcli.train.optim import LARS, build_optimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_augment import assert_same_stat, smooth_images, view_features

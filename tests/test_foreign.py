@@ -16,13 +16,13 @@ from conftest import TINY
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from mimcli import runs
 from mimcli.config import ShapesSection
 from mimcli.data.augment import BatchAugment
 from mimcli.data.source import load_train_data
 from mimcli.data.transfer import resolve_dataset
-from mimcli.diagnostics import Diagnostics
 from mimcli.models.resnet import PooledResNet, _resnet_stages
+from mimcli.rundir import runs
+from mimcli.train.diagnostics import Diagnostics
 
 SHAPES = ["--set", "data.shapes.n_train=64", "--set", "data.shapes.n_test=32"]
 PROBE = ["--datasets", "shapes:shape", "--protocol", "knn", *SHAPES]

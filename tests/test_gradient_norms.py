@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from mimcli import runs
 from mimcli.config import load_config
 from mimcli.data.batch import Batch
 from mimcli.methods.compose import build_model
-from mimcli.train import pretrain, sampled_steps
+from mimcli.rundir import runs
+from mimcli.train.loop import pretrain, sampled_steps
 from tests.conftest import TINY_KEYS
 
 

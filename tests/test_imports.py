@@ -1,7 +1,7 @@
 """Imports flow one way: every `mimcli` import (top level or inside a function) goes to the same or an
 earlier layer, the package holds no import cycle, and `mim report` never loads the training loop.
 
-The layer table is also written in docs/architecture.md; change both together.
+The layer order is read from the picture in docs/architecture.md, so the picture stays true.
 """
 
 from __future__ import annotations
@@ -15,44 +15,24 @@ import mimcli
 
 PACKAGE = Path(mimcli.__file__).parent
 
-# (layer, module prefixes). A module may import from its own layer or an earlier one. Prefixes match
-# whole dotted components ("mimcli.data" covers mimcli.data.shapes, not mimcli.database); the longest wins.
-LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    (
-        "base",
-        (
-            "mimcli",
-            "mimcli.errors",
-            "mimcli.provenance",
-            "mimcli.lock",
-            "mimcli.signals",
-            "mimcli.progress",
-            "mimcli.tables",
-            "mimcli.logging_sinks",
-            "mimcli.distributed",
-        ),
-    ),
-    ("config", ("mimcli.config", "mimcli.runs", "mimcli.run_dir")),
-    ("data", ("mimcli.data",)),
-    ("models", ("mimcli.models",)),
-    ("objectives", ("mimcli.objectives",)),
-    (
-        "methods",
-        (
-            "mimcli.methods",
-            "mimcli.regularizers",
-            "mimcli.labels",
-            "mimcli.diagnostics",
-            "mimcli.optim",
-            "mimcli.weights",
-        ),
-    ),
-    ("train", ("mimcli.train",)),
-    ("features", ("mimcli.features",)),
-    ("probe", ("mimcli.probe",)),
-    ("sweep/report", ("mimcli.sweep", "mimcli.report")),
-    ("cli", ("mimcli.cli", "mimcli.__main__")),
-]
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+
+
+def read_layers(text: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(layer, module prefixes), bottom layer first, from the picture in docs/architecture.md (its first
+    ```text block): one row per layer, `number name module module ...`, names relative to `mimcli`."""
+    block = text.split("```text\n", 1)[1].split("```", 1)[0]
+    rows = sorted(
+        (int(number), name, tuple("mimcli" if m == "mimcli" else f"mimcli.{m}" for m in modules))
+        for number, name, *modules in (line.split() for line in block.splitlines() if line.strip())
+    )
+    assert [row[0] for row in rows] == list(range(len(rows))), "layers are numbered 0, 1, 2, ... in the picture"
+    return [(name, prefixes) for _, name, prefixes in rows]
+
+
+# A module may import from its own layer or an earlier one. Prefixes match whole dotted components
+# ("mimcli.data" covers mimcli.data.shapes, not mimcli.database); the longest wins.
+LAYERS = read_layers(ARCHITECTURE.read_text())
 
 # Imports the layer order allows but the design does not: the report reads run directories and must
 # not pull in training, and nothing before the sweep starts runs.
@@ -89,7 +69,7 @@ def imports(path: Path, package: str | None = None) -> set[str]:
                     [*package.split(".")[: len(package.split(".")) - node.level + 1], *filter(None, [base])]
                 )
             found.add(base)
-            # `from mimcli import runs` imports the module mimcli.runs, not just the package
+            # `from mimcli import signals` imports the module mimcli.signals, not just the package
             found.update(f"{base}.{alias.name}" for alias in node.names if module_exists(f"{base}.{alias.name}"))
     return {name for name in found if name == "mimcli" or name.startswith("mimcli.")}
 
@@ -105,7 +85,7 @@ def layer(name: str) -> int:
         for prefix in prefixes:
             if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best_len:
                 best, best_len = index, len(prefix)
-    assert best >= 0, f"{name} is in no layer: add it to LAYERS here and in docs/architecture.md"
+    assert best >= 0, f"{name} is in no layer: add it to the picture in docs/architecture.md"
     return best
 
 
@@ -115,6 +95,18 @@ def covers(prefix: str, name: str) -> bool:
 
 def edges() -> dict[str, set[str]]:
     return {module_name(path): imports(path) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_every_name_in_the_picture_is_a_module():
+    stale = [
+        prefix for _, prefixes in LAYERS for prefix in prefixes if prefix != "mimcli" and not module_exists(prefix)
+    ]
+    assert not stale, f"docs/architecture.md names modules that do not exist: {stale}"
+
+
+def test_the_picture_is_read_bottom_first():
+    picture = "text\n```text\n 1 upper   a  b.c\n 0 lower   mimcli\n```\n```text\n0 other x\n```\n"
+    assert read_layers(picture) == [("lower", ("mimcli",)), ("upper", ("mimcli.a", "mimcli.b.c"))]
 
 
 def test_every_module_has_a_layer():
@@ -186,13 +178,13 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
     source = tmp_path / "mod.py"
     source.write_text(
         "import torch\n\ndef f():\n    from mimcli.train import pretrain\n    import mimcli.sweep\n"
-        "    from . import runs\n    from .data.shapes import generate_shapes\n"
+        "    from . import signals\n    from .data.shapes import generate_shapes\n"
     )
     assert imports(source, package="mimcli") == {
         "mimcli.train",
         "mimcli.sweep",
         "mimcli",
-        "mimcli.runs",
+        "mimcli.signals",
         "mimcli.data.shapes",
     }
 

@@ -13,10 +13,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
-from mimcli.diagnostics import KEY, Diagnostics, diagnostics_interval, factor_estimates, z_resamples
-from mimcli.objectives.mutual_information import (
+from mimcli.report import run_report
+from mimcli.rundir import runs
+from mimcli.train.diagnostics import KEY, Diagnostics, diagnostics_interval, factor_estimates, z_resamples
+from mimcli.train.loop import build_trainer, pretrain
+from mimcli.train.mutual_information import (
     correlated_gaussians,
     cosine_scores,
     gaussian_gram,
@@ -29,8 +31,6 @@ from mimcli.objectives.mutual_information import (
     renyi_mutual_information,
     resampled_interval,
 )
-from mimcli.report import run_report
-from mimcli.train import Trainer, pretrain
 from tests.conftest import TINY_KEYS
 
 
@@ -130,7 +130,7 @@ def test_interval_defaults_to_every_epoch_on_shapes_only():
 
 
 def test_measurement_touches_neither_model_nor_rng(tmp_path):
-    trainer = Trainer(load_config(None, TINY), tmp_path)
+    trainer = build_trainer(load_config(None, TINY), tmp_path)
     assert trainer.diagnostics is not None
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     rng = torch.get_rng_state()
@@ -173,7 +173,7 @@ def test_an_untrained_run_records_the_estimates_before_the_first_step(tmp_path):
     pretrain(load_config(None, [*TINY, "train.epochs=0"]), tmp_path / "init", show_progress=False)
     [line] = runs.read_metrics(tmp_path / "init")
     assert line["epoch"] == 0
-    before = Trainer(load_config(None, TINY), tmp_path / "unused").measure()[KEY]  # same seed, not yet trained
+    before = build_trainer(load_config(None, TINY), tmp_path / "unused").measure()[KEY]  # same seed, not yet trained
     line[KEY].pop("seconds"), before.pop("seconds")
     assert line[KEY] == before
 

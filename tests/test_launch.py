@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimcli import runs
+from mimcli.rundir import runs
 from mimcli.sweep import launch, plan_sweep
 from mimcli.sweep.jobs import read_jobs, sweep_status
-from mimcli.train import pretrain
+from mimcli.train.loop import pretrain
 from tests.conftest import TINY_BASE, quiet
 
 pytest.importorskip("submitit")

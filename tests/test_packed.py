@@ -24,13 +24,9 @@ from mimcli.data.source import StreamSource
 from mimcli.data.stream import index_split
 from mimcli.data.transfer import resolve_dataset
 from mimcli.errors import UsageError
-from mimcli.features import (
-    LAYERS,
-    FeatureCache,
-    channel_counts,
-    channel_stats,
-    stats_from_counts,
-)
+from mimcli.probe.cache import FeatureCache
+from mimcli.probe.extract import LAYERS
+from mimcli.probe.normalization import channel_counts, channel_stats, stats_from_counts
 
 
 def make_probe_folder(root: Path) -> Path:
@@ -95,7 +91,7 @@ def test_a_damaged_streamed_cache_is_reported_and_rebuilt_the_same(tmp_path, cap
     first_train, _ = cache.get(dataset)
     path = cache.path(dataset.source, "train", 24)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-    with caplog.at_level(logging.WARNING, logger="mimcli.features"):
+    with caplog.at_level(logging.WARNING, logger="mimcli.probe.cache"):
         train, _ = FeatureCache(run_dir, batch_size=4, loader="stream", workers=0).get(dataset)
     assert any(str(path) in r.getMessage() and "rebuilding" in r.getMessage() for r in caplog.records)
     for name in LAYERS:
@@ -111,7 +107,7 @@ def test_an_interrupted_streamed_extraction_leaves_no_file(tmp_path):
     class Failing(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            from mimcli.weights import load_backbone
+            from mimcli.rundir.weights import load_backbone
 
             self.inner = load_backbone(run_dir)[0]
 
@@ -159,14 +155,14 @@ def test_pack_gives_the_folders_batches(tmp_path):
 
 
 def test_training_from_the_pack_equals_training_from_the_folder(tmp_path):
-    from mimcli import runs
-    from mimcli.train import Trainer
+    from mimcli.rundir import runs
+    from mimcli.train.loop import build_trainer
 
     make_imagenet(tmp_path / "folder")
     pack_folder(tmp_path / "folder", tmp_path / "set.h5")
     trainers = []
     for root, name, loader in ((tmp_path / "folder", "a", "stream"), (tmp_path / "set.h5", "b", "auto")):
-        trainer = Trainer(stream_config(root, "train.epochs=1", f"data.loader={loader}"), tmp_path / name)
+        trainer = build_trainer(stream_config(root, "train.epochs=1", f"data.loader={loader}"), tmp_path / name)
         assert type(trainer.source).__name__ == "StreamSource"  # a pack always streams, even below the budget
         trainer.fit(show_progress=False)
         trainers.append(trainer)

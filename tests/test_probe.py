@@ -11,7 +11,6 @@ import torch
 from test_features import make_image_folder, make_run, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
-from mimcli import runs
 from mimcli.data.transfer import per_class_split, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.probe import (
@@ -26,6 +25,7 @@ from mimcli.probe import (
 )
 from mimcli.probe.stats import standardize
 from mimcli.report.probe_table import print_probe_table
+from mimcli.rundir import runs
 from tests.conftest import quiet
 
 

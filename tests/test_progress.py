@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from mimcli import provenance, runs
 from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
 from mimcli.errors import UsageError
-from mimcli.progress import (
+from mimcli.rundir import provenance, runs
+from mimcli.train.loop import build_trainer, pretrain
+from mimcli.train.progress import (
     LiveProgress,
     PlainProgress,
     TrainingProgress,
     format_duration,
     make_progress,
 )
-from mimcli.train import Trainer, pretrain
 from tests.conftest import TINY_KEYS
 
 TINY = [*TINY_KEYS, "train.batch_size=16", "train.epochs=2"]
@@ -53,7 +53,7 @@ class Recorder(TrainingProgress):
 
 def test_bar_advances_every_step_but_reads_the_loss_only_at_log_points(tmp_path):
     config = load_config(None, [*TINY, "train.log_every=3"])
-    trainer = Trainer(config, tmp_path, data=DATA)
+    trainer = build_trainer(config, tmp_path, data=DATA)
     recorder = Recorder(Console(file=io.StringIO()), 2, 0, trainer.steps_per_epoch, 16)
     result = trainer.train_epoch(recorder)
     assert trainer.steps_per_epoch == 4
@@ -181,7 +181,7 @@ def test_version_flag(cli):
 def test_count_progress_is_a_live_bar_on_a_terminal_and_lines_in_a_log(monkeypatch):
     """Extraction and probes: on a terminal the bar shows done/total and the time left; in a log a line every
     `every` units (rate, elapsed, ETA) and one at the end; a job done within quiet_s logs nothing."""
-    from mimcli.progress import CountProgress
+    from mimcli.train.progress import CountProgress
 
     terminal = Console(file=io.StringIO(), width=120, force_terminal=True)
     with CountProgress(terminal, "cifar10 train features", 10, "batches", live=True, every=3) as bar:

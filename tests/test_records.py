@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.report import build_report, markdown_table, protocol_lines, rich_sweep
 from mimcli.report.run_records import SUFFIX
-from mimcli.train import pretrain
+from mimcli.rundir import runs
+from mimcli.train.loop import pretrain
 from tests.conftest import TINY_BASE, quiet
 
 TINY = [*TINY_BASE, "train.batch_size=32", "train.epochs=1", "train.diagnostics_every=0"]

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import torch
 
-from mimcli import lock, runs, train
 from mimcli.config import load_config, read_toml, to_toml
 from mimcli.errors import UsageError
 from mimcli.models.resnet import build_backbone
@@ -33,6 +32,8 @@ from mimcli.objectives.contrastive import barlow_twins_loss, byol_loss, nt_xent
 from mimcli.objectives.information import lbe_bound, reconstruction_loss
 from mimcli.objectives.precision import promote
 from mimcli.report import find_run_dirs
+from mimcli.rundir import lock, runs
+from mimcli.train import loop as train
 from tests.conftest import TINY, TINY_KEYS, quiet
 
 RUN_KEYS = [*TINY_KEYS, "run.name=run"]
@@ -673,7 +674,7 @@ def test_the_probe_lock_excludes_another_process_until_it_lets_go(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys; from mimcli.lock import folder_lock\n"
+            "import sys; from mimcli.rundir.lock import folder_lock\n"
             f"with folder_lock({str(tmp_path / 'link')!r}):\n    print('held', flush=True); sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,
@@ -859,7 +860,7 @@ def test_precision_auto_follows_the_cpu_and_both_branches_train(monkeypatch, tmp
     assert precision.resolve_precision("fp32", cpu) is None
     assert precision.resolve_precision("bf16", cpu) == torch.bfloat16
     config = load_config(None, [*RUN_KEYS, "train.precision=auto", "method.name=barlow", "regularizer.kind=lbe"])
-    trainer = train.Trainer(config, tmp_path, data=generate_shapes(64, seed=0))
+    trainer = train.build_trainer(config, tmp_path, data=generate_shapes(64, seed=0))
     assert trainer.autocast_dtype == (torch.bfloat16 if fast_bf16 else None)
     result = trainer.train_epoch(None)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.terms.values())

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from mimcli import runs
 from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.errors import UsageError
 from mimcli.report import MEAN, build_report, load_reference, markdown, records, rich_tables, run_report, to_csv
-from mimcli.train import pretrain
+from mimcli.rundir import runs
+from mimcli.train.loop import pretrain
 from tests.conftest import TINY_BASE, quiet
 
 REFERENCE_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "REFERENCE.md"

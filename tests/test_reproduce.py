@@ -1,4 +1,4 @@
-"""benchmarks/reproduce_report.py --dry-run: the GPU script's whole path (extract, 3 trainings, probes, table) on a
+"""experiments/reproduce_report.py --dry-run: the GPU script's whole path (extract, 3 trainings, probes, table) on a
 CPU."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import CIFAR_JPEG
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_report.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "reproduce_report.py"
 
 
 @pytest.mark.data

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mimcli import lock, runs, train
 from mimcli.config import load_config
+from mimcli.rundir import lock, runs
+from mimcli.train import loop as train
 from tests.conftest import TINY_KEYS, quiet
 from tests.test_stream import make_imagenet
 
@@ -30,7 +31,7 @@ MARK_STEP = 6
 WRAPPER = """
 import sys, time
 from pathlib import Path
-import mimcli.train as train
+from mimcli.train import loop as train
 
 marker, mark = Path(sys.argv[1]), int(sys.argv[2])
 real_batch, count = train.Batch, [0]
@@ -152,7 +153,7 @@ def test_a_signal_while_packing_removes_the_temporary_file_and_says_so(cli, tmp_
 
 
 def test_a_signal_while_probing_keeps_probe_json_and_talks_about_probes(cli, tmp_path, monkeypatch):
-    from mimcli import features
+    from mimcli.probe import cache as features
 
     train.pretrain(
         load_config(None, [*TINY_KEYS, "run.name=run"]), tmp_path / "run", console=quiet(), show_progress=False

@@ -14,7 +14,7 @@ import torch
 
 from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
-from mimcli.train import Trainer
+from mimcli.train.loop import build_trainer
 from tests.conftest import TINY_KEYS
 
 PACKAGE = str(Path(__file__).resolve().parents[1] / "mimcli")
@@ -57,11 +57,11 @@ def test_an_epoch_reads_back_once_at_its_end(monkeypatch, kind):
     config = load_config(
         None, [*TINY_KEYS, "train.batch_size=16", "train.epochs=3", f"regularizer.kind={kind!r}", "augment.hue=0.1"]
     )
-    trainer = Trainer(config, Path("/nonexistent"), data=generate_shapes(64, seed=0))
+    trainer = build_trainer(config, Path("/nonexistent"), data=generate_shapes(64, seed=0))
     trainer.train_epoch(None)  # the first epoch makes the augmentation's constants
     calls = spy(monkeypatch)
     result = trainer.train_epoch(None)
     monkeypatch.undo()
     assert result.images == 64  # four steps ran
     # the epoch's mean losses, read once after the last step; nothing inside the steps
-    assert calls == Counter({("train.py", "tolist"): 1})
+    assert calls == Counter({("loop.py", "tolist"): 1})

@@ -154,8 +154,8 @@ class Interrupted(Exception):
 
 
 def test_trainer_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
-    from mimcli import runs
-    from mimcli.train import Trainer
+    from mimcli.rundir import runs
+    from mimcli.train.loop import build_trainer
 
     make_imagenet(tmp_path / "data")  # 18 images, batch 4: 4 steps per epoch
     config = stream_config(
@@ -166,20 +166,23 @@ def test_trainer_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
         "train.schedule=warmup_cosine",
         "train.warmup_epochs=1",
     )
-    straight = Trainer(config, tmp_path / "a")
+    straight = build_trainer(config, tmp_path / "a")
     assert type(straight.source).__name__ == "StreamSource"
     straight.fit(show_progress=False)
 
-    class Crashing(Trainer):
-        def save_checkpoint(self) -> None:
-            super().save_checkpoint()
-            if self.epoch == 1 and self.step == 2:
-                raise Interrupted
-
     (tmp_path / "b").mkdir()
+    crashing = build_trainer(config, tmp_path / "b")
+    save = crashing.save_checkpoint
+
+    def save_then_crash() -> None:
+        save()
+        if crashing.epoch == 1 and crashing.step == 2:
+            raise Interrupted
+
+    crashing.save_checkpoint = save_then_crash  # type: ignore[method-assign]
     with pytest.raises(Interrupted):
-        Crashing(config, tmp_path / "b").fit(show_progress=False)
-    resumed = Trainer(config, tmp_path / "b")
+        crashing.fit(show_progress=False)
+    resumed = build_trainer(config, tmp_path / "b")
     resumed.load_checkpoint(tmp_path / "b" / runs.CHECKPOINT)
     assert (resumed.epoch, resumed.step) == (1, 2)
     resumed.fit(show_progress=False)
@@ -201,7 +204,7 @@ def _sharded(rank: int, out: Path, root: str) -> dict:
     import torch.distributed as dist
 
     from mimcli import distributed
-    from mimcli.train import epoch_seed
+    from mimcli.train.loop import epoch_seed
 
     dist.init_process_group("gloo")
     try:
@@ -233,7 +236,7 @@ def _sharded(rank: int, out: Path, root: str) -> dict:
 def test_two_ranks_see_every_image_once_per_epoch_and_resume_mid_epoch(tmp_path):
     from test_distributed import spawn
 
-    from mimcli.train import epoch_seed
+    from mimcli.train.loop import epoch_seed
 
     make_imagenet(tmp_path / "data", per_class=6)  # 18 images; global batch 8: 2 steps, 2 dropped
     ranks = spawn(_sharded, tmp_path / "spawn", str(tmp_path / "data"))

@@ -15,11 +15,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from mimcli import lock, runs, signals, sweep
+from mimcli import signals, sweep
 from mimcli.config import load_config
 from mimcli.errors import UsageError
+from mimcli.rundir import lock, runs
 from mimcli.sweep import execute
-from mimcli.train import Trainer
+from mimcli.train.loop import Trainer
 from tests.conftest import TINY_BASE, quiet
 
 TINY = [*TINY_BASE, "train.batch_size=32", "train.device=cpu", "train.threads=1"]

@@ -11,8 +11,8 @@ import re
 import pytest
 from rich.console import Console
 
-from mimcli import runs
 from mimcli.config import list_presets
+from mimcli.rundir import runs
 from mimcli.tables import Col, fit_table
 from tests.conftest import TINY
 

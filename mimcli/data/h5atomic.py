@@ -11,7 +11,7 @@ from typing import Any
 
 import h5py
 
-from mimcli.runs import check_free_space, temporary_beside
+from mimcli.rundir.runs import check_free_space, temporary_beside
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ to the pretraining resolution, so the feature extractor never sees PIL images or
 
 Names: cifar10, cifar100, stl10, dtd, mnist, fashionmnist, cub200, flowers102, gtsrb,
 `imagefolder:PATH` (PATH/train and PATH/test class trees, or ImageNet's val/ as `stream.index_split`
-reads it, or a pack from `mim pack`; `files` lets features.py stream them), `colourstats:PATH` (the same images; a
+reads it, or a pack from `mim pack`; `files` lets the feature cache stream them), `colourstats:PATH` (the same images; a
 regression onto each image's mean colour and saturation, non-shared by construction) and `shapes:shape`, `shapes:hue`,
 `shapes:position` (generated; position is a regression target). torchvision data sets are
 downloaded on first use when the run allows it; anything that is neither on disk nor downloadable
@@ -59,7 +59,7 @@ class TransferDataset:
     target: str | None  # key in ImageData.targets holding the probe target; None: ImageData.labels
     image_size: int
     loader: Callable[[], tuple[ImageData, ImageData]]
-    # image folders and packs: (train, test) file indexes, so features.py can extract them batch by batch
+    # image folders and packs: (train, test) file indexes, so the feature cache can extract them batch by batch
     files: Callable[[], tuple[ImageIndex, ImageIndex]] | None = None
 
     def load(self) -> tuple[ImageData, ImageData]:

@@ -45,6 +45,9 @@ class Method(nn.Module):
     # self-supervised methods then train as one process with the global batch would (and SimCLR's
     # BN cannot leak which samples sit together on a device); supervised keeps per-rank statistics.
     sync_batchnorm: bool = True
+    # An EMA target's base momentum (BYOL); the loop turns it into each step's momentum
+    # (mimcli.train.schedules.target_momentum) and passes that to on_step_end. 1: no target.
+    base_momentum: float = 1.0
 
     def __init__(self, cfg: MethodSection, backbone: PooledResNet, num_classes: int) -> None:
         super().__init__()
@@ -53,8 +56,8 @@ class Method(nn.Module):
         """Return {"method": scalar loss, ...other terms to log}."""
         raise NotImplementedError
 
-    def on_step_end(self, backbone: nn.Module, epoch: int, epochs: int) -> None:
-        """Called after every optimiser step; most methods do nothing."""
+    def on_step_end(self, backbone: nn.Module, momentum: float) -> None:
+        """Called after every optimiser step with this step's target momentum; most methods do nothing."""
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from typing import Literal
 
 import torch
@@ -15,11 +14,6 @@ from mimcli.methods.base import Method, ProjectorSection, register_method
 from mimcli.models.heads import mlp
 from mimcli.models.resnet import PooledResNet
 from mimcli.objectives import contrastive
-
-
-def byol_momentum(base: float, epoch: int, epochs: int) -> float:
-    """m = 1 - (1 - base) * (cos(pi * epoch / epochs) + 1) / 2 (REFERENCE.md)."""
-    return 1 - (1 - base) * (math.cos(math.pi * epoch / epochs) + 1) / 2
 
 
 class BYOLSection(ProjectorSection):
@@ -43,7 +37,7 @@ class BYOL(Method):
         self.target_projector = copy.deepcopy(self.projector)
         for parameter in [*self.target_backbone.parameters(), *self.target_projector.parameters()]:
             parameter.requires_grad_(False)
-        self.base_momentum = cfg.base_momentum
+        self.base_momentum = cfg.base_momentum  # each step's momentum: mimcli.train.schedules.target_momentum
 
     def loss(self, features: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         p1, p2 = self.predictor(self.projector(features["layer4"])).chunk(2)
@@ -52,11 +46,10 @@ class BYOL(Method):
         return {"method": contrastive.byol_symmetric_loss(p1, p2, t1, t2)}
 
     @torch.no_grad()
-    def on_step_end(self, backbone: nn.Module, epoch: int, epochs: int) -> None:
-        m = byol_momentum(self.base_momentum, epoch, epochs)
+    def on_step_end(self, backbone: nn.Module, momentum: float) -> None:
         for online, target in ((backbone, self.target_backbone), (self.projector, self.target_projector)):
             online_params = [p.detach() for p in online.parameters()]
-            torch._foreach_lerp_(list(target.parameters()), online_params, 1 - m)
+            torch._foreach_lerp_(list(target.parameters()), online_params, 1 - momentum)
             for b_online, b_target in zip(online.buffers(), target.buffers()):
                 b_target.copy_(b_online)
 

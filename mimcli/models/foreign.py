@@ -27,7 +27,7 @@ from mimcli.models.checkpoints import (
     to_torchvision,
 )
 from mimcli.models.resnet import PooledResNet, stem_for
-from mimcli.runs import file_sha256
+from mimcli.rundir.runs import file_sha256
 
 SLOTS = ("layer2", "layer3", "layer4")  # the three pooled outputs every probe backbone gives
 POOLS = ("avg", "max", "token")

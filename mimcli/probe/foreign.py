@@ -9,7 +9,7 @@ The probe writes a run-like directory that `mim report` reads beside mim's runs:
                        data.shapes, probe.*); nothing was trained
   <out>/probe.json     as a run's (each record's params.preprocessing repeats model.json's choices)
   <out>/features/      the HDF5 feature cache
-  <out>/metrics.jsonl  with --info: one line, epoch 0, the information estimates (mimcli.diagnostics)
+  <out>/metrics.jsonl  with --info: one line, epoch 0, the information estimates (mimcli.train.diagnostics)
 """
 
 from __future__ import annotations
@@ -25,17 +25,18 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from mimcli import distributed, runs
+from mimcli import distributed
 from mimcli.config import RunConfig, load_config
 from mimcli.data.augment import BatchAugment
 from mimcli.data.images import ImageData
 from mimcli.data.source import load_train_data
-from mimcli.diagnostics import KEY, Diagnostics
 from mimcli.errors import UsageError
 from mimcli.models.foreign import describe, load_saved, rebuild
 from mimcli.probe.records import ProbeResult
 from mimcli.probe.run import run_probes
-from mimcli.run_dir import append_metrics
+from mimcli.rundir import runs
+from mimcli.rundir.run_dir import append_metrics
+from mimcli.train.diagnostics import KEY, Diagnostics
 
 MODEL = "model.json"
 MODEL_FORMAT = 1
@@ -254,7 +255,7 @@ def probe_model(
 
 
 def information(path: Path, backbone: nn.Module, device: str = "auto") -> dict[str, Any]:
-    """The information diagnostics (mimcli.diagnostics) of a foreign backbone on its directory's training data:
+    """The information diagnostics (mimcli.train.diagnostics) of a foreign backbone on its directory's training data:
     the same evaluation batch, views and estimators as a mim run's, measured once."""
     config = runs.load_run_config(path)
     where = distributed.resolve_device(device)

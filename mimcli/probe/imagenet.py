@@ -27,7 +27,7 @@ from mimcli.data.augment import BatchAugment
 from mimcli.data.images import ImageData
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
-from mimcli.features import layer_names
+from mimcli.probe.extract import layer_names
 from mimcli.probe.linear import LinearParams
 
 STORE_SIZE = 256  # Resize(256)

@@ -36,8 +36,8 @@ from torch import nn
 from mimcli.config import RunConfig
 from mimcli.data.transfer import TransferDataset, describe_downloads, pending_downloads, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
-from mimcli.features import FeatureCache, layer_names, probe_normalization
-from mimcli.lock import folder_lock
+from mimcli.probe.cache import FeatureCache
+from mimcli.probe.extract import layer_names
 from mimcli.probe.imagenet import (
     STORE_SIZE,
     ImagenetProbeData,
@@ -47,10 +47,12 @@ from mimcli.probe.imagenet import (
 )
 from mimcli.probe.knn import KNN_K, KNN_TEMPERATURE, knn_probe
 from mimcli.probe.linear import LINEAR_SELECTION, LinearParams, linear_probe
+from mimcli.probe.normalization import probe_normalization
 from mimcli.probe.records import ProbeRecord, ProbeResult
 from mimcli.probe.ridge import RIDGE_GRID, RIDGE_SELECTION, regression_probe
 from mimcli.probe.stats import STANDARDIZE_EPS, VAL_FRACTION, standardize
-from mimcli.runs import BACKBONE, PROBE, load_run_config, read_json, write_json
+from mimcli.rundir.lock import folder_lock
+from mimcli.rundir.runs import BACKBONE, PROBE, load_run_config, read_json, write_json
 
 FORMAT = 1
 PROTOCOLS = ("linear", "knn", "regression")

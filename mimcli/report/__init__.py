@@ -34,7 +34,6 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from mimcli import runs
 from mimcli.errors import UsageError
 from mimcli.report.accuracy import (
     attach_reference,
@@ -99,6 +98,7 @@ from mimcli.report.render import (
 )
 from mimcli.report.sweeps import Series, SeriesPoint, SweepTable, build_sweep
 from mimcli.report.tables import Report, build_report, protocol_lines
+from mimcli.rundir import runs
 from mimcli.tables import Col, fit_table
 
 __all__ = [

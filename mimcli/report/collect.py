@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimcli import runs
 from mimcli.config import RunConfig, anchor_plugins, build_config
 from mimcli.errors import UsageError
-from mimcli.labels import describe_model
 from mimcli.report.reference import reference_value
 from mimcli.report.run_records import is_record, read_record, run_name
+from mimcli.rundir import runs
+from mimcli.rundir.labels import describe_model
 
 # --------------------------------------------------------------------------------------------- runs
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mimcli import runs
 from mimcli.errors import UsageError
-from mimcli.labels import describe_model
 from mimcli.report.collect import Run
 from mimcli.report.run_records import SUFFIX, is_record, make_record, read_record, run_name
+from mimcli.rundir import runs
+from mimcli.rundir.labels import describe_model
 
 
 def provenance(run: Run) -> dict[str, Any]:

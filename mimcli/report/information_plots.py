@@ -1,4 +1,4 @@
-"""The information plane: records and PNGs from the estimates training wrote to metrics.jsonl (mimcli.diagnostics).
+"""The information plane: records and PNGs from the estimates training wrote to metrics.jsonl (train.diagnostics).
 
 Figures (one panel per source data set):
   information-plane   I(z; v) against I(z1; z2), one trajectory per run, points coloured by epoch
@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mimcli.data.transfer import display_name
-from mimcli.diagnostics import KEY
 from mimcli.report.collect import Run, run_fields, source_key
 from mimcli.report.naming import safe_name
+from mimcli.rundir.runs import INFO_KEY as KEY
 
 PLANE_X, PLANE_Y = "z1_z2_renyi", "z_v_renyi"
 SHORT = {PLANE_X: "I(z1; z2)", PLANE_Y: "I(z; v)"}

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from mimcli import runs
 from mimcli.errors import UsageError
 from mimcli.report.accuracy import plural
 from mimcli.report.export import provenance
 from mimcli.report.plots import write_plots
 from mimcli.report.render import markdown_accuracy, markdown_sweep
 from mimcli.report.tables import Report, build_report, protocol_lines
+from mimcli.rundir import runs
 
 SECTION = re.compile(
     r"^(?P<begin><!-- mim:begin (?P<name>[\w.-]+)(?P<args>[^>]*?) -->\n)"

@@ -19,7 +19,7 @@ from mimcli import distributed
 from mimcli.config import load_config
 from mimcli.probe import extract_features_distributed
 from mimcli.sweep.plan import SweepPoint
-from mimcli.train import pretrain
+from mimcli.train.loop import pretrain
 
 
 def ddp_command(point: SweepPoint, resume: bool, gpus: int) -> list[str]:

@@ -30,11 +30,12 @@ from typing import Any
 
 from rich.console import Console
 
-from mimcli import runs, signals
+from mimcli import signals
 from mimcli.config import READ, training_plugins
 from mimcli.errors import UsageError
-from mimcli.lock import describe_holder, lock_note, point_lock
 from mimcli.probe import run_probes
+from mimcli.rundir import runs
+from mimcli.rundir.lock import describe_holder, lock_note, point_lock
 from mimcli.sweep.ddp import train_ddp
 from mimcli.sweep.output import outcome_table, print_report
 from mimcli.sweep.plan import SweepPoint, plan_sweep, shard_points, unique
@@ -45,7 +46,7 @@ from mimcli.sweep.state import (
     point_state,
     run_status,
 )
-from mimcli.train import pretrain
+from mimcli.train.loop import pretrain
 
 # --------------------------------------------------------------------------------------------- running
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mimcli import runs
 from mimcli.errors import UsageError
-from mimcli.lock import holder_alive, lock_path
+from mimcli.rundir import runs
+from mimcli.rundir.lock import holder_alive, lock_path
 from mimcli.sweep.state import missing_probes, run_status
 
 JOBS_DIR = ".submitit"  # hidden: `mim report` skips folders starting with a dot

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from mimcli import provenance
 from mimcli.errors import UsageError
+from mimcli.rundir import provenance
 from mimcli.sweep.jobs import jobs_dir, latest_jobs, point_status, read_jobs, record_jobs, slurm_states
 from mimcli.sweep.plan import SweepPoint, unique
 from mimcli.sweep.state import check_conflicts, point_state

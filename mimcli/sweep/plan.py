@@ -21,7 +21,7 @@ from mimcli.config import (
     regularizer_sections,
 )
 from mimcli.errors import UsageError
-from mimcli.lock import lock_path
+from mimcli.rundir.lock import lock_path
 
 KINDS = ("lambda", "epochs", "seeds", "regularizers", "grid")
 DEFAULT_REGULARIZERS = ("none", "rc", "lbe")

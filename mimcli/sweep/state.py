@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mimcli import runs
 from mimcli.config import RunConfig
 from mimcli.errors import UsageError
+from mimcli.rundir import runs
 from mimcli.sweep.plan import SweepPoint
 
 OutcomeStatus = Literal["ran", "skipped-finished", "skipped-locked", "dry-run"]

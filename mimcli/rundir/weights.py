@@ -13,7 +13,7 @@ import torch
 from mimcli.config import RunConfig
 from mimcli.errors import UsageError
 from mimcli.models.resnet import PooledResNet, build_backbone
-from mimcli.runs import BACKBONE, CONFIG, first_line, load_run_config
+from mimcli.rundir.runs import BACKBONE, CONFIG, first_line, load_run_config
 
 
 def load_backbone(run_dir: Path, weights: str = BACKBONE, map_location: str = "cpu") -> tuple[PooledResNet, RunConfig]:

@@ -1,7 +1,7 @@
 """The report's 30-epoch CIFAR-10 table on one GPU: SimCLR, SimCLR + RC, SimCLR + LBE, ours beside the report's.
 
-    python benchmarks/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --out $OUT   # GPU, ~3-5 min
-    python benchmarks/reproduce_report.py --dry-run --out /tmp/repro                       # CPU, a few steps
+    python experiments/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --out $OUT   # GPU, ~3-5 min
+    python experiments/reproduce_report.py --dry-run --out /tmp/repro                       # CPU, a few steps
 
 Recipe (REFERENCE.md "Training recipe", presets simclr / simclr-rc / simclr-lbe): ResNet-18 width 64,
 CIFAR-10 train split (50,000 images), 30 epochs, batch 256, Adam 3e-4, lambda 1; linear probe of
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # docs_table
 from docs_table import machine, markdown_table, update_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,7 +190,7 @@ def write_records(args: argparse.Namespace, rows: list[dict[str, Any]], seconds:
         f"{args.epochs} epochs, batch 256, Adam 3e-4, lambda 1"
     )
     text = (
-        f"## Report's 30-epoch table: {machine()}\n\n`python benchmarks/reproduce_report.py`: {mode}. "
+        f"## Report's 30-epoch table: {machine()}\n\n`python experiments/reproduce_report.py`: {mode}. "
         f"Linear probe, best test accuracy over 100 epochs (the report's rule); s/epoch is the median "
         f"pretraining epoch after the first. {seconds:.0f} s in all"
         f"{'' if complete else f' ({len(rows)} of {models} models finished)'}.\n\n{table}"

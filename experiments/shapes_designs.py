@@ -1,6 +1,6 @@
 """Screen main-job designs on `shapes`: SimCLR and a random-init network, shape / hue / position, steps and time.
 
-    python benchmarks/shapes_designs.py DESIGN [DESIGN ...]   # names from DESIGNS below; --list to see them
+    python experiments/shapes_designs.py DESIGN [DESIGN ...]   # names from DESIGNS below; --list to see them
 
 Each design is the quickstart preset as it was before issue 15 (OLD_QUICKSTART) plus overrides, so
 that every line of the table keeps its meaning now that the preset is the screen's winner. For each it
@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # main_job
 from main_job import cached_probe_accuracy, cpu_seconds, scores
 
 from mimcli.data.shapes import TASKS
-from mimcli.runs import load_run_config
+from mimcli.rundir.runs import load_run_config
 
 # the quickstart preset before issue 15 redesigned it: textured background, glyphs anywhere, the paper's views,
 # temperature and probe (raw features)

@@ -1,14 +1,13 @@
-"""Optimisers and learning-rate schedules selected by name from [train]."""
+"""Optimisers selected by name from [train]; their learning rate is set every step (mimcli.train.schedules)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
 from torch.optim.optimizer import ParamsT
 
 from mimcli.config import TrainSection
+from mimcli.train.schedules import base_lr
 
 
 class LARS(torch.optim.Optimizer):
@@ -64,36 +63,10 @@ def build_optimizer(
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    # LARS: train.lr is the rate per 256 images (ImageNet recipe: 0.3 x global batch / 256).
-    lr = cfg.lr * global_batch / 256
-    return LARS(params, lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, exclude_1d=cfg.lars_exclude_1d)
-
-
-def schedule_per_step(cfg: TrainSection) -> bool:
-    """True when the schedule advances every optimiser step (warmup_cosine), False for once per epoch."""
-    return cfg.schedule == "warmup_cosine"
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """lr factor at `step`: step / warmup during warm-up (Barlow Twins' official schedule), then
-    half a cosine from 1 to 0 over the remaining steps."""
-    if step < warmup_steps:
-        return step / warmup_steps
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def build_schedule(
-    optimizer: torch.optim.Optimizer, cfg: TrainSection, steps_per_epoch: int = 1
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Constant (the paper's CIFAR recipe) or cosine to zero, stepped once per epoch; or warm-up +
-    cosine stepped once per optimiser step (the ImageNet LARS recipe)."""
-    if cfg.schedule == "warmup_cosine":
-        warmup = round(cfg.warmup_epochs * steps_per_epoch)
-        total = cfg.epochs * steps_per_epoch
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total))
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
-        )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    return LARS(
+        params,
+        base_lr(cfg, global_batch),
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        exclude_1d=cfg.lars_exclude_1d,
+    )

@@ -4,7 +4,7 @@ x, y in R^d with corr(x_k, y_k) = rho, independent across k: I = -d/2 log(1 - rh
 case, `--seeds` independent batches of N samples (N = 256, train.diagnostics_images' default);
 the table gives the mean and standard deviation over seeds of (d up to 192, the dimension of v):
 
-  KSG        mimcli.objectives.mutual_information.ksg (k = 3)
+  KSG        mimcli.train.mutual_information.ksg (k = 3)
   InfoNCE    infonce(cosine_scores(x, y)), the fixed critic the diagnostics use (temperature 0.1)
   Renyi      renyi_mutual_information with the RMS-distance kernel width (what the diagnostics use)
   Renyi, Silverman   the same with Silverman's width N^(-1/(4+d)) sqrt(tr Cov), for comparison
@@ -12,7 +12,7 @@ the table gives the mean and standard deviation over seeds of (d up to 192, the 
 The Renyi quantity is not Shannon's I, so its "bias" is not defined: read its independent rows (rho = 0)
 as its floor and the rest for how it grows with rho.
 
-    python benchmarks/information_estimators.py [--seeds 20] [--write]   (--write: docs/information.md)
+    python experiments/information_estimators.py [--seeds 20] [--write]   (--write: docs/information.md)
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # docs_table
 from docs_table import machine, markdown_table, update_section
 
-from mimcli.objectives.mutual_information import (
+from mimcli.train.mutual_information import (
     correlated_gaussians,
     cosine_scores,
     gaussian_gram,
@@ -77,7 +77,7 @@ def main() -> None:
     if args.write:
         body = (
             f"Mean ± standard deviation over {args.seeds} seeds, N = {args.n}, nats "
-            f"({machine()}; `python benchmarks/information_estimators.py --write`).\n\n{table}"
+            f"({machine()}; `python experiments/information_estimators.py --write`).\n\n{table}"
         )
         print(f"wrote {update_section('information_estimators', body, DOC)}")
 

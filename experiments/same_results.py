@@ -2,8 +2,8 @@
 and print a digest of the trained weights and the logged loss, one line per pair.
 
     git worktree add /tmp/before <commit>                                  # the code before the change
-    OMP_NUM_THREADS=1 PYTHONPATH=/tmp/before python benchmarks/same_results.py > before.txt
-    OMP_NUM_THREADS=1 python benchmarks/same_results.py > after.txt
+    OMP_NUM_THREADS=1 PYTHONPATH=/tmp/before python experiments/same_results.py > before.txt
+    OMP_NUM_THREADS=1 python experiments/same_results.py > after.txt
     diff before.txt after.txt                                              # empty: bit-identical results
 
 fp32 and one thread, so the digests depend only on the code (and torch), not on the load or thread count.
@@ -67,6 +67,7 @@ def main() -> None:
                     text=True,
                     check=False,
                     env=env,
+                    cwd=folder,  # `-m` puts the working directory first on sys.path: PYTHONPATH must decide
                 )
                 if done.returncode:
                     print(method, kind, "failed:", done.stderr.strip().splitlines()[-1:], flush=True)

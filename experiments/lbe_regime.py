@@ -15,8 +15,8 @@ cosine between the LBE term's gradient and the variance term's, and between LBE'
 batch's layout: the mean squared distance between the two views of an image, and between two images of one
 shape class, each over the mean of all pairs.
 
-    python benchmarks/lbe_regime.py --preset quickstart-lbe                    # random init
-    python benchmarks/lbe_regime.py --preset quickstart-lbe --run RUN_DIR      # a run's last checkpoint
+    python experiments/lbe_regime.py --preset quickstart-lbe                    # random init
+    python experiments/lbe_regime.py --preset quickstart-lbe --run RUN_DIR      # a run's last checkpoint
 
 An LBE run's whole checkpoint is loaded (projector included); any other run's backbone.pt only, with the
 preset's LBE term measured on it.
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from mimcli import runs
 from mimcli.config import load_config
 from mimcli.data.batch import Batch
 from mimcli.models.viewnorm import view_groups
-from mimcli.train import Trainer, epoch_seed
+from mimcli.rundir import runs
+from mimcli.train.loop import Trainer, build_trainer, epoch_seed
 
 
 def flat_grad(term: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -121,7 +121,7 @@ def main() -> None:
     whole = args.run is not None and runs.load_run_config(args.run).regularizer.kind == "lbe"
     config = runs.load_run_config(args.run) if whole else load_config(args.preset, args.set)
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = Trainer(config, Path(scratch))
+        trainer = build_trainer(config, Path(scratch))
         if whole:
             trainer.load_checkpoint(args.run / runs.CHECKPOINT)
         elif args.run is not None:

@@ -48,6 +48,7 @@ FOREIGN = "model.json"  # a probe directory of a model mim did not train (mimcli
 FEATURES = "features"
 SAVED_BACKBONES = "backbones"
 REQUIREMENTS = "requirements.txt"
+INFO_KEY = "info"  # metrics.jsonl records carry the information-plane estimates under this key
 RUN_ENTRIES = frozenset({CONFIG, METRICS, CHECKPOINT, BACKBONE, STATUS, PROBE, FEATURES, SAVED_BACKBONES, REQUIREMENTS})
 TEMPORARY = re.compile(r"^\..+\.tmp$")  # what temporary_beside names, left by a crash
 # Keys --resume may change: how long to train, where and how fast, what is logged and probed. None of

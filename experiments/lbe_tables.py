@@ -4,7 +4,7 @@ Each run folder there holds the small records of one run (config.toml, run.json,
 never weights). This prints, as markdown: the probe accuracy of every run, and per run with the
 gradient-norm diagnostic (train.grad_norm_steps) its per-epoch loss terms and gradient norms.
 
-    python benchmarks/lbe_tables.py docs/records/lbe/main
+    python experiments/lbe_tables.py docs/records/lbe/main
 """
 
 from __future__ import annotations

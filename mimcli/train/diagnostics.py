@@ -11,7 +11,7 @@ Definitions (the same for every method and regulariser, so their numbers compare
 - factors: every extra target the data set knows (`shapes`: shape and hue as classes, position as
   (x, y)); classes get the delta kernel, continuous targets the Gaussian kernel.
 
-Estimators (mimcli.objectives.mutual_information, nats): matrix-based Renyi (alpha = 1.01) for
+Estimators (mimcli.train.mutual_information, nats): matrix-based Renyi (alpha = 1.01) for
 everything, KSG for I(z1; z2) and I(z; v), InfoNCE with a fixed cosine critic for I(z1; z2). Each
 I(z; factor) comes with its shuffled-label floor and a bootstrap interval (factor_estimates). A run
 of train.epochs = 0 records one line at epoch 0: the estimates before the first step.
@@ -32,7 +32,8 @@ from mimcli.data.augment import BatchAugment, normalize_only
 from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex
 from mimcli.errors import UsageError
-from mimcli.objectives.mutual_information import (
+from mimcli.rundir.runs import INFO_KEY
+from mimcli.train.mutual_information import (
     cosine_scores,
     gaussian_gram,
     infonce,
@@ -49,7 +50,7 @@ SEED_OFFSET = 7_777  # the evaluation batch's seed is train.seed + this: fixed p
 PIXEL_GRID = 8
 RESAMPLES = 10  # bootstrap batches behind each I(z; factor) interval (each: 3 eigendecompositions per factor)
 FLOOR_SEED = 0  # the shuffles and resamples: a generator of their own, so training's RNG is untouched
-KEY = "info"  # metrics.jsonl records carry the estimates under this key
+KEY = INFO_KEY  # written by the diagnostics, read by the report (which must not import this module)
 
 
 def diagnostics_interval(config: RunConfig) -> int:

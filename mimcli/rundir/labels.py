@@ -1,6 +1,6 @@
 """A run's human label ('SimCLR + RC'), used by the training summary and by the report's rows.
 
-Its own module so that `mim report` labels runs without importing the training loop (train.py).
+Its own module so that `mim report` labels runs without importing the training loop (mimcli.train).
 """
 
 from __future__ import annotations

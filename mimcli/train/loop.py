@@ -11,7 +11,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -21,7 +21,7 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 from torch.profiler import record_function
 
-from mimcli import distributed, provenance, runs, signals
+from mimcli import distributed, signals
 from mimcli.config import RunConfig
 from mimcli.data.augment import BatchAugment
 from mimcli.data.batch import Batch
@@ -29,16 +29,18 @@ from mimcli.data.images import ImageData
 from mimcli.data.sampler import epoch_order
 from mimcli.data.source import BatchSource, build_source, load_train_data
 from mimcli.data.stream import ImageIndex
-from mimcli.diagnostics import Diagnostics
 from mimcli.errors import DivergedError, UsageError
-from mimcli.labels import describe_model
-from mimcli.logging_sinks import Sink, open_sinks
 from mimcli.methods.compose import PretrainModel, build_model
 from mimcli.objectives.precision import resolve_precision
-from mimcli.optim import build_optimizer, build_schedule, schedule_per_step
-from mimcli.progress import TrainingProgress, make_progress
-from mimcli.run_dir import append_metrics, check_run_dir, prepare_run_dir, run_provenance
+from mimcli.rundir import provenance, runs
+from mimcli.rundir.labels import describe_model
+from mimcli.rundir.run_dir import append_metrics, check_run_dir, prepare_run_dir, run_provenance
 from mimcli.tables import Col, fit_table
+from mimcli.train.diagnostics import Diagnostics
+from mimcli.train.logging_sinks import Sink, open_sinks
+from mimcli.train.optim import build_optimizer
+from mimcli.train.progress import TrainingProgress, make_progress
+from mimcli.train.schedules import learning_rate, target_momentum
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -83,61 +85,31 @@ class EpochResult:
 
 @dataclass
 class Trainer:
-    """Owns model, optimiser and data for one run; `fit()` trains from the current epoch to the end."""
+    """Everything one run trains with (made by `build_trainer`) and where it stands; `fit()` trains from the
+    current epoch to the last."""
 
-    config: RunConfig
+    config: RunConfig  # with the values `adjusted` lists
     run_dir: Path
-    console: Console = field(default_factory=Console)
-    data: ImageData | ImageIndex | None = None
-
-    def __post_init__(self) -> None:
-        cfg = self.config
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        self.device = distributed.resolve_device(cfg.train.device)
-        self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
-        if self.data is None:
-            with distributed.main_first():  # one download, not one per rank
-                self.data = load_train_data(cfg)
-        torch.manual_seed(cfg.train.seed)
-        self.model: PretrainModel = build_model(cfg, num_classes=max(len(self.data.classes), 1))
-        if self.model.method.needs_labels and bool((self.data.labels < 0).any()):
-            raise UsageError(
-                f"method.name={cfg.method.name!r} needs labels, but {cfg.data.dataset} has unlabeled images"
-            )
-        self.model.to(self.device)
-        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.model.to(memory_format=self.memory_format)
-        world = distributed.world_size()
-        self.per_rank_batch = min(cfg.train.batch_size, len(self.data) // world)
-        if self.per_rank_batch < 2:
-            why = (
-                f"train.batch_size={cfg.train.batch_size}: batch norm needs at least 2 images per batch"
-                if cfg.train.batch_size < 2
-                else f"{len(self.data)} images cannot fill a batch of 2 on each of {world} processes"
-            )
-            raise UsageError(why)
-        self.adjusted = adjustments(cfg, self.data, self.per_rank_batch, world)
-        if self.adjusted:  # the run records (config.toml, checkpoint) and uses what it trains with
-            self.config = cfg = runs.with_values(cfg, {key: a["used"] for key, a in self.adjusted.items()})
-        self.optimizer = build_optimizer(self.model, cfg.train, self.per_rank_batch * world, self.device)
-        self.steps_per_epoch = len(self.data) // (self.per_rank_batch * world)
-        self.schedule = build_schedule(self.optimizer, cfg.train, self.steps_per_epoch)
-        self.schedule_per_step = schedule_per_step(cfg.train)
-        self.augment = BatchAugment(cfg.augment, cfg.data.image_size)
-        self.source: BatchSource = build_source(cfg, self.data, self.device, self.augment, self.model.method.n_views)
-        self.train_model: torch.nn.Module = distributed.wrap_model(
-            self.model, self.device, self.model.method.sync_batchnorm and not cfg.train.bn_group_size
-        )  # groups of bn_group_size rows are per process: DataParallel's per-GPU statistics
-        self.step_fn = torch.compile(self.train_model) if cfg.train.compile else self.train_model
-        self.diagnostics = (
-            Diagnostics.build(cfg, self.data, self.augment, self.device) if distributed.is_main() else None
-        )
-        self.epoch = 0
-        self.provenance: dict[str, Any] = {}  # merged into every run.json write (see pretrain)
-        self.step = 0  # optimiser steps done inside the current epoch (non-zero only mid-epoch)
-        self.epoch_state: dict[str, Any] = {}  # mid-epoch: RNG states and partial loss sums
-        self.saved: tuple[int, int] | None = None  # (epoch, step) that checkpoint.pt holds, once known
+    console: Console
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    data: ImageData | ImageIndex
+    model: PretrainModel
+    memory_format: torch.memory_format
+    per_rank_batch: int
+    adjusted: dict[str, Any]  # {key: {requested, used, why}}: see adjustments()
+    optimizer: torch.optim.Optimizer
+    steps_per_epoch: int
+    augment: BatchAugment
+    source: BatchSource
+    train_model: torch.nn.Module  # the model, wrapped for DDP under torchrun
+    step_fn: Callable[..., Any]  # train_model, compiled with train.compile
+    diagnostics: Diagnostics | None  # the main rank's, else None
+    epoch: int = 0
+    step: int = 0  # optimiser steps done inside the current epoch (non-zero only mid-epoch)
+    epoch_state: dict[str, Any] = field(default_factory=dict)  # mid-epoch: RNG states and partial loss sums
+    saved: tuple[int, int] | None = None  # (epoch, step) that checkpoint.pt holds, once known
+    provenance: dict[str, Any] = field(default_factory=dict)  # merged into every run.json write (see pretrain)
 
     # ---- checkpointing -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -147,7 +119,6 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
             "epoch": self.epoch,
             "rng": rng,
             "config": self.config.to_dict(),
@@ -175,7 +146,6 @@ class Trainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.schedule.load_state_dict(state["schedule"])
             self.epoch = int(state["epoch"])
             self.step = int(state.get("step", 0))
             self.epoch_state = state.get("epoch_state", {})
@@ -195,7 +165,6 @@ class Trainer:
     def batches(self, epoch: int) -> torch.Tensor:
         """This rank's index batches (steps, B) for an epoch: a seeded permutation, sharded, last partial
         batch dropped."""
-        assert self.data is not None  # loaded in __post_init__
         return epoch_order(
             len(self.data),
             epoch_seed(self.config.train.seed, epoch),
@@ -210,35 +179,35 @@ class Trainer:
         return step % train.log_every == 0 or step == steps or bool(train.print_every and step % train.print_every == 0)
 
     def train_epoch(self, progress: TrainingProgress | None = None, sinks: list[Sink] | None = None) -> EpochResult:
-        cfg = self.config
-        epoch = self.epoch
-        sinks = sinks or []
+        """One epoch, or what is left of it after a mid-epoch resume. A step reads straight down: its learning
+        rate and target momentum, the batch, forward, backward, the optimiser and the method's update, the loss
+        sums; then a mid-epoch checkpoint and a log point, when due."""
+        cfg, epoch, sinks = self.config, self.epoch, sinks or []
         seed = epoch_seed(cfg.train.seed, epoch, distributed.rank())
-        augment_rng = torch.Generator(self.device).manual_seed(seed)
-        sums: dict[str, torch.Tensor] = {}
-        grad_sums: dict[str, float] = {}  # train.grad_norm_steps: summed over the epoch's sampled steps
-        if self.step and self.epoch_state:  # resumed mid-epoch: continue the epoch's random streams
-            torch.set_rng_state(self.epoch_state["torch"].cpu())
-            augment_rng.set_state(self.epoch_state["augment"].cpu())
-            sums = {name: value.to(self.device) for name, value in self.epoch_state["sums"].items()}
-            grad_sums = dict(self.epoch_state.get("grad_sums", {}))
-        else:
-            torch.manual_seed(seed)  # regulariser noise
-        n_views = self.model.method.n_views
+        augment_rng, sums = self.random_streams(seed)
+        resumed = bool(self.step and self.epoch_state)
+        grad_sums: dict[str, float] = dict(self.epoch_state.get("grad_sums", {})) if resumed else {}
         self.train_model.train()
         batches = self.batches(epoch)
-        grad_steps = sampled_steps(len(batches), cfg.train.grad_norm_steps)
+        steps, first = len(batches), self.step
+        grad_steps = sampled_steps(steps, cfg.train.grad_norm_steps)  # train.grad_norm_steps: summed over these
         images_per_step = self.per_rank_batch * distributed.world_size()
-        lr = self.optimizer.param_groups[0]["lr"]
         if progress is not None:
             progress.start_epoch(epoch)
         start = time.perf_counter()
-        first = self.step
         source = named(self.source.batches(batches, seed, augment_rng, first), "mim.data")
+        lr = math.nan  # then each step's; the epoch's record logs its last step's
         # The phases are named for the profiler (benchmarks/gpu_profile.py); unprofiled, each costs microseconds.
         for step, (views, labels) in enumerate(source, start=first + 1):
+            global_step = epoch * self.steps_per_epoch + step - 1  # 0 for the run's first step
+            lr = learning_rate(cfg.train, images_per_step, global_step, self.steps_per_epoch)
+            momentum = target_momentum(
+                self.model.method.base_momentum, global_step, self.steps_per_epoch, cfg.train.epochs
+            )
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             with record_function("mim.data"):
-                batch = Batch(views.contiguous(memory_format=self.memory_format), labels, n_views)
+                batch = Batch(views.contiguous(memory_format=self.memory_format), labels, self.model.method.n_views)
             with self.autocast(), record_function("mim.forward"):
                 terms = self.step_fn(batch)
             if step in grad_steps:  # same graph as the step's backward: no extra forward, no random draw
@@ -249,47 +218,69 @@ class Trainer:
                 terms["loss"].backward()
             with record_function("mim.optimizer"):
                 self.optimizer.step()
-                if self.schedule_per_step:
-                    self.schedule.step()
-                self.model.method.on_step_end(self.model.backbone, epoch, cfg.train.epochs)
+                self.model.method.on_step_end(self.model.backbone, momentum)
             with record_function("mim.metrics"):
                 for name, value in terms.items():
                     value = value.detach().float()
                     sums[name] = sums[name] + value if name in sums else value
             self.step = step
             stop = signals.stop_requested()
-            if step < len(batches) and (
-                stop or (cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0)
-            ):
-                self.check_finite(dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist())), epoch)
-                self.epoch_state = {
-                    "torch": torch.get_rng_state(),
-                    "augment": augment_rng.get_state(),
-                    "sums": {name: value.cpu() for name, value in sums.items()},
-                    "grad_sums": grad_sums,
-                }
-                self.save_checkpoint()
-                if stop:  # SIGTERM and co. inside signals.deferred(): this step is saved, stop here
-                    signals.stop_if_requested()
-            if (progress is not None or sinks) and self.is_log_point(step, len(batches)):
-                running = dict(zip(sums, (torch.stack(list(sums.values())) / step).tolist()))
+            save = step < steps and (
+                stop or bool(cfg.train.checkpoint_steps and step % cfg.train.checkpoint_steps == 0)
+            )
+            log = (progress is not None or bool(sinks)) and self.is_log_point(step, steps)
+            running = running_mean(sums, step) if save or log else {}  # the only host sync of a step
+            if save:
+                self.save_mid_epoch(running, augment_rng, sums, grad_sums, stop)
+            if log:
+                rate = (step - first) * images_per_step / (time.perf_counter() - start)
+                values = {**running, "lr": lr, "images_per_s": rate}
                 if progress is not None:
                     progress.values(running)
-                rate = (step - first) * images_per_step / (time.perf_counter() - start)
                 for sink in sinks:
-                    sink.step(epoch * len(batches) + step, {**running, "lr": lr, "images_per_s": rate})
+                    sink.step(epoch * steps + step, values)
             if progress is not None:
                 progress.step()
         seconds = time.perf_counter() - start
         means = distributed.mean_over_ranks(torch.stack(list(sums.values()))) if sums else torch.zeros(0)
-        terms_mean = {name: value / max(len(batches), 1) for name, value in zip(sums, means.tolist())}
+        terms_mean = {name: value / max(steps, 1) for name, value in zip(sums, means.tolist())}
         self.check_finite(terms_mean, epoch)
         terms_mean |= {name: value / len(grad_steps) for name, value in grad_sums.items()}
-        if not self.schedule_per_step:
-            self.schedule.step()
         self.epoch += 1
         self.step, self.epoch_state = 0, {}
-        return EpochResult(self.epoch, terms_mean, seconds, (len(batches) - first) * images_per_step, lr)
+        return EpochResult(self.epoch, terms_mean, seconds, (steps - first) * images_per_step, lr)
+
+    def random_streams(self, seed: int) -> tuple[torch.Generator, dict[str, torch.Tensor]]:
+        """The epoch's augmentation generator and loss sums, and the global RNG (regulariser noise): from `seed`,
+        or where a mid-epoch checkpoint left them."""
+        augment_rng = torch.Generator(self.device).manual_seed(seed)
+        if self.step and self.epoch_state:  # resumed mid-epoch
+            torch.set_rng_state(self.epoch_state["torch"].cpu())
+            augment_rng.set_state(self.epoch_state["augment"].cpu())
+            return augment_rng, {name: value.to(self.device) for name, value in self.epoch_state["sums"].items()}
+        torch.manual_seed(seed)
+        return augment_rng, {}
+
+    def save_mid_epoch(
+        self,
+        running: dict[str, float],
+        augment_rng: torch.Generator,
+        sums: dict[str, torch.Tensor],
+        grad_sums: dict[str, float],
+        stop: bool,
+    ) -> None:
+        """Checkpoint the step just done with the epoch's random streams and loss sums (train.checkpoint_steps, or
+        a signal: SIGTERM and co. inside signals.deferred() stop here, once it is saved)."""
+        self.check_finite(running, self.epoch)
+        self.epoch_state = {
+            "torch": torch.get_rng_state(),
+            "augment": augment_rng.get_state(),
+            "sums": {name: value.cpu() for name, value in sums.items()},
+            "grad_sums": grad_sums,
+        }
+        self.save_checkpoint()
+        if stop:
+            signals.stop_if_requested()
 
     def kept_note(self) -> str:
         """What checkpoint.pt holds, for the line a signal's stop prints."""
@@ -309,9 +300,26 @@ class Trainer:
                 "(try a smaller train.lr)"
             )
 
+    def write_status(self, status: str, **extra: Any) -> None:
+        """run.json, the only place it is written: the run's provenance, its status and epochs done, and `extra`."""
+        runs.write_json(
+            self.run_dir / runs.STATUS, {**self.provenance, "status": status, "epochs_done": self.epoch, **extra}
+        )
+
     def measure(self) -> dict[str, Any]:
-        """Information-plane estimates for metrics.jsonl when due (mimcli.diagnostics), else {}."""
+        """Information-plane estimates for metrics.jsonl when due (mimcli.train.diagnostics), else {}."""
         return self.diagnostics.measure(self.model.backbone, self.epoch) if self.diagnostics else {}
+
+    def record_epoch(self, result: EpochResult, sinks: list[Sink]) -> None:
+        """After an epoch, on the main rank: its metrics.jsonl record (with the diagnostics when due), the
+        trackers, the checkpoint and run.json."""
+        record = result.record() | self.measure()
+        self.check_space()  # a full disk leaves every file of the last epoch as it was
+        append_metrics(self.run_dir, record)
+        for sink in sinks:
+            sink.epoch(self.epoch * self.steps_per_epoch, record)
+        self.save_checkpoint()
+        self.write_status("running")
 
     def fit(self, show_progress: bool = True) -> list[EpochResult]:
         """Train to the last epoch. The main rank shows a live bar (`show_progress` and a terminal) or
@@ -343,16 +351,7 @@ class Trainer:
                     result = self.train_epoch(progress, sinks)
                     results.append(result)
                     if main:
-                        record = result.record() | self.measure()
-                        self.check_space()  # a full disk leaves every file of the last epoch as it was
-                        append_metrics(self.run_dir, record)
-                        for sink in sinks:
-                            sink.epoch(self.epoch * steps, record)
-                        self.save_checkpoint()
-                        runs.write_json(
-                            self.run_dir / runs.STATUS,
-                            {**self.provenance, "status": "running", "epochs_done": self.epoch},
-                        )
+                        self.record_epoch(result, sinks)
                     if progress is not None:
                         progress.end_epoch(format_epoch(result, train.epochs))
                     if self.epoch < train.epochs:  # a signal during the epoch: it is saved, stop here
@@ -370,6 +369,81 @@ def sampled_steps(steps: int, count: int) -> set[int]:
     epoch's starting weights); no random draw, so sampling changes nothing else in the run."""
     count = min(count, steps)
     return {1 + i * steps // count for i in range(count)}
+
+
+def build_trainer(
+    config: RunConfig, run_dir: Path, console: Console | None = None, data: ImageData | ImageIndex | None = None
+) -> Trainer:
+    """Everything a run trains with, built in this order (the model's initial weights depend on it): threads,
+    device and precision; the training images (`data`, or loaded); the model; the batch per process and the
+    values that had to be adjusted; optimiser; batch source; the (DDP-)wrapped and compiled model; diagnostics."""
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    device = distributed.resolve_device(config.train.device)
+    autocast_dtype = resolve_precision(config.train.precision, device)
+    if data is None:
+        with distributed.main_first():  # one download, not one per rank
+            data = load_train_data(config)
+    model, memory_format = place_model(config, data, device)
+    world = distributed.world_size()
+    per_rank_batch = batch_per_rank(config, data, world)
+    adjusted = adjustments(config, data, per_rank_batch, world)
+    if adjusted:  # the run records (config.toml, checkpoint) and uses what it trains with
+        config = runs.with_values(config, {key: change["used"] for key, change in adjusted.items()})
+    optimizer = build_optimizer(model, config.train, per_rank_batch * world, device)
+    augment = BatchAugment(config.augment, config.data.image_size)
+    source = build_source(config, data, device, augment, model.method.n_views)
+    train_model = distributed.wrap_model(
+        model, device, model.method.sync_batchnorm and not config.train.bn_group_size
+    )  # groups of bn_group_size rows are per process: DataParallel's per-GPU statistics
+    return Trainer(
+        config=config,
+        run_dir=run_dir,
+        console=console or Console(),
+        device=device,
+        autocast_dtype=autocast_dtype,
+        data=data,
+        model=model,
+        memory_format=memory_format,
+        per_rank_batch=per_rank_batch,
+        adjusted=adjusted,
+        optimizer=optimizer,
+        steps_per_epoch=len(data) // (per_rank_batch * world),
+        augment=augment,
+        source=source,
+        train_model=train_model,
+        step_fn=torch.compile(train_model) if config.train.compile else train_model,
+        diagnostics=Diagnostics.build(config, data, augment, device) if distributed.is_main() else None,
+    )
+
+
+def place_model(
+    config: RunConfig, data: ImageData | ImageIndex, device: torch.device
+) -> tuple[PretrainModel, torch.memory_format]:
+    """The model, initialised from train.seed, on the device in the memory format the batches will have."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, num_classes=max(len(data.classes), 1))
+    if model.method.needs_labels and bool((data.labels < 0).any()):
+        raise UsageError(
+            f"method.name={config.method.name!r} needs labels, but {config.data.dataset} has unlabeled images"
+        )
+    model.to(device)
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    return model, memory_format
+
+
+def batch_per_rank(config: RunConfig, data: ImageData | ImageIndex, world: int) -> int:
+    """train.batch_size, or fewer when the images cannot fill one batch per process; at least 2 (batch norm)."""
+    per_rank_batch = min(config.train.batch_size, len(data) // world)
+    if per_rank_batch < 2:
+        why = (
+            f"train.batch_size={config.train.batch_size}: batch norm needs at least 2 images per batch"
+            if config.train.batch_size < 2
+            else f"{len(data)} images cannot fill a batch of 2 on each of {world} processes"
+        )
+        raise UsageError(why)
+    return per_rank_batch
 
 
 def usable_cpus() -> int:
@@ -394,6 +468,11 @@ def adjustments(cfg: RunConfig, data: ImageData | ImageIndex, per_rank_batch: in
         why = f"this process may use {cpus} CPUs, and more decoding processes than CPUs only compete for them"
         out["data.workers"] = {"requested": cfg.data.workers, "used": cpus, "why": why}
     return out
+
+
+def running_mean(sums: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
+    """The mean of each loss term over the epoch's first `steps` steps on this process (reads the device)."""
+    return dict(zip(sums, (torch.stack(list(sums.values())) / steps).tolist()))
 
 
 def format_epoch(result: EpochResult, epochs: int) -> str:
@@ -431,7 +510,7 @@ def pretrain(
     console = console or Console()
     replace = check_run_dir(run_dir, config, resume, force)
     distributed.barrier()
-    trainer = Trainer(config, run_dir, console)  # config, data and model are valid before anything is deleted
+    trainer = build_trainer(config, run_dir, console)  # config, data and model are valid before anything is deleted
     if resume:
         trainer.load_checkpoint(run_dir / runs.CHECKPOINT)
     prepare_run_dir(run_dir, replace)
@@ -451,9 +530,7 @@ def pretrain(
         trainer.provenance = {**run_provenance(run_dir, trainer.device, resume), "label": describe_model(config)}
         if trainer.adjusted:
             trainer.provenance["adjusted"] = {**trainer.provenance.get("adjusted", {}), **trainer.adjusted}
-        runs.write_json(
-            run_dir / runs.STATUS, {**trainer.provenance, "status": "running", "epochs_done": trainer.epoch}
-        )
+        trainer.write_status("running")
     start = time.perf_counter()
     results = trainer.fit(show_progress)
     seconds = time.perf_counter() - start
@@ -463,16 +540,7 @@ def pretrain(
             append_metrics(run_dir, {"epoch": 0, **info})
         if trainer.epoch == 0 or not (run_dir / runs.BACKBONE).exists():
             trainer.save_checkpoint()
-        runs.write_json(
-            run_dir / runs.STATUS,
-            {
-                **trainer.provenance,
-                "status": "finished",
-                "epochs_done": trainer.epoch,
-                "train_seconds": seconds,
-                "finished_at": provenance.now(),
-            },
-        )
+        trainer.write_status("finished", train_seconds=seconds, finished_at=provenance.now())
         for renderable in summary_table(config, run_dir, results, seconds, console.width):
             console.print(renderable)
     distributed.barrier()  # the run directory is complete when any rank returns

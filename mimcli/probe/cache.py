@@ -15,7 +15,6 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,160 +24,33 @@ import torch
 from torch import Tensor, nn
 
 from mimcli import distributed
-from mimcli.config.datasets import source_record
 from mimcli.data.clean import clean_batches
 from mimcli.data.h5atomic import atomic_h5
 from mimcli.data.images import ImageData
 from mimcli.data.stream import ImageIndex, resolve_loader
 from mimcli.data.transfer import TransferDataset
 from mimcli.errors import UsageError
-from mimcli.progress import CountProgress
-from mimcli.runs import BACKBONE, file_sha256, load_run_config, tensor_bytes
-from mimcli.weights import load_backbone
+from mimcli.probe.extract import LAYERS, Features, encode, extract, layer_names
+from mimcli.probe.normalization import (
+    MODEL_NORM,
+    NORM,
+    channel_counts,
+    norm_kind,
+    probe_normalization,
+    stats_from_counts,
+)
+from mimcli.rundir.runs import BACKBONE, file_sha256, load_run_config, tensor_bytes
+from mimcli.rundir.weights import load_backbone
+from mimcli.train.progress import CountProgress
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 FORMAT = 1
-LAYERS = ("layer2", "layer3", "layer4")
-NORM = "train-split statistics"
-OFFICIAL_NORM = "official constants"
-TRAINING_NORM = "training normalisation (0.5, 0.5)"
-MODEL_NORM = "the model's own constants"  # a foreign model's (mimcli.models.foreign), e.g. ImageNet's
 LOG_EVERY = 50  # without a live bar, a progress line every 50 batches (25,600 images at the default 512)
 # probe.precision -> the cache attribute naming it; fp32 is the official code's (no autocast anywhere)
 PRECISION_ATTR = {"fp32": "fp32", "bf16": "bf16-autocast"}
 log = logging.getLogger(__name__)
-
-
-def layer_names(layers: list[int]) -> list[str]:
-    """[2, 4] -> ["layer2", "layer4"], checked against the blocks the backbone exposes."""
-    names = [f"layer{layer}" for layer in layers]
-    unknown = [name for name in names if name not in LAYERS]
-    if unknown or not names:
-        raise UsageError(f"layers {layers}: choose from 2, 3, 4 (pooled ResNet blocks)")
-    return names
-
-
-@dataclass
-class Features:
-    """Cached features of one split, on the CPU unless moved."""
-
-    layers: dict[str, Tensor]
-    labels: Tensor
-    targets: dict[str, Tensor] = field(default_factory=dict)
-    classes: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def matrix(self, layers: list[int]) -> Tensor:
-        """The requested pooled blocks side by side, (n, sum of widths)."""
-        names = layer_names(layers)
-        return torch.cat([self.layers[name] for name in names], dim=1) if len(names) > 1 else self.layers[names[0]]
-
-    def target(self, key: str | None) -> Tensor:
-        return self.labels if key is None else self.targets[key]
-
-
-def channel_counts(images: Tensor) -> Tensor:
-    """(3, 256) int64 histogram of uint8 images' values per channel: exact and order-free, so statistics
-    summed batch by batch (streamed features) equal those of the whole set at once, bit for bit."""
-    return torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256) for c in range(3)])
-
-
-def stats_from_counts(counts: Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std, in [0, 1] units, of the values a `channel_counts` histogram counts."""
-    values = torch.arange(256, dtype=torch.float64) / 255
-    count = counts.sum(dim=1).to(torch.float64)
-    mean = (counts * values).sum(dim=1) / count
-    std = ((counts * values.square()).sum(dim=1) / count - mean.square()).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.tolist()
-
-
-def channel_stats(images: Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (exact histograms, chunked)."""
-    counts = torch.zeros(3, 256, dtype=torch.long)
-    for chunk in torch.split(images, 4096):
-        counts += channel_counts(chunk)
-    return stats_from_counts(counts)
-
-
-def norm_kind(source: str, mode: str = "official") -> str:
-    """Which normalisation the images `source` get: their record's official constants or the training
-    (0.5, 0.5) under mode "official", else (and for unregistered sets) their train split's statistics."""
-    record = source_record(source) if mode == "official" else None
-    if record is not None and record.statistics is not None:
-        return OFFICIAL_NORM
-    if record is not None and record.training_norm:
-        return TRAINING_NORM
-    return NORM
-
-
-def probe_normalization(
-    source: str, train_images: Tensor, mode: str = "official"
-) -> tuple[list[float], list[float], str]:
-    """(mean, std, kind) for a probe data set's images (`source`: their name in the feature cache)."""
-    kind = norm_kind(source, mode)
-    record = source_record(source)
-    if kind == OFFICIAL_NORM and record is not None and record.statistics is not None:
-        return list(record.statistics[0]), list(record.statistics[1]), kind
-    if kind == TRAINING_NORM:
-        return [0.5] * 3, [0.5] * 3, kind
-    mean, std = channel_stats(train_images)
-    return mean, std, kind
-
-
-@torch.no_grad()
-def extract(
-    backbone: nn.Module,
-    images: Tensor,
-    mean: list[float],
-    std: list[float],
-    device: torch.device,
-    batch_size: int = 512,
-    precision: str = "fp32",
-    on_batch: Callable[[], None] | None = None,
-) -> dict[str, Tensor]:
-    """Pooled layer2/3/4 features of uint8 images (eval mode; `precision` as `encode`), float32 on the CPU.
-
-    With a process group up, every rank encodes its contiguous share and all get every row, in order.
-    """
-    backbone.eval()
-    n = len(images)
-    images = images[distributed.shard(n)]
-    outputs: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
-    for chunk in torch.split(images, batch_size):
-        pooled = encode(backbone, chunk, mean, std, device, precision)
-        for name in LAYERS:
-            outputs[name].append(pooled[name])
-        if on_batch is not None:
-            on_batch()
-    return {name: distributed.gather_shards(torch.cat(parts), n).cpu() for name, parts in outputs.items()}
-
-
-@torch.no_grad()
-def encode(
-    backbone: nn.Module,
-    images: Tensor,
-    mean: list[float],
-    std: list[float],
-    device: torch.device,
-    precision: str = "fp32",
-) -> dict[str, Tensor]:
-    """Pooled layer2/3/4 float32 features of one uint8 batch, normalised: the one forward both the in-memory
-    and the streamed extraction run, so their features are the same. precision (probe.precision): fp32, as
-    the official eval_lr.py, or bf16 autocast (faster on GPUs and AMX CPUs, rounds the features)."""
-    cuda = device.type == "cuda"
-    shift = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    scale = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    x = images.to(device, non_blocking=True).float().div_(255).sub_(shift).div_(scale)
-    if cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        pooled = backbone(x)
-    return {name: pooled[name].float() for name in LAYERS}
 
 
 class FeatureCache:

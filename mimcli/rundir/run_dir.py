@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from mimcli import distributed, provenance, runs
+from mimcli import distributed
 from mimcli.config import RunConfig
 from mimcli.errors import UsageError
+from mimcli.rundir import provenance, runs
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:

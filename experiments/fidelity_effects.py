@@ -9,7 +9,7 @@
    backbone's BatchNorm bias entries still exactly 0 (zero-initialised; the official trust ratio
    eta * ||w|| / ||g|| is 0 for them).
 
-    nice python benchmarks/fidelity_effects.py     # about a minute on an idle 2-core CPU
+    nice python experiments/fidelity_effects.py     # about a minute on an idle 2-core CPU
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mimcli.config import load_config
-from mimcli.train import Trainer
+from mimcli.train.loop import build_trainer
 
 
 def noise_rounding() -> None:
@@ -56,7 +56,7 @@ def lars_run(exclude_1d: bool) -> tuple[float, float]:
         ],
     )
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(config, Path(out) / "run")
+        trainer = build_trainer(config, Path(out) / "run")
         results = [trainer.train_epoch(None) for _ in range(config.train.epochs)]
     norms = torch.nn.modules.batchnorm._BatchNorm
     biases = [m.bias for m in trainer.model.backbone.modules() if isinstance(m, norms)]

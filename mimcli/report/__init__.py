@@ -20,8 +20,12 @@ Rows that differ in backbone / width / image size / stem, and cells whose probe 
 with a dagger and named in a warning: never silently mixed.
 
 Modules: constants (the vocabulary), reference (paper.json), collect (runs and their records),
-groups (runs -> rows), tables (accuracy and sweep tables, the Report), render (rich, markdown,
-JSON, CSV), plots (PNGs); this module holds the entry point, run_report.
+groups (runs -> rows); one module per table: accuracy (the accuracy table, with cells and spread),
+sweeps (lambda / epochs), tables (the Report and its protocol lines), probe_table (`mim probe`'s);
+render (rich, markdown, JSON, CSV); one module per figure family: accuracy_figure, sweep_figure,
+loss_figure, information_plots, drawn with what plots.py shares and saved by figures.write_plots.
+This module holds the entry point, run_report; it exports only what the CLI, the sweep and users
+call (docs/report.md): anything else is imported from the module that defines it.
 """
 
 from __future__ import annotations
@@ -36,146 +40,15 @@ from rich.markup import escape
 
 from mimcli import runs
 from mimcli.errors import UsageError
-from mimcli.report.accuracy import (
-    attach_reference,
-    best_per_block,
-    build_table,
-    column_order,
-    describe_differences,
-    is_source,
-    majority,
-    plural,
-    shorten,
-)
-from mimcli.report.cells import AccuracyTable, Cell, Column, Row
-from mimcli.report.collect import (
-    Run,
-    collect_runs,
-    display_name,
-    find_run_dirs,
-    load_run,
-    metric_key,
-    preferred_record,
-    probe_signature,
-    record_value,
-    records,
-    source_key,
-    stale,
-)
-from mimcli.report.constants import (
-    COMPARE,
-    DAGGER,
-    DATASET_ORDER,
-    EPOCHS,
-    FORMATS,
-    IGNORED_KEYS,
-    LAMBDA,
-    MEAN,
-    METRICS,
-    MODEL_PROTOCOL,
-    PLOTS_HINT,
-    RECORD_FIELDS,
-)
-from mimcli.report.groups import Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs, settings
-from mimcli.report.information_plots import information_records, write_information_plots
-from mimcli.report.naming import safe_name
-from mimcli.report.plots import LOSS_SKIP, figure_colours, write_plots
-from mimcli.report.reference import load_reference, reference_value
-from mimcli.report.render import (
-    MARKDOWN_TITLE,
-    cell_text,
-    markdown,
-    markdown_table,
-    md_escape,
-    md_row,
-    relative,
-    rich_sweep,
-    rich_tables,
-    sweep_cells,
-    sweep_headers,
-    sweep_rows,
-    to_csv,
-    to_json,
-)
-from mimcli.report.sweeps import Series, SeriesPoint, SweepTable, build_sweep
+from mimcli.report.collect import records
+from mimcli.report.constants import COMPARE, FORMATS, PLOTS_HINT, RECORD_FIELDS
+from mimcli.report.figures import write_plots
+from mimcli.report.information_plots import information_records
+from mimcli.report.render import MARKDOWN_TITLE, markdown, rich_tables, to_csv, to_json
 from mimcli.report.tables import Report, build_report, protocol_lines
 from mimcli.tables import Col, fit_table
 
-__all__ = [
-    "COMPARE",
-    "DAGGER",
-    "DATASET_ORDER",
-    "EPOCHS",
-    "FORMATS",
-    "IGNORED_KEYS",
-    "LAMBDA",
-    "LOSS_SKIP",
-    "MEAN",
-    "METRICS",
-    "MODEL_PROTOCOL",
-    "PLOTS_HINT",
-    "RECORD_FIELDS",
-    "AccuracyTable",
-    "Cell",
-    "Column",
-    "Group",
-    "Report",
-    "Row",
-    "Run",
-    "Series",
-    "SeriesPoint",
-    "SweepTable",
-    "attach_reference",
-    "best_per_block",
-    "build_report",
-    "build_sweep",
-    "build_table",
-    "cell_text",
-    "collect_runs",
-    "column_order",
-    "describe_differences",
-    "describe_setting",
-    "display_name",
-    "distinguishing_labels",
-    "figure_colours",
-    "find_run_dirs",
-    "flatten",
-    "frozen",
-    "group_runs",
-    "information_records",
-    "is_source",
-    "load_reference",
-    "load_run",
-    "majority",
-    "markdown",
-    "markdown_table",
-    "md_escape",
-    "md_row",
-    "metric_key",
-    "plural",
-    "preferred_record",
-    "probe_signature",
-    "protocol_lines",
-    "record_value",
-    "records",
-    "reference_value",
-    "relative",
-    "rich_sweep",
-    "rich_tables",
-    "run_report",
-    "safe_name",
-    "settings",
-    "shorten",
-    "source_key",
-    "stale",
-    "sweep_cells",
-    "sweep_headers",
-    "sweep_rows",
-    "to_csv",
-    "to_json",
-    "write_information_plots",
-    "write_plots",
-]
+__all__ = ["Report", "build_report", "records", "run_report"]
 
 
 def run_report(

@@ -73,5 +73,5 @@ def accuracy_figure(table: AccuracyTable, metric: str, style: Style) -> Drawn | 
         extra.append((Line2D([], [], color="black", linestyle=":"), "chance"))
     shared_legend(figure, axes, extra)
     title = f"Linear probe per model: {table.title}"
-    figure.suptitle(f"{title} (bar: mean over training seeds; colour: model)")
+    figure.suptitle(f"{title}\nbar: mean over training seeds; colour: model")
     return Drawn(f"accuracy-{safe_name(table.source)}", title, figure)

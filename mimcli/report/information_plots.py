@@ -78,7 +78,7 @@ def drawn_runs(runs_: list[Run], style: Style) -> dict[str, list[Run]]:
         kept = by_source[source_key(run.config)]
         if not any(other.metrics[: len(run.metrics)] == run.metrics for other in kept):
             kept.append(run)
-    return dict(by_source)
+    return {source: style.order(members) for source, members in by_source.items()}
 
 
 def plane_figure(by_source: dict[str, list[Run]], style: Style) -> Drawn:

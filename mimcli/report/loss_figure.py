@@ -47,7 +47,7 @@ def loss_terms(curves: list[Run]) -> list[str]:
 
 
 def loss_figure(folder: Path, members: list[Run], style: Style) -> Drawn | None:
-    curves = distinct_curves(members)
+    curves = style.order(distinct_curves(members))
     terms = loss_terms(curves)
     if not terms:
         return None
@@ -58,7 +58,7 @@ def loss_figure(folder: Path, members: list[Run], style: Style) -> Drawn | None:
         runs_over_epochs(ax, logged, style)
         ax.set(xlabel="epoch", ylabel="mean over the epoch", title=LOSS_NAMES.get(term, term))
     shared_legend(figure, axes)
-    figure.suptitle(f"Training losses: {folder.name} (colour: model, marker: training seed)")
+    figure.suptitle(f"Training losses: {folder.name}\ncolour: model; marker: training seed")
     return Drawn(f"loss-{safe_name(folder.name)}", f"Training losses: {folder.name}", figure)
 
 

@@ -55,6 +55,7 @@ INTERVAL = f"error bar: {LEVEL:.0%} t-interval of the mean\nover training seeds;
 SINGLE = "no error bar: a single run"
 SEED_MARKERS = "osD^v<>phX*"
 MOST_TICKS = 12
+MIN_WIDTH = 7.5  # inches
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Style:
 
         rows = [row for table in report.tables for row in table.rows]
         self.rows: dict[int, Row] = {id(run): row for row in rows for run in row.group.runs}
+        self.positions = {key: index for index, key in enumerate(self.rows)}  # table order, then seed
         family_of: dict[str, str] = {}  # row label -> family label
         for table in report.tables:
             items = [(row.group.model, row.group.settings) for row in table.rows]
@@ -111,6 +113,10 @@ class Style:
     def row(self, run: Run) -> Row | None:
         """The table row a run is pooled in; None for a run the table counted once as a repeated seed."""
         return self.rows.get(id(run))
+
+    def order(self, runs: list[Run]) -> list[Run]:
+        """`runs` in table order (rows as the tables list them, seeds ascending), so legends list them so."""
+        return sorted(runs, key=lambda run: self.positions.get(id(run), len(self.positions)))
 
     def run_colour(self, run: Run) -> Any:
         row = self.row(run)
@@ -193,7 +199,8 @@ def new_figure(panels: int, height: float = 3.0) -> Any:
     from matplotlib.figure import Figure
 
     cols = min(panels, 3)
-    return Figure(figsize=(3.6 * cols + 0.6, height * math.ceil(panels / cols) + 1.0), layout="constrained")
+    width = max(3.6 * cols + 0.6, MIN_WIDTH)  # room for the two-line title and the legend under one panel
+    return Figure(figsize=(width, height * math.ceil(panels / cols) + 1.3), layout="constrained")
 
 
 def axis_label(column: Column, metric: str) -> str:
@@ -238,7 +245,7 @@ def shared_legend(figure: Any, axes: list[Any], extra: list[tuple[Any, str]] | N
             list(seen.values()),
             list(seen.keys()),
             loc="outside lower center",
-            ncols=min(len(seen), 3),
+            ncols=min(len(seen), 3 if figure.get_figwidth() > 9 else 2),
             fontsize="small",
             frameon=False,
         )

@@ -120,6 +120,6 @@ def sweep_figure(sweep: SweepTable, metric: str, style: Style) -> Drawn:
     if any_chance:
         extra.append((Line2D([], [], color="black", linestyle=":"), "chance"))
     shared_legend(figure, axes, extra)
-    figure.suptitle(f"{sweep.title} (point: mean over training seeds; colour: model)")
+    figure.suptitle(f"{sweep.title}\npoint: mean over training seeds; colour: model")
     axis = "lambda" if sweep.axis == LAMBDA else "epochs"
     return Drawn(f"{axis}-{safe_name(sweep.table.source)}", sweep.title, figure)

@@ -8,6 +8,7 @@ into a report without training, so each figure's artists can be read back and co
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from pathlib import Path
@@ -19,7 +20,7 @@ from mimcli.config import load_config
 from mimcli.diagnostics import KEY
 from mimcli.report.collect import Run
 from mimcli.report.figures import report_figures
-from mimcli.report.plots import INTERVAL, Drawn, epoch_ticks, segments
+from mimcli.report.plots import INTERVAL, Drawn, Style, epoch_ticks, segments, shade
 from mimcli.report.stats import mean_half_width
 from mimcli.report.tables import Report, assemble
 
@@ -129,6 +130,19 @@ def test_a_model_has_one_colour_in_every_figure(study):
     colours = {tuple(patch.get_facecolor())} | {tuple(map(float, line.get_color())) for line in curves}
     colours |= {tuple(map(float, series.get_color()))} | {tuple(map(float, e)) for e in edges}
     assert colours == {tuple(patch.get_facecolor())}
+
+
+def test_a_row_named_apart_from_its_model_gets_its_own_colour(study):
+    """A random-init row named "random init" is not drawn as a pale shade of the method it started from."""
+    rep, _ = study
+    init = next(row for row in rep.tables[0].rows if row.group.config.train.epochs == 0)
+    trained = next(row for row in rep.tables[0].rows if row.group.model == init.group.model and row is not init)
+    assert Style(rep).colour(init.label) == shade(Style(rep).colour(trained.label), 0, 2)  # before: a shade
+    renamed = copy.deepcopy(rep)
+    next(row for row in renamed.tables[0].rows if row.group.config.train.epochs == 0).group.label = "random init"
+    style = Style(renamed)
+    assert style.colour("random init") not in (style.colour(trained.label), style.colour(init.label))
+    assert style.colour("random init") == style.family_colours["random init"]
 
 
 def test_two_models_have_two_colours_and_seeds_two_markers(study):

@@ -72,7 +72,8 @@ class Style:
     """A report's colours and markers: a run is drawn in its row's colour and its seed's marker.
 
     A model's colour comes from its label with lambda and epochs left out (its family: the label a sweep
-    figure gives its series), in table order: tab10 up to 10 families, tab20 beyond. Rows of one family
+    figure gives its series; a row not named after its model, such as random init, is its own), in table
+    order: tab10 up to 10 families, tab20 beyond. Rows of one family
     that differ in lambda or epochs get shades of that colour, lightest first, the full colour last (the
     largest lambda / longest training). So a model has one colour in every figure of the report."""
 
@@ -86,7 +87,8 @@ class Style:
         for table in report.tables:
             items = [(row.group.model, row.group.settings) for row in table.rows]
             for row, family in zip(table.rows, distinguishing_labels(items, (LAMBDA, EPOCHS))):
-                family_of.setdefault(row.label, family)
+                # a row named other than after its model (random init) is a model of its own
+                family_of.setdefault(row.label, family if row.label.startswith(row.group.model) else row.label)
         families: dict[str, list[str]] = {}
         for label, family in family_of.items():
             families.setdefault(family, []).append(label)

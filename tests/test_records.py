@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from mimcli.config import apply_overrides, build_config, load_config
-from mimcli.report import build_report, markdown_table, protocol_lines, rich_sweep
+from mimcli.report.render import markdown_table, rich_sweep
 from mimcli.report.run_records import SUFFIX
+from mimcli.report.tables import build_report, protocol_lines
 from mimcli.rundir import runs
 from mimcli.train.loop import pretrain
 from tests.conftest import TINY_BASE, quiet

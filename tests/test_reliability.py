@@ -31,7 +31,7 @@ from mimcli.models.resnet import build_backbone
 from mimcli.objectives.contrastive import barlow_twins_loss, byol_loss, nt_xent
 from mimcli.objectives.information import lbe_bound, reconstruction_loss
 from mimcli.objectives.precision import promote
-from mimcli.report import find_run_dirs
+from mimcli.report.collect import find_run_dirs
 from mimcli.rundir import lock, runs
 from mimcli.train import loop as train
 from tests.conftest import TINY, TINY_KEYS, quiet

@@ -21,7 +21,12 @@ from rich.console import Console
 
 from mimcli.config import apply_overrides, build_config, load_config
 from mimcli.errors import UsageError
-from mimcli.report import MEAN, build_report, load_reference, markdown, records, rich_tables, run_report, to_csv
+from mimcli.report import run_report
+from mimcli.report.collect import records
+from mimcli.report.constants import MEAN
+from mimcli.report.reference import load_reference
+from mimcli.report.render import markdown, rich_tables, to_csv
+from mimcli.report.tables import build_report
 from mimcli.rundir import runs
 from mimcli.train.loop import pretrain
 from tests.conftest import TINY_BASE, quiet

@@ -20,8 +20,12 @@ Rows that differ in backbone / width / image size / stem, and cells whose probe 
 with a dagger and named in a warning: never silently mixed.
 
 Modules: constants (the vocabulary), reference (paper.json), collect (runs and their records),
-groups (runs -> rows), tables (accuracy and sweep tables, the Report), render (rich, markdown,
-JSON, CSV), plots (PNGs); this module holds the entry point, run_report.
+groups (runs -> rows); one module per table: accuracy (the accuracy table, with cells and spread),
+sweeps (lambda / epochs), tables (the Report and its protocol lines), probe_table (`mim probe`'s);
+render (rich, markdown, JSON, CSV); one module per figure family: accuracy_figure, sweep_figure,
+loss_figure, information_plots, drawn with what plots.py shares and saved by figures.write_plots.
+This module holds the entry point, run_report; it exports only what the CLI, the sweep and users
+call (docs/report.md): anything else is imported from the module that defines it.
 """
 
 from __future__ import annotations
@@ -35,146 +39,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from mimcli.errors import UsageError
-from mimcli.report.accuracy import (
-    attach_reference,
-    best_per_block,
-    build_table,
-    column_order,
-    describe_differences,
-    is_source,
-    majority,
-    plural,
-    shorten,
-)
-from mimcli.report.cells import AccuracyTable, Cell, Column, Row
-from mimcli.report.collect import (
-    Run,
-    collect_runs,
-    display_name,
-    find_run_dirs,
-    load_run,
-    metric_key,
-    preferred_record,
-    probe_signature,
-    record_value,
-    records,
-    source_key,
-    stale,
-)
-from mimcli.report.constants import (
-    COMPARE,
-    DAGGER,
-    EPOCHS,
-    FORMATS,
-    IGNORED_KEYS,
-    LAMBDA,
-    MEAN,
-    METRICS,
-    MODEL_PROTOCOL,
-    PLOTS_HINT,
-    RECORD_FIELDS,
-)
+from mimcli.report.collect import records
+from mimcli.report.constants import COMPARE, FORMATS, PLOTS_HINT, RECORD_FIELDS
 from mimcli.report.export import write_records
-from mimcli.report.groups import Group, describe_setting, distinguishing_labels, flatten, frozen, group_runs, settings
-from mimcli.report.information_plots import information_records, write_information_plots
-from mimcli.report.naming import safe_name
-from mimcli.report.plots import LOSS_SKIP, figure_colours, write_plots
-from mimcli.report.reference import load_reference, reference_value
-from mimcli.report.render import (
-    MARKDOWN_TITLE,
-    cell_text,
-    markdown,
-    markdown_table,
-    md_escape,
-    md_row,
-    relative,
-    rich_sweep,
-    rich_tables,
-    sweep_cells,
-    sweep_headers,
-    sweep_rows,
-    to_csv,
-    to_json,
-)
-from mimcli.report.sweeps import Series, SeriesPoint, SweepTable, build_sweep
+from mimcli.report.figures import write_plots
+from mimcli.report.information_plots import information_records
+from mimcli.report.render import MARKDOWN_TITLE, markdown, rich_tables, to_csv, to_json
 from mimcli.report.tables import Report, build_report, protocol_lines
 from mimcli.rundir import runs
 from mimcli.tables import Col, fit_table
 
-__all__ = [
-    "COMPARE",
-    "DAGGER",
-    "EPOCHS",
-    "FORMATS",
-    "IGNORED_KEYS",
-    "LAMBDA",
-    "LOSS_SKIP",
-    "MEAN",
-    "METRICS",
-    "MODEL_PROTOCOL",
-    "PLOTS_HINT",
-    "RECORD_FIELDS",
-    "AccuracyTable",
-    "Cell",
-    "Column",
-    "Group",
-    "Report",
-    "Row",
-    "Run",
-    "Series",
-    "SeriesPoint",
-    "SweepTable",
-    "attach_reference",
-    "best_per_block",
-    "build_report",
-    "build_sweep",
-    "build_table",
-    "cell_text",
-    "collect_runs",
-    "column_order",
-    "describe_differences",
-    "describe_setting",
-    "display_name",
-    "distinguishing_labels",
-    "figure_colours",
-    "find_run_dirs",
-    "flatten",
-    "frozen",
-    "group_runs",
-    "information_records",
-    "is_source",
-    "load_reference",
-    "load_run",
-    "majority",
-    "markdown",
-    "markdown_table",
-    "md_escape",
-    "md_row",
-    "metric_key",
-    "plural",
-    "preferred_record",
-    "probe_signature",
-    "protocol_lines",
-    "record_value",
-    "records",
-    "reference_value",
-    "relative",
-    "rich_sweep",
-    "rich_tables",
-    "run_report",
-    "safe_name",
-    "settings",
-    "shorten",
-    "source_key",
-    "stale",
-    "sweep_cells",
-    "sweep_headers",
-    "sweep_rows",
-    "to_csv",
-    "to_json",
-    "write_information_plots",
-    "write_plots",
-]
+__all__ = ["Report", "build_report", "records", "run_report"]
 
 
 def run_report(
@@ -196,19 +71,7 @@ def run_report(
     format (`written_by_report`) or with `force`: a file the user wrote is never overwritten.
     `records_dir`: also write each run's record there (export), which `mim report` reads like the run.
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    if compare is not None and compare not in COMPARE:
-        raise UsageError(f"--compare {compare!r}: choose one of {', '.join(COMPARE)}")
-    if out is not None and Path(out).is_dir():
-        raise UsageError(f"--out {out} is a directory: give the name of the file to write")
-    if out is not None and not force and Path(out).exists() and not written_by_report(Path(out), fmt):
-        raise UsageError(
-            f"--out {out} exists and is not a {fmt} report mim wrote: choose another file, or pass "
-            "--force to replace it"
-        )
-    if plots is not None and Path(plots).exists() and not Path(plots).is_dir():
-        raise UsageError(f"--plots {plots} is not a folder: give a folder for the PNG files")
+    check_arguments(fmt, out, plots, compare, force)
     paths = [Path(p) for p in paths] or [Path("runs")]
     console = console or Console()
     err = err_console or Console(stderr=True)
@@ -251,6 +114,23 @@ def run_report(
         runs.atomic_write_text(Path(out), text)
         err.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
     return report
+
+
+def check_arguments(fmt: str, out: Path | None, plots: Path | None, compare: str | None, force: bool) -> None:
+    """Refuse bad options before anything is read or written: one UsageError naming the option."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if compare is not None and compare not in COMPARE:
+        raise UsageError(f"--compare {compare!r}: choose one of {', '.join(COMPARE)}")
+    if out is not None and Path(out).is_dir():
+        raise UsageError(f"--out {out} is a directory: give the name of the file to write")
+    if out is not None and not force and Path(out).exists() and not written_by_report(Path(out), fmt):
+        raise UsageError(
+            f"--out {out} exists and is not a {fmt} report mim wrote: choose another file, or pass "
+            "--force to replace it"
+        )
+    if plots is not None and Path(plots).exists() and not Path(plots).is_dir():
+        raise UsageError(f"--plots {plots} is not a folder: give a folder for the PNG files")
 
 
 def written_by_report(path: Path, fmt: str) -> bool:

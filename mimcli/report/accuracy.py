@@ -55,70 +55,68 @@ def shorten(value: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def build_table(
-    source: str, groups: list[Group], metric: str, warnings: list[str], reference: dict[str, Any] | None = None
-) -> AccuracyTable:
-    """The accuracy table of one source data set (rows: groups; columns: probe data sets + transfer mean)."""
-    label_groups(groups)
-    groups = sorted(groups, key=Group.order)
-    config = groups[0].config
-    # every run's chosen record per data set
-    chosen: dict[int, dict[str, dict[str, Any]]] = {}
+Chosen = dict[int, dict[str, dict[str, Any]]]  # id(run) -> data set -> the probe record the table reads
+
+
+def choose_records(groups: list[Group], metric: str) -> tuple[Chosen, dict[str, str]]:
+    """Every run's preferred record per data set, and each data set's task (classification | regression)."""
+    chosen: Chosen = {}
     tasks: dict[str, str] = {}
-    for group in groups:
-        for run in group.runs:
-            per_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for record in run.records:
-                per_dataset[record["dataset"]].append(record)
-            features = run.config.probe.features
-            picks = {name: preferred_record(recs, metric, features) for name, recs in per_dataset.items()}
-            chosen[id(run)] = {name: rec for name, rec in picks.items() if rec is not None}
-            for name, rec in chosen[id(run)].items():
-                tasks.setdefault(name, "regression" if rec.get("protocol") == "regression" else "classification")
+    for run in (run for group in groups for run in group.runs):
+        per_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for record in run.records:
+            per_dataset[record["dataset"]].append(record)
+        features = run.config.probe.features
+        picks = {name: preferred_record(recs, metric, features) for name, recs in per_dataset.items()}
+        chosen[id(run)] = {name: rec for name, rec in picks.items() if rec is not None}
+        for name, rec in chosen[id(run)].items():
+            tasks.setdefault(name, "regression" if rec.get("protocol") == "regression" else "classification")
+    return chosen, tasks
+
+
+def table_columns(tasks: dict[str, str], config: RunConfig) -> tuple[list[Column], list[Column]]:
+    """The table's columns in order (source, transfer, transfer mean) and the transfer classification ones."""
     columns = [Column(name, task, "source" if is_source(name, config) else "transfer") for name, task in tasks.items()]
     transfer = sorted((c for c in columns if c.role == "transfer" and c.task == "classification"), key=column_order)
     if transfer:
         columns.append(Column(MEAN, "mean", "mean"))
     columns.sort(key=column_order)
-    table = AccuracyTable(source, columns, [])
-    # cells, with per-column probe-protocol checks
-    signatures: dict[str, dict[int, str]] = defaultdict(dict)
-    for group in groups:
-        for run in group.runs:
-            for name, rec in chosen[id(run)].items():
-                signatures[name][id(run)] = frozen(probe_signature(rec))
-    for group in groups:
-        cells: dict[str, Cell] = {}
-        for column in columns:
-            if column.role == "mean":
-                continue
-            picked = [(run, chosen[id(run)].get(column.key)) for run in group.runs]
-            values = [v for _, rec in picked if rec is not None and (v := record_value(rec, metric)) is not None]
-            if values:
-                common = majority(list(signatures[column.key].values()))
-                flagged = any(rec is not None and signatures[column.key][id(run)] != common for run, rec in picked)
-                cells[column.key] = Cell(values, flagged)
-        if transfer:
-            means = []
-            for run in group.runs:
-                values = [
-                    v
-                    for c in transfer
-                    if c.key in chosen[id(run)] and (v := record_value(chosen[id(run)][c.key], metric)) is not None
-                ]
-                if len(values) == len(transfer):
-                    means.append(sum(values) / len(values))
-            if means:
-                cells[MEAN] = Cell(means, any(cells[c.key].flagged for c in transfer if c.key in cells))
-            if len(means) < len(group.runs):
-                warnings.append(
-                    f"{table.title}: {group.label}: transfer mean over {len(means)} of {len(group.runs)} "
-                    f"runs (the others lack a transfer data set)"
-                )
-        table.rows.append(Row(group, cells))
-    # model-level protocol (backbone, width, image size, stem) across mim's rows; a model mim did not
-    # train is a different model by design, and its own row says what it is
-    trained = [(row, {k: g.settings.get(k) for k in MODEL_PROTOCOL}) for row, g in zip(table.rows, groups)]
+    return columns, transfer
+
+
+def group_cells(
+    group: Group, columns: list[Column], chosen: Chosen, signatures: dict[str, dict[int, str]], metric: str
+) -> dict[str, Cell]:
+    """One row's cells per data set column, flagged where a run's probe protocol is not its column's majority."""
+    cells: dict[str, Cell] = {}
+    for column in columns:
+        if column.role == "mean":
+            continue
+        picked = [(run, chosen[id(run)].get(column.key)) for run in group.runs]
+        values = [v for _, rec in picked if rec is not None and (v := record_value(rec, metric)) is not None]
+        if values:
+            common = majority(list(signatures[column.key].values()))
+            flagged = any(rec is not None and signatures[column.key][id(run)] != common for run, rec in picked)
+            cells[column.key] = Cell(values, flagged)
+    return cells
+
+
+def transfer_mean(group: Group, transfer: list[Column], chosen: Chosen, metric: str) -> list[float]:
+    """Each run's mean over the transfer classification sets, for the runs that have all of them."""
+    means = []
+    for run in group.runs:
+        records = chosen[id(run)]
+        values = [v for c in transfer if c.key in records and (v := record_value(records[c.key], metric)) is not None]
+        if len(values) == len(transfer):
+            means.append(sum(values) / len(values))
+    return means
+
+
+def flag_protocols(table: AccuracyTable, signatures: dict[str, dict[int, str]], warnings: list[str]) -> None:
+    """Dagger the rows whose model protocol (backbone, width, image size, stem) is not the majority's, and
+    warn about them and about columns that mix probe protocols. A model mim did not train is a different
+    model by design, and its own row says what it is."""
+    trained = [(row, {k: row.group.settings.get(k) for k in MODEL_PROTOCOL}) for row in table.rows]
     trained = [(row, protocol) for row, protocol in trained if not row.group.foreign]
     protocols = [protocol for _, protocol in trained]
     common = majority([frozen(p) for p in protocols]) if protocols else ""
@@ -129,13 +127,41 @@ def build_table(
             f"{table.title}: rows trained with different protocols, marked {DAGGER}: "
             f"{describe_differences(protocols, 'row')}"
         )
-    for column in columns:
+    for column in table.columns:
         sigs = signatures.get(column.key, {})
         if len(set(sigs.values())) > 1:
             described = describe_differences([json.loads(s) for s in sigs.values()], "run")
             warnings.append(
                 f"{table.title}: column {column.header} mixes probe protocols, marked {DAGGER}: {described}"
             )
+
+
+def build_table(
+    source: str, groups: list[Group], metric: str, warnings: list[str], reference: dict[str, Any] | None = None
+) -> AccuracyTable:
+    """The accuracy table of one source data set (rows: groups; columns: probe data sets + transfer mean)."""
+    label_groups(groups)
+    groups = sorted(groups, key=Group.order)
+    chosen, tasks = choose_records(groups, metric)
+    columns, transfer = table_columns(tasks, groups[0].config)
+    table = AccuracyTable(source, columns, [])
+    signatures: dict[str, dict[int, str]] = defaultdict(dict)
+    for run in (run for group in groups for run in group.runs):
+        for name, rec in chosen[id(run)].items():
+            signatures[name][id(run)] = frozen(probe_signature(rec))
+    for group in groups:
+        cells = group_cells(group, columns, chosen, signatures, metric)
+        if transfer:
+            means = transfer_mean(group, transfer, chosen, metric)
+            if means:
+                cells[MEAN] = Cell(means, any(cells[c.key].flagged for c in transfer if c.key in cells))
+            if len(means) < len(group.runs):
+                warnings.append(
+                    f"{table.title}: {group.label}: transfer mean over {len(means)} of {len(group.runs)} "
+                    f"runs (the others lack a transfer data set)"
+                )
+        table.rows.append(Row(group, cells))
+    flag_protocols(table, signatures, warnings)
     table.best = best_per_block(table)
     table.spread = spread_lines(table)
     if reference is not None:

@@ -1,25 +1,31 @@
-"""Figures for a paper (needs matplotlib): PDF (vector) and PNG (200 dpi) of each.
+"""What every report figure shares (the figures themselves: loss_figure, accuracy_figure, sweep_figure,
+information_plots; figures.write_plots saves them all).
 
-- loss-<folder>: the loss curves of the runs in one folder (a sweep) overlaid, one panel per loss term;
-  runs whose curve repeats another's (the points of an epochs sweep cut from one run) are drawn once.
-- accuracy-<source>: one panel per probed task (every column of the table), one bar per row.
-- lambda-/epochs-<source>: accuracy against lambda or epochs, one panel per task.
-Error bars (sample std over training seeds) only where n >= 2; single runs are drawn hollow / hatched
-and the legend says so. Chance level is drawn where it is known (classification with known classes).
+- One colour per model: a report's `Style` gives each table row label one colour, and every figure
+  (bars, sweep lines, loss curves, information plane) colours a run by its row's label; a row's
+  training seeds are told apart by marker, the same marker for the same seed in every figure.
+- Error bars are 95 % t-intervals of the mean over training seeds (stats.mean_half_width, the rule
+  the verdicts' Welch intervals use), drawn where n >= 2, and every seed's value is drawn as a dot;
+  `INTERVAL` is what each figure's legend says about them.
+- Epoch axes: ticks only on measured epochs, and a line joins two points only when no epoch lies
+  unmeasured between them (two runs at 0 and 2 epochs are two points, not a line through epoch 1).
+Chance level is drawn where it is known (classification with known classes).
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mimcli.config.datasets import dataset_record
-from mimcli.report.cells import Column
-from mimcli.report.constants import LAMBDA, MEAN
-from mimcli.report.information_plots import write_information_plots
-from mimcli.report.naming import safe_name
+from mimcli.report.cells import Column, Row
+from mimcli.report.collect import Run
+from mimcli.report.constants import EPOCHS, LAMBDA, MEAN
+from mimcli.report.groups import distinguishing_labels
+from mimcli.report.stats import LEVEL
+from mimcli.report.sweeps import Series, SweepTable
 from mimcli.report.tables import Report
 
 LOSS_SKIP = ("epoch", "lr", "images_per_s", "seconds", "train_acc")
@@ -33,12 +39,158 @@ LOSS_NAMES = {
 }
 
 
-def figure_colours(n: int) -> list[Any]:
-    """Distinct colours for n series: matplotlib's 10-colour cycle, tab20 beyond that."""
-    from matplotlib import colormaps
+INTERVAL = f"error bar: {LEVEL:.0%} t-interval of the mean\nover training seeds; dot: one seed"
+SINGLE = "no error bar: a single run"
+SEED_MARKERS = "osD^v<>phX*"
+MOST_TICKS = 12
+MIN_WIDTH = 7.5  # inches
 
-    palette = colormaps["tab10" if n <= 10 else "tab20"]
-    return [palette(i % palette.N) for i in range(n)]
+
+@dataclass
+class Drawn:
+    """One figure before it is saved: its file stem, its title (the markdown's alt text) and the Figure."""
+
+    name: str
+    title: str
+    figure: Any
+    tight: bool = False  # saved with bbox_inches="tight" (figures whose legends sit outside the axes)
+
+
+class Style:
+    """A report's colours and markers: a run is drawn in its row's colour and its seed's marker.
+
+    A model's colour comes from its label with lambda and epochs left out (its family: the label a sweep
+    figure gives its series; a row not named after its model, such as random init, is its own), in table
+    order: tab10 up to 10 families, tab20 beyond. Rows of one family
+    that differ in lambda or epochs get shades of that colour, lightest first, the full colour last (the
+    largest lambda / longest training). So a model has one colour in every figure of the report."""
+
+    def __init__(self, report: Report) -> None:
+        from matplotlib import colormaps
+
+        rows = [row for table in report.tables for row in table.rows]
+        self.rows: dict[int, Row] = {id(run): row for row in rows for run in row.group.runs}
+        self.positions = {key: index for index, key in enumerate(self.rows)}  # table order, then seed
+        family_of: dict[str, str] = {}  # row label -> family label
+        for table in report.tables:
+            items = [(row.group.model, row.group.settings) for row in table.rows]
+            for row, family in zip(table.rows, distinguishing_labels(items, (LAMBDA, EPOCHS))):
+                # a row named other than after its model (random init) is a model of its own
+                family_of.setdefault(row.label, family if row.label.startswith(row.group.model) else row.label)
+        families: dict[str, list[str]] = {}
+        for label, family in family_of.items():
+            families.setdefault(family, []).append(label)
+        palette = colormaps["tab10" if len(families) <= 10 else "tab20"]
+        self.family_colours = {family: palette(i % palette.N) for i, family in enumerate(families)}
+        self.colours: dict[str, Any] = {
+            label: shade(self.family_colours[family], index, len(members))
+            for family, members in families.items()
+            for index, label in enumerate(members)
+        }
+        self.family_of = family_of
+
+    def series_colour(self, sweep: SweepTable, series: Series) -> Any:
+        """A sweep series in its family's full colour; shades where two series of one sweep share a family."""
+        family = self.family_of.get(series.points[-1].row.label)
+        siblings = [s for s in sweep.series if self.family_of.get(s.points[-1].row.label) == family]
+        if family is None:
+            return "grey"
+        return shade(self.family_colours[family], siblings.index(series), len(siblings))
+
+    def colour(self, label: str) -> Any:
+        return self.colours.get(label, "grey")
+
+    def row(self, run: Run) -> Row | None:
+        """The table row a run is pooled in; None for a run the table counted once as a repeated seed."""
+        return self.rows.get(id(run))
+
+    def order(self, runs: list[Run]) -> list[Run]:
+        """`runs` in table order (rows as the tables list them, seeds ascending), so legends list them so."""
+        return sorted(runs, key=lambda run: self.positions.get(id(run), len(self.positions)))
+
+    def run_colour(self, run: Run) -> Any:
+        row = self.row(run)
+        return self.colour(row.label) if row else "grey"
+
+    def run_marker(self, run: Run) -> str:
+        row = self.row(run)
+        return SEED_MARKERS[row.group.runs.index(run) % len(SEED_MARKERS)] if row else "o"
+
+    def run_label(self, run: Run) -> str:
+        """The row's label (the model, as the tables name it), with the seed where the row pools several."""
+        row = self.row(run)
+        if row is None:
+            return run.model
+        return row.label + (f", seed {run.config.train.seed}" if len(row.group.runs) > 1 else "")
+
+
+def shade(colour: Any, index: int, count: int, lightest: float = 0.6) -> tuple[float, ...]:
+    """The `index`-th of `count` shades of `colour`: mixed with white, the last one unmixed."""
+    mix = lightest * (count - 1 - index) / (count - 1) if count > 1 else 0.0
+    rgba = tuple(float(c) for c in colour)
+    return (*(c + (1.0 - c) * mix for c in rgba[:3]), rgba[3] if len(rgba) > 3 else 1.0)
+
+
+def tick_values(values: Iterable[float], most: int = MOST_TICKS) -> list[float]:
+    """Measured values to tick: all of them, or every k-th (first and last kept) when there are more than `most`."""
+    measured = sorted(set(values))
+    if not measured:
+        return []
+    ticks = measured[:: math.ceil(len(measured) / most)]
+    ticks[-1] = measured[-1]
+    return ticks
+
+
+def epoch_ticks(axes: Any, epochs: Iterable[float], most: int = MOST_TICKS) -> None:
+    """x ticks on measured epochs only (tick_values), none between them."""
+    ticks = tick_values(epochs, most)
+    axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    axes.set_xticks([], minor=True)
+
+
+def segments(epochs: Sequence[float]) -> list[list[int]]:
+    """Indices of `epochs` (ascending) split wherever an epoch lies unmeasured between two neighbours."""
+    out: list[list[int]] = []
+    for index, epoch in enumerate(epochs):
+        if out and epoch - epochs[out[-1][-1]] <= 1:
+            out[-1].append(index)
+        else:
+            out.append([index])
+    return out
+
+
+def plot_measured(
+    axes: Any, epochs: Sequence[float], xs: Sequence[float], ys: Sequence[float], label: str, **style: Any
+) -> None:
+    """(xs, ys) measured at `epochs`: a marker at each, a line only between adjacent measured epochs."""
+    for number, indices in enumerate(segments(epochs)):
+        axes.plot([xs[i] for i in indices], [ys[i] for i in indices], label=label if number == 0 else None, **style)
+
+
+def runs_over_epochs(axes: Any, curves: list[tuple[Run, list[tuple[float, float]]]], style: Style) -> None:
+    """One line per run through its (epoch, value) points, in its model's colour with its seed's marker
+    (markers left out beyond 20 points); x ticks on the measured epochs."""
+    for run, curve in curves:
+        epochs = [c[0] for c in curve]
+        plot_measured(
+            axes,
+            epochs,
+            epochs,
+            [c[1] for c in curve],
+            style.run_label(run),
+            color=style.run_colour(run),
+            marker=style.run_marker(run) if len(curve) <= 20 else None,
+            markersize=3,
+        )
+    epoch_ticks(axes, [c[0] for _, curve in curves for c in curve])
+
+
+def new_figure(panels: int, height: float = 3.0) -> Any:
+    from matplotlib.figure import Figure
+
+    cols = min(panels, 3)
+    width = max(3.6 * cols + 0.6, MIN_WIDTH)  # room for the two-line title and the legend under one panel
+    return Figure(figsize=(width, height * math.ceil(panels / cols) + 1.3), layout="constrained")
 
 
 def axis_label(column: Column, metric: str) -> str:
@@ -83,190 +235,7 @@ def shared_legend(figure: Any, axes: list[Any], extra: list[tuple[Any, str]] | N
             list(seen.values()),
             list(seen.keys()),
             loc="outside lower center",
-            ncols=min(len(seen), 3),
+            ncols=min(len(seen), 3 if figure.get_figwidth() > 9 else 2),
             fontsize="small",
             frameon=False,
         )
-
-
-def run_labels(report: Report) -> dict[int, str]:
-    """Each run's row label (model + the settings that tell rows apart), plus its seed where a row pools several."""
-    labels: dict[int, str] = {}
-    for table in report.tables:
-        for row in table.rows:
-            for run in row.group.runs:
-                seed = f", seed {run.config.train.seed}" if len(row.group.runs) > 1 else ""
-                labels[id(run)] = row.label + seed
-    return labels
-
-
-def write_plots(report: Report, directory: Path) -> list[tuple[str, Path]] | None:
-    """Figures as (title, PNG path), each also written as PDF beside it; None when matplotlib is missing."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
-        return None
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written: list[tuple[str, Path]] = []
-
-    def save(figure: Any, name: str, title: str) -> None:
-        FigureCanvasAgg(figure)
-        figure.suptitle(title)
-        path = directory / f"{name}.png"
-        figure.savefig(path, dpi=DPI)
-        figure.savefig(directory / f"{name}.pdf")
-        written.append((title, path))
-
-    def new_figure(panels: int, height: float = 3.0) -> Any:
-        cols = min(panels, 3)
-        return Figure(figsize=(3.6 * cols + 0.6, height * math.ceil(panels / cols) + 1.0), layout="constrained")
-
-    # ---- loss curves: one figure per folder of runs (a sweep), one panel per loss term
-    labels = run_labels(report)
-    folders: dict[Path, list[Any]] = defaultdict(list)
-    for run in report.runs:
-        if run.metrics:
-            folders[run.path.resolve().parent].append(run)
-    for folder, members in sorted(folders.items()):
-        curves: list[tuple[str, list[dict[str, Any]]]] = []
-        for run in sorted(members, key=lambda r: -len(r.metrics)):
-            if any(other[: len(run.metrics)] == run.metrics for _, other in curves):
-                continue  # an epochs-sweep point cut from a longer run: the same curve
-            curves.append((labels.get(id(run), run.model), run.metrics))
-        terms = [
-            k
-            for k in dict.fromkeys(k for _, ms in curves for m in ms for k in m)
-            if k not in LOSS_SKIP
-            and all(isinstance(m.get(k, 0.0), (int, float)) for _, ms in curves for m in ms)
-            and any(m.get(k, 0.0) != 0 for _, ms in curves for m in ms)
-        ]  # a term no run uses: no panel
-        if not terms:
-            continue
-        figure = new_figure(len(terms))
-        axes = panel_grid(figure, len(terms), sharex=True)
-        colours = figure_colours(len(curves))
-        for ax, term in zip(axes, terms):
-            for colour, (label, metrics) in zip(colours, curves):
-                curve = [(m["epoch"], m[term]) for m in metrics if term in m and "epoch" in m]
-                ax.plot(
-                    [c[0] for c in curve],
-                    [c[1] for c in curve],
-                    color=colour,
-                    label=label,
-                    marker="o" if len(curve) <= 20 else None,
-                    markersize=3,
-                )
-            ax.set(xlabel="epoch", ylabel="mean over the epoch", title=LOSS_NAMES.get(term, term))
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        shared_legend(figure, axes)
-        save(figure, f"loss-{safe_name(folder.name)}", f"Training losses: {folder.name}")
-
-    # ---- accuracy per model: one panel per task
-    single = Patch(facecolor="white", edgecolor="black", hatch="///", label="hatched: a single run (no error bar)")
-    chance_handle = Line2D([], [], color="black", linestyle=":", label="chance")
-    for table in report.tables:
-        columns = table.columns
-        if not columns:
-            continue
-        figure = new_figure(len(columns), height=3.2)
-        axes = panel_grid(figure, len(columns))
-        colours = figure_colours(len(table.rows))
-        any_single = any_chance = False
-        for ax, column in zip(axes, columns):
-            for index, row in enumerate(table.rows):
-                cell = row.cells.get(column.key)
-                if cell is None:
-                    continue
-                n = len(cell.values)
-                any_single |= n < 2
-                ax.bar(
-                    index,
-                    cell.mean,
-                    0.8,
-                    color=colours[index],
-                    edgecolor="black",
-                    linewidth=0.5,
-                    hatch="///" if n < 2 else None,
-                    yerr=cell.std if n >= 2 else None,
-                    capsize=3,
-                )
-            level = chance(column)
-            if level is not None:
-                ax.axhline(level, color="black", linestyle=":", linewidth=1)
-                any_chance = True
-            ax.set_xticks([])
-            ax.set(ylabel=axis_label(column, report.metric), title=panel_title(column))
-        extra: list[tuple[Any, str]] = [
-            (Patch(facecolor=colour, edgecolor="black", linewidth=0.5), row.label)
-            for colour, row in zip(colours, table.rows)
-        ]
-        extra += [(single, "hatched: a single run (no error bar)")] if any_single else []
-        extra += [(chance_handle, "chance")] if any_chance else []
-        shared_legend(figure, axes, extra)
-        save(figure, f"accuracy-{safe_name(table.source)}", f"Linear probe per model: {table.title}")
-
-    # ---- sweeps: accuracy against lambda or epochs, one panel per task
-    for sweep in report.sweeps:
-        columns = sweep.table.columns
-        figure = new_figure(len(columns), height=3.0)
-        axes = panel_grid(figure, len(columns), sharex=True)
-        colours = figure_colours(len(sweep.series))
-        any_single = any_chance = False
-        for ax, column in zip(axes, columns):
-            for colour, series in zip(colours, sweep.series):
-                points = [p for p in series.points if column.key in p.row.cells]
-                if not points:
-                    continue
-                cells = [p.row.cells[column.key] for p in points]
-                xs = [p.x for p in points]
-                ax.plot(xs, [c.mean for c in cells], color=colour, label=series.label)
-                for x, cell in zip(xs, cells):
-                    if len(cell.values) >= 2:
-                        ax.errorbar([x], [cell.mean], yerr=[cell.std], color=colour, marker="o", capsize=3)
-                    else:
-                        any_single = True
-                        ax.plot([x], [cell.mean], marker="o", markerfacecolor="white", color=colour)
-            for style, row in zip(("--", "-.", (0, (5, 1))) * len(sweep.baselines), sweep.baselines):
-                if column.key in row.cells:
-                    ax.axhline(
-                        row.cells[column.key].mean, linestyle=style, color="grey", label=f"baseline: {row.group.label}"
-                    )
-            level = chance(column)
-            if level is not None:
-                ax.axhline(level, color="black", linestyle=":", linewidth=1)
-                any_chance = True
-            xs = [p.x for s in sweep.series for p in s.points]
-            if sweep.axis == LAMBDA:
-                positive = [x for x in xs if x > 0]
-                if min(xs) > 0:
-                    ax.set_xscale("log")
-                elif positive:
-                    ax.set_xscale("symlog", linthresh=min(positive))
-            else:
-                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set(
-                xlabel="λ" if sweep.axis == LAMBDA else "pretraining epochs",
-                ylabel=axis_label(column, report.metric),
-                title=panel_title(column),
-            )
-        hollow = Line2D(
-            [],
-            [],
-            marker="o",
-            markerfacecolor="white",
-            color="black",
-            linestyle="",
-            label="hollow: a single run (no error bar)",
-        )
-        extra = [(hollow, "hollow: a single run (no error bar)")] if any_single else []
-        extra += [(chance_handle, "chance")] if any_chance else []
-        shared_legend(figure, axes, extra)
-        axis = "lambda" if sweep.axis == LAMBDA else "epochs"
-        save(figure, f"{axis}-{safe_name(sweep.table.source)}", sweep.title)
-    written.extend(write_information_plots(report.runs, directory))
-    return written

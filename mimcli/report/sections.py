@@ -25,7 +25,7 @@ from pathlib import Path
 from mimcli.errors import UsageError
 from mimcli.report.accuracy import plural
 from mimcli.report.export import provenance
-from mimcli.report.plots import write_plots
+from mimcli.report.figures import write_plots
 from mimcli.report.render import markdown_accuracy, markdown_sweep
 from mimcli.report.tables import Report, build_report, protocol_lines
 from mimcli.rundir import runs

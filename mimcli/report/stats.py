@@ -1,4 +1,5 @@
-"""Spread over training seeds: mean +- std, and a 95 % Welch t-interval for a difference of two rows.
+"""Spread over training seeds: mean +- std, a 95 % t-interval of one row's mean (the figures' error
+bars) and a 95 % Welch t-interval for a difference of two rows (the verdicts).
 
 Pure functions on lists of floats (standard library only; scipy is not a dependency). The Student t
 quantile is computed, not tabulated: the t CDF is the regularised incomplete beta function
@@ -86,6 +87,16 @@ def t_quantile(p: float, df: float) -> float:
         if high - low <= 1e-12 * max(1.0, high):
             break
     return 0.5 * (low + high)
+
+
+def mean_half_width(values: list[float], level: float = LEVEL) -> float | None:
+    """Half-width of the `level` t-interval of the mean: t(n - 1) quantile x std / sqrt(n); None for n < 2.
+
+    The one-sample counterpart of `welch_interval`, so an error bar and a verdict use one rule."""
+    n = len(values)
+    if n < 2:
+        return None
+    return t_quantile(0.5 + level / 2.0, n - 1) * std(values) / math.sqrt(n)
 
 
 @dataclass(frozen=True)

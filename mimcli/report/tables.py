@@ -43,6 +43,17 @@ def build_report(
         raise UsageError(
             f"no finished run with probe results under {', '.join(map(str, paths))} ({len(warnings)} warnings above)"
         )
+    return assemble(runs_, metric, warnings, reference, compare)
+
+
+def assemble(
+    runs_: list[Run],
+    metric: str,
+    warnings: list[str],
+    reference: dict[str, Any] | None = None,
+    compare: str | None = None,
+) -> Report:
+    """The report of runs already read: one accuracy table per source data set, then the sweeps."""
     by_source: dict[str, list[Run]] = defaultdict(list)
     for run in runs_:
         by_source[source_key(run.config)].append(run)

@@ -148,8 +148,8 @@ def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path):
         [],
     )
     assert params["recipe"].startswith("imagenet") and (record["n_train"], record["n_test"]) == (24, 12)
-    assert record["cache_key"].endswith("-r256c224/224px/layer4")
-    assert all("-r256c224-" in p.name for p in (run_dir / "features").glob("*.h5"))
+    assert record["cache_key"].endswith("-s256c224/224px/layer4")
+    assert all("-s256c224-" in p.name for p in (run_dir / "features").glob("*.h5"))
     assert len(list((run_dir / "features").glob("*.h5"))) == 2
     (again,) = run_probes(run_dir, **kwargs)["results"]
     assert again["metrics"] == record["metrics"]

@@ -211,9 +211,10 @@ def _load_flowers102(root: Path, size: int, download: bool, fit: Fit) -> tuple[I
 
 
 def _load_gtsrb(root: Path, size: int, download: bool, fit: Fit) -> tuple[ImageData, ImageData]:
-    """GTSRB Final_Training images (torchvision's train split), re-split 80/20 per class (seed 42). Within a
-    class the files are in name order; the official glob() lists them in the file system's order, which
-    differs between machines, so that order (and with it the exact split) cannot be reproduced."""
+    """GTSRB Final_Training images (torchvision's train split), re-split 80/20 per class (seed 42), classes
+    0..42 in turn as traffic_sign.py L33. Within a class the files are taken in name order: the official
+    `glob()` (L35, unsorted) lists them in the order the file system returns, which differs between file
+    systems and was not recorded, so which files fill the official split's positions cannot be recovered."""
     from torchvision import datasets
 
     ds = _torchvision(
@@ -222,7 +223,8 @@ def _load_gtsrb(root: Path, size: int, download: bool, fit: Fit) -> tuple[ImageD
         _download_hint("gtsrb/GTSRB/Training/<class>/*.ppm"),
         lambda: datasets.GTSRB(str(root), split="train", download=download),
     )
-    data = decode_samples(ds, [f"{i:05d}" for i in range(43)], size, fit)
+    items = sorted(((Path(path), int(label)) for path, label in ds._samples), key=lambda item: (item[1], item[0].name))
+    data = decode_samples(_ImageFiles(items), [f"{i:05d}" for i in range(43)], size, fit)
     train, test = per_class_split(data.labels)
     return data.select(train), data.select(test)
 

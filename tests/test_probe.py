@@ -155,6 +155,18 @@ def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path):
     assert again["metrics"] == record["metrics"]
 
 
+def test_a_regression_set_of_a_224_px_run_keeps_the_paper_recipe(tmp_path):
+    """The ImageNet recipe is a classification probe: shapes:position (a regression target) of a 224 px run
+    gets the ridge regression on cached features, and its record says which recipe, instead of an error."""
+    overrides = ["data.image_size=224", "data.shapes.n_train=24", "data.shapes.n_test=12"]
+    run_dir = make_run(tmp_path, overrides=overrides)
+    kwargs = {"datasets": ["shapes:position"], "layers": [4], "seeds": [0], "device": "cpu", "console": quiet()}
+    (record,) = run_probes(run_dir, **kwargs)["results"]
+    assert (record["status"], record["protocol"]) == ("ok", "regression")
+    assert record["params"]["recipe"].startswith("paper")
+    assert "-s256c224" not in record["cache_key"]
+
+
 def test_linear_probe_separable_and_random_labels():
     x, y = blobs(600, 16, 4, spread=0.5, seed=0)
     test_x, test_y = blobs(400, 16, 4, spread=0.5, seed=1)

@@ -311,7 +311,13 @@ def run_probes(
         # The ImageNet recipe is a linear probe on raw features of sets held in memory; image folders (ImageNet
         # itself: streamed, too large for augmented epochs in memory), kNN, regression and standardised features
         # keep the paper recipe's cached features, which their record's params say.
-        own = imagenet and dataset.files is None and protocol == "linear" and section.features == "raw"
+        own = (
+            imagenet
+            and dataset.files is None
+            and dataset.task == "classification"
+            and protocol == "linear"
+            and section.features == "raw"
+        )
         if own:  # decoded at the recipe's 256 px (Resize(256), centre square), not resized from the training size
             dataset = bind(name, STORE_SIZE, STORE_FIT)
         linear = imagenet_params(section) if own else LinearParams.from_config(section)

@@ -149,11 +149,23 @@ def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path):
         [],
     )
     assert params["recipe"].startswith("imagenet") and (record["n_train"], record["n_test"]) == (24, 12)
-    assert record["cache_key"].endswith("-r256c224/224px/layer4")
-    assert all("-r256c224-" in p.name for p in (run_dir / "features").glob("*.h5"))
+    assert record["cache_key"].endswith("-s256c224/224px/layer4")
+    assert all("-s256c224-" in p.name for p in (run_dir / "features").glob("*.h5"))
     assert len(list((run_dir / "features").glob("*.h5"))) == 2
     (again,) = run_probes(run_dir, **kwargs)["results"]
     assert again["metrics"] == record["metrics"]
+
+
+def test_a_regression_set_of_a_224_px_run_keeps_the_paper_recipe(tmp_path):
+    """The ImageNet recipe is a classification probe: shapes:position (a regression target) of a 224 px run
+    gets the ridge regression on cached features, and its record says which recipe, instead of an error."""
+    overrides = ["data.image_size=224", "data.shapes.n_train=24", "data.shapes.n_test=12"]
+    run_dir = make_run(tmp_path, overrides=overrides)
+    kwargs = {"datasets": ["shapes:position"], "layers": [4], "seeds": [0], "device": "cpu", "console": quiet()}
+    (record,) = run_probes(run_dir, **kwargs)["results"]
+    assert (record["status"], record["protocol"]) == ("ok", "regression")
+    assert record["params"]["recipe"].startswith("paper")
+    assert "-s256c224" not in record["cache_key"]
 
 
 def test_linear_probe_separable_and_random_labels():
@@ -475,6 +487,58 @@ def test_flowers_and_gtsrb_split_equal_the_official_procedure():
     assert [gtsrb[i] for i in train.tolist()].count(3) == int(0.8 * 8)
     expected = _official_vgg_flower_split(gtsrb, train=True)
     assert sorted(int(p[-9:-4]) - 1 for p in expected) == train.tolist()
+
+
+def _official_traffic_sign_split(root, train, listing):
+    """traffic_sign.py load_images (L29-L50) of the official code, transcribed, over torchvision's folder
+    layout, with its `glob(join(class_dir_i, "*.ppm"))` replaced by `listing(class_dir_i)`."""
+    from os.path import join
+
+    import numpy as np
+
+    rs = np.random.RandomState(42)
+    all_filepaths = []
+    for class_i in range(43):
+        class_dir_i = join(root, "gtsrb", "GTSRB", "Training", f"{class_i:05d}")
+        image_paths = np.array(listing(class_dir_i))
+        num = len(image_paths)
+        indexer = np.arange(num)
+        rs.shuffle(indexer)
+        image_paths = image_paths[indexer].tolist()
+        image_paths = image_paths[: int(0.8 * num)] if train else image_paths[int(0.8 * num) :]
+        all_filepaths.extend(image_paths)
+    return all_filepaths
+
+
+def test_gtsrb_split_is_the_official_procedure_over_files_in_name_order(tmp_path):
+    """mim's GTSRB split is traffic_sign.py's with each class folder listed in name order (sorted glob).
+    The files are written in a shuffled order, so a listing by creation order would differ; the official
+    glob() order is the file system's, and another listing puts other files in the split (last assert)."""
+    from glob import glob
+
+    sizes = {0: 7, 1: 10, 2: 13}
+    colours = {}
+    generator = torch.Generator().manual_seed(0)
+    for label, n in sizes.items():
+        for i in torch.randperm(n, generator=generator).tolist():  # written out of name order
+            path = tmp_path / "gtsrb" / "GTSRB" / "Training" / f"{label:05d}" / f"{i // 5:05d}_{i % 5:05d}.ppm"
+            colours[(label, 40 * label + 3 * i)] = path.name
+            _save_image(path, (40 * label + 3 * i, 0, 0))
+    train, test = resolve_dataset("gtsrb", root=tmp_path, image_size=8, download=False).load()
+
+    def files(data):  # the split's file names, found by colour (a split's own order is irrelevant: shuffled)
+        return sorted(colours[(label, int(red))] for label, red in zip(data.labels.tolist(), data.images[:, 0, 4, 4]))
+
+    def official(train, listing):
+        return sorted(p.rsplit("/", 1)[-1] for p in _official_traffic_sign_split(tmp_path, train, listing))
+
+    def by_name(folder):
+        return sorted(glob(f"{folder}/*.ppm"))
+
+    assert files(train) == official(True, by_name)
+    assert files(test) == official(False, by_name)
+    assert train.labels.tolist() == [0] * 5 + [1] * 8 + [2] * 10
+    assert files(train) != official(True, lambda folder: by_name(folder)[::-1])
 
 
 def test_cub200_uses_the_official_split(tmp_path):

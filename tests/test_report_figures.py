@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from mimcli.config import load_config
-from mimcli.diagnostics import KEY
 from mimcli.report.collect import Run
 from mimcli.report.figures import report_figures
 from mimcli.report.plots import INTERVAL, Drawn, Style, epoch_ticks, segments, shade
 from mimcli.report.stats import mean_half_width
 from mimcli.report.tables import Report, assemble
+from mimcli.rundir.runs import INFO_KEY as KEY
 
 pytest.importorskip("matplotlib")
 from matplotlib.container import BarContainer

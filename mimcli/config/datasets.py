@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 Task = Literal["classification", "regression"]
 # (root, image_size, download) -> (train, test) ImageData (typed Any here: the image type sits in a later layer)
-Loader = Callable[[Path, int, bool], tuple[Any, Any]]
+Loader = Callable[[Path, int, bool, Any], tuple[Any, Any]]  # (root, size, download, fit) -> (train, test)
 Statistics = tuple[tuple[float, float, float], tuple[float, float, float]]  # per-channel (mean, std), [0, 1] units
 
 BUILTIN_DATASETS = "mimcli.data.transfer"  # the module that registers the built-in records when imported

@@ -27,13 +27,35 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 def resize_uint8(images: Tensor, size: int) -> Tensor:
     """Resize a uint8 batch to size x size (antialiased bilinear), in chunks to bound memory."""
-    if images.shape[-1] == size and images.shape[-2] == size:
+    return _resize_uint8(images, size, size)
+
+
+def _resize_uint8(images: Tensor, height: int, width: int) -> Tensor:
+    if images.shape[-2] == height and images.shape[-1] == width:
         return images
     out = []
     for chunk in torch.split(images, 1024):
-        resized = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        resized = F.interpolate(
+            chunk.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False
+        )
         out.append(resized.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(out)
+
+
+def centre_square_uint8(images: Tensor, size: int) -> Tensor:
+    """torchvision's Resize(size) + CenterCrop(size) on a uint8 batch of one shape: the shorter side to size,
+    the longer to int(size * long / short) (`_compute_resized_output_size`), then the centre size x size,
+    offset int(round((side - size) / 2)) (`center_crop`). The aspect ratio is kept where `resize_uint8`
+    squashes; a square batch gives exactly what `resize_uint8` gives."""
+    height, width = images.shape[-2:]
+    if height == width:
+        return resize_uint8(images, size)
+    short, long = min(height, width), max(height, width)
+    new_long = int(size * long / short)
+    new_height, new_width = (new_long, size) if height > width else (size, new_long)
+    resized = _resize_uint8(images, new_height, new_width)
+    top, left = round((new_height - size) / 2.0), round((new_width - size) / 2.0)  # half to even, as torchvision
+    return resized[..., top : top + size, left : left + size].contiguous()
 
 
 def to_rgb(images: Tensor) -> Tensor:

@@ -1,8 +1,10 @@
 """Probe data sets: a registry name -> (train, test) `ImageData` at the probe resolution.
 
 Every entry declares its task (classification or regression) and the folder layout it expects.
-Images come back clean (no augmentation), RGB, resized (antialiased bilinear, squashed to a square)
-to the pretraining resolution, so the feature extractor never sees PIL images or odd sizes.
+Images come back clean (no augmentation), RGB, resized (antialiased bilinear) to a square at the
+pretraining resolution, so the feature extractor never sees PIL images or odd sizes: squashed by default
+(eval_lr.py's Resize((size, size))), or with `fit="centre_crop"` the shorter side resized and the centre
+square kept (eval_lr_imagenet.py's Resize(256), before its CenterCrop).
 
 Names: cifar10, cifar100, stl10, dtd, mnist, fashionmnist, cub200, flowers102, gtsrb,
 `imagefolder:PATH` (PATH/train and PATH/test class trees, or ImageNet's val/ as `stream.index_split`
@@ -21,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -31,6 +33,7 @@ from mimcli.config.datasets import display_name as display_name  # re-exported: 
 from mimcli.data.clean import decode_index, folder_indexes
 from mimcli.data.datasets import (
     _missing,
+    centre_square_uint8,
     load_split,
     resize_uint8,
     to_rgb,
@@ -41,7 +44,8 @@ from mimcli.data.shapes import TASKS as SHAPES_TASKS
 from mimcli.data.stream import ImageIndex
 from mimcli.errors import DataNotFoundError, UsageError
 
-Loader = Callable[[Path, int, bool], tuple[ImageData, ImageData]]  # (root, image_size, download) -> (train, test)
+Fit = Literal["squash", "centre_crop"]  # how a non-square image becomes image_size x image_size
+Loader = Callable[[Path, int, bool, Fit], tuple[ImageData, ImageData]]  # (root, size, download, fit) -> (train, test)
 
 SHAPES_CLASSES = {"shape": len(SHAPE_NAMES), "hue": N_HUES}  # the classification factors of the shapes
 SPLIT_SEED = 42  # REFERENCE.md: Flowers102 and GTSRB use a per-class random 80/20 split with seed 42
@@ -61,14 +65,20 @@ class TransferDataset:
     loader: Callable[[], tuple[ImageData, ImageData]]
     # image folders and packs: (train, test) file indexes, so the feature cache can extract them batch by batch
     files: Callable[[], tuple[ImageIndex, ImageIndex]] | None = None
+    fit: Fit = "squash"
 
     def load(self) -> tuple[ImageData, ImageData]:
         train, test = self.loader()
-        return _finish(train, self.image_size), _finish(test, self.image_size)
+        return _finish(train, self.image_size, self.fit), _finish(test, self.image_size, self.fit)
 
 
-def _finish(data: ImageData, size: int) -> ImageData:
-    data.images = resize_uint8(to_rgb(data.images), size)
+def fit_uint8(images: torch.Tensor, size: int, fit: Fit) -> torch.Tensor:
+    """A uint8 batch of one shape as size x size: squashed, or Resize(size) + CenterCrop(size)."""
+    return centre_square_uint8(images, size) if fit == "centre_crop" else resize_uint8(images, size)
+
+
+def _finish(data: ImageData, size: int, fit: Fit) -> ImageData:
+    data.images = fit_uint8(to_rgb(data.images), size, fit)
     return data
 
 
@@ -112,7 +122,9 @@ def per_class_split(
     return torch.tensor(sorted(train), dtype=torch.long), torch.tensor(sorted(test), dtype=torch.long)
 
 
-def decode_samples(samples: Sequence[tuple[Any, int]] | Any, classes: list[str], image_size: int) -> ImageData:
+def decode_samples(
+    samples: Sequence[tuple[Any, int]] | Any, classes: list[str], image_size: int, fit: Fit = "squash"
+) -> ImageData:
     """Decode (PIL image, label) pairs (a torchvision data set or a list) into uint8 tensors at image_size."""
     from torchvision.transforms.functional import pil_to_tensor
 
@@ -121,7 +133,7 @@ def decode_samples(samples: Sequence[tuple[Any, int]] | Any, classes: list[str],
     labels = torch.empty(n, dtype=torch.long)
     for i in range(n):
         image, label = samples[i]
-        images[i] = resize_uint8(pil_to_tensor(image.convert("RGB")).unsqueeze(0), image_size)[0]
+        images[i] = fit_uint8(pil_to_tensor(image.convert("RGB")).unsqueeze(0), image_size, fit)[0]
         labels[i] = int(label)
     return ImageData(images, labels, classes)
 
@@ -141,14 +153,14 @@ def _download_hint(folder: str) -> str:
 
 
 def _pretraining_split(name: str) -> Loader:
-    def load(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+    def load(root: Path, size: int, download: bool, fit: Fit) -> tuple[ImageData, ImageData]:  # square images
         return (load_split(name, root, "train", size, download), load_split(name, root, "test", size, download))
 
     return load
 
 
 def _load_mnist(name: str) -> Loader:
-    def load(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+    def load(root: Path, size: int, download: bool, fit: Fit) -> tuple[ImageData, ImageData]:  # 28 x 28
         from torchvision import datasets
 
         cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
@@ -164,7 +176,7 @@ def _load_mnist(name: str) -> Loader:
     return load
 
 
-def _load_dtd(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+def _load_dtd(root: Path, size: int, download: bool, fit: Fit) -> tuple[ImageData, ImageData]:
     """DTD partition 1: train + val for training, test for testing."""
     from torchvision import datasets
 
@@ -176,11 +188,11 @@ def _load_dtd(root: Path, size: int, download: bool) -> tuple[ImageData, ImageDa
             _download_hint("dtd/dtd/{images,labels}"),
             partial(datasets.DTD, str(root), split=split, partition=1, download=download),
         )
-        splits[split] = decode_samples(ds, list(ds.classes), size)
+        splits[split] = decode_samples(ds, list(ds.classes), size, fit)
     return concat([splits["train"], splits["val"]]), splits["test"]
 
 
-def _load_flowers102(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+def _load_flowers102(root: Path, size: int, download: bool, fit: Fit) -> tuple[ImageData, ImageData]:
     """All 8,189 images of the official train/val/test files in image-number order (the order of
     imagelabels.mat, which the official VGGFlower enumerates), re-split 80/20 per class (seed 42)."""
     from torchvision import datasets
@@ -197,15 +209,16 @@ def _load_flowers102(root: Path, size: int, download: bool) -> tuple[ImageData, 
         items += [(Path(path), int(label)) for path, label in zip(ds._image_files, ds._labels)]
         classes = list(ds.classes)
     items.sort(key=lambda item: item[0].name)  # image_00001.jpg, image_00002.jpg, ...
-    data = decode_samples(_ImageFiles(items), classes, size)
+    data = decode_samples(_ImageFiles(items), classes, size, fit)
     train, test = per_class_split(data.labels)
     return data.select(train), data.select(test)
 
 
-def _load_gtsrb(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
-    """GTSRB Final_Training images (torchvision's train split), re-split 80/20 per class (seed 42). Within a
-    class the files are in name order; the official glob() lists them in the file system's order, which
-    differs between machines, so that order (and with it the exact split) cannot be reproduced."""
+def _load_gtsrb(root: Path, size: int, download: bool, fit: Fit) -> tuple[ImageData, ImageData]:
+    """GTSRB Final_Training images (torchvision's train split), re-split 80/20 per class (seed 42), classes
+    0..42 in turn as traffic_sign.py L33. Within a class the files are taken in name order: the official
+    `glob()` (L35, unsorted) lists them in the order the file system returns, which differs between file
+    systems and was not recorded, so which files fill the official split's positions cannot be recovered."""
     from torchvision import datasets
 
     ds = _torchvision(
@@ -214,7 +227,8 @@ def _load_gtsrb(root: Path, size: int, download: bool) -> tuple[ImageData, Image
         _download_hint("gtsrb/GTSRB/Training/<class>/*.ppm"),
         lambda: datasets.GTSRB(str(root), split="train", download=download),
     )
-    data = decode_samples(ds, [f"{i:05d}" for i in range(43)], size)
+    items = sorted(((Path(path), int(label)) for path, label in ds._samples), key=lambda item: (item[1], item[0].name))
+    data = decode_samples(_ImageFiles(items), [f"{i:05d}" for i in range(43)], size, fit)
     train, test = per_class_split(data.labels)
     return data.select(train), data.select(test)
 
@@ -255,7 +269,7 @@ def _cub_folder(root: Path, download: bool) -> Path:
     return _cub_folder(root, download=False)
 
 
-def _load_cub200(root: Path, size: int, download: bool) -> tuple[ImageData, ImageData]:
+def _load_cub200(root: Path, size: int, download: bool, fit: Fit) -> tuple[ImageData, ImageData]:
     """CUB-200-2011 with its official train/test split (train_test_split.txt: 1 = train)."""
     folder = _cub_folder(root, download)
 
@@ -279,7 +293,7 @@ def _load_cub200(root: Path, size: int, download: bool) -> tuple[ImageData, Imag
 
     def decode(items: list[tuple[Path, int]]) -> ImageData:
         try:
-            return decode_samples(_ImageFiles(items), classes, size)
+            return decode_samples(_ImageFiles(items), classes, size, fit)
         except OSError as error:
             raise DataNotFoundError(f"cub200: cannot read an image under {folder / 'images'}: {error}") from None
 
@@ -382,16 +396,21 @@ def resolve_dataset(
     download: bool = True,
     shapes: ShapesSection | None = None,
     pretrain_dataset: str | None = None,
+    fit: Fit = "squash",
 ) -> TransferDataset:
     """Bind a probe data set name to its files and resolution (nothing is read until `.load()`).
 
     `shapes` is the run's data.shapes section (None: its defaults). `pretrain_dataset` is the
-    run's data.dataset: the pretraining set itself is probed at its native size (STL-10: 96 px).
+    run's data.dataset: the pretraining set itself is probed at its native size (STL-10: 96 px). `fit`: how
+    the registry's non-square images (DTD, Flowers102, GTSRB, CUB-200) become square; image folders are
+    decoded as training decodes them (squashed), generated shapes are square.
     """
     root = Path(root)
     kind, sep, arg = name.partition(":")
     kind = kind.lower()
     if kind in ("imagefolder", "colourstats") and sep:
+        if fit != "squash":
+            raise UsageError(f"{name}: image folders are decoded squashed, as training decodes them (got fit {fit!r})")
         folder = Path(arg).expanduser()
         digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
         source = f"{kind}-{_safe(folder.name)}-{digest}"  # own cache: cached features carry their targets
@@ -437,10 +456,11 @@ def resolve_dataset(
             arg,
             image_size,
             load_shapes,
+            fit=fit,  # square images: both fits give the same pixels
         )
     found = None if sep else dataset_record(kind)
     if found is None or found.loader is None:
         raise UsageError(f"unknown probe dataset {name!r}; choose from {', '.join(known_names())}")
     loader = found.loader
     size = (found.native_size or image_size) if kind == pretrain_dataset else image_size
-    return TransferDataset(kind, found.task, kind, None, size, lambda: loader(root, size, download))
+    return TransferDataset(kind, found.task, kind, None, size, lambda: loader(root, size, download, fit), fit=fit)

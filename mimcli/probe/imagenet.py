@@ -9,9 +9,12 @@ on --dataset ImageNet):
 - fc (L140-L144): weights N(0, 0.01), bias 0; SGD lr 0.3, momentum 0.9, CosineAnnealingLR over the
   epochs, stepped per epoch; batch probe.batch_size (128, main.sh L29) with drop_last (L115).
 
-Images are held decoded at 256 x 256: a non-square image is squashed to the square first, where the
-official transforms crop the original (docs/fidelity.md). Sets read from image folders (ImageNet itself)
-are not held in memory here: run_probes probes them with the paper recipe (their record says so).
+Images are held decoded at 256 x 256: the shorter side resized to 256 and the centre square kept
+(Resize(256) + CenterCrop(256)), so the centre 224 of it is the official test transform exactly, up to
+the interpolation (torch's antialiased bilinear, not PIL's). The train crops are drawn within that centre
+square, where the official RandomResizedCrop draws them over the whole image (docs/fidelity.md). Sets
+read from image folders (ImageNet itself) are not held in memory here: run_probes probes them with the
+paper recipe (their record says so).
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from torch import Tensor, nn
 from mimcli.config import IMAGENET_SIZE, AugmentSection, ProbeSection, RunConfig
 from mimcli.data.augment import BatchAugment
 from mimcli.data.images import ImageData
-from mimcli.data.transfer import TransferDataset
+from mimcli.data.transfer import Fit, TransferDataset
 from mimcli.errors import UsageError
 from mimcli.probe.extract import layer_names
 from mimcli.probe.linear import LinearParams
 
 STORE_SIZE = 256  # Resize(256)
+STORE_FIT: Fit = "centre_crop"  # its centre square: what CenterCrop(224) and the train crops read
 CROP_SIZE = 224  # RandomResizedCrop(224) / CenterCrop(224)
 LR = 0.3
 INIT_STD = 0.01
@@ -70,6 +74,9 @@ class ImagenetProbeData:
                 f"{dataset.name}: the ImageNet probe recipe re-encodes augmented train images every epoch from "
                 "memory; image folders are probed with the paper recipe"
             )
+        if dataset.fit != STORE_FIT:  # its loader would squash: bind it with resolve_dataset(..., fit=STORE_FIT)
+            raise UsageError(f"{dataset.name}: the ImageNet probe recipe needs fit {STORE_FIT!r}, got {dataset.fit!r}")
+        # a set decoded at its native size (the pretraining set) is square and resized up to 256 on loading
         self.dataset = dataclasses.replace(dataset, image_size=STORE_SIZE)
         self._images: tuple[ImageData, ImageData] | None = None
 
@@ -85,7 +92,7 @@ class ImagenetProbeData:
             train, test = self.images()
             return centre_crop(train, CROP_SIZE), centre_crop(test, CROP_SIZE)
 
-        source = f"{self.dataset.source}-r{STORE_SIZE}c{CROP_SIZE}"
+        source = f"{self.dataset.source}-s{STORE_SIZE}c{CROP_SIZE}"  # shorter side 256 (was r: squashed)
         return dataclasses.replace(self.dataset, source=source, image_size=CROP_SIZE, loader=load)
 
 

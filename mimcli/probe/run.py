@@ -34,11 +34,12 @@ from rich.console import Console
 from torch import nn
 
 from mimcli.config import RunConfig
-from mimcli.data.transfer import TransferDataset, describe_downloads, pending_downloads, resolve_dataset
+from mimcli.data.transfer import Fit, TransferDataset, describe_downloads, pending_downloads, resolve_dataset
 from mimcli.errors import DataNotFoundError, UsageError
 from mimcli.probe.cache import FeatureCache
 from mimcli.probe.extract import layer_names
 from mimcli.probe.imagenet import (
+    STORE_FIT,
     STORE_SIZE,
     ImagenetProbeData,
     augmented_epochs,
@@ -270,7 +271,7 @@ def run_probes(
     if features not in FEATURES:
         raise UsageError(f"probe features {features!r}: choose {' or '.join(FEATURES)}")
 
-    def bind(name: str, image_size: int) -> TransferDataset:
+    def bind(name: str, image_size: int, fit: Fit = "squash") -> TransferDataset:
         return resolve_dataset(
             name,
             root=data_root or config.data.root,
@@ -278,6 +279,7 @@ def run_probes(
             download=config.data.download,
             shapes=config.data.shapes,
             pretrain_dataset=config.data.dataset,
+            fit=fit,
         )
 
     bound = [bind(name, config.data.image_size) for name in names]
@@ -317,9 +319,15 @@ def run_probes(
         # The ImageNet recipe is a linear probe on raw features of sets held in memory; image folders (ImageNet
         # itself: streamed, too large for augmented epochs in memory), kNN, regression and standardised features
         # keep the paper recipe's cached features, which their record's params say.
-        own = imagenet and dataset.files is None and protocol == "linear" and features == "raw"
-        if own:  # decoded at the recipe's 256 px, not resized up from the training size
-            dataset = bind(name, STORE_SIZE)
+        own = (
+            imagenet
+            and dataset.files is None
+            and dataset.task == "classification"
+            and protocol == "linear"
+            and features == "raw"
+        )
+        if own:  # decoded at the recipe's 256 px (Resize(256), centre square), not resized from the training size
+            dataset = bind(name, STORE_SIZE, STORE_FIT)
         linear = imagenet_params(section) if own else LinearParams.from_config(section)
         record = probe_dataset(dataset, cache, protocol, layers, seeds, linear, features, own)
         if imagenet and not own:

@@ -40,7 +40,7 @@ from mimcli.errors import DataNotFoundError, UsageError
 Task = Literal["classification", "regression"]
 Loader = Callable[[Path, int, bool], tuple[ImageData, ImageData]]  # (root, image_size, download) -> (train, test)
 
-SPLIT_SEED = 42  # REFERENCE.md: Flowers102 and GTSRB use a per-class random 80/20 split with seed 42
+SPLIT_SEED = 42  # Flowers102 and GTSRB: per-class random 80/20 split (docs/reference.md#transfer-data-sets)
 CUB_URL = "https://data.caltech.edu/records/65de6-vtw72/files/CUB_200_2011.tgz"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
 
@@ -340,7 +340,7 @@ def describe_downloads(pending: Sequence[tuple[str, int]], root: str | Path) -> 
 
 SHAPES_TASKS: dict[str, Task] = {"shape": "classification", "hue": "classification", "position": "regression"}
 COLOUR_TARGET = "colour"
-NATIVE_SIZE = {"stl10": 96}  # REFERENCE.md: STL-10 models are probed on STL-10 itself at 96 px
+NATIVE_SIZE = {"stl10": 96}  # STL-10 itself is probed at 96 px (docs/reference.md#linear-evaluation)
 
 
 def display_name(name: str) -> str:

@@ -18,7 +18,7 @@ from mimcli.objectives import contrastive
 
 
 def byol_momentum(base: float, epoch: int, epochs: int) -> float:
-    """m = 1 - (1 - base) * (cos(pi * epoch / epochs) + 1) / 2 (REFERENCE.md)."""
+    """m = 1 - (1 - base) * (cos(pi * epoch / epochs) + 1) / 2 (docs/reference.md#byol-momentum)."""
     return 1 - (1 - base) * (math.cos(math.pi * epoch / epochs) + 1) / 2
 
 

@@ -34,7 +34,8 @@ from mimcli.data.shapes import generate_shapes
 from mimcli.data.source import MemorySource
 from mimcli.train import Trainer
 
-FLOP_PER_VIEW = 3.33e9  # ResNet-18 at 32 px, forward + backward, per view (x 2 views x 50,000 images: 333 TFLOP a CIFAR-10 epoch)
+# ResNet-18 at 32 px, forward + backward, per view (x 2 views x 50,000 images: 333 TFLOP a CIFAR-10 epoch)
+FLOP_PER_VIEW = 3.33e9
 DENSE_BF16_FLOPS = {"H200": 990e12, "H100": 990e12, "A100": 312e12}
 
 

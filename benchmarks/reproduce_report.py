@@ -1,7 +1,7 @@
 """The report's 30-epoch CIFAR-10 table on one GPU: SimCLR, SimCLR + RC, SimCLR + LBE, ours beside the report's.
 
-    python benchmarks/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --out $OUT   # GPU, ~3-5 min
-    python benchmarks/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --dry-run --out /tmp/repro  # CPU, a few steps
+    python benchmarks/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --out $OUT            # GPU, ~3-5 min
+    python benchmarks/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --dry-run --out /tmp/r  # CPU, a few steps
 
 Recipe (docs/reference.md#training-recipe, presets simclr / simclr-rc / simclr-lbe): ResNet-18 width 64,
 CIFAR-10 train split (50,000 images), 30 epochs, batch 256, Adam 3e-4, lambda 1; linear probe of
@@ -91,9 +91,7 @@ def results(run: Path) -> dict[str, dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--archive", type=Path, required=True, help="cifar10-jpeg.tar.gz (docs/development.md, \"The CIFAR-10 JPEG archive\")"
-    )
+    parser.add_argument("--archive", type=Path, required=True, help="cifar10-jpeg.tar.gz (see docs/development.md)")
     parser.add_argument("--out", type=Path, required=True, help="folder for reproduce_report.json and .md")
     parser.add_argument(
         "--runs",

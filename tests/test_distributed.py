@@ -335,6 +335,7 @@ def _commands(rank: int, out: Path, commands: list[list[str]]) -> dict:
     return {"codes": codes, "listings": listings, "writes": writes}
 
 
+@pytest.mark.slow
 def test_two_rank_pretrain_writes_on_rank_0_only_and_resumes_exactly(tmp_path):
     halves, straight = tmp_path / "halves", tmp_path / "straight"
     base = ["pretrain", "--preset", "simclr", *CLI_TINY, "--no-progress"]
@@ -395,6 +396,7 @@ def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch, cli):
     assert len(calls) == 1
 
 
+@pytest.mark.slow
 def test_gpus_2_trains_and_probes_through_torchrun(tmp_path):
     """The real launcher: `mim pretrain --gpus 2` on the CPU (gloo), post-training probe included:
     every rank extracts a share of the probe features, rank 0 caches them and probes on the cache."""

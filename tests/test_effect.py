@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from mimcli.config import load_config
@@ -46,6 +47,7 @@ def hue_accuracy(kind: str, train, test) -> float:
     return result["acc_best_test"]["mean"]
 
 
+@pytest.mark.slow
 def test_lbe_keeps_more_non_shared_hue_than_simclr(one_thread):
     train, test = generate_shapes(1000, seed=0), generate_shapes(500, seed=1)
     plain = hue_accuracy("none", train, test)

@@ -55,6 +55,7 @@ def stop_mid_training(run_dir: Path) -> int:
     return int(pid)
 
 
+@pytest.mark.slow
 def test_local_launcher_requeues_a_stopped_task_and_it_resumes_bit_exactly(tmp_path, monkeypatch, cli, quiet):
     monkeypatch.chdir(tmp_path)
     points = plan_sweep("seeds", "simclr", "0,1,2", [*PROBED, f"train.epochs={EPOCHS}"], out_root="runs")
@@ -241,6 +242,7 @@ def test_time_limits_in_sbatch_forms():
     ]
 
 
+@pytest.mark.slow
 def test_a_point_with_two_gpus_trains_under_torchrun_and_the_task_probes_it(tmp_path, monkeypatch, quiet):
     """What an array task with --gpus 2 runs (here on the CPU, gloo): the point's training as two torchrun
     workers, each encoding a share of the probe features; the task, holding the lock, probes on the cache."""

@@ -183,6 +183,7 @@ def test_training_from_the_pack_equals_training_from_the_folder(tmp_path):
     assert a[0]["loss"] == b[0]["loss"]
 
 
+@pytest.mark.slow
 def test_pack_refuses_bad_input_in_one_line(tmp_path):
     make_imagenet(tmp_path / "folder")
     existing = tmp_path / "mine.h5"

@@ -102,6 +102,7 @@ def test_the_readme_has_the_commands_this_test_runs():
     assert {"pretrain", "probe", "sweep", "report"} <= set(verbs)
 
 
+@pytest.mark.slow
 def test_every_readme_command_runs_as_written(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_image_folder(tmp_path / "path" / "to" / "cifar10-jpeg", per_class=32)

@@ -539,7 +539,12 @@ def digests(root: Path, names: tuple[str, ...]) -> dict[str, str]:
     return {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in names}
 
 
-@pytest.mark.parametrize("name", list(CASES))
+SLOW_CASES = {"alloc-width"}  # about 13 s on a quiet machine, the rest well under one
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_CASES else name for name in CASES]
+)
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, cli, template, tmp_path, monkeypatch):
     case = CASES[name]
     shutil.copytree(template, tmp_path / "run")

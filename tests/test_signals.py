@@ -94,6 +94,7 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     [(signal.SIGTERM, False, False), (signal.SIGINT, True, True)],
     ids=["sigterm", "sigint-stream-workers-group"],
 )
+@pytest.mark.slow
 def test_a_signal_saves_the_step_releases_the_lock_and_resume_is_bit_exact(cli, tmp_path, signum, stream, group, quiet):
     if stream:
         make_imagenet(tmp_path / "data")

@@ -83,7 +83,7 @@ def main() -> None:
             if v
         )
         body = (
-            f"## Information-plane diagnostics (issue 17): {machine()}\n\n"
+            f"## Information-plane diagnostics: {machine()}\n\n"
             f"`python benchmarks/diagnostics_cost.py{options} --write`: preset `{args.preset}` "
             f"({full.data.shapes.n_train} images, {config.model.backbone} width {config.model.width}, "
             f"batch {config.train.batch_size}, precision {config.train.precision}); medians over "

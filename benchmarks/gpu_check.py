@@ -38,7 +38,8 @@ try:
 except ImportError:  # an older tree, from before mimcli/train/ (benchmarks/epoch_times.py --before)
     from mimcli.train import Trainer as build_trainer  # type: ignore[no-redef]
 
-FLOP_PER_VIEW = 3.33e9  # ResNet-18 at 32 px, forward + backward, per view (issue 7: 333 TFLOP per epoch)
+# ResNet-18 at 32 px, forward + backward, per view (x 2 views x 50,000 images: 333 TFLOP a CIFAR-10 epoch)
+FLOP_PER_VIEW = 3.33e9
 DENSE_BF16_FLOPS = {"H200": 990e12, "H100": 990e12, "A100": 312e12}
 
 

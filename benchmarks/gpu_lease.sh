@@ -9,7 +9,7 @@
 #       the step's profile, epoch times before/after, mim against lightly, then the report's table with
 #       whatever time is left (each finished model's records land in OUT as it finishes)
 #
-# ARCHIVE is the shared data's cifar10-jpeg.tar.gz inside the checkout (the GPU machine is offline):
+# ARCHIVE is a CIFAR-10 JPEG archive (docs/development.md, "The CIFAR-10 JPEG archive"; the GPU machine is offline):
 # `prepare` copies it to .devdata/. Packages the machine lacks travel as wheels in .whl/ (pydantic,
 # tomli-w; lightly for the comparison), the code before the fast-path changes as .lease/before/mimcli.
 # The device call carries [".whl", ".devdata", ".lease"]. `full` runs each script with --write and copies

@@ -3,13 +3,13 @@
     python benchmarks/main_job.py            # time + shape / hue vs random init; --write records it
     python benchmarks/main_job.py --set train.threads=1    # extra overrides for every run (e.g. a loaded machine)
 
-Runs in a fresh temporary folder (data generated, three runs trained and probed, table printed),
-the way a user on a fresh machine runs it, and times that. Then, outside the timed part, it probes
-the same network at random init (train.epochs=0) and checks issue 15's targets: SimCLR's shape
-accuracy >= 70 % and its hue accuracy at least 10 points below random init's (with the preset's
-standardised probe; the paper's probe on the raw features is printed beside it); and the whole job
-under 3 minutes on 2 CPU cores. The 1-minute load average before and after is printed, because a
-shared machine inflates the wall time.
+Runs in a fresh temporary folder (data generated, three runs trained and probed, table printed), the way
+a user on a fresh machine runs it, and times that. Then, outside the timed part, it probes the same
+network at random init (train.epochs=0) and checks the main job's targets (docs/benchmarks.md, "Main
+job"): SimCLR's shape accuracy >= 70 % and its hue accuracy at least 10 points below random init's (with
+the preset's standardised probe; the paper's probe on the raw features is printed beside it); and the
+whole job under 3 minutes on 2 CPU cores. The 1-minute load average before and after is printed, because
+a shared machine inflates the wall time.
 """
 
 from __future__ import annotations

@@ -15,12 +15,12 @@ both on the same machine, images, backbone, seed and protocol (SGD lr 0.01, mome
   cached, hit    read the HDF5 cache and run the same `linear_probe` (what every later probe costs).
 
 Both use the same initialisation and batch order (seeded like `fit_linear`), so the best-test
-accuracies should agree to within float rounding. Images: CIFAR-10 JPEGs from
-../shared/data/cifar10-jpeg.tar.gz (a per-class subset), else generated shapes.
+accuracies should agree to within float rounding. Images: a per-class subset of the CIFAR-10 JPEG
+archive given with --archive (docs/development.md, "The CIFAR-10 JPEG archive"), else generated shapes.
 
 Without --quick it also times `linear_probe` alone on 50,000 x 512 synthetic features.
 
-    python benchmarks/probe_speed.py [--quick] [--threads N]
+    python benchmarks/probe_speed.py [--quick] [--threads N] [--archive cifar10-jpeg.tar.gz]
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from mimcli.probe.cache import FeatureCache
 from mimcli.probe.normalization import channel_stats
 from mimcli.rundir.runs import BACKBONE, save_config
 
-CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 WIDTH = 8
 SEED = 0
 
@@ -116,11 +115,11 @@ def reference_probe(
     return history
 
 
-def load_images(root: Path, quick: bool) -> tuple[str, Any]:
+def load_images(root: Path, quick: bool, archive: Path | None = None) -> tuple[str, Any]:
     """(description, TransferDataset) of a CIFAR-10 JPEG subset, or of generated shapes without the archive."""
     per_class = (50, 20) if quick else (200, 50)
-    if CIFAR_JPEG.is_file():
-        folder = unpack_cifar_subset(CIFAR_JPEG, root / "images", *per_class)
+    if archive is not None:
+        folder = unpack_cifar_subset(archive, root / "images", *per_class)
         name = f"CIFAR-10 JPEG, {per_class[0] * 10} train / {per_class[1] * 10} test"
         return name, resolve_dataset(f"imagefolder:{folder}", root=root, image_size=32)
     sizes = ShapesSection(n_train=per_class[0] * 10, n_test=per_class[1] * 10)
@@ -129,13 +128,13 @@ def load_images(root: Path, quick: bool) -> tuple[str, Any]:
     )
 
 
-def measure(quick: bool = False) -> list[dict[str, Any]]:
+def measure(quick: bool = False, archive: Path | None = None) -> list[dict[str, Any]]:
     """One row per method: seconds, speed-up over the reference, best-test and val-selected accuracy."""
     params = LinearParams(epochs=10 if quick else 100)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run_dir = make_run(root)
-        description, dataset = load_images(root, quick)
+        description, dataset = load_images(root, quick, archive)
         train, test = dataset.load()
         in_memory = dataclasses.replace(dataset, loader=lambda: (train, test))  # nobody is charged for decoding
 
@@ -227,11 +226,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 epochs on 500 / 200 images (a smoke test)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for both methods")
     parser.add_argument("--write", action="store_true", help="write the table to docs/benchmarks.md")
+    parser.add_argument("--archive", type=Path, default=None, help="cifar10-jpeg.tar.gz (else generated shapes)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console()
-    rows = measure(args.quick)
+    rows = measure(args.quick, args.archive)
     print_rows(rows, console)
     lines = []
     if not args.quick:

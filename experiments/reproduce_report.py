@@ -1,16 +1,16 @@
 """The report's 30-epoch CIFAR-10 table on one GPU: SimCLR, SimCLR + RC, SimCLR + LBE, ours beside the report's.
 
-    python experiments/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --out $OUT   # GPU, ~3-5 min
-    python experiments/reproduce_report.py --dry-run --out /tmp/repro                       # CPU, a few steps
+    python experiments/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --out $OUT            # GPU, ~3-5 min
+    python experiments/reproduce_report.py --archive data/cifar10-jpeg.tar.gz --dry-run --out /tmp/r  # CPU, a few steps
 
-Recipe (REFERENCE.md "Training recipe", presets simclr / simclr-rc / simclr-lbe): ResNet-18 width 64,
+Recipe (docs/reference.md#training-recipe, presets simclr / simclr-rc / simclr-lbe): ResNet-18 width 64,
 CIFAR-10 train split (50,000 images), 30 epochs, batch 256, Adam 3e-4, lambda 1; linear probe of
 the pooled layer-4 features, 100 epochs (the paper's best-test rule, plus the held-out-selected
-accuracy). CIFAR-10 is read from the shared JPEG archive (a GPU machine may be offline), so the
+accuracy). CIFAR-10 is read from a JPEG archive (--archive; a GPU machine may be offline), so the
 source probe is `imagefolder:<cifar10-jpeg>`; `colourstats:<cifar10-jpeg>` (mean colour and
 saturation, non-shared by construction) is probed too, and every transfer set of the presets found
 under --transfer-root (dtd, mnist, ...); missing ones are listed as missing, not fatal.
-JPEG re-encoding costs a little accuracy against the PNG-exact data (shared/README.md), so read the
+JPEG re-encoding costs a little accuracy against the PNG-exact data (docs/development.md), so read the
 difference to the report as "close or not", not to the decimal.
 
 Writes reproduce_report.json and reproduce_report.md to --out after each model (so a run stopped by a
@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # d
 from docs_table import machine, markdown_table, update_section
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 MODELS = {"simclr": "SimCLR", "simclr-rc": "SimCLR + RC", "simclr-lbe": "SimCLR + LBE"}
 REPORT_LINEAR = {"SimCLR": 76.91, "SimCLR + RC": 77.31, "SimCLR + LBE": 76.74}  # report, Table (30 epochs)
 TRANSFER = ["dtd", "mnist", "fashionmnist", "cub200", "flowers102", "gtsrb"]
@@ -92,7 +91,7 @@ def results(run: Path) -> dict[str, dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archive", type=Path, default=ARCHIVE, help="cifar10-jpeg.tar.gz (shared/data)")
+    parser.add_argument("--archive", type=Path, required=True, help="cifar10-jpeg.tar.gz (see docs/development.md)")
     parser.add_argument("--out", type=Path, required=True, help="folder for reproduce_report.json and .md")
     parser.add_argument(
         "--runs",

@@ -2,12 +2,12 @@
 
     python experiments/shapes_designs.py DESIGN [DESIGN ...]   # names from DESIGNS below; --list to see them
 
-Each design is the quickstart preset as it was before issue 15 (OLD_QUICKSTART) plus overrides, so
+Each design is the quickstart preset as it was before the redesign of the main job (OLD_QUICKSTART) plus overrides, so
 that every line of the table keeps its meaning now that the preset is the screen's winner. For each it
 pretrains SimCLR, probes it, and probes the same architecture at train.epochs=0 (random init, cached
 per architecture), then prints steps, training and probe CPU-seconds, `uptime` load, the paper's probe
-accuracies and a standardised (scale-free) probe's. The numbers of the table in docs/results.md
-("Issue 15: redesigning the main job") come from this script.
+accuracies and a standardised (scale-free) probe's. The numbers of the design screen in docs/results.md
+(the redesign of the main job) come from this script.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from main_job import cached_probe_accuracy, cpu_seconds, scores
 from mimcli.data.shapes import TASKS
 from mimcli.rundir.runs import load_run_config
 
-# the quickstart preset before issue 15 redesigned it: textured background, glyphs anywhere, the paper's views,
+# the quickstart preset before the main job was redesigned: textured background, glyphs anywhere, the paper's views,
 # temperature and probe (raw features)
 OLD_QUICKSTART = [
     "data.shapes.background=textured",
@@ -110,7 +110,7 @@ DESIGNS: dict[str, list[str]] = {
         "train.schedule=cosine",
         "augment.crop_scale=[0.2,1.0]",
     ],
-    # issue 15 (second screen): a plain background (data.shapes.background) and stronger colour jitter
+    # the second screen: a plain background (data.shapes.background) and stronger colour jitter
     "plain-24ep-lr1e-3-curve": [  # run as `mim sweep epochs --values 4,8,12,24` (constant lr: one curve)
         "data.shapes.background=plain",
         "train.epochs=24",
@@ -140,7 +140,7 @@ DESIGNS: dict[str, list[str]] = {
         "augment.crop_scale=[0.8,1.0]",
         "method.temperature=0.1",
     ],
-    # the winner: the quickstart presets since issue 15
+    # the winner: the quickstart presets since the redesign
     "plain-12ep-lr2e-3-wcos-hue0.5-crop1-t0.2": [*SCREEN, *NO_CROP, "method.temperature=0.2"],
     "plain-12ep-lr2e-3-wcos-hue0.5-crop1-ratio1-t0.2": [
         *SCREEN,

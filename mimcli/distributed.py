@@ -174,7 +174,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         m2 = m2s.sum(0) + (counts * (means - mean).square()).sum(0)
         if self.track_running_stats:
             # the buffers exist whenever track_running_stats is set (torch's _NormBase registers them)
-            assert self.num_batches_tracked is not None and self.running_mean is not None
+            assert self.num_batches_tracked is not None
+            assert self.running_mean is not None
             assert self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)

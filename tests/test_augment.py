@@ -39,14 +39,7 @@ from mimcli.data.augment import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from torchvision_reference import torchvision_pipeline
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny per-image tensors: intra-op threads only add synchronisation (badly so on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 OFF = dict(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
@@ -169,7 +162,10 @@ def test_apply_equals_torchvision_functional_chain_for_sampled_params():
     aug = BatchAugment(cfg, 32)
     images = smooth_images(48, 28, 36, seed=3)  # non-square; crops both shrink and grow
     params = aug.sample_params(48, 28, 36, "cpu", torch.Generator().manual_seed(7))
-    assert params.jitter.any() and (~params.jitter).any() and params.gray.any() and params.flip.any()
+    assert params.jitter.any()
+    assert (~params.jitter).any()
+    assert params.gray.any()
+    assert params.flip.any()
     got = aug.apply(images, params)
     ops = {
         BRIGHTNESS: TF.adjust_brightness,
@@ -246,7 +242,8 @@ def test_brightness_alone_matches_adjust_brightness():
     aug = BatchAugment(cfg, 32)
     images = smooth_images(20)
     params = aug.sample_params(20, 32, 32, "cpu", torch.Generator().manual_seed(0))
-    assert (params.factors[:, BRIGHTNESS].std() > 0.1) and (params.factors[:, 1:3] == 1).all()
+    assert params.factors[:, BRIGHTNESS].std() > 0.1
+    assert (params.factors[:, 1:3] == 1).all()
     expected = torch.stack(
         [
             TF.normalize(TF.adjust_brightness(image.float() / 255, float(f)), list(cfg.mean), list(cfg.std))
@@ -291,7 +288,10 @@ def test_crop_box_distribution_matches_torchvision(height, width, scale, ratio):
     theirs = torchvision_boxes(n, height, width, scale, ratio)
     for boxes in (ours, theirs):
         top, left, h, w = boxes.T
-        assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+        assert (top >= 0).all()
+        assert (left >= 0).all()
+        assert (top + h <= height).all()
+        assert (left + w <= width).all()
     area = lambda b: (b[:, 2] * b[:, 3]).double() / (height * width)  # noqa: E731
     log_ratio = lambda b: (b[:, 3].double() / b[:, 2]).log()  # noqa: E731
     centre_x = lambda b: (b[:, 1] + b[:, 3] / 2).double() / width  # noqa: E731
@@ -324,7 +324,8 @@ def test_flip_jitter_grey_rates_and_colour_factor_distribution():
         assert_same_stat(a, b, torch.mean, f"mean {name}")
         assert_same_stat(a, b, torch.std, f"std {name}")
         assert ks_distance(a, b) < ks_critical(len(a), len(b)), f"{name} distribution differs"
-        assert a.min() >= b.min() - 0.01 and a.max() <= b.max() + 0.01
+        assert a.min() >= b.min() - 0.01
+        assert a.max() <= b.max() + 0.01
 
     # the order: a uniformly random permutation per sample, like torchvision's randperm(4)
     order = params.order
@@ -367,7 +368,8 @@ def test_view_statistics_match_torchvision_compose():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         theirs = torch.stack([compose(image) for image in torch.cat([images, images])])
-    assert ours.shape == theirs.shape == (600, 3, 32, 32) and ours.dtype == theirs.dtype == torch.float32
+    assert ours.shape == theirs.shape == (600, 3, 32, 32)
+    assert ours.dtype == theirs.dtype == torch.float32
     a, b = view_features(ours, cfg), view_features(theirs, cfg)
     for name in ["pixel mean", "pixel square", "red mean", "blue mean", "saturation", "contrast"]:
         assert_same_stat(a[name], b[name], torch.mean, f"mean {name}")
@@ -396,7 +398,8 @@ def test_reproducible_from_the_generator():
     assert not torch.allclose(first, aug(images, torch.Generator().manual_seed(4)))
     generator = torch.Generator().manual_seed(3)
     view1, view2 = aug(images, generator), aug(images, generator)
-    assert torch.equal(view1, first) and not torch.allclose(view1, view2)
+    assert torch.equal(view1, first)
+    assert not torch.allclose(view1, view2)
 
 
 def test_autocast_keeps_float32():
@@ -413,8 +416,11 @@ def test_autocast_keeps_float32():
 def test_shapes_device_and_input_checks():
     aug = BatchAugment(AugmentSection(), 24)
     out = aug(smooth_images(3, 40, 30))
-    assert out.shape == (3, 3, 24, 24) and out.dtype == torch.float32 and out.is_contiguous()
-    assert out.min() >= -1.0 and out.max() <= 1.0  # Normalize(0.5, 0.5) of [0, 1]
+    assert out.shape == (3, 3, 24, 24)
+    assert out.dtype == torch.float32
+    assert out.is_contiguous()
+    assert out.min() >= -1.0
+    assert out.max() <= 1.0  # Normalize(0.5, 0.5) of [0, 1]
     assert aug(torch.zeros(0, 3, 32, 32, dtype=torch.uint8)).shape == (0, 3, 24, 24)
     with pytest.raises(ValueError, match="uint8"):
         aug(torch.rand(2, 3, 32, 32))
@@ -432,7 +438,8 @@ def test_cuda_matches_cpu_for_the_same_params():
     torch.testing.assert_close(aug.apply(images.cuda(), on_gpu).cpu(), aug.apply(images, params), atol=1e-4, rtol=0)
     generator = torch.Generator("cuda").manual_seed(0)
     views = aug(images.cuda(), generator)
-    assert views.device.type == "cuda" and views.shape == (64, 3, 32, 32)
+    assert views.device.type == "cuda"
+    assert views.shape == (64, 3, 32, 32)
 
 
 def test_translate_moves_the_view_and_repeats_the_border():
@@ -440,7 +447,8 @@ def test_translate_moves_the_view_and_repeats_the_border():
     cfg = AugmentSection(**{**OFF, "translate": 3})
     augment = BatchAugment(cfg, 32)
     params = augment.sample_params(64, 32, 32, "cpu", torch.Generator().manual_seed(0))
-    assert params.shift.abs().max() == 3 and set(params.shift.unique().tolist()) == set(range(-3, 4))
+    assert params.shift.abs().max() == 3
+    assert set(params.shift.unique().tolist()) == set(range(-3, 4))
     views = augment.apply(images, params)
     # a box moved by (dy, dx) reads pixel (i + dy, j + dx), clamped to the image: replicate padding
     clean = normalize_only(images, AugmentSection(), 32)

@@ -32,7 +32,8 @@ def test_colourstats_probe_set_reads_the_image_folder(tmp_path):
     colour = resolve_dataset(f"colourstats:{tmp_path}", root=tmp_path, image_size=4)
     folder = resolve_dataset(f"imagefolder:{tmp_path}", root=tmp_path, image_size=4)
     # its own feature cache: cached features carry their targets, and the folder's have no colour target
-    assert colour.task == "regression" and colour.source != folder.source
+    assert colour.task == "regression"
+    assert colour.source != folder.source
     assert colour.source.split("-")[-1] == folder.source.split("-")[-1]  # the same folder's digest
     assert "colourstats:PATH" in known_names()
     train, test = colour.load()
@@ -40,4 +41,5 @@ def test_colourstats_probe_set_reads_the_image_folder(tmp_path):
     assert target.shape == (3, 4)
     expected = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.2, 0.2, 0.2, 0.0]])
     torch.testing.assert_close(target, expected, atol=1e-6, rtol=0)  # 51 / 255 = 0.2 exactly
-    assert train.labels.tolist() == [0, 0, 1] and test.images.shape == (3, 3, 4, 4)
+    assert train.labels.tolist() == [0, 0, 1]
+    assert test.images.shape == (3, 3, 4, 4)

@@ -82,8 +82,10 @@ def test_overrides_are_typed_and_validated():
             "probe.datasets=['cifar10','dtd']",
         ],
     )
-    assert config.train.epochs == 3 and config.data.subset == 100
-    assert config.regularizer.lam == 0.5 and config.data.root == "/tmp/x"
+    assert config.train.epochs == 3
+    assert config.data.subset == 100
+    assert config.regularizer.lam == 0.5
+    assert config.data.root == "/tmp/x"
     assert config.probe.datasets == ["cifar10", "dtd"]
 
 
@@ -91,7 +93,9 @@ def test_preset_from_path(tmp_path):
     path = tmp_path / "mine.toml"
     path.write_text('[method]\nname = "byol"\n[train]\nbatch_size = 64\n')
     config = load_config(str(path))
-    assert config.method.name == "byol" and config.train.batch_size == 64 and config.run.name == "mine"
+    assert config.method.name == "byol"
+    assert config.train.batch_size == 64
+    assert config.run.name == "mine"
 
 
 @pytest.mark.parametrize(
@@ -120,7 +124,8 @@ def test_bad_overrides_name_the_key(overrides, fragment):
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(UsageError) as error:
         load_config("simclr-typo")
-    assert "unknown preset 'simclr-typo'" in str(error.value) and "simclr-rc" in str(error.value)
+    assert "unknown preset 'simclr-typo'" in str(error.value)
+    assert "simclr-rc" in str(error.value)
 
 
 def test_a_folder_or_file_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
@@ -161,13 +166,16 @@ def test_unreadable_toml_names_the_line(tmp_path):
 def test_cli_bad_input_is_one_line_exit_2(cli, tmp_path, args):
     code, _, err = cli(*args, "--out", str(tmp_path / "run"))
     assert code == 2
-    assert err.strip().count("\n") == 0 and err.startswith("error:")
+    assert err.strip().count("\n") == 0
+    assert err.startswith("error:")
     assert not (tmp_path / "run").exists()
 
 
 def test_presets_command_lists_descriptions(cli):
     code, out, _ = cli("presets")
-    assert code == 0 and "simclr-rc" in out and "lambda 1" in out
+    assert code == 0
+    assert "simclr-rc" in out
+    assert "lambda 1" in out
 
 
 def test_every_preset_says_what_it_reproduces_and_paper_presets_name_their_length():

@@ -13,7 +13,6 @@ from PIL import Image
 from mimcli.config import ShapesSection
 from mimcli.data.datasets import image_folder_split, load_image_folder, load_pretrain_data, seeded_subset
 from mimcli.errors import DataNotFoundError
-from tests.conftest import CIFAR_JPEG
 
 
 def make_folder(root: Path, classes: dict[str, int], size: int = 12) -> None:
@@ -26,7 +25,8 @@ def make_folder(root: Path, classes: dict[str, int], size: int = 12) -> None:
 def test_image_folder_reads_classes_and_resizes(tmp_path):
     make_folder(tmp_path / "train", {"cat": 2, "dog": 3})
     data = load_image_folder(image_folder_split(tmp_path, "train"), image_size=8)
-    assert data.images.shape == (5, 3, 8, 8) and data.classes == ["cat", "dog"]
+    assert data.images.shape == (5, 3, 8, 8)
+    assert data.classes == ["cat", "dog"]
     assert data.labels.tolist() == [0, 0, 1, 1, 1]
     assert data.images[3].float().mean().item() == pytest.approx(21, abs=0.5)  # dog #1: value 20*1 + 1
 
@@ -47,7 +47,8 @@ def test_flat_folder_of_images_is_unlabeled_pretraining_data(tmp_path, cli):
     (tmp_path / "flat" / "notes.txt").write_text("not an image")
     assert image_folder_split(tmp_path / "flat", "train") == tmp_path / "flat"
     data = load_image_folder(tmp_path / "flat", image_size=8)
-    assert data.images.shape == (40, 3, 8, 8) and data.classes == []
+    assert data.images.shape == (40, 3, 8, 8)
+    assert data.classes == []
     assert data.labels.tolist() == [-1] * 40
     assert data.images[5, 1].float().mean().item() == pytest.approx(10, abs=0.5)  # img05: green = 2*5
     common = [
@@ -73,7 +74,9 @@ def test_flat_folder_of_images_is_unlabeled_pretraining_data(tmp_path, cli):
 
     assert [m["epoch"] for m in runs.read_metrics(tmp_path / "run")] == [1]
     code, _, err = cli("supervised", *common, "--out", str(tmp_path / "sup"))
-    assert code == 2 and "needs labels" in err and err.strip().count("\n") == 0
+    assert code == 2
+    assert "needs labels" in err
+    assert err.strip().count("\n") == 0
 
 
 def test_seeded_subset_is_fixed_and_seed_dependent(tmp_path):
@@ -81,8 +84,10 @@ def test_seeded_subset_is_fixed_and_seed_dependent(tmp_path):
     a = seeded_subset(data, 10, seed=1)
     b = seeded_subset(data, 10, seed=1)
     c = seeded_subset(data, 10, seed=2)
-    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
-    assert len(a) == 10 and torch.equal(a.targets["hue"], b.targets["hue"])
+    assert torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, c.images)
+    assert len(a) == 10
+    assert torch.equal(a.targets["hue"], b.targets["hue"])
 
 
 def test_missing_torchvision_dataset_fails_with_exit_2_naming_the_path(cli, tmp_path):
@@ -101,7 +106,9 @@ def test_missing_torchvision_dataset_fails_with_exit_2_naming_the_path(cli, tmp_
         str(tmp_path / "run"),
         "--no-progress",
     )
-    assert code == 2 and str(root) in err and "cifar-10-batches-py" in err
+    assert code == 2
+    assert str(root) in err
+    assert "cifar-10-batches-py" in err
     assert err.strip().count("\n") == 0
 
 
@@ -119,12 +126,13 @@ def test_empty_image_folder_fails_with_exit_2(cli, tmp_path):
         str(tmp_path / "run"),
         "--no-progress",
     )
-    assert code == 2 and "no images found" in err
+    assert code == 2
+    assert "no images found" in err
 
 
-def extract_cifar_subset(target: Path, per_class: int) -> Path:
-    """Unpack the first `per_class` training JPEGs of each class from the shared archive."""
-    with tarfile.open(CIFAR_JPEG) as archive:
+def extract_cifar_subset(archive_path: Path, target: Path, per_class: int) -> Path:
+    """Unpack the first `per_class` training JPEGs of each class from a CIFAR-10 JPEG archive."""
+    with tarfile.open(archive_path) as archive:
         members = [
             m for m in archive.getmembers() if m.isfile() and "/train/" in m.name and int(Path(m.name).stem) < per_class
         ]
@@ -132,10 +140,9 @@ def extract_cifar_subset(target: Path, per_class: int) -> Path:
     return target / "cifar10-jpeg"
 
 
-@pytest.mark.data
-@pytest.mark.skipif(not CIFAR_JPEG.exists(), reason=f"needs the shared CIFAR-10 JPEGs at {CIFAR_JPEG}")
-def test_tiny_pretrain_on_the_real_cifar10_jpegs(cli, tmp_path):
-    root = extract_cifar_subset(tmp_path / "data", per_class=60)
+def test_tiny_pretrain_on_cifar10_jpegs(cli, tmp_path, cifar10_jpeg):
+    """The archive's layout end to end (generated JPEGs: conftest's cifar10_jpeg)."""
+    root = extract_cifar_subset(cifar10_jpeg, tmp_path / "data", per_class=60)
     out = tmp_path / "run"
     code, _, err = cli(
         "pretrain",
@@ -163,5 +170,6 @@ def test_tiny_pretrain_on_the_real_cifar10_jpegs(cli, tmp_path):
     for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "backbone.pt", "run.json"):
         assert (out / name).is_file(), name
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 1 and metrics[0]["epoch"] == 1
+    assert len(metrics) == 1
+    assert metrics[0]["epoch"] == 1
     assert 0 < metrics[0]["loss"] < 7  # NT-Xent of 2x128 views starts near log(255) = 5.5

@@ -19,7 +19,7 @@ from mimcli.report.render import markdown
 from mimcli.report.tables import build_report
 from mimcli.rundir import runs
 from mimcli.train.loop import pretrain
-from tests.conftest import TINY_KEYS, quiet
+from tests.tiny import TINY_KEYS
 
 SVHN = DataSetRecord(
     "svhn",
@@ -78,7 +78,7 @@ def test_the_registry_is_restored_after_a_test_that_registers():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, quiet) -> Path:
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     pretrain(
         load_config(None, [*TINY_KEYS, "train.diagnostics_every=0"]), run_dir, console=quiet(), show_progress=False

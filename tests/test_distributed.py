@@ -29,7 +29,7 @@ from mimcli.data.shapes import generate_shapes
 from mimcli.methods.compose import build_model
 from mimcli.objectives import contrastive
 from mimcli.rundir import runs
-from tests.conftest import TINY_KEYS
+from tests.tiny import TINY_KEYS
 
 WORLD = 2
 B = 6  # samples per rank
@@ -212,7 +212,8 @@ def _checks(rank: int, out: Path) -> dict:
 
     result = {}
     with distributed.process_group("cpu"):
-        assert distributed.world_size() == WORLD and distributed.rank() == rank
+        assert distributed.world_size() == WORLD
+        assert distributed.rank() == rank
         result["losses"] = losses(global_inputs(), rows(rank))
         with float64():
             for method, kind, bn in END_TO_END:
@@ -268,7 +269,8 @@ def test_ddp_step_equals_one_process_step_on_the_global_batch(checks, tmp_path, 
             build_trainer(tiny(method, kind, f"train.bn_stats={bn!r}"), tmp_path, data=DATA), slice(None)
         )
     ranks = [result[f"{method}-{kind}-{bn}"] for result in checks]
-    assert ranks[0]["global_bn"] and not reference["global_bn"], "BatchNorm converted only under DDP"
+    assert ranks[0]["global_bn"], "BatchNorm converted only under DDP"
+    assert not reference["global_bn"], "BatchNorm converted only under DDP"
     torch.testing.assert_close(sum(r["loss"] for r in ranks) / WORLD, reference["loss"], rtol=1e-12, atol=0)
     assert reference["grads"].keys() == ranks[0]["grads"].keys()
     # biases in front of a BatchNorm have a gradient of exactly 0 up to rounding: an absolute floor
@@ -281,7 +283,8 @@ def test_ddp_step_equals_one_process_step_on_the_global_batch(checks, tmp_path, 
 
 
 def test_supervised_keeps_per_rank_batchnorm(checks):
-    assert checks[0]["supervised_bn"] and "GlobalBatchNorm" not in checks[0]["supervised_bn"]
+    assert checks[0]["supervised_bn"]
+    assert "GlobalBatchNorm" not in checks[0]["supervised_bn"]
 
 
 def test_feature_extraction_shards_and_gathers_in_order(checks, tmp_path):
@@ -291,7 +294,8 @@ def test_feature_extraction_shards_and_gathers_in_order(checks, tmp_path):
         for name, values in expected.items():
             torch.testing.assert_close(result["extract"][name], values, **CLOSE)
     # the cache: rank 0 alone writes (train and test); the second data set shares the images: a hit
-    assert len(checks[0]["writes"]) == 2 and checks[1]["writes"] == []
+    assert len(checks[0]["writes"]) == 2
+    assert checks[1]["writes"] == []
     for result in checks:
         assert len(result["cached"][0]) == 37
         torch.testing.assert_close(result["cached"][1], result["cached"][0])
@@ -334,6 +338,7 @@ def _commands(rank: int, out: Path, commands: list[list[str]]) -> dict:
     return {"codes": codes, "listings": listings, "writes": writes}
 
 
+@pytest.mark.slow
 def test_two_rank_pretrain_writes_on_rank_0_only_and_resumes_exactly(tmp_path):
     halves, straight = tmp_path / "halves", tmp_path / "straight"
     base = ["pretrain", "--preset", "simclr", *CLI_TINY, "--no-progress"]
@@ -344,7 +349,8 @@ def test_two_rank_pretrain_writes_on_rank_0_only_and_resumes_exactly(tmp_path):
     ]
     ranks = spawn(_commands, tmp_path / "spawn", commands)
     assert [r["codes"] for r in ranks] == [[0, 0, 0]] * WORLD
-    assert ranks[1]["writes"] == [] and ranks[0]["writes"]
+    assert ranks[1]["writes"] == []
+    assert ranks[0]["writes"]
     assert all(str(halves) in w or str(straight) in w for w in ranks[0]["writes"]), ranks[0]["writes"]
     after_one = ranks[0]["listings"][0]
     written = ["backbone.pt", "checkpoint.pt", "config.toml", "metrics.jsonl", "requirements.txt", "run.json"]
@@ -356,7 +362,8 @@ def test_two_rank_pretrain_writes_on_rank_0_only_and_resumes_exactly(tmp_path):
     for name, tensor in b["model"].items():
         assert torch.equal(a["model"][name], tensor), name
     metrics_a, metrics_b = runs.read_metrics(halves), runs.read_metrics(straight)
-    assert len(metrics_a) == 2 and [m["loss"] for m in metrics_a] == [m["loss"] for m in metrics_b]
+    assert len(metrics_a) == 2
+    assert [m["loss"] for m in metrics_a] == [m["loss"] for m in metrics_b]
     # 64 images, 16 per rank: 2 steps of 32 images per epoch
     assert metrics_a[0]["images_per_s"] * metrics_a[0]["seconds"] == pytest.approx(64)
 
@@ -387,9 +394,12 @@ def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch, cli):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     code, _, err = cli("pretrain", *args, "--gpus=2")
-    assert code == 2 and "leave it out" in err and len(calls) == 1
+    assert code == 2
+    assert "leave it out" in err
+    assert len(calls) == 1
 
 
+@pytest.mark.slow
 def test_gpus_2_trains_and_probes_through_torchrun(tmp_path):
     """The real launcher: `mim pretrain --gpus 2` on the CPU (gloo), post-training probe included:
     every rank extracts a share of the probe features, rank 0 caches them and probes on the cache."""

@@ -15,14 +15,15 @@ from mimcli.errors import UsageError
 from mimcli.report.run_records import SUFFIX, make_record
 from mimcli.report.sections import parse, update
 from mimcli.rundir import runs
-from tests.conftest import TINY_BASE
+from tests.tiny import TINY_BASE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def update_docs():
     spec = importlib.util.spec_from_file_location("update_docs", ROOT / "experiments" / "update_docs.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -67,7 +68,8 @@ def test_update_writes_the_table_from_the_records_and_check_then_passes(repo):
     assert "| SimCLR | 2 | 62.00 ± 2.83 |" in text  # mean and sample std of 60 and 64
     assert "`mim sweep seeds --values 0,1`" in text  # the command that made the runs, as one types it
     assert "[`docs/records/study`](records/study)" in text
-    assert text.startswith("# Results\n\n<!-- mim:begin study") and text.endswith("<!-- mim:end study -->\n\nafter\n")
+    assert text.startswith("# Results\n\n<!-- mim:begin study")
+    assert text.endswith("<!-- mim:end study -->\n\nafter\n")
     assert update([document], repo, check=True) == []
     assert document.read_text() == text
 
@@ -117,7 +119,8 @@ def test_a_figure_section_writes_its_pngs_and_links_them(repo):
     assert update([document], repo) == ["docs/results.md: figs"]
     folder = repo / "docs" / "figures" / "figs"
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", document.read_text())
-    assert links and sorted(links) == sorted(f"figures/figs/{p.name}" for p in folder.iterdir())
+    assert links
+    assert sorted(links) == sorted(f"figures/figs/{p.name}" for p in folder.iterdir())
     assert all(link.endswith(".png") for link in links)  # the PDF beside each PNG is not kept
     assert update([document], repo, check=True, figures=False) == []
 

@@ -13,7 +13,7 @@ import torch
 from mimcli.config import load_config, load_plugin, method_sections, regularizer_sections, training_plugins
 from mimcli.errors import UsageError
 from mimcli.rundir import runs
-from tests.conftest import TINY
+from tests.tiny import TINY
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
@@ -60,11 +60,14 @@ def test_vicreg_trains_through_the_cli_and_the_run_reloads_it(cli, tmp_path, vic
     assert code == 0, err
     assert "VICReg" in stdout
     metrics = [json.loads(line) for line in (out / runs.METRICS).read_text().splitlines()]
-    assert metrics[-1]["epoch"] == 1 and torch.isfinite(torch.tensor(metrics[-1]["loss_method"]))
+    assert metrics[-1]["epoch"] == 1
+    assert torch.isfinite(torch.tensor(metrics[-1]["loss_method"]))
     config = runs.load_run_config(out)  # what resume and `mim report` read
-    assert config.method.name == "vicreg" and config.method.std_weight == 20.0
+    assert config.method.name == "vicreg"
+    assert config.method.std_weight == 20.0
     assert config.run.plugins == [str(vicreg_file.resolve())]
-    assert config.method.label == "VICReg" and "std_weight" in config.method.uses
+    assert config.method.label == "VICReg"
+    assert "std_weight" in config.method.uses
 
 
 def test_a_key_of_another_method_is_named_as_such(vicreg_file):
@@ -81,8 +84,11 @@ def test_a_missing_plugin_is_one_line_exit_2(cli, tmp_path):
     code, _, err = cli(
         "pretrain", *TINY, "--set", f"run.plugins=['{tmp_path / 'nope.py'}']", "--out", str(tmp_path / "run")
     )
-    assert code == 2 and "run.plugins: cannot load" in err and "nope.py" in err
-    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    assert code == 2
+    assert "run.plugins: cannot load" in err
+    assert "nope.py" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_registry_order_labels_and_uses_are_the_old_report_constants():
@@ -135,3 +141,29 @@ def test_an_old_config_toml_with_every_methods_keys_still_loads(tmp_path):
     config = runs.load_run_config(run)
     assert config.method.model_dump() == {"name": "byol", "hidden_dim": 512, "proj_dim": None, "base_momentum": 0.99}
     assert config.regularizer.lam == 0.1
+
+
+def test_registries_are_restored_after_each_test(pytester):
+    """conftest's restore_registries: what one test registers (a plugin's method, a probe data set) is gone
+    in the next, so a test's outcome does not depend on which tests ran before it."""
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(
+        test_two="""
+from mimcli.config import method_sections
+from mimcli.data import transfer
+from mimcli.methods.base import METHODS
+
+
+def test_registers():
+    METHODS["leaked"] = METHODS["simclr"]
+    transfer.REGISTRY.pop("mnist")
+    assert "simclr" in method_sections()
+
+
+def test_sees_the_built_ins_only():
+    assert "leaked" not in METHODS
+    assert "mnist" in transfer.REGISTRY
+"""
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=2)

@@ -11,60 +11,16 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from PIL import Image
 from rich.console import Console
 
-from mimcli.config import load_config
 from mimcli.data.transfer import resolve_dataset
 from mimcli.models.resnet import build_backbone
 from mimcli.probe.cache import FeatureCache
 from mimcli.probe.normalization import channel_stats
-from mimcli.rundir.runs import BACKBONE, save_config
+from mimcli.rundir.runs import BACKBONE
 from mimcli.rundir.weights import load_backbone
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_run(root: Path, seed: int = 0, overrides: list[str] | None = None) -> Path:
-    """A run directory with a random width-8 ResNet-18 (no training loop involved)."""
-    run_dir = root / "run"
-    config = load_config(
-        None,
-        [
-            "model.width=8",
-            "data.dataset=shapes",
-            "data.shapes.n_train=200",
-            "data.shapes.n_test=100",
-            "data.download=false",
-            *(overrides or []),
-        ],
-    )
-    save_config(run_dir, config)
-    torch.manual_seed(seed)
-    backbone = build_backbone(config.model.backbone, config.model.width, config.data.image_size, config.model.stem)
-    torch.save(backbone.state_dict(), run_dir / BACKBONE)
-    return run_dir
-
-
-def make_image_folder(root: Path, per_class: int = 12, seed: int = 0) -> Path:
-    """Two colour classes (reddish, bluish) with noise; train/ and test/ splits, 16 px PNGs."""
-    generator = torch.Generator().manual_seed(seed)
-    for split in ("train", "test"):
-        for label, name in enumerate(("blue", "red")):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                image = torch.randint(0, 120, (3, 16, 16), generator=generator, dtype=torch.uint8)
-                image[2 - 2 * label] += 120
-                Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 class BackboneLoader:
@@ -81,7 +37,7 @@ class BackboneLoader:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, make_image_folder, make_run):
     """A run and an image folder whose features are cached once for the whole module."""
     root = tmp_path_factory.mktemp("built")
     run_dir = make_run(root)
@@ -104,7 +60,8 @@ def setup(built, tmp_path):
 
 def test_second_get_reads_the_cache_only(setup):
     run_dir, dataset, (train, test) = setup
-    assert train.layers["layer4"].shape == (12, 64) and test.layers["layer2"].shape == (12, 16)
+    assert train.layers["layer4"].shape == (12, 64)
+    assert test.layers["layer2"].shape == (12, 16)
     assert train.labels.tolist() == [0] * 6 + [1] * 6
 
     def no_images():
@@ -115,7 +72,8 @@ def test_second_get_reads_the_cache_only(setup):
     for name in ("layer2", "layer3", "layer4"):
         assert torch.equal(again_train.layers[name], train.layers[name])
         assert torch.equal(again_test.layers[name], test.layers[name])
-    assert torch.equal(again_test.labels, test.labels) and again_train.classes == ["blue", "red"]
+    assert torch.equal(again_test.labels, test.labels)
+    assert again_train.classes == ["blue", "red"]
 
 
 def test_feature_precision_is_fp32_by_default_and_named_in_the_cache(setup):
@@ -137,14 +95,16 @@ def test_feature_precision_is_fp32_by_default_and_named_in_the_cache(setup):
     with h5py.File(path, "r+") as handle:
         handle.attrs["precision"] = "bf16-autocast"  # as a bf16 extraction before the option existed wrote it
     again, _ = FeatureCache(run_dir).get(dataset)
-    assert again.meta["precision"] == "fp32" and torch.equal(again.layers["layer4"], train.layers["layer4"])
+    assert again.meta["precision"] == "fp32"
+    assert torch.equal(again.layers["layer4"], train.layers["layer4"])
 
 
 def test_features_are_the_normalised_backbone_outputs(setup):
     run_dir, dataset, (train, test) = setup
     images_train, images_test = dataset.load()
     mean, std = channel_stats(images_train.images)
-    assert train.meta["norm_mean"] == pytest.approx(mean) and test.meta["norm_std"] == pytest.approx(std)
+    assert train.meta["norm_mean"] == pytest.approx(mean)
+    assert test.meta["norm_std"] == pytest.approx(std)
     expected_mean = images_train.images.double().mean(dim=(0, 2, 3)) / 255
     assert torch.allclose(torch.tensor(mean, dtype=torch.float64), expected_mean)
     backbone = load_backbone(run_dir)[0]
@@ -202,7 +162,8 @@ def test_a_damaged_cache_is_reported_and_rebuilt(setup, caplog, damage):
     assert any(str(path) in record.getMessage() and "rebuilding" in record.getMessage() for record in caplog.records)
     assert torch.allclose(rebuilt.layers["layer4"], test.layers["layer4"], atol=1e-6)
     with h5py.File(path, "r") as handle:
-        assert handle.attrs["complete"] and handle["layer4"].shape == (12, 64)
+        assert handle.attrs["complete"]
+        assert handle["layer4"].shape == (12, 64)
 
 
 def test_a_failed_write_leaves_no_file(setup, monkeypatch):
@@ -220,7 +181,9 @@ def test_a_failed_write_leaves_no_file(setup, monkeypatch):
 
 
 @pytest.mark.parametrize("loader", ["memory", "stream"])
-def test_extraction_reports_its_batches_in_a_log_and_gives_the_same_features(tmp_path, monkeypatch, loader):
+def test_extraction_reports_its_batches_in_a_log_and_gives_the_same_features(
+    tmp_path, monkeypatch, loader, make_image_folder, make_run
+):
     """Without a terminal, extraction prints a line every LOG_EVERY batches (here 1) with the time left;
     the features are those of a silent extraction."""
     from mimcli.probe import cache as features

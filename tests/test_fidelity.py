@@ -11,16 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from mimcli.config import load_config, regularizer_section
+from mimcli.config import load_config, method_sections, regularizer_section, regularizer_sections
 from mimcli.data import datasets
 from mimcli.data.batch import Batch
 from mimcli.data.datasets import load_pretrain_data
 from mimcli.data.images import ImageData
+from mimcli.methods.base import METHODS
 from mimcli.methods.compose import build_model
 from mimcli.models.resnet import build_backbone
 from mimcli.models.viewnorm import PerViewBatchNorm, group_batchnorm, per_view_batchnorm, view_groups
 from mimcli.probe.normalization import probe_normalization
 from mimcli.regularizers import build_regularizer
+from mimcli.regularizers.base import REGULARIZERS
 
 
 def _bn_net() -> nn.Module:
@@ -82,11 +84,26 @@ def test_pretrain_model_uses_per_view_statistics_everywhere_by_default():
     )
     model = build_model(config, num_classes=1)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert norms and all(isinstance(m, PerViewBatchNorm) for m in norms)  # backbone, heads, target, decoder
+    assert norms
+    assert all(isinstance(m, PerViewBatchNorm) for m in norms)
     joint = build_model(load_config(None, ["model.width=8", "train.bn_stats='joint'"]), num_classes=1)
     assert not any(isinstance(m, PerViewBatchNorm) for m in joint.modules())
     supervised = build_model(load_config(None, ["model.width=8", "method.name='supervised'"]), num_classes=3)
     assert not any(isinstance(m, PerViewBatchNorm) for m in supervised.modules())  # one view: nothing to split
+
+
+@pytest.mark.parametrize("method", sorted(method_sections()))  # every registered method and regulariser
+@pytest.mark.parametrize("kind", sorted(regularizer_sections()))
+def test_every_two_view_model_normalises_each_view_with_its_own_statistics(method, kind):
+    """Row 4 of docs/fidelity.md for any method x regulariser, a new one included: every BatchNorm layer of a
+    two-view model (backbone, heads, target, decoder) is per view; a one-view model has none to split."""
+    if METHODS[method].n_views < REGULARIZERS[kind].min_views:
+        return  # no such model (MIB and IP compare two views): tests/test_train.py checks the refusal
+    config = load_config(None, ["model.width=8", f"method.name={method!r}", f"regularizer.kind={kind!r}"])
+    norms = [m for m in build_model(config, num_classes=3).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms
+    per_view = [isinstance(m, PerViewBatchNorm) for m in norms]
+    assert all(per_view) if METHODS[method].n_views == 2 else not any(per_view)
 
 
 def test_per_view_backbone_features_equal_two_forwards_of_the_official_backbone():
@@ -133,7 +150,8 @@ def test_stl10_pretrains_on_the_unlabeled_split_only(monkeypatch, tmp_path):
     }
     monkeypatch.setattr(datasets, "load_stl10", lambda root, split, download: copy.deepcopy(splits[split]))
     official = load_pretrain_data("stl10", str(tmp_path), 64, None, 0, False)
-    assert len(official) == 6 and bool((official.images == 1).all())
+    assert len(official) == 6
+    assert bool((official.images == 1).all())
     both = load_pretrain_data("stl10", str(tmp_path), 64, None, 0, False, stl10_split="unlabeled+train")
     assert len(both) == 10
     assert load_config(None, []).data.stl10_split == "unlabeled"
@@ -158,7 +176,8 @@ def test_stl10_pretrains_on_the_unlabeled_split_only(monkeypatch, tmp_path):
 def test_probe_normalisation_per_data_set(source, mean, std):
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     got_mean, got_std, _ = probe_normalization(source, images)
-    assert got_mean == mean and got_std == std
+    assert got_mean == mean
+    assert got_std == std
     train_mean, _, kind = probe_normalization(source, images, "train_stats")
     assert kind == "train-split statistics"
     assert train_mean == pytest.approx((images.double() / 255).mean((0, 2, 3)).tolist())
@@ -167,7 +186,8 @@ def test_probe_normalisation_per_data_set(source, mean, std):
 def test_an_image_folder_is_probed_with_its_train_statistics():
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     mean, _, kind = probe_normalization("imagefolder-x-0123", images)
-    assert kind == "train-split statistics" and mean == pytest.approx((images.double() / 255).mean((0, 2, 3)).tolist())
+    assert kind == "train-split statistics"
+    assert mean == pytest.approx((images.double() / 255).mean((0, 2, 3)).tolist())
 
 
 @pytest.mark.parametrize(
@@ -182,7 +202,8 @@ def test_an_image_folder_is_probed_with_its_train_statistics():
 def test_lbe_rho_and_blocks_follow_the_resolution(size, rho, blocks):
     backbone = build_backbone("resnet18", 8, size)
     lbe = build_regularizer(regularizer_section(kind="lbe"), backbone, size, 2)
-    assert lbe.rho == rho and tuple(lbe.block_weights) == blocks
+    assert lbe.rho == rho
+    assert tuple(lbe.block_weights) == blocks
     assert build_regularizer(regularizer_section(kind="lbe", rho=0.3), backbone, size, 2).rho == 0.3
 
 
@@ -248,12 +269,16 @@ def test_paper_presets_match_the_official_scripts(preset, prefix, epochs):
     if sigma is not None:
         assert config.regularizer.sigma == sigma
     if config.regularizer.kind == "lbe":  # rho and block_weights are LBE's own keys
-        assert config.regularizer.rho is None and config.regularizer.block_weights is None  # official by resolution
-    assert config.train.bn_stats == "per_view" and config.train.loss_precision == "fp32"
-    assert config.data.stl10_split == "unlabeled" and config.probe.normalize == "official"
+        assert config.regularizer.rho is None
+        assert config.regularizer.block_weights is None  # official by resolution
+    assert config.train.bn_stats == "per_view"
+    assert config.train.loss_precision == "fp32"
+    assert config.data.stl10_split == "unlabeled"
+    assert config.probe.normalize == "official"
     assert config.data.image_size == (64 if config.data.dataset == "stl10" else 32)
     if config.method.name != "supervised":  # the projector's keys (supervised has a linear classifier)
-        assert config.method.proj_dim is None and config.method.hidden_dim is None  # the method's own default, below
+        assert config.method.proj_dim is None
+        assert config.method.hidden_dim is None  # the method's own default, below
     if config.method.name == "simclr":
         assert config.method.temperature == 0.5  # main.py L25 (no main.sh line sets it)
     # the view recipe: test_fidelity_pins::test_augmentation_equals_the_official_transforms pins these values
@@ -304,5 +329,7 @@ def test_imagenet_presets_group_the_backbone_batchnorm_as_dataparallel():
     model = build_model(config, num_classes=1)
     backbone_layers = [m for m in model.backbone.modules() if isinstance(m, PerViewBatchNorm)]
     decoder_layers = [m for m in model.regularizer.modules() if isinstance(m, PerViewBatchNorm)]
-    assert backbone_layers and all(m.group_size == 256 for m in backbone_layers)
-    assert decoder_layers and all(m.group_size == 0 for m in decoder_layers)  # the decoder is outside DataParallel
+    assert backbone_layers
+    assert all(m.group_size == 256 for m in backbone_layers)
+    assert decoder_layers
+    assert all(m.group_size == 0 for m in decoder_layers)  # the decoder is outside DataParallel

@@ -231,7 +231,8 @@ def test_imagenet_presets_dry_run_with_the_official_recipe(preset):
     model = build_model(config, num_classes=1)
     assert _modules(model.method.projector) == _official_mlp(2048, 128, False)
     optimizer = build_optimizer(model, t, 1024, torch.device("cpu"))
-    assert isinstance(optimizer, LARS) and optimizer.param_groups[0]["lr"] == pytest.approx(1.2)
+    assert isinstance(optimizer, LARS)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1.2)
     kind = config.regularizer.kind
     if kind == "lbe":
         assert (model.regularizer.rho, model.regularizer.block_weights) == (1 / 20, {"layer4": 1.0})

@@ -12,7 +12,6 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from conftest import TINY
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
@@ -23,6 +22,7 @@ from mimcli.data.transfer import resolve_dataset
 from mimcli.models.resnet import PooledResNet, _resnet_stages
 from mimcli.rundir import runs
 from mimcli.train.diagnostics import Diagnostics
+from tests.tiny import TINY
 
 SHAPES = ["--set", "data.shapes.n_train=64", "--set", "data.shapes.n_test=32"]
 PROBE = ["--datasets", "shapes:shape", "--protocol", "knn", *SHAPES]
@@ -131,7 +131,8 @@ def test_each_layout_gives_the_features_of_its_weights(cli, tmp_path, layout):
     assert code == 0, err
     description = json.loads((out / "model.json").read_text())["model"]
     assert description["checkpoint"]["format"] == layout.split("-imagenet")[0]
-    assert description["architecture"]["arch"] == "resnet18" and description["architecture"]["width"] == 8
+    assert description["architecture"]["arch"] == "resnet18"
+    assert description["architecture"]["width"] == 8
     assert_same_features(out, by_hand(net, shapes_train_images()))
     record = json.loads((out / runs.PROBE).read_text())["results"][0]
     assert record["params"]["preprocessing"]["input_size"] == 32
@@ -159,7 +160,9 @@ def test_our_own_backbone_probed_as_a_file_equals_the_run_probe(cli, tmp_path):
     assert rows["mim resnet18 (backbone.pt)"]["value"] == rows["SimCLR"]["value"]
     # a foreign row is another model by design: mim's rows are not marked as trained differently
     code, text, err = cli("report", str(tmp_path / "runs"), "--format", "markdown")
-    assert code == 0 and "different protocols" not in err and "SimCLR†" not in text
+    assert code == 0
+    assert "different protocols" not in err
+    assert "SimCLR†" not in text
     assert "| mim resnet18 (backbone.pt) |" in text.replace(" †", "")
 
 
@@ -172,7 +175,8 @@ def test_torchvision_random_weights_offline(cli, tmp_path):
 
     assert_same_features(out, by_hand(resnet18().eval(), shapes_train_images()))
     description = json.loads((out / "model.json").read_text())["model"]
-    assert description["label"] == "torchvision resnet18 (random init)" and description["normalization"] is None
+    assert description["label"] == "torchvision resnet18 (random init)"
+    assert description["normalization"] is None
     # probed again from the directory alone: the cache is read, nothing rebuilt
     before = cached(out)
     code, _, err = cli("probe", str(out), "--datasets", "shapes:shape,shapes:hue", "--protocol", "knn")
@@ -190,9 +194,11 @@ def test_weights_that_need_a_download_fail_in_one_line_offline(cli, tmp_path, mo
 
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     code, out, err = cli("probe", "torchvision:resnet18:IMAGENET1K_V1", "--out", str(tmp_path / "tv"), *PROBE)
-    assert code == 2 and out == ""
+    assert code == 2
+    assert out == ""
     assert len(err.strip().splitlines()) == 1, err
-    assert "could not be downloaded" in err and "resnet18-f37072fd.pth" in err
+    assert "could not be downloaded" in err
+    assert "resnet18-f37072fd.pth" in err
     assert not (tmp_path / "tv").exists()
 
 
@@ -206,24 +212,31 @@ def test_unknown_ambiguous_and_pickled_checkpoints_get_one_line(cli, tmp_path):
     net = small_resnet("cifar", 2)
     torch.save({"head.weight": torch.randn(3, 3)}, tmp_path / "unknown.pt")
     code, _, err = cli("probe", str(tmp_path / "unknown.pt"), *PROBE)
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "cannot tell which code base wrote" in err and "--format" in err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "cannot tell which code base wrote" in err
+    assert "--format" in err
     # solo-learn's keys without its classifier are any code base's backbone.*: the format is asked for
     plain = {k: v for k, v in solo_learn(net)["state_dict"].items() if k.startswith("backbone.")}
     torch.save(plain, tmp_path / "ambiguous.pt")
     code, _, err = cli("probe", str(tmp_path / "ambiguous.pt"), *PROBE)
-    assert code == 2 and "--format" in err
+    assert code == 2
+    assert "--format" in err
     out = tmp_path / "asked"
     code, _, err = cli("probe", str(tmp_path / "ambiguous.pt"), "--format", "solo-learn", "--out", str(out), *PROBE)
     assert code == 0, err
     assert_same_features(out, by_hand(net, shapes_train_images()))
     torch.save({"state_dict": solo_learn(net)["state_dict"], "hyper_parameters": Hyper()}, tmp_path / "pickled.ckpt")
     code, _, err = cli("probe", str(tmp_path / "pickled.ckpt"), *PROBE)
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "needs pickle" in err and "weights_only=False" in err and "torch.save" in err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "needs pickle" in err
+    assert "weights_only=False" in err
+    assert "torch.save" in err
     # a probe directory keeps the model it was written for
     code, _, err = cli("probe", str(out), "--pool", "max", *PROBE)
-    assert code == 2 and "model.json" in err
+    assert code == 2
+    assert "model.json" in err
 
 
 def test_information_diagnostics_of_a_foreign_backbone(cli, tmp_path):
@@ -234,7 +247,8 @@ def test_information_diagnostics_of_a_foreign_backbone(cli, tmp_path):
     assert code == 0, err
     (line,) = runs.read_metrics(out)
     config = runs.load_run_config(out)
-    assert config.data.dataset == "shapes" and config.data.shapes.n_train == 64
+    assert config.data.dataset == "shapes"
+    assert config.data.shapes.n_train == 64
     config = config.model_copy(update={"train": config.train.model_copy(update={"diagnostics_every": 1})})
     data = load_train_data(config)
     diagnostics = Diagnostics.build(config, data, BatchAugment(config.augment, 32), torch.device("cpu"))
@@ -265,7 +279,9 @@ def test_torchvision_options_are_recorded(cli, tmp_path):
     assert code == 0, err
     record = json.loads((out / runs.PROBE).read_text())["results"][0]
     pre = record["params"]["preprocessing"]
-    assert pre["pool"] == "max" and pre["input_size"] == 40 and pre["feature_layers"] == ["layer1", "layer3", "layer4"]
+    assert pre["pool"] == "max"
+    assert pre["input_size"] == 40
+    assert pre["feature_layers"] == ["layer1", "layer3", "layer4"]
     assert pre["normalization"]["mean"] == [0.485, 0.456, 0.406]
     (path,) = (out / "features").glob("shapes-*-train-40px-*.h5")
     with h5py.File(path, "r") as handle:
@@ -294,4 +310,6 @@ def test_timm_model_with_its_own_config(cli, tmp_path):
 def test_timm_missing_is_one_line(cli, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "timm", None)  # import timm raises ImportError
     code, _, err = cli("probe", "timm:resnet18", "--out", str(tmp_path / "t"), *PROBE)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "pip install timm" in err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "pip install timm" in err

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CIFAR_JPEG
-
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -57,7 +55,8 @@ def test_kernels_are_charged_to_the_phase_open_at_their_launch():
     phases = summary["phases"]
     assert summary["step_ms"] == pytest.approx(0.0975)  # the window 0..195 us over 2 steps
     assert phases["mim.data"]["gpu_ms"] == pytest.approx(0.004)
-    assert phases["mim.backbone"]["gpu_ms"] == pytest.approx(0.020) and phases["mim.backbone"]["kernels"] == 2
+    assert phases["mim.backbone"]["gpu_ms"] == pytest.approx(0.020)
+    assert phases["mim.backbone"]["kernels"] == 2
     assert phases["mim.backward"]["gpu_ms"] == pytest.approx(0.018)
     assert phases["mim.forward"]["gpu_ms"] == 0  # the innermost range takes the kernel
     assert phases["mim.forward"]["host_ms"] == pytest.approx(0.004)  # 30 us less the 26 us nested in it
@@ -65,7 +64,8 @@ def test_kernels_are_charged_to_the_phase_open_at_their_launch():
     assert summary["gpu_busy_ms"] == pytest.approx((4 + 15 + 18) / 1000)  # the two convs overlap by 5
     assert summary["gpu_idle_ms"] == pytest.approx(summary["step_ms"] - summary["gpu_busy_ms"])
     assert summary["launches_per_step"] == 4  # the warm-up launch is outside the window
-    assert summary["syncs_per_step"] == 1 and summary["sync_host_ms"] == pytest.approx(0.008)
+    assert summary["syncs_per_step"] == 1
+    assert summary["sync_host_ms"] == pytest.approx(0.008)
     assert list(summary["top_kernels_ms"]) == ["conv", "conv_backward", "augment"]
 
 
@@ -74,13 +74,12 @@ def test_a_trace_without_the_loop_ranges_is_refused():
         summarize([span("cpu_op", "aten::mm", 0, 1)], steps=1)
 
 
-def test_lease_dry_run(tmp_path):
+@pytest.mark.slow
+def test_lease_dry_run(tmp_path, cifar10_jpeg):
     """Every step of the lease at tiny sizes on the CPU, each writing its records to the output folder."""
-    copied = BENCHMARKS.parent / ".devdata" / "cifar10-jpeg.tar.gz"  # where `gpu_lease.sh prepare` puts it
-    archive = next((str(p) for p in (CIFAR_JPEG, copied) if p.exists()), "")
     env = {**os.environ, "PYTHON": sys.executable, "LEASE_SECONDS": "900"}
     done = subprocess.run(
-        ["bash", str(BENCHMARKS / "gpu_lease.sh"), "dry", str(tmp_path), archive],
+        ["bash", str(BENCHMARKS / "gpu_lease.sh"), "dry", str(tmp_path), str(cifar10_jpeg)],
         cwd=BENCHMARKS.parent,
         env=env,
         capture_output=True,
@@ -89,15 +88,17 @@ def test_lease_dry_run(tmp_path):
         check=False,
     )
     log = (tmp_path / "lease.log").read_text()
-    assert done.returncode == 0 and "== skipped," not in log, log[-3000:]
-    assert log.count("== exit 0 ") == (4 if archive else 3), log[-3000:]
+    assert done.returncode == 0, log[-3000:]
+    assert "== skipped," not in log, log[-3000:]
+    assert log.count("== exit 0 ") == 4, log[-3000:]
     profile = json.loads((tmp_path / "gpu_profile.json").read_text())["rows"]
     assert [r["method"] for r in profile] == ["SimCLR", "SimCLR + RC", "SimCLR + LBE"]
     for row in profile:
         phases = row["phases"]
         assert row["gpu_busy_ms"] is None  # no GPU: host times only
         assert sum(p["host_ms"] for p in phases.values()) == pytest.approx(row["step_ms"])
-        assert row["syncs_per_step"] is None and row["launches_per_step"] is None
+        assert row["syncs_per_step"] is None
+        assert row["launches_per_step"] is None
         for name in ("mim.data", "mim.backbone", "mim.method", "mim.backward", "mim.optimizer"):
             assert phases[name]["host_ms"] > 0, name
     times = json.loads((tmp_path / "epoch_times.json").read_text())
@@ -108,7 +109,7 @@ def test_lease_dry_run(tmp_path):
         assert row["mim / lightly"] > 0
     else:
         assert "lightly_compare: skipped, lightly is not installed" in log
-    if archive:
-        report = json.loads((tmp_path / "reproduce_report.json").read_text())
-        assert report["complete"] and [r["model"] for r in report["rows"]] == ["SimCLR"]
-        assert (tmp_path / "runs" / "simclr" / "metrics.jsonl").read_text().count("\n") == 1
+    report = json.loads((tmp_path / "reproduce_report.json").read_text())
+    assert report["complete"]
+    assert [r["model"] for r in report["rows"]] == ["SimCLR"]
+    assert (tmp_path / "runs" / "simclr" / "metrics.jsonl").read_text().count("\n") == 1

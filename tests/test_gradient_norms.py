@@ -13,7 +13,7 @@ from mimcli.data.batch import Batch
 from mimcli.methods.compose import build_model
 from mimcli.rundir import runs
 from mimcli.train.loop import pretrain, sampled_steps
-from tests.conftest import TINY_KEYS
+from tests.tiny import TINY_KEYS
 
 
 def tiny(*extra: str):

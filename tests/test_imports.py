@@ -196,4 +196,5 @@ def test_report_does_not_load_training():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for module in ("mimcli.train", "mimcli.methods", "mimcli.regularizers", "mimcli.sweep"):
-        assert f"'{module}'" not in loaded and f"'{module}." not in loaded, loaded
+        assert f"'{module}'" not in loaded, loaded
+        assert f"'{module}." not in loaded, loaded

@@ -31,7 +31,7 @@ from mimcli.train.mutual_information import (
     renyi_mutual_information,
     resampled_interval,
 )
-from tests.conftest import TINY_KEYS
+from tests.tiny import TINY_KEYS
 
 
 def gaussians(n: int, dims: int, rho: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +199,8 @@ def test_resume_with_diagnostics_equals_an_uninterrupted_run(trained):
     b = torch.load(halves / runs.CHECKPOINT, weights_only=True)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
-    assert len(estimates(straight)) == 2 and estimates(straight) == estimates(halves)
+    assert len(estimates(straight)) == 2
+    assert estimates(straight) == estimates(halves)
 
 
 def probed_copy(run: Path, dest: Path, overrides: list[str]) -> Path:
@@ -241,19 +242,23 @@ def test_report_records_and_plots(trained, tmp_path):
     for epoch, values in enumerate(estimates(straight), start=1):
         for name, value in values.items():
             assert simclr[(epoch, f"info:{name}")] == value
-    assert {r["dataset"] for r in rows} == {"shapes"} and len(rows) == 2 * 2 * 17
+    assert {r["dataset"] for r in rows} == {"shapes"}
+    assert len(rows) == 2 * 2 * 17
 
     out = tmp_path / "records.csv"
     run_report([root], fmt="csv", out=out, console=console, err_console=Console(file=io.StringIO()))
     parsed = list(csv.DictReader(out.open()))
-    assert list(parsed[0])[-1] == "epoch" and {r["epoch"] for r in parsed} == {"", "1", "2"}
+    assert list(parsed[0])[-1] == "epoch"
+    assert {r["epoch"] for r in parsed} == {"", "1", "2"}
 
     image = pytest.importorskip("matplotlib.image")
     plots = tmp_path / "plots"
     run_report([root], plots=plots, console=console, err_console=Console(file=io.StringIO()))
     for name in ("information-plane.png", "information-epochs.png", "information-factors-shapes.png"):
         pixels = image.imread(plots / name)
-        assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 300, name
+        assert pixels.ndim == 3, name
+        assert pixels.shape[0] > 200, name
+        assert pixels.shape[1] > 300, name
 
 
 def test_diagnostics_off_writes_no_estimates(tmp_path):

@@ -19,7 +19,7 @@ from mimcli.rundir import runs
 from mimcli.sweep import launch, plan_sweep
 from mimcli.sweep.jobs import read_jobs, sweep_status
 from mimcli.train.loop import pretrain
-from tests.conftest import TINY_BASE, quiet
+from tests.tiny import TINY_BASE
 
 pytest.importorskip("submitit")
 
@@ -47,14 +47,16 @@ def stop_mid_training(run_dir: Path) -> int:
     os.kill(pid, signal.SIGSTOP)
     try:
         status = runs.read_json(run_dir / runs.STATUS)
-        assert status["status"] == "running" and status["epochs_done"] < EPOCHS, status
+        assert status["status"] == "running", status
+        assert status["epochs_done"] < EPOCHS, status
         os.kill(pid, signal.SIGUSR2)
     finally:
         os.kill(pid, signal.SIGCONT)
     return int(pid)
 
 
-def test_local_launcher_requeues_a_stopped_task_and_it_resumes_bit_exactly(tmp_path, monkeypatch, cli):
+@pytest.mark.slow
+def test_local_launcher_requeues_a_stopped_task_and_it_resumes_bit_exactly(tmp_path, monkeypatch, cli, quiet):
     monkeypatch.chdir(tmp_path)
     points = plan_sweep("seeds", "simclr", "0,1,2", [*PROBED, f"train.epochs={EPOCHS}"], out_root="runs")
     jobs = launch.submit(points, launch.LaunchOptions("local"), console=quiet())
@@ -65,7 +67,8 @@ def test_local_launcher_requeues_a_stopped_task_and_it_resumes_bit_exactly(tmp_p
 
     record = {job["points"][0]: job for job in read_jobs(victim.sweep_dir)["jobs"]}
     log = Path(record[victim.name]["stdout"]).read_text()
-    assert "Requeued job" in log and f"{victim.name}: resuming in" in log  # submitit requeued it, mim resumed
+    assert "Requeued job" in log
+    assert f"{victim.name}: resuming in" in log  # submitit requeued it, mim resumed
     assert log.count("Starting with JobEnvironment") == 2  # the same task, started again
     for point in points:  # every task ended with a result; only the stopped one started twice
         assert pickle.loads(Path(record[point.name]["result"]).read_bytes())[0] == "success"
@@ -83,7 +86,8 @@ def test_local_launcher_requeues_a_stopped_task_and_it_resumes_bit_exactly(tmp_p
     assert code == 0, err
     for point in points:
         row = next(line for line in out.splitlines() if f" {point.name} " in line)
-        assert " done " in row and record[point.name]["job_id"] in row
+        assert " done " in row
+        assert record[point.name]["job_id"] in row
     assert "3 done" in out
     code, out, err = cli("report", "runs/seeds-simclr", "--format", "json")
     assert code == 0, err
@@ -153,7 +157,8 @@ def test_slurm_launcher_writes_the_array_script_and_retries_only_failed_points(t
         (["simclr-rc/lambda-1"], "4242_2"),
     ]
     task = pickle.loads(Path(folder / "4242_1" / "4242_1_submitted.pkl").read_bytes()).function
-    assert [p.name for p in task.points] == ["simclr-rc/lambda-0.1"] and task.gpus == 2
+    assert [p.name for p in task.points] == ["simclr-rc/lambda-0.1"]
+    assert task.gpus == 2
     assert task.points[0].config.regularizer.lam == 0.1
     assert task.checkpoint().function is task  # requeued as itself: it resumes from the run's checkpoint
 
@@ -169,7 +174,8 @@ def test_slurm_launcher_writes_the_array_script_and_retries_only_failed_points(t
         "simclr-rc/lambda-0.1": "queued",
         "simclr-rc/lambda-1": "failed",
     }
-    assert "1 running, 1 queued, 1 failed" in out and "RuntimeError: CUDA out of memory" in out
+    assert "1 running, 1 queued, 1 failed" in out
+    assert "RuntimeError: CUDA out of memory" in out
 
     # a task killed outright leaves its lock (on a node this machine cannot check): status says to remove it,
     # and a task that finds it fails naming the holder rather than ending as if the point were done
@@ -177,9 +183,8 @@ def test_slurm_launcher_writes_the_array_script_and_retries_only_failed_points(t
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": 7, "host": "gpu-node-7", "time": "2026-01-01T00:00:00"}))
     failed_point = sweep_status(Path("runs/lambda-simclr-rc"))[2]
-    assert (
-        failed_point.state == "failed" and f"remove {lock.relative_to(tmp_path)} before retrying" in failed_point.note
-    )
+    assert failed_point.state == "failed"
+    assert f"remove {lock.relative_to(tmp_path)} before retrying" in failed_point.note
     task = pickle.loads(Path(folder / "4242_2" / "4242_2_submitted.pkl").read_bytes()).function
     with pytest.raises(
         RuntimeError, match=r"left to the process holding its lock: simclr-rc/lambda-1 \(locked by pid 7"
@@ -189,7 +194,9 @@ def test_slurm_launcher_writes_the_array_script_and_retries_only_failed_points(t
     lock.unlink()
 
     code, out, err = cli(*sweep, *SLURM)  # nothing new: two in the queue, one failed
-    assert code == 0 and "nothing to submit" in out and "--retry-failed" in out
+    assert code == 0
+    assert "nothing to submit" in out
+    assert "--retry-failed" in out
     assert len(list(scripts.iterdir())) == 1
     code, out, err = cli(*sweep, *SLURM, "--retry-failed")
     assert code == 0, err
@@ -197,7 +204,8 @@ def test_slurm_launcher_writes_the_array_script_and_retries_only_failed_points(t
     assert "--array" not in retry  # one task alone is a plain job
     assert read_jobs(tmp_path / "runs" / "lambda-simclr-rc")["jobs"][-1]["points"] == ["simclr-rc/lambda-1"]
     code, out, err = cli("sweep", "status", "runs/lambda-simclr-rc")
-    assert "4243" in out and "1 running, 2 queued" in out  # sacct does not know 4243 yet: queued
+    assert "4243" in out
+    assert "1 running, 2 queued" in out  # sacct does not know 4243 yet: queued
 
 
 def test_launcher_input_errors_are_one_line(cli, monkeypatch):
@@ -210,12 +218,17 @@ def test_launcher_input_errors_are_one_line(cli, monkeypatch):
         (["--launcher", "slurm", "--shard", "1/2"], "--shard splits a sweep by hand"),
     ]:
         code, _, err = cli(*sweep, *args)
-        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+        assert code == 2, (args, err)
+        assert message in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, (args, err)
     code, _, err = cli("sweep", "status")
-    assert code == 2 and "needs the sweep folder" in err
+    assert code == 2
+    assert "needs the sweep folder" in err
     monkeypatch.setitem(sys.modules, "submitit", None)  # as if it were not installed
     code, _, err = cli(*sweep, "--launcher", "slurm")
-    assert code == 2 and "pip install submitit" in err and len(err.strip().splitlines()) == 1
+    assert code == 2
+    assert "pip install submitit" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_time_limits_in_sbatch_forms():
@@ -229,7 +242,8 @@ def test_time_limits_in_sbatch_forms():
     ]
 
 
-def test_a_point_with_two_gpus_trains_under_torchrun_and_the_task_probes_it(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_a_point_with_two_gpus_trains_under_torchrun_and_the_task_probes_it(tmp_path, monkeypatch, quiet):
     """What an array task with --gpus 2 runs (here on the CPU, gloo): the point's training as two torchrun
     workers, each encoding a share of the probe features; the task, holding the lock, probes on the cache."""
     from mimcli.sweep import run_point
@@ -242,7 +256,9 @@ def test_a_point_with_two_gpus_trains_under_torchrun_and_the_task_probes_it(tmp_
     console = quiet()
     outcome = run_point(point, console, show_progress=False, gpus=2)
     log = console.file.getvalue()
-    assert outcome.status == "ran" and outcome.trained and outcome.probed, log
+    assert outcome.status == "ran", log
+    assert outcome.trained, log
+    assert outcome.probed, log
     assert "torch.distributed.run --standalone --nproc_per_node 2 -m mimcli.sweep.ddp" in log
     assert runs.read_json(point.run_dir / runs.STATUS)["status"] == "finished"
     assert len(list((point.run_dir / "features").glob("*.h5"))) == 2  # the workers cached train and test

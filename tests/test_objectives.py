@@ -47,7 +47,8 @@ def test_byol_loss_sends_no_gradient_to_target():
     p = torch.randn(4, 3, requires_grad=True)
     z = torch.randn(4, 3, requires_grad=True)
     byol_loss(p, z).backward()
-    assert z.grad is None and p.grad is not None
+    assert z.grad is None
+    assert p.grad is not None
 
 
 def test_byol_symmetric_loss_sums_the_two_directions():
@@ -70,10 +71,12 @@ def test_losses_compute_in_fp32_outside_autocast_and_keep_float64():
         inside = nt_xent(z1.bfloat16(), z2.bfloat16())
         with loss_precision("autocast"):
             fast = nt_xent(z1, z2)
-    assert inside.dtype == torch.float32 and exact.dtype == torch.float32
+    assert inside.dtype == torch.float32
+    assert exact.dtype == torch.float32
     # inputs rounded to bf16, then an fp32 loss: equal to the fp32 loss of the rounded inputs
     assert inside.item() == nt_xent(z1.bfloat16().float(), z2.bfloat16().float()).item()
-    assert fast.dtype == torch.float32 and fast.item() != exact.item()  # bf16 matmul under the option
+    assert fast.dtype == torch.float32
+    assert fast.item() != exact.item()  # bf16 matmul under the option
     assert barlow_twins_loss(z1.double(), z2.double()).dtype == torch.float64
     assert lbe_bound(z1.double(), z2.double()).dtype == torch.float64
 

@@ -77,8 +77,10 @@ def test_lars_lr_is_per_256_images():
     config = load_config("imagenet-simclr", ["model.width=8"])
     model = torch.nn.Linear(2, 2)
     optimizer = build_optimizer(model, config.train, 1024, torch.device("cpu"))
-    assert isinstance(optimizer, LARS) and optimizer.param_groups[0]["lr"] == pytest.approx(0.3 * 1024 / 256)
-    assert optimizer.param_groups[0]["weight_decay"] == 1e-6 and optimizer.param_groups[0]["eta"] == 0.001
+    assert isinstance(optimizer, LARS)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.3 * 1024 / 256)
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-6
+    assert optimizer.param_groups[0]["eta"] == 0.001
     assert optimizer.param_groups[0]["exclude_1d"] is False  # train.lars_exclude_1d: the official LARS
 
 
@@ -129,5 +131,6 @@ def test_imagenet_presets_train_streamed_on_a_generated_folder(cli, tmp_path, pr
     )
     assert code == 0, err
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 1 and math.isfinite(metrics[0]["loss"])
+    assert len(metrics) == 1
+    assert math.isfinite(metrics[0]["loss"])
     assert metrics[0]["images_per_s"] * metrics[0]["seconds"] == pytest.approx(16)  # 2 steps of 8

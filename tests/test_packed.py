@@ -13,7 +13,6 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from test_features import make_run, one_thread  # noqa: F401 (autouse: one intra-op thread)
 from test_stream import Interrupted, make_imagenet, stream_config, write_jpegs
 
 from mimcli.data.augment import BatchAugment
@@ -27,6 +26,8 @@ from mimcli.errors import UsageError
 from mimcli.probe.cache import FeatureCache
 from mimcli.probe.extract import LAYERS
 from mimcli.probe.normalization import channel_counts, channel_stats, stats_from_counts
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 def make_probe_folder(root: Path) -> Path:
@@ -55,7 +56,7 @@ def test_channel_statistics_from_histograms_are_exact():
 
 
 @pytest.mark.parametrize("layout", ["test", "val"])
-def test_streamed_features_equal_the_in_memory_features(tmp_path, layout):
+def test_streamed_features_equal_the_in_memory_features(tmp_path, layout, make_run):
     """Same model, same images: the cache written batch by batch (batch 4: a partial last batch, two
     decoding workers) holds exactly the arrays the in-memory path computes, checksummed."""
     run_dir = make_run(tmp_path)
@@ -70,18 +71,20 @@ def test_streamed_features_equal_the_in_memory_features(tmp_path, layout):
         assert len(b) == len(a) == (11 if a.meta["split"] == "train" else 7)
         for name in LAYERS:
             assert torch.equal(a.layers[name], b.layers[name])
-        assert torch.equal(a.labels, b.labels) and a.classes == b.classes == ["a", "b"]
+        assert torch.equal(a.labels, b.labels)
+        assert a.classes == b.classes == ["a", "b"]
         assert a.meta == {k: v for k, v in b.meta.items() if k != "complete"}  # norm_mean, norm_std, n...
     path = streamed_cache.path(dataset.source, "train", 24)
     with h5py.File(path, "r") as handle:
-        assert handle.attrs["complete"] and all(handle[name].fletcher32 for name in (*LAYERS, "labels"))
+        assert handle.attrs["complete"]
+        assert all(handle[name].fletcher32 for name in (*LAYERS, "labels"))
         assert handle["layer4"].chunks == (4, handle["layer4"].shape[1])  # written one batch per chunk
     assert sorted(p.name for p in path.parent.iterdir()) == sorted(
         streamed_cache.path(dataset.source, split, 24).name for split in ("test", "train")
     )
 
 
-def test_a_damaged_streamed_cache_is_reported_and_rebuilt_the_same(tmp_path, caplog):
+def test_a_damaged_streamed_cache_is_reported_and_rebuilt_the_same(tmp_path, caplog, make_run):
     """A streamed cache file is checked on read like any other: a truncated one is rebuilt (streamed
     again), equal to the first."""
     run_dir = make_run(tmp_path)
@@ -98,7 +101,7 @@ def test_a_damaged_streamed_cache_is_reported_and_rebuilt_the_same(tmp_path, cap
         assert torch.equal(train.layers[name], first_train.layers[name])
 
 
-def test_an_interrupted_streamed_extraction_leaves_no_file(tmp_path):
+def test_an_interrupted_streamed_extraction_leaves_no_file(tmp_path, make_run):
     run_dir = make_run(tmp_path)
     folder = make_probe_folder(tmp_path / "images")
     dataset = resolve_dataset(f"imagefolder:{folder}", root=tmp_path, image_size=24)
@@ -128,14 +131,16 @@ def test_pack_holds_the_files_bytes_labels_and_splits(tmp_path):
     counts = pack_folder(tmp_path / "folder", tmp_path / "set.h5")
     assert counts == {"train": 18, "val": 6}
     folder, packed = index_split(tmp_path / "folder", "train"), index_split(tmp_path / "set.h5", "train")
-    assert isinstance(packed, PackedIndex) and packed.classes == folder.classes
+    assert isinstance(packed, PackedIndex)
+    assert packed.classes == folder.classes
     assert torch.equal(packed.labels, folder.labels)
     assert all(packed.read(i) == Path(folder.path(i)).read_bytes() for i in range(len(folder)))
     val = index_split(tmp_path / "set.h5", "val")
     assert val.labels.tolist() == index_split(tmp_path / "folder", "val").labels.tolist() == [0, 1, 2, 0, 1, 2]
     with h5py.File(tmp_path / "set.h5", "r") as handle:
         assert json.loads(handle["train"].attrs["classes"]) == ["n001", "n002", "n003"]
-        assert handle["train/names"][0].decode() == "train/n001/img0000.jpg" and handle["train/data"].fletcher32
+        assert handle["train/names"][0].decode() == "train/n001/img0000.jpg"
+        assert handle["train/data"].fletcher32
 
 
 def test_pack_gives_the_folders_batches(tmp_path):
@@ -151,7 +156,8 @@ def test_pack_gives_the_folders_batches(tmp_path):
         out.append(list(source.batches(order, 7, torch.Generator().manual_seed(3))))
     assert len(out[0]) == len(out[1]) == 4
     for (a, la), (b, lb) in zip(*out):
-        assert torch.equal(a, b) and torch.equal(la, lb)
+        assert torch.equal(a, b)
+        assert torch.equal(la, lb)
 
 
 def test_training_from_the_pack_equals_training_from_the_folder(tmp_path):
@@ -169,9 +175,11 @@ def test_training_from_the_pack_equals_training_from_the_folder(tmp_path):
     for name, tensor in trainers[0].model.state_dict().items():
         assert torch.equal(trainers[1].model.state_dict()[name], tensor), name
     a, b = runs.read_metrics(tmp_path / "a"), runs.read_metrics(tmp_path / "b")
-    assert len(a) == 1 and a[0]["loss"] == b[0]["loss"]
+    assert len(a) == 1
+    assert a[0]["loss"] == b[0]["loss"]
 
 
+@pytest.mark.slow
 def test_pack_refuses_bad_input_in_one_line(tmp_path):
     make_imagenet(tmp_path / "folder")
     existing = tmp_path / "mine.h5"
@@ -185,14 +193,17 @@ def test_pack_refuses_bad_input_in_one_line(tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "mimcli", "pack", *map(str, args)], capture_output=True, check=False, text=True
         )
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert existing.read_bytes() == b"user data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "folder", "mine.h5"]  # no temp file left
     (tmp_path / "folder" / "train" / "n001" / "img0000.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(UsageError, match=r"cannot decode image .*img0000\.jpg"):
         pack_folder(tmp_path / "folder", tmp_path / "x.h5")
-    assert not (tmp_path / "x.h5").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+    assert not (tmp_path / "x.h5").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
         "empty",
         "folder",
         "mine.h5",
@@ -210,5 +221,7 @@ def test_memory_mode_refuses_a_pack_in_one_line(tmp_path, cli):
     pack_folder(tmp_path / "folder", tmp_path / "set.h5")
     keys = ["model.width=8", "data.dataset=imagefolder", f"data.root='{tmp_path / 'set.h5'}'", "data.loader=memory"]
     code, _, err = cli("pretrain", *(arg for key in keys for arg in ("--set", key)), "--out", str(tmp_path / "run"))
-    assert code == 2 and "is a file: read a pack" in err and "Traceback" not in err
+    assert code == 2
+    assert "is a file: read a pack" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "run").exists()

@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-from test_features import make_image_folder, make_run, one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from mimcli.data.transfer import per_class_split, resolve_dataset
@@ -26,7 +25,8 @@ from mimcli.probe import (
 from mimcli.probe.stats import standardize
 from mimcli.report.probe_table import print_probe_table
 from mimcli.rundir import runs
-from tests.conftest import quiet
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 def blobs(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +125,7 @@ def test_fit_linear_with_the_imagenet_recipe_is_eval_lr_imagenet():
     assert ours[0].tolist() == pytest.approx(reference, abs=0.51)
 
 
-def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path):
+def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path, quiet, make_run):
     """A run pretrained at 224 px is probed as eval_lr_imagenet.py: augmented train epochs (seeded, so a
     second probe repeats the numbers), Resize(256) + CenterCrop(224) test features under their own name."""
     run_dir = make_run(
@@ -148,7 +148,8 @@ def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path):
         "N(0, 0.01), bias 0",
         [],
     )
-    assert params["recipe"].startswith("imagenet") and (record["n_train"], record["n_test"]) == (24, 12)
+    assert params["recipe"].startswith("imagenet")
+    assert (record["n_train"], record["n_test"]) == (24, 12)
     assert record["cache_key"].endswith("-s256c224/224px/layer4")
     assert all("-s256c224-" in p.name for p in (run_dir / "features").glob("*.h5"))
     assert len(list((run_dir / "features").glob("*.h5"))) == 2
@@ -156,7 +157,7 @@ def test_run_probes_uses_the_imagenet_recipe_for_a_224_px_run(tmp_path):
     assert again["metrics"] == record["metrics"]
 
 
-def test_a_regression_set_of_a_224_px_run_keeps_the_paper_recipe(tmp_path):
+def test_a_regression_set_of_a_224_px_run_keeps_the_paper_recipe(tmp_path, make_run, quiet):
     """The ImageNet recipe is a classification probe: shapes:position (a regression target) of a 224 px run
     gets the ridge regression on cached features, and its record says which recipe, instead of an error."""
     overrides = ["data.image_size=224", "data.shapes.n_train=24", "data.shapes.n_test=12"]
@@ -236,7 +237,8 @@ def test_regression_probe_on_linear_and_noise_targets():
     mixing = torch.randn(12, 2, generator=torch.Generator().manual_seed(2))
     target, test_target = x @ mixing + 3, test_x @ mixing + 3
     exact = regression_probe(x, target, test_x, test_target, [0, 1])
-    assert exact["r2"]["mean"] > 0.999 and exact["mse"]["mean"] < 1e-3 * test_target.var().item()
+    assert exact["r2"]["mean"] > 0.999
+    assert exact["mse"]["mean"] < 1e-3 * test_target.var().item()
 
     noise = torch.randn(800, 2, generator=torch.Generator().manual_seed(3))
     test_noise = torch.randn(400, 2, generator=torch.Generator().manual_seed(4))
@@ -249,7 +251,7 @@ def test_regression_probe_on_linear_and_noise_targets():
 
 
 @pytest.fixture
-def run(tmp_path):
+def run(tmp_path, make_image_folder, make_run):
     run_dir = make_run(tmp_path, overrides=["probe.epochs=20"])
     folder = make_image_folder(tmp_path / "images", per_class=6)
     (tmp_path / "empty").mkdir()
@@ -260,7 +262,7 @@ def never():
     raise AssertionError("the backbone must not be loaded: the features are cached")
 
 
-def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
+def test_run_probes_records_missing_merges_and_reuses_the_cache(run, quiet):
     run_dir, folder, empty = run
     images = f"imagefolder:{folder}"
     console = quiet()
@@ -276,24 +278,35 @@ def test_run_probes_records_missing_merges_and_reuses_the_cache(run):
     )
     written = json.loads((run_dir / "probe.json").read_text())
     assert written == result
-    assert set(written) == {"format", "run", "checkpoint", "results"} and written["format"] == 1
-    assert written["run"] == "run" and written["checkpoint"]["path"] == "backbone.pt"
+    assert set(written) == {"format", "run", "checkpoint", "results"}
+    assert written["format"] == 1
+    assert written["run"] == "run"
+    assert written["checkpoint"]["path"] == "backbone.pt"
     assert len(written["checkpoint"]["sha256"]) == 64
     cifar, folder_linear, position = written["results"]
-    assert cifar["status"] == "missing" and cifar["metrics"] == {} and "cifar10" in cifar["message"]
+    assert cifar["status"] == "missing"
+    assert cifar["metrics"] == {}
+    assert "cifar10" in cifar["message"]
     assert empty in cifar["message"]
-    assert folder_linear["status"] == "ok" and folder_linear["message"] is None
+    assert folder_linear["status"] == "ok"
+    assert folder_linear["message"] is None
     assert set(folder_linear["metrics"]) == {"acc_best_test", "acc_val_selected"}
     assert len(folder_linear["metrics"]["acc_best_test"]["values"]) == 2
-    assert folder_linear["params"]["epochs"] == 20 and folder_linear["params"]["milestones"] == [12, 16]
-    assert folder_linear["params"]["seeds"] == [0, 1] and folder_linear["params"]["val_fraction"] == 0.1
+    assert folder_linear["params"]["epochs"] == 20
+    assert folder_linear["params"]["milestones"] == [12, 16]
+    assert folder_linear["params"]["seeds"] == [0, 1]
+    assert folder_linear["params"]["val_fraction"] == 0.1
     assert (folder_linear["n_train"], folder_linear["n_test"], folder_linear["layers"]) == (12, 12, [4])
     assert folder_linear["cache_key"].endswith("/32px/layer4")
-    assert position["task"] == "regression" and position["protocol"] == "regression"  # whatever protocol said
-    assert set(position["metrics"]) == {"r2", "mse"} and (position["n_train"], position["n_test"]) == (200, 100)
+    assert position["task"] == "regression"
+    assert position["protocol"] == "regression"  # whatever protocol said
+    assert set(position["metrics"]) == {"r2", "mse"}
+    assert (position["n_train"], position["n_test"]) == (200, 100)
     print_probe_table(result, console)  # the rich table lives in report/, printed by the callers of run_probes
     table = console.file.getvalue()
-    assert "missing" in table and "acc_val_selected" in table and "r2" in table
+    assert "missing" in table
+    assert "acc_val_selected" in table
+    assert "r2" in table
 
     # kNN and a different layer set on the same cached features: the backbone is never loaded.
     knn_console = quiet()
@@ -334,14 +347,16 @@ def test_a_partial_probe_exits_non_zero_and_keeps_what_it_could_probe(run, cli):
         "probe", str(run_dir), "--datasets", f"cifar10,imagefolder:{folder}", "--data-root", empty, "--device", "cpu"
     )
     assert code == 1
-    assert "1 of 2 data sets could not be probed" in err and "cifar10" in err
+    assert "1 of 2 data sets could not be probed" in err
+    assert "cifar10" in err
     statuses = {r["dataset"]: r["status"] for r in json.loads((run_dir / "probe.json").read_text())["results"]}
     assert statuses == {"cifar10": "missing", f"imagefolder:{folder}": "ok"}
     code, _, err = cli("probe", str(run_dir), "--datasets", f"imagefolder:{folder}", "--device", "cpu")
-    assert code == 0 and err == ""
+    assert code == 0
+    assert err == ""
 
 
-def test_probe_features_choice_reuses_the_cache_and_keeps_the_raw_record_beside_it(run, cli, tmp_path):
+def test_probe_features_choice_reuses_the_cache_and_keeps_the_raw_record_beside_it(run, cli, tmp_path, quiet):
     run_dir, folder, _ = run
     images = f"imagefolder:{folder}"
     code, _, err = cli("probe", str(run_dir), "--datasets", images, "--device", "cpu", "--features", "raw")
@@ -358,14 +373,16 @@ def test_probe_features_choice_reuses_the_cache_and_keeps_the_raw_record_beside_
     assert {p: p.read_bytes() for p in (run_dir / "features").rglob("*") if p.is_file()} == cached
     records = json.loads((run_dir / "probe.json").read_text())["results"]
     by_features = {r["params"]["features"]: r for r in records}
-    assert sorted(by_features) == ["raw", "standardized"] and len(records) == 2
+    assert sorted(by_features) == ["raw", "standardized"]
+    assert len(records) == 2
     preset = run_probes(twin, datasets=[images], device="cpu", console=quiet(), backbone_loader=never)
     assert by_features["standardized"]["metrics"] == preset["results"][-1]["metrics"]
     code, _, err = cli("probe", str(run_dir), "--features", "whitened")
-    assert code == 2 and err.strip() == "error: --features 'whitened': choose standardized or raw"
+    assert code == 2
+    assert err.strip() == "error: --features 'whitened': choose standardized or raw"
 
 
-def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):
+def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path, quiet, make_run):
     run_dir, folder, empty = run
     images = f"imagefolder:{folder}"
     (run_dir / "backbones").mkdir()
@@ -381,7 +398,8 @@ def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):
         out_name="probe-epoch-1.json",
     )
     assert epoch["checkpoint"]["path"] == "backbones/epoch-1.pt"
-    assert (run_dir / "probe-epoch-1.json").is_file() and not (run_dir / "probe.json").exists()
+    assert (run_dir / "probe-epoch-1.json").is_file()
+    assert not (run_dir / "probe.json").exists()
 
     first = run_probes(
         run_dir,
@@ -401,7 +419,7 @@ def test_run_probes_on_an_epoch_checkpoint_and_a_new_checkpoint(run, tmp_path):
     assert "another checkpoint" in console.file.getvalue()
 
 
-def test_run_probes_rejects_bad_requests_before_any_work(run):
+def test_run_probes_rejects_bad_requests_before_any_work(run, quiet):
     run_dir, folder, empty = run
     with pytest.raises(UsageError, match="unknown probe dataset 'cifar11'"):
         run_probes(run_dir, datasets=["cifar10", "cifar11"], data_root=empty, device="cpu", console=quiet())
@@ -418,7 +436,8 @@ def test_run_probes_rejects_bad_requests_before_any_work(run):
         run_probes(run_dir, datasets=["cifar10"], layers=[1], data_root=empty, device="cpu", console=quiet())
     with pytest.raises(UsageError, match="nothing to probe"):
         run_probes(run_dir, data_root=empty, device="cpu", console=quiet())
-    assert not (run_dir / "probe.json").exists() and not (run_dir / "features").exists()
+    assert not (run_dir / "probe.json").exists()
+    assert not (run_dir / "features").exists()
 
 
 # --------------------------------------------------------------------------------------------- data sets
@@ -438,7 +457,8 @@ def test_per_class_split_is_seeded_and_stratified():
     assert [int((labels[train] == c).sum()) for c in range(3)] == [8, 4, 2]  # int(0.8 n): 8, 4, 2
     again, _ = per_class_split(labels)
     other, _ = per_class_split(labels, seed=7)
-    assert torch.equal(train, again) and not torch.equal(train, other)
+    assert torch.equal(train, again)
+    assert not torch.equal(train, other)
 
 
 def _official_vgg_flower_split(labels, train):
@@ -552,9 +572,12 @@ def test_cub200_uses_the_official_split(tmp_path):
     for i, path, _, _ in rows:
         _save_image(folder / "images" / path, (80 * i, 0, 0))
     train, test = resolve_dataset("cub200", root=tmp_path, image_size=32, download=False).load()
-    assert train.labels.tolist() == [0, 1] and test.labels.tolist() == [0]
-    assert train.images.shape == (2, 3, 32, 32) and train.classes == ["001.Albatross", "002.Auklet"]
-    assert int(test.images[0, 0, 16, 16]) == 160 and int(train.images[1, 0, 16, 16]) == 240
+    assert train.labels.tolist() == [0, 1]
+    assert test.labels.tolist() == [0]
+    assert train.images.shape == (2, 3, 32, 32)
+    assert train.classes == ["001.Albatross", "002.Auklet"]
+    assert int(test.images[0, 0, 16, 16]) == 160
+    assert int(train.images[1, 0, 16, 16]) == 240
 
 
 def test_dtd_trains_on_train_and_val_of_partition_one(tmp_path):
@@ -566,7 +589,8 @@ def test_dtd_trains_on_train_and_val_of_partition_one(tmp_path):
         for item in items:
             _save_image(base / "images" / item, (0, 200, 0))
     train, test = resolve_dataset("dtd", root=tmp_path, image_size=32, download=False).load()
-    assert (len(train), len(test)) == (2, 2) and test.labels.tolist() == [0, 1]
+    assert (len(train), len(test)) == (2, 2)
+    assert test.labels.tolist() == [0, 1]
 
 
 def test_gtsrb_is_split_80_20_per_class(tmp_path):
@@ -574,7 +598,8 @@ def test_gtsrb_is_split_80_20_per_class(tmp_path):
         for i in range(count):
             _save_image(tmp_path / "gtsrb" / "GTSRB" / "Training" / f"{label:05d}" / f"{i:05d}.ppm", (0, 0, 9 * i))
     train, test = resolve_dataset("gtsrb", root=tmp_path, image_size=32, download=False).load()
-    assert train.labels.tolist() == [0] * 8 + [1] * 4 and test.labels.tolist() == [0] * 2 + [1]
+    assert train.labels.tolist() == [0] * 8 + [1] * 4
+    assert test.labels.tolist() == [0] * 2 + [1]
     with pytest.raises(DataNotFoundError, match="flowers102 not found under"):
         resolve_dataset("flowers102", root=tmp_path, image_size=32, download=False).load()
 

@@ -23,7 +23,7 @@ from mimcli.train.progress import (
     format_duration,
     make_progress,
 )
-from tests.conftest import TINY_KEYS
+from tests.tiny import TINY_KEYS
 
 TINY = [*TINY_KEYS, "train.batch_size=16", "train.epochs=2"]
 DATA = generate_shapes(64, seed=0)  # 4 steps per epoch
@@ -70,7 +70,8 @@ def test_without_a_terminal_one_flushed_line_per_epoch_and_every_n_steps(tmp_pat
     lines = [line for line in buffer.getvalue().splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
     metrics = runs.read_metrics(tmp_path / "a")
-    assert f"loss {metrics[0]['loss']:.4f}" in lines[0] and "img/s" in lines[0]
+    assert f"loss {metrics[0]['loss']:.4f}" in lines[0]
+    assert "img/s" in lines[0]
 
     console, buffer = log_console()
     pretrain(load_config(None, [*TINY, "train.print_every=2"]), tmp_path / "b", console=console, show_progress=False)
@@ -93,7 +94,8 @@ def test_live_bar_on_a_terminal_tracks_epoch_and_run():
         run, epoch = progress.bar.tasks
         assert (run.total, run.completed) == (10, 5)  # two epochs left in this session
         assert (epoch.description, epoch.total, epoch.completed) == ("epoch 2/3", 5, 5)
-        assert epoch.fields["terms"] == "loss 1.2500" and epoch.fields["rate"].endswith("img/s")
+        assert epoch.fields["terms"] == "loss 1.2500"
+        assert epoch.fields["rate"].endswith("img/s")
     assert isinstance(make_progress(console, False, 3, 0, 5, 16), PlainProgress)
     assert isinstance(make_progress(log_console()[0], True, 3, 0, 5, 16), PlainProgress)
 
@@ -155,19 +157,26 @@ def test_run_json_records_what_reproduction_needs(tmp_path, monkeypatch):
     import mimcli
 
     assert info["mim_version"] == mimcli.__version__
-    assert info["torch"] == torch.__version__ and info["cuda"] == torch.version.cuda
-    assert info["device"] == "cpu" and info["device_name"]
+    assert info["torch"] == torch.__version__
+    assert info["cuda"] == torch.version.cuda
+    assert info["device"] == "cpu"
+    assert info["device_name"]
     assert info["threads"] == torch.get_num_threads()
-    assert info["status"] == "finished" and info["started_at"] <= info["finished_at"]
+    assert info["status"] == "finished"
+    assert info["started_at"] <= info["finished_at"]
     assert isinstance(info["command"], list)
-    assert info["git_commit"] == head and info["git_dirty"] is False
+    assert info["git_commit"] == head
+    assert info["git_dirty"] is False
     # resuming keeps the first start and records the new one, and the checkout's state now (edited)
     first = info["started_at"]
     (checkout / "tracked.txt").write_text("v2\n")
     pretrain(load_config(None, TINY), tmp_path / "run", resume=True, console=log_console()[0], show_progress=False)
     again = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert again["started_at"] == first and len(again["resumed_at"]) == 1 and again["epochs_done"] == 2
-    assert again["git_commit"] == head and again["git_dirty"] is True
+    assert again["started_at"] == first
+    assert len(again["resumed_at"]) == 1
+    assert again["epochs_done"] == 2
+    assert again["git_commit"] == head
+    assert again["git_dirty"] is True
 
 
 def test_version_flag(cli):
@@ -188,7 +197,9 @@ def test_count_progress_is_a_live_bar_on_a_terminal_and_lines_in_a_log(monkeypat
         for _ in range(10):
             bar.advance()
     shown = terminal.file.getvalue()
-    assert "cifar10 train features" in shown and "10/10" in shown and "ETA" in shown
+    assert "cifar10 train features" in shown
+    assert "10/10" in shown
+    assert "ETA" in shown
     log, buffer = log_console()
     with CountProgress(log, "probing dtd", 10, "epochs", live=True, every=3) as bar:
         for _ in range(10):

@@ -15,13 +15,13 @@ from mimcli.report.run_records import SUFFIX
 from mimcli.report.tables import build_report, protocol_lines
 from mimcli.rundir import runs
 from mimcli.train.loop import pretrain
-from tests.conftest import TINY_BASE, quiet
+from tests.tiny import TINY_BASE
 
 TINY = [*TINY_BASE, "train.batch_size=32", "train.epochs=1", "train.diagnostics_every=0"]
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, quiet) -> Path:
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     pretrain(load_config(None, TINY), run_dir, console=quiet(), show_progress=False)
     return run_dir
@@ -61,7 +61,7 @@ def study(trained, tmp_path) -> Path:
     return root
 
 
-def rendered(paths: list[Path]) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+def rendered(paths: list[Path], quiet) -> tuple[list[str], list[str], list[tuple[str, str]]]:
     """The report's markdown tables, its sweep tables (as text) and its protocol lines."""
     report = build_report(paths, "acc_best_test", None, [])
     tables = [line for table in report.tables for line in [table.title, *markdown_table(table, None), *table.spread]]
@@ -72,7 +72,7 @@ def rendered(paths: list[Path]) -> tuple[list[str], list[str], list[tuple[str, s
     return tables, console.file.getvalue().splitlines(), protocol_lines(report)
 
 
-def test_a_report_from_records_equals_the_report_from_the_runs(cli, study, tmp_path):
+def test_a_report_from_records_equals_the_report_from_the_runs(cli, study, tmp_path, quiet):
     records = tmp_path / "records"
     code, _, err = cli("report", str(study), "--records", str(records))
     assert code == 0, err
@@ -84,7 +84,7 @@ def test_a_report_from_records_equals_the_report_from_the_runs(cli, study, tmp_p
         "seeds/s0" + SUFFIX,
         "seeds/s1" + SUFFIX,
     ]
-    from_runs, from_records = rendered([study]), rendered([records])
+    from_runs, from_records = rendered([study], quiet), rendered([records], quiet)
     assert from_records == from_runs
     assert any("SimCLR + RC" in line for line in from_runs[0])  # the tables are not empty
 

@@ -6,13 +6,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from mimcli.config import load_config, regularizer_section
+from mimcli.config import load_config, regularizer_section, regularizer_sections
 from mimcli.data.batch import Batch
 from mimcli.errors import UsageError
 from mimcli.models.decoders import build_decoder
 from mimcli.models.resnet import build_backbone
 from mimcli.objectives.information import lbe_bound
 from mimcli.regularizers import build_regularizer
+from tests.tiny import TINY
 
 
 @pytest.mark.parametrize(("size", "in_dim"), [(32, 512), (64, 512), (224, 2048)])
@@ -132,7 +133,8 @@ def test_noise_is_drawn_and_added_in_fp32_under_bf16_autocast():
     torch.manual_seed(3)
     for name in ("layer2", "layer3", "layer4"):
         expected = torch.ones(64, features[name].shape[1]) + 0.01 * torch.randn(64, features[name].shape[1])
-        assert noisy[name].dtype == torch.float32 and torch.equal(noisy[name], expected)
+        assert noisy[name].dtype == torch.float32
+        assert torch.equal(noisy[name], expected)
 
 
 def test_lbe_term_is_minus_the_weighted_bound():
@@ -146,6 +148,21 @@ def test_lbe_term_is_minus_the_weighted_bound():
     expected = sum(w * lbe_bound(noisy[n], clean[n], 0.05) for n, w in cfg.block_weights.items())
     assert terms["reg"].item() == pytest.approx(-expected.item(), rel=1e-6)
     assert terms["mi_lbe"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(regularizer_sections()))  # every registered one, a new one included
+def test_every_regulariser_perturbs_in_training_only_and_returns_one_finite_term(kind):
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", 8, 32)
+    regularizer = build_regularizer(regularizer_section(kind=kind), backbone, 32, 2)
+    clean = {name: torch.randn(4, dim) for name, dim in backbone.feature_dims.items()}
+    batch = Batch(torch.randn(4, 3, 32, 32), torch.zeros(2, dtype=torch.long), 2)
+    noisy = regularizer.train().perturb(clean)
+    assert {name: t.shape for name, t in noisy.items()} == {name: t.shape for name, t in clean.items()}
+    assert regularizer.eval().perturb(clean) is clean  # probes and evaluation see the clean features
+    terms = regularizer.train().loss(clean, noisy, batch)
+    assert terms["reg"].shape == ()
+    assert torch.isfinite(terms["reg"])
 
 
 @pytest.mark.parametrize("kind", ["mib", "ip"])
@@ -165,7 +182,8 @@ def test_noise_regularisers_perturb_only_h():
         features = {name: torch.zeros(4, dim) for name, dim in backbone.feature_dims.items()}
         noisy = regularizer.perturb(features)
         assert noisy["layer4"].abs().sum() > 0
-        assert torch.equal(noisy["layer2"], features["layer2"]) and torch.equal(noisy["layer3"], features["layer3"])
+        assert torch.equal(noisy["layer2"], features["layer2"])
+        assert torch.equal(noisy["layer3"], features["layer3"])
     ip = build_regularizer(regularizer_section(kind="ip"), backbone, 32, 2).train()
     assert ip.perturb(features) is features
 
@@ -193,7 +211,7 @@ def test_lbe_on_layer4_only_for_imagenet_models():
     ],
 )
 def test_regulariser_bad_input_is_one_line_exit_2(cli, tmp_path, extra, fragment):
-    from tests.conftest import TINY
-
     code, _, err = cli("pretrain", *TINY, *extra, "--out", str(tmp_path / "run"))
-    assert code == 2 and fragment in err and err.strip().count("\n") == 0
+    assert code == 2
+    assert fragment in err
+    assert err.strip().count("\n") == 0

@@ -126,7 +126,8 @@ def test_a_model_has_one_colour_in_every_figure(study):
     series = next(line for line in sweep.get_lines() if line.get_label() == "SimCLR")
     plane = figure(drawn, "information-plane").axes[0]
     edges = [c.get_edgecolor()[0] for c in plane.collections if c.get_label().startswith(label)]
-    assert len(curves) == 3 and len(edges) == 3
+    assert len(curves) == 3
+    assert len(edges) == 3
     colours = {tuple(patch.get_facecolor())} | {tuple(map(float, line.get_color())) for line in curves}
     colours |= {tuple(map(float, series.get_color()))} | {tuple(map(float, e)) for e in edges}
     assert colours == {tuple(patch.get_facecolor())}
@@ -188,7 +189,10 @@ def test_segments_and_ticks_helpers():
     axes = Figure().add_subplot()
     epoch_ticks(axes, range(1, 101), most=10)
     ticks = [int(t) for t in axes.get_xticks()]
-    assert ticks[0] == 1 and ticks[-1] == 100 and len(ticks) == 10 and set(ticks) <= set(range(1, 101))
+    assert ticks[0] == 1
+    assert ticks[-1] == 100
+    assert len(ticks) == 10
+    assert set(ticks) <= set(range(1, 101))
 
 
 def test_figures_name_models_as_the_tables_do(study):
@@ -198,10 +202,13 @@ def test_figures_name_models_as_the_tables_do(study):
     assert [t for t in legend_texts(figure(drawn, "accuracy-shapes")) if t in labels] == labels
     plane = figure(drawn, "information-plane").axes[0]
     named = [c.get_label() for c in plane.collections if c.get_label()]
-    assert named and all(name.rpartition(", seed")[0] in labels for name in named)
+    assert named
+    assert all(name.rpartition(", seed")[0] in labels for name in named)
 
 
 def test_information_plane_title_says_what_colour_means(study):
     _, drawn = study
     title = figure(drawn, "information-plane").get_suptitle()
-    assert "colour: model" in title and "marker: training seed" in title and "fill: epoch" in title
+    assert "colour: model" in title
+    assert "marker: training seed" in title
+    assert "fill: epoch" in title

@@ -28,13 +28,7 @@ from mimcli.errors import UsageError
 N = 400
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are small: one thread is fastest, and immune to a machine busy with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -97,24 +91,33 @@ def test_bytes_do_not_depend_on_the_thread_count():
 
 
 def test_formats_and_ranges(data):
-    assert data.images.shape == (N, 3, 32, 32) and data.images.dtype == torch.uint8
-    assert data.labels.shape == (N,) and data.labels.dtype == torch.long
-    assert data.classes == SHAPE_NAMES and len(SHAPE_NAMES) == 10
+    assert data.images.shape == (N, 3, 32, 32)
+    assert data.images.dtype == torch.uint8
+    assert data.labels.shape == (N,)
+    assert data.labels.dtype == torch.long
+    assert data.classes == SHAPE_NAMES
+    assert len(SHAPE_NAMES) == 10
     assert set(data.targets) == set(TASKS) == {"shape", "hue", "position"}
     assert TASKS == {"shape": "classification", "hue": "classification", "position": "regression"}
     assert torch.equal(data.targets["shape"], data.labels)
     hue, position = data.targets["hue"], data.targets["position"]
-    assert hue.dtype == torch.long and hue.shape == (N,)
-    assert N_HUES == 8 and len(HUE_NAMES) == N_HUES
+    assert hue.dtype == torch.long
+    assert hue.shape == (N,)
+    assert N_HUES == 8
+    assert len(HUE_NAMES) == N_HUES
     assert torch.equal(torch.bincount(data.labels, minlength=10) > 0, torch.ones(10, dtype=torch.bool))
     assert torch.equal(torch.bincount(hue, minlength=N_HUES) > 0, torch.ones(N_HUES, dtype=torch.bool))
-    assert int(hue.min()) >= 0 and int(hue.max()) < N_HUES
-    assert position.dtype == torch.float32 and position.shape == (N, 2)
-    assert float(position.min()) > 0.15 and float(position.max()) < 0.85
+    assert int(hue.min()) >= 0
+    assert int(hue.max()) < N_HUES
+    assert position.dtype == torch.float32
+    assert position.shape == (N, 2)
+    assert float(position.min()) > 0.15
+    assert float(position.max()) < 0.85
     # spread over the allowed range, not clustered at the centre
     assert float(position.std(0).min()) > 0.1
     # images use the dynamic range (dark and light backgrounds both occur)
-    assert int(data.images.min()) < 20 and int(data.images.max()) > 235
+    assert int(data.images.min()) < 20
+    assert int(data.images.max()) > 235
 
 
 def test_other_sizes_and_empty():
@@ -125,7 +128,8 @@ def test_other_sizes_and_empty():
         big.targets["position"], generate_shapes(20, seed=1).targets["position"], atol=0.02, rtol=0
     )
     empty = generate_shapes(0)
-    assert empty.images.shape == (0, 3, 32, 32) and empty.targets["position"].shape == (0, 2)
+    assert empty.images.shape == (0, 3, 32, 32)
+    assert empty.targets["position"].shape == (0, 2)
     with pytest.raises(ValueError):
         generate_shapes(-1)
 
@@ -204,8 +208,10 @@ def test_shape_classes_draw_distinct_masks():
     assert float(off_diagonal.max()) < 0.8
     # a few unmistakable facts about particular glyphs
     at = {name: masks[i] for i, name in enumerate(SHAPE_NAMES)}
-    assert float(at["disc"][16, 16]) == 1.0 and float(at["ring"][15:17, 15:17].max()) == 0.0
-    assert float(at["cross"][16, 16]) == 1.0 and float(at["cross"][9, 9]) == 0.0  # centre filled, corners empty
+    assert float(at["disc"][16, 16]) == 1.0
+    assert float(at["ring"][15:17, 15:17].max()) == 0.0
+    assert float(at["cross"][16, 16]) == 1.0
+    assert float(at["cross"][9, 9]) == 0.0  # centre filled, corners empty
     assert float(at["square"][10, 10]) == 1.0
     tri = at["triangle"]
     assert 2 * float(tri[7:10].sum()) < float(tri[17:20].sum())  # apex up (rows 7-20): narrow top, wide base
@@ -218,7 +224,8 @@ def test_colour_helpers():
     colour = isoluminant_rgb(hues, grey, torch.ones(500))
     torch.testing.assert_close(luma(colour), grey, atol=1e-5, rtol=0)
     assert float(_hue_distance(rgb_hue(colour), hues)[grey.sub(0.5).abs() < 0.45].max()) < 1e-4
-    assert float(colour.min()) >= 0 and float(colour.max()) <= 1
+    assert float(colour.min()) >= 0
+    assert float(colour.max()) <= 1
     # full chroma touches the gamut boundary: some channel is at 0 or 1
     assert float(torch.minimum(colour.amin(1), 1 - colour.amax(1)).max()) < 1e-5
 

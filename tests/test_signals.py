@@ -22,8 +22,8 @@ import torch
 from mimcli.config import load_config
 from mimcli.rundir import lock, runs
 from mimcli.train import loop as train
-from tests.conftest import TINY_KEYS, quiet
 from tests.test_stream import make_imagenet
+from tests.tiny import TINY_KEYS
 
 # 3 epochs of 4 steps: the marker is written at the 6th step (epoch 2, step 2), which then takes 0.3 s
 KEYS = [*TINY_KEYS, "train.batch_size=16", "train.epochs=3", "train.threads=1"]
@@ -95,7 +95,8 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     [(signal.SIGTERM, False, False), (signal.SIGINT, True, True)],
     ids=["sigterm", "sigint-stream-workers-group"],
 )
-def test_a_signal_saves_the_step_releases_the_lock_and_resume_is_bit_exact(cli, tmp_path, signum, stream, group):
+@pytest.mark.slow
+def test_a_signal_saves_the_step_releases_the_lock_and_resume_is_bit_exact(cli, tmp_path, signum, stream, group, quiet):
     if stream:
         make_imagenet(tmp_path / "data")
         keys, steps = stream_keys(tmp_path / "data"), 4
@@ -107,7 +108,8 @@ def test_a_signal_saves_the_step_releases_the_lock_and_resume_is_bit_exact(cli, 
     line = " ".join(err.split())
     expected = f"stopped by {name}: {tmp_path / 'run' / runs.CHECKPOINT} holds epoch 1 and 2 of {steps} steps"
     assert line.startswith(expected), err
-    assert line.endswith("continue with --resume") and len(err.strip().splitlines()) == 1, err
+    assert line.endswith("continue with --resume"), err
+    assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
     # a requeued job on another node: no lock is left to refuse it, no temporary file lies around
     assert not lock.lock_path(tmp_path / "run").exists()
@@ -152,7 +154,7 @@ def test_a_signal_while_packing_removes_the_temporary_file_and_says_so(cli, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # neither the pack nor a temporary file
 
 
-def test_a_signal_while_probing_keeps_probe_json_and_talks_about_probes(cli, tmp_path, monkeypatch):
+def test_a_signal_while_probing_keeps_probe_json_and_talks_about_probes(cli, tmp_path, monkeypatch, quiet):
     from mimcli.probe import cache as features
 
     train.pretrain(
@@ -164,7 +166,8 @@ def test_a_signal_while_probing_keeps_probe_json_and_talks_about_probes(cli, tmp
     assert code == 129, err
     line = " ".join(err.split())
     assert line.startswith("stopped by SIGHUP: probe.json keeps each data set probed"), err
-    assert "--resume" not in line and "epoch" not in line
+    assert "--resume" not in line
+    assert "epoch" not in line
     after = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert after in (before, sorted([*before, runs.FEATURES]))
     assert not list((tmp_path / "run").rglob("*.tmp"))

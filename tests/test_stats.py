@@ -50,7 +50,8 @@ def test_welch_interval_by_hand():
     assert (d.low, d.high) == (pytest.approx(-4.0 - half), pytest.approx(-4.0 + half))
     # the quantile lies between the tabulated df = 2 and df = 3 values
     assert 3.182 < t_quantile(0.975, 50 / 17) < 4.303
-    assert not d.excludes_zero and d.text(1) == f"-4.0 [{-4.0 - half:+.1f}, {-4.0 + half:+.1f}]"
+    assert not d.excludes_zero
+    assert d.text(1) == f"-4.0 [{-4.0 - half:+.1f}, {-4.0 + half:+.1f}]"
 
 
 def test_welch_equal_sizes_equal_variances_is_the_pooled_t_interval():
@@ -63,9 +64,12 @@ def test_welch_equal_sizes_equal_variances_is_the_pooled_t_interval():
 
 def test_n_one_has_no_interval_and_std_zero():
     d = welch_interval([3.0], [1.0, 2.0])
-    assert d.estimate == pytest.approx(1.5) and d.low is None and not d.known
+    assert d.estimate == pytest.approx(1.5)
+    assert d.low is None
+    assert not d.known
     assert d.text(2) == "+1.50 (no interval: n = 1)"
-    assert std([4.0]) == 0.0 and std([1.0, 3.0]) == pytest.approx(math.sqrt(2.0))
+    assert std([4.0]) == 0.0
+    assert std([1.0, 3.0]) == pytest.approx(math.sqrt(2.0))
     same = welch_interval([2.0, 2.0], [1.0, 1.0])
     assert (same.low, same.high) == (1.0, 1.0)
 

@@ -15,7 +15,7 @@ import torch
 from mimcli.config import load_config
 from mimcli.data.shapes import generate_shapes
 from mimcli.train.loop import build_trainer
-from tests.conftest import TINY_KEYS
+from tests.tiny import TINY_KEYS
 
 PACKAGE = str(Path(__file__).resolve().parents[1] / "mimcli")
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")

@@ -53,7 +53,8 @@ def test_imagenet_layout_train_and_flat_val(tmp_path):
     make_imagenet(tmp_path)
     train, val = index_split(tmp_path, "train"), index_split(tmp_path, "val")
     assert train.classes == val.classes == ["n001", "n002", "n003"]
-    assert len(train) == 18 and train.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert len(train) == 18
+    assert train.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     assert [Path(val.path(i)).name for i in range(6)] == [f"img{i:04d}.jpg" for i in range(6)]
     assert val.labels.tolist() == [0, 1, 2, 0, 1, 2]
     (tmp_path / "val_labels.txt").unlink()
@@ -91,7 +92,8 @@ def test_crop_is_torchvision_random_resized_crop_of_the_original_image(tmp_path)
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
     dataset = StreamBatches(index, order, seed=5, image_size=16, n_views=2, scale=scale, ratio=ratio)
     views, labels = dataset[1]
-    assert views.shape == (8, 3, 16, 16) and views.dtype == torch.uint8
+    assert views.shape == (8, 3, 16, 16)
+    assert views.dtype == torch.uint8
     assert torch.equal(labels, index.labels[4:8])
     u = torch.rand(2, 4, 2 * CROP_TRIES + 2, generator=step_generator(5, 1))
     non_square_boxes = 0
@@ -110,7 +112,10 @@ def test_crop_is_torchvision_random_resized_crop_of_the_original_image(tmp_path)
                 scale,
                 ratio,
             )[0].tolist()
-            assert top >= 0 and top + h <= height and left >= 0 and left + w <= width
+            assert top >= 0
+            assert top + h <= height
+            assert left >= 0
+            assert left + w <= width
             non_square_boxes += h != w
             expected = TF.resized_crop(image, top, left, h, w, [16, 16], InterpolationMode.BILINEAR)
             assert torch.equal(views[v * 4 + j], torch.from_numpy(np.asarray(expected)).permute(2, 0, 1))
@@ -126,7 +131,8 @@ def test_views_do_not_depend_on_the_number_of_workers(tmp_path):
     workers = list(stream_steps(dataset, 1, workers=2, pin=False))
     assert len(inline) == len(order) - 1
     for (a, la), (b, lb) in zip(inline, workers):
-        assert torch.equal(a, b) and torch.equal(la, lb)
+        assert torch.equal(a, b)
+        assert torch.equal(la, lb)
 
 
 def stream_config(root: Path, *extra: str):
@@ -194,7 +200,8 @@ def test_trainer_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
 
 def test_stream_needs_image_files(cli):
     code, _, err = cli("pretrain", "--preset", "cpu-tiny", "--set", "data.loader=stream", "--no-progress")
-    assert code == 2 and "reads image files" in err
+    assert code == 2
+    assert "reads image files" in err
 
 
 # --------------------------------------------------------------------------------------------- 2 gloo ranks
@@ -242,9 +249,11 @@ def test_two_ranks_see_every_image_once_per_epoch_and_resume_mid_epoch(tmp_path)
     ranks = spawn(_sharded, tmp_path / "spawn", str(tmp_path / "data"))
     for epoch in range(2):
         seen = torch.cat([r["orders"][epoch].flatten() for r in ranks])
-        assert len(seen) == 16 and len(set(seen.tolist())) == 16  # none twice
+        assert len(seen) == 16
+        assert len(set(seen.tolist())) == 16  # none twice
         kept = torch.randperm(18, generator=torch.Generator().manual_seed(epoch_seed(0, epoch)))[:16]
         assert sorted(seen.tolist()) == sorted(kept.tolist())  # every image of the epoch's cut
     assert not torch.equal(ranks[0]["orders"][0], ranks[0]["orders"][1])  # reshuffled per epoch
     for result in ranks:
-        assert result["equal_tail"] and result["tail_steps"] == 1
+        assert result["equal_tail"]
+        assert result["tail_steps"] == 1

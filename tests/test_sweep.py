@@ -21,7 +21,7 @@ from mimcli.errors import UsageError
 from mimcli.rundir import lock, runs
 from mimcli.sweep import execute
 from mimcli.train.loop import Trainer
-from tests.conftest import TINY_BASE, quiet
+from tests.tiny import TINY_BASE
 
 TINY = [*TINY_BASE, "train.batch_size=32", "train.device=cpu", "train.threads=1"]
 PROBED = [*TINY, "probe.datasets=['shapes:shape']", "probe.epochs=5"]
@@ -72,7 +72,7 @@ def snapshot(run_dir: Path) -> dict[str, tuple[str, int]]:
     return {p.name: (runs.file_sha256(p), p.stat().st_mtime_ns) for p in sorted(run_dir.iterdir()) if p.is_file()}
 
 
-def test_lambda_sweep_trains_and_probes_every_point(tmp_path, monkeypatch):
+def test_lambda_sweep_trains_and_probes_every_point(tmp_path, monkeypatch, quiet):
     import mimcli.report
 
     calls = counting_pretrain(monkeypatch)
@@ -104,7 +104,7 @@ def test_lambda_sweep_trains_and_probes_every_point(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypatch):
+def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypatch, quiet):
     calls = counting_pretrain(monkeypatch)
     points = sweep.plan_sweep("seeds", "simclr", "0,1", [*PROBED, "train.epochs=2"], out_root=tmp_path)
     first, second = (p.run_dir for p in points)
@@ -132,7 +132,8 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypa
     before = snapshot(first)
     dry = sweep.run_sweep(points, dry_run=True, console=quiet())
     assert [o.message for o in dry] == ["finished", "interrupted"]
-    assert dry[0].commands == [] and dry[1].commands[0].endswith(f"--out {second} --resume")
+    assert dry[0].commands == []
+    assert dry[1].commands[0].endswith(f"--out {second} --resume")
 
     outcomes = sweep.run_sweep(points, console=quiet(), show_progress=False, report=False)
     assert [(o.status, o.trained, o.resumed) for o in outcomes] == [
@@ -146,7 +147,7 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tmp_path, monkeypa
     assert sweep.missing_probes(second, points[1].config) == []
 
 
-def test_shards_cover_the_grid_exactly_once(tmp_path, fake_pretrain):
+def test_shards_cover_the_grid_exactly_once(tmp_path, fake_pretrain, quiet):
     grid = ["train.lr=0.1,0.01,0.001", "train.seed=0,1"]
     points = sweep.plan_sweep("grid", "simclr", None, UNPROBED, grid, out_root=tmp_path)
     assert [p.name for p in points] == [
@@ -176,7 +177,7 @@ def test_shards_cover_the_grid_exactly_once(tmp_path, fake_pretrain):
             sweep.parse_shard(spec)
 
 
-def test_epochs_sweep_trains_once_and_probes_each_saved_epoch(tmp_path, monkeypatch):
+def test_epochs_sweep_trains_once_and_probes_each_saved_epoch(tmp_path, monkeypatch, quiet):
     calls = counting_pretrain(monkeypatch)
     points = sweep.plan_sweep("epochs", "simclr", "3,1,2", PROBED, out_root=tmp_path)
     assert [p.name for p in points] == ["epochs-1", "epochs-2", "epochs-3"]
@@ -205,7 +206,8 @@ def test_epochs_sweep_trains_once_and_probes_each_saved_epoch(tmp_path, monkeypa
     for a, b in ((0, 1), (1, 2)):
         assert any(not torch.equal(weights[a][k], weights[b][k]) for k in weights[a])
     again = sweep.run_sweep(points, console=quiet(), report=False)
-    assert [o.status for o in again] == ["skipped-finished"] * 3 and len(calls) == 1
+    assert [o.status for o in again] == ["skipped-finished"] * 3
+    assert len(calls) == 1
 
 
 def write_lock(path: Path, pid: int, host: str | None = None) -> None:
@@ -217,7 +219,7 @@ def write_lock(path: Path, pid: int, host: str | None = None) -> None:
     )
 
 
-def test_live_lock_skips_the_point_and_a_dead_holders_lock_is_taken_over(tmp_path, fake_pretrain):
+def test_live_lock_skips_the_point_and_a_dead_holders_lock_is_taken_over(tmp_path, fake_pretrain, quiet):
     points = sweep.plan_sweep("seeds", "simclr", "0,1,2", UNPROBED, out_root=tmp_path)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -239,7 +241,8 @@ def test_live_lock_skips_the_point_and_a_dead_holders_lock_is_taken_over(tmp_pat
     assert "another host" in outcomes[2].message
     assert f"stale lock of pid {dead.pid}" in outcomes[1].message
     assert fake_pretrain == [(points[1].run_dir, False)]
-    assert points[0].lock_path.exists() and points[2].lock_path.exists()  # not ours to remove
+    assert points[0].lock_path.exists()
+    assert points[2].lock_path.exists()  # not ours to remove
     assert not points[1].lock_path.exists()
 
 
@@ -249,7 +252,8 @@ def test_a_held_lock_excludes_a_second_holder_until_released(tmp_path):
         assert first.held
         with lock.point_lock(path) as second:
             assert not second.held
-            assert second.holder["pid"] == os.getpid() and second.holder["host"] == socket.gethostname()
+            assert second.holder["pid"] == os.getpid()
+            assert second.holder["host"] == socket.gethostname()
         assert path.exists()
     assert not path.exists()
     with lock.point_lock(path) as third:
@@ -259,7 +263,7 @@ def test_a_held_lock_excludes_a_second_holder_until_released(tmp_path):
     assert not lock.holder_alive({**me, "start": "1"}, path)  # the pid now belongs to another process
 
 
-def test_dry_run_prints_exact_commands_and_trains_nothing(tmp_path, monkeypatch):
+def test_dry_run_prints_exact_commands_and_trains_nothing(tmp_path, monkeypatch, quiet):
     def forbidden(*args, **kwargs):
         raise AssertionError("a dry run trained or probed")
 
@@ -273,7 +277,8 @@ def test_dry_run_prints_exact_commands_and_trains_nothing(tmp_path, monkeypatch)
     assert not (tmp_path / "runs").exists()
     lines = output(console).splitlines()
     commands = [line for line in lines if line.startswith("mim ")]
-    assert len(commands) == 4 and [o.status for o in outcomes] == ["dry-run"] * 4
+    assert len(commands) == 4
+    assert [o.status for o in outcomes] == ["dry-run"] * 4
     assert "# simclr-lbe/lambda-1: new" in lines
     for point, command in zip(points, commands):
         args = shlex.split(command)
@@ -282,7 +287,8 @@ def test_dry_run_prints_exact_commands_and_trains_nothing(tmp_path, monkeypatch)
         out = Path(args[args.index("--out") + 1])
         assert out == point.run_dir
         assert load_config(point.preset, sets) == point.config  # the command trains exactly this config
-    assert points[3].config.regularizer.lam == 1.0 and points[3].config.regularizer.kind == "lbe"
+    assert points[3].config.regularizer.lam == 1.0
+    assert points[3].config.regularizer.kind == "lbe"
     assert commands[0].endswith(
         "--set regularizer.lambda=0.01 --out "
         + str(tmp_path / "runs" / "lambda-simclr-rc+simclr-lbe" / "simclr-rc" / "lambda-0.01")
@@ -325,7 +331,7 @@ def test_random_init_adds_one_untrained_point_per_training_seed_and_every_point_
     assert len(sweep.plan_sweep("regularizers", "simclr", None, UNPROBED)) == 3  # only when asked
 
 
-def test_a_random_init_point_is_probed_untrained_and_the_report_subtracts_it(tmp_path, monkeypatch):
+def test_a_random_init_point_is_probed_untrained_and_the_report_subtracts_it(tmp_path, monkeypatch, quiet):
     calls = counting_pretrain(monkeypatch)
     points = sweep.plan_sweep(
         "regularizers", "simclr", "none", [*PROBED, "train.epochs=1"], out_root=tmp_path, random_init=True
@@ -344,7 +350,7 @@ def test_a_random_init_point_is_probed_untrained_and_the_report_subtracts_it(tmp
     assert f"{shape[0] - shape[1]:+.2f} (no interval: n = 1)." in text
 
 
-def test_existing_run_of_another_config_is_refused(tmp_path, fake_pretrain):
+def test_existing_run_of_another_config_is_refused(tmp_path, fake_pretrain, quiet):
     sweep.run_sweep(
         sweep.plan_sweep("seeds", "simclr", "0", UNPROBED, out_root=tmp_path), console=quiet(), report=False
     )

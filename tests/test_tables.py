@@ -14,7 +14,7 @@ from rich.console import Console
 from mimcli.config import list_presets
 from mimcli.rundir import runs
 from mimcli.tables import Col, fit_table
-from tests.conftest import TINY
+from tests.tiny import TINY
 
 WIDTHS = (60, 80)
 PROBES = "shapes:shape,shapes:hue,shapes:position"
@@ -59,11 +59,13 @@ def test_a_wide_table_is_stacked_with_its_key_columns_in_every_part(width):
     text = render(fit_table("t", columns, rows, width, notes=["a note " * 30]), width)
     assert_readable(text, width, [*names, "regression", "acc_val_selected", *(r[-2] for r in rows)])
     parts = re.findall(r"t \((\d)/(\d)\)", text)
-    assert len(parts) >= 2 and all(total == str(len(parts)) for _, total in parts)
+    assert len(parts) >= 2
+    assert all(total == str(len(parts)) for _, total in parts)
     lines = text.splitlines()
     note = lines[max(i for i, line in enumerate(lines) if line.startswith("└")) + 1 :]
     assert " ".join(note).split() == ("a note " * 30).split()  # the note: left-aligned, wrapped at the width
-    assert len(note) > 2 and all(not line.startswith(" ") and len(line) > width - 10 for line in note[:-1])
+    assert len(note) > 2
+    assert all(not line.startswith(" ") and len(line) > width - 10 for line in note[:-1])
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -102,7 +104,8 @@ def test_sweep_and_its_report_tables(cli, at_width, tmp_path):
         assert code == 0, err
         whole = ["lambda-0.1", "lambda-1", "SimCLR + RC (λ=0.1)", "SimCLR + RC (λ=1)", "shapes:shape", "shapes:hue"]
         assert_readable(out, width, whole)
-        assert "Accuracy against λ" in out and "protocol" in out
+        assert "Accuracy against λ" in out
+        assert "protocol" in out
         code, out, err = cli("sweep", "status", str(tmp_path / "lambda-quickstart-rc"))
         assert code == 0, err
         assert_readable(out, width, ["lambda-0.1", "lambda-1"])

@@ -164,7 +164,8 @@ class DataSection(Section):
 
 
 class AugmentSection(Section):
-    """The paper's view recipe; the defaults are REFERENCE.md's contrastive augmentation."""
+    """The paper's view recipe; the defaults are the official contrastive augmentation
+    (docs/reference.md#augmentation)."""
 
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)

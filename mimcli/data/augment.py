@@ -3,7 +3,7 @@
 `BatchAugment(cfg, out_size)(images, generator)` takes uint8 images (B, 3, H, W) on any device and
 returns float32 normalised views (B, 3, out_size, out_size) on the same device; call it twice for two
 views. Everything is batched: there is no PIL and no Python loop over images. The recipe and its
-semantics follow torchvision's per-image transforms (REFERENCE.md, "Training recipe"):
+semantics follow torchvision's per-image transforms (docs/reference.md#augmentation):
 
 1. RandomResizedCrop(out_size, scale, ratio): torchvision's sampler, vectorised (float32 maths). Ten
    candidate (area, log-ratio) pairs are drawn per image and the first whose rounded integer box fits

@@ -48,7 +48,7 @@ Fit = Literal["squash", "centre_crop"]  # how a non-square image becomes image_s
 Loader = Callable[[Path, int, bool, Fit], tuple[ImageData, ImageData]]  # (root, size, download, fit) -> (train, test)
 
 SHAPES_CLASSES = {"shape": len(SHAPE_NAMES), "hue": N_HUES}  # the classification factors of the shapes
-SPLIT_SEED = 42  # REFERENCE.md: Flowers102 and GTSRB use a per-class random 80/20 split with seed 42
+SPLIT_SEED = 42  # Flowers102 and GTSRB: per-class random 80/20 split (docs/reference.md#transfer-data-sets)
 CUB_URL = "https://data.caltech.edu/records/65de6-vtw72/files/CUB_200_2011.tgz"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
 

@@ -1,6 +1,6 @@
 """RC decoders: reconstruct the normalised augmented view from the pooled layer4 vector h.
 
-Architectures follow the paper's reference code (REFERENCE.md, "Regularisers"): one per input
+Architectures follow the paper's reference code (docs/reference.md#rc-decoders): one per input
 resolution. No output activation: the target lies in [-1, 1] after Normalize(0.5, 0.5).
 `width_scale` (model.width / 64) narrows every hidden channel count with the backbone, so a
 width-16 network is not dominated by a full-size decoder; at width 64 the decoders are exactly the

@@ -1,4 +1,4 @@
-"""Projector and predictor heads of REFERENCE.md (SimCLR, BYOL, Barlow Twins)."""
+"""Projector and predictor heads of the official code (SimCLR, BYOL, Barlow Twins: docs/reference.md#heads)."""
 
 from __future__ import annotations
 

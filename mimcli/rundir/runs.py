@@ -114,7 +114,7 @@ SPACE_MARGIN = 1 << 20  # headers, HDF5 metadata, torch's zip records: a file is
 def check_free_space(path: Path, needed: int) -> None:
     """Refuse before writing `needed` bytes at `path` on a disk that lacks them (OSError ENOSPC naming the
     file): a write that fails part-way is caught too, but HDF5 crashes the process when it cannot close a
-    file on a full disk (h5py issue 914), so feature caches and packs must not start such a write."""
+    file on a full disk (github.com/h5py/h5py/issues/914), so feature caches and packs must not start such a write."""
     folder = next((p for p in (path.parent, *path.parent.parents) if p.is_dir()), Path("."))
     free = shutil.disk_usage(folder).free
     if free < needed + SPACE_MARGIN:

@@ -121,7 +121,8 @@ def _assemble(point: SweepPoint, outcome: PointOutcome, console: Console, show_p
     """An epochs-sweep point from its source run's backbones/epoch-N.pt (training the source first if
     needed); False when the source is locked by another live process."""
     source = point.source
-    assert source is not None and point.epoch is not None
+    assert source is not None
+    assert point.epoch is not None
     if run_status(source.run_dir).get("status") != "finished":
         with point_lock(source.lock_path) as lock:
             if not lock.held:

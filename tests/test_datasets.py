@@ -14,7 +14,7 @@ from mimcli.config import datasets as registry
 from mimcli.config.datasets import DataSetRecord, dataset_records, register_dataset
 from mimcli.data.transfer import pending_downloads
 from mimcli.probe.normalization import probe_normalization
-from mimcli.report.plots import write_plots
+from mimcli.report.figures import write_plots
 from mimcli.report.render import markdown
 from mimcli.report.tables import build_report
 from mimcli.rundir import runs

@@ -48,10 +48,13 @@ def registry(path: str) -> dict[Any, Any]:
 
 @pytest.fixture(scope="session")
 def builtins_registered() -> list[dict[Any, Any]]:
-    """The registries, with the built-in methods and regularisers in them before any test snapshots them."""
+    """The registries, with the built-in methods, regularisers and data set records in them before any test
+    snapshots them."""
+    from mimcli.config.datasets import dataset_records
     from mimcli.config.registry import load_builtins
 
     load_builtins()
+    dataset_records()
     return [registry(path) for path in REGISTRIES]
 
 

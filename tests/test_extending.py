@@ -149,20 +149,20 @@ def test_registries_are_restored_after_each_test(pytester):
     pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
     pytester.makepyfile(
         test_two="""
-from mimcli.config import method_sections
-from mimcli.data import transfer
+from mimcli.config import datasets, method_sections
 from mimcli.methods.base import METHODS
 
 
 def test_registers():
     METHODS["leaked"] = METHODS["simclr"]
-    transfer.REGISTRY.pop("mnist")
+    datasets.dataset_records()  # the built-in records are loaded on first read
+    datasets.DATASETS.pop("mnist")
     assert "simclr" in method_sections()
 
 
 def test_sees_the_built_ins_only():
     assert "leaked" not in METHODS
-    assert "mnist" in transfer.REGISTRY
+    assert "mnist" in datasets.dataset_records()
 """
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-q")

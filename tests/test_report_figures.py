@@ -8,7 +8,6 @@ into a report without training, so each figure's artists can be read back and co
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from mimcli.config import load_config
 from mimcli.report.collect import Run
 from mimcli.report.figures import report_figures
-from mimcli.report.plots import INTERVAL, Drawn, Style, epoch_ticks, segments, shade
+from mimcli.report.plots import INTERVAL, Drawn, Style, epoch_ticks, segments
 from mimcli.report.stats import mean_half_width
 from mimcli.report.tables import Report, assemble
 from mimcli.rundir.runs import INFO_KEY as KEY
@@ -121,11 +120,11 @@ def test_a_model_has_one_colour_in_every_figure(study):
     accuracy = figure(drawn, "accuracy-shapes")
     patch = dict(zip(legend_texts(accuracy), accuracy.legends[0].legend_handles))[label]
     loss = figure(drawn, "loss-simclr").axes[0]
-    curves = [line for line in loss.get_lines() if line.get_label().startswith(label)]
+    curves = [line for line in loss.get_lines() if line.get_label().startswith(f"{label}, seed")]
     sweep = figure(drawn, "epochs-shapes").axes[0]
     series = next(line for line in sweep.get_lines() if line.get_label() == "SimCLR")
     plane = figure(drawn, "information-plane").axes[0]
-    edges = [c.get_edgecolor()[0] for c in plane.collections if c.get_label().startswith(label)]
+    edges = [c.get_edgecolor()[0] for c in plane.collections if c.get_label().startswith(f"{label}, seed")]
     assert len(curves) == 3
     assert len(edges) == 3
     colours = {tuple(patch.get_facecolor())} | {tuple(map(float, line.get_color())) for line in curves}
@@ -134,16 +133,15 @@ def test_a_model_has_one_colour_in_every_figure(study):
 
 
 def test_a_row_named_apart_from_its_model_gets_its_own_colour(study):
-    """A random-init row named "random init" is not drawn as a pale shade of the method it started from."""
+    """The random-init row, which the report names "random init", is a model of its own in the figures, not a
+    pale shade of the method it started from."""
     rep, _ = study
     init = next(row for row in rep.tables[0].rows if row.group.config.train.epochs == 0)
     trained = next(row for row in rep.tables[0].rows if row.group.model == init.group.model and row is not init)
-    assert Style(rep).colour(init.label) == shade(Style(rep).colour(trained.label), 0, 2)  # before: a shade
-    renamed = copy.deepcopy(rep)
-    next(row for row in renamed.tables[0].rows if row.group.config.train.epochs == 0).group.label = "random init"
-    style = Style(renamed)
-    assert style.colour("random init") not in (style.colour(trained.label), style.colour(init.label))
-    assert style.colour("random init") == style.family_colours["random init"]
+    style = Style(rep)
+    assert init.label == "random init"
+    assert style.colour(init.label) != style.colour(trained.label)
+    assert style.colour(init.label) == style.family_colours["random init"]
 
 
 def test_two_models_have_two_colours_and_seeds_two_markers(study):

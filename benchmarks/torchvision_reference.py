@@ -1,6 +1,6 @@
 """torchvision's per-image augmentation pipeline, the reference mimcli.data.augment.BatchAugment reproduces.
 
-It lives beside the benchmarks, not in the package: mim never uses it; tests/test_augment.py compares
+It lives beside the benchmarks, not in the package: mim never uses it; tests/data/test_augment.py compares
 view statistics with it and benchmarks/augment_speed.py times it as the baseline.
 """
 
@@ -14,7 +14,7 @@ from mimcli.config import AugmentSection
 
 def torchvision_pipeline(aug: AugmentSection, out_size: int) -> T.Compose:
     """The per-image torchvision (transforms.v2) Compose that BatchAugment reproduces, for uint8 (3, H, W)
-    tensors: the oracle in tests/test_augment.py and the baseline in benchmarks/augment_speed.py."""
+    tensors: the oracle in tests/data/test_augment.py and the baseline in benchmarks/augment_speed.py."""
     return T.Compose(
         [
             T.RandomResizedCrop(out_size, scale=aug.crop_scale, ratio=aug.crop_ratio, antialias=True),

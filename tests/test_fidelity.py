@@ -98,7 +98,7 @@ def test_every_two_view_model_normalises_each_view_with_its_own_statistics(metho
     """Row 4 of docs/fidelity.md for any method x regulariser, a new one included: every BatchNorm layer of a
     two-view model (backbone, heads, target, decoder) is per view; a one-view model has none to split."""
     if METHODS[method].n_views < REGULARIZERS[kind].min_views:
-        return  # no such model (MIB and IP compare two views): tests/test_train.py checks the refusal
+        return  # no such model (MIB and IP compare two views): tests/train/test_train.py checks the refusal
     config = load_config(None, ["model.width=8", f"method.name={method!r}", f"regularizer.kind={kind!r}"])
     norms = [m for m in build_model(config, num_classes=3).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert norms

@@ -21,7 +21,7 @@ from mimcli.models.resnet import build_backbone
 from mimcli.probe.imagenet import imagenet_params, uses_imagenet_recipe
 from mimcli.train.optim import LARS, build_optimizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))  # the augmentation test's helpers
 from test_augment import assert_same_stat, smooth_images, view_features
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -138,7 +138,7 @@ def image_folder(bad_name: str, bad: bytes) -> Callable[[Path], None]:
     """images/<a|b>/: 8 good JPEGs and one bad file, read whole by one epoch of batch 3 (3 steps of 3)."""
 
     def setup(root: Path) -> None:
-        from tests.test_stream import write_jpegs
+        from tests.data.test_stream import write_jpegs
 
         write_jpegs(root / "images" / "a", 4, seed=1)
         write_jpegs(root / "images" / "b", 4, seed=2)
@@ -203,7 +203,7 @@ def pack_without(dataset: str) -> Callable[[Path], None]:
 
     def setup(root: Path) -> None:
         from mimcli.data.packing import pack_folder
-        from tests.test_stream import write_jpegs
+        from tests.data.test_stream import write_jpegs
 
         write_jpegs(root / "images" / "a", 4, seed=1)
         write_jpegs(root / "images" / "b", 4, seed=2)
@@ -949,7 +949,7 @@ NAMES = {
 def test_any_file_name_trains_in_stream_mode_and_packs(cli, tmp_path, kind):
     """A file name is the file system's bytes: stream mode (with a DataLoader worker) and `mim pack` read any
     name, and the pack keeps it byte for byte."""
-    from tests.test_stream import write_jpegs
+    from tests.data.test_stream import write_jpegs
 
     for label, seed in (("a", 1), ("b", 2)):
         write_jpegs(tmp_path / "images" / label, 4, seed=seed)

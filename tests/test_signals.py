@@ -22,7 +22,7 @@ import torch
 from mimcli.config import load_config
 from mimcli.rundir import lock, runs
 from mimcli.train import loop as train
-from tests.test_stream import make_imagenet
+from tests.data.test_stream import make_imagenet
 from tests.tiny import TINY_KEYS
 
 # 3 epochs of 4 steps: the marker is written at the 6th step (epoch 2, step 2), which then takes 0.3 s

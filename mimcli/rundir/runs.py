@@ -64,7 +64,7 @@ RESUME_SAFE_KEYS = (
     "run.out",
     "probe.",
     # where and how often progress, trackers and diagnostics are written, and how many processes
-    # decode images: none of them changes a weight (tests/test_information.py, test_stream.py)
+    # decode images: none of them changes a weight (tests/train/test_information.py, test_stream.py)
     "run.reproduces",
     "train.log",
     "train.print_every",

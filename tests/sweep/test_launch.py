@@ -250,7 +250,7 @@ def test_a_point_with_two_gpus_trains_under_torchrun_and_the_task_probes_it(tmp_
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
     overrides = [*TINY, "probe.datasets=['shapes:shape']", "probe.protocol='knn'", "train.epochs=1"]
     (point,) = plan_sweep("seeds", "simclr", "0", overrides, out_root="runs")
     console = quiet()

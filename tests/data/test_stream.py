@@ -4,6 +4,7 @@ across 2 gloo ranks, every image once per epoch and a resumed tail equal to the 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +242,7 @@ def _sharded(rank: int, out: Path, root: str) -> dict:
 
 
 def test_two_ranks_see_every_image_once_per_epoch_and_resume_mid_epoch(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the distributed test's launcher
     from test_distributed import spawn
 
     from mimcli.train.loop import epoch_seed

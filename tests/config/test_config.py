@@ -209,12 +209,12 @@ def test_switching_the_method_with_set_drops_the_keys_the_new_method_lacks():
 
 
 def test_every_preset_resolves_to_its_recorded_config():
-    """tests/data/resolved_presets.json (written by the script beside it) holds each preset's resolved config:
+    """tests/config/resolved_presets.json (written by the script beside it) holds each preset's resolved config:
     rewriting a preset (or extending another with `base`) must not change what it runs."""
     import json
     from pathlib import Path
 
-    recorded = json.loads((Path(__file__).parent / "data" / "resolved_presets.json").read_text())
+    recorded = json.loads((Path(__file__).parent / "resolved_presets.json").read_text())
     assert sorted(list_presets()) == sorted(recorded)
     for name in recorded:
         assert json.loads(json.dumps(load_config(name).to_dict())) == recorded[name], name

@@ -36,7 +36,7 @@ from mimcli.data.augment import (
     sample_crop_boxes,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from torchvision_reference import torchvision_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread (conftest.py)

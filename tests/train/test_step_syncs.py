@@ -17,7 +17,7 @@ from mimcli.data.shapes import generate_shapes
 from mimcli.train.loop import build_trainer
 from tests.tiny import TINY_KEYS
 
-PACKAGE = str(Path(__file__).resolve().parents[1] / "mimcli")
+PACKAGE = str(Path(__file__).resolve().parents[2] / "mimcli")
 READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 

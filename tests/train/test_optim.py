@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,6 +106,7 @@ def test_warmup_then_cosine_per_step():
 
 @pytest.mark.parametrize("preset", ["imagenet-simclr", "imagenet-simclr-rc", "imagenet-simclr-lbe"])
 def test_imagenet_presets_train_streamed_on_a_generated_folder(cli, tmp_path, preset):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))  # the streaming test's generator
     from test_stream import make_imagenet
 
     make_imagenet(tmp_path / "imagenet")  # 18 JPEGs of several aspect ratios in train/<wnid>/

@@ -1,10 +1,10 @@
 """Write resolved_presets.json: every named preset's fully resolved config, as `mim` builds it.
 
 The JSON pins what each preset means, so that rewriting presets (one extending another with `base`)
-is checked to change nothing: tests/test_config.py compares every preset against it. Regenerate it
+is checked to change nothing: tests/config/test_config.py compares every preset against it. Regenerate it
 only when a preset is meant to change, and say why in the commit:
 
-    python tests/data/resolved_presets.py
+    python tests/config/resolved_presets.py
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from mimcli.rundir import runs
 from mimcli.train.loop import pretrain
 from tests.tiny import TINY_BASE
 
-REFERENCE_MD = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
+REFERENCE_MD = Path(__file__).resolve().parents[2] / "docs" / "reference.md"
 TINY = [
     *TINY_BASE,
     "train.batch_size=32",

@@ -17,7 +17,7 @@ from mimcli.report.sections import parse, update
 from mimcli.rundir import runs
 from tests.tiny import TINY_BASE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def update_docs():
